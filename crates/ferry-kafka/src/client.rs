@@ -1,0 +1,208 @@
+use std::fmt;
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaConfRes;
+use rdkafka::ClientConfig;
+
+/// Which kind of client a configuration is built for. MM2 files scope properties to a role
+/// with `<alias>.consumer.*`, `<alias>.producer.*` and `<alias>.admin.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    Consumer,
+    Producer,
+    Admin,
+}
+
+impl ClientRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientRole::Consumer => "consumer",
+            ClientRole::Producer => "producer",
+            ClientRole::Admin => "admin",
+        }
+    }
+}
+
+/// How to reach one Kafka cluster: its alias, bootstrap servers and the client properties
+/// passed through to librdkafka (common ones and per-role overrides).
+#[derive(Clone, Default)]
+pub struct ClusterClient {
+    pub alias: String,
+    pub bootstrap_servers: String,
+    /// Properties for every client of this cluster (`<alias>.<property>`).
+    pub common: Vec<(String, String)>,
+    pub consumer: Vec<(String, String)>,
+    pub producer: Vec<(String, String)>,
+    pub admin: Vec<(String, String)>,
+}
+
+/// A client property librdkafka refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyProblem {
+    pub key: String,
+    pub kind: PropertyProblemKind,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyProblemKind {
+    /// librdkafka has no such property (often a Java-client-only setting).
+    Unknown,
+    /// The property exists but the value is not accepted.
+    Invalid,
+}
+
+impl ClusterClient {
+    pub fn new(alias: impl Into<String>, bootstrap_servers: impl Into<String>) -> Self {
+        ClusterClient {
+            alias: alias.into(),
+            bootstrap_servers: bootstrap_servers.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The librdkafka configuration for a client of `role`: bootstrap servers, a client id
+    /// naming Ferry and the cluster, the common properties, then the role's overrides.
+    pub fn client_config(&self, role: ClientRole) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set("client.id", format!("ferry-{}-{}", self.alias, role.as_str()));
+        for (key, value) in self.common.iter().chain(self.role_properties(role)) {
+            config.set(key, value);
+        }
+        config
+    }
+
+    fn role_properties(&self, role: ClientRole) -> &[(String, String)] {
+        match role {
+            ClientRole::Consumer => &self.consumer,
+            ClientRole::Producer => &self.producer,
+            ClientRole::Admin => &self.admin,
+        }
+    }
+
+    /// Checks one property against librdkafka without creating a client or touching the
+    /// network. `Ok(None)` when accepted.
+    pub fn check_property(key: &str, value: &str) -> Option<PropertyProblem> {
+        let mut config = ClientConfig::new();
+        config.set(key, value);
+        match config.create_native_config() {
+            Ok(_) => None,
+            Err(KafkaError::ClientConfig(res, reason, _, _)) => Some(PropertyProblem {
+                key: key.to_string(),
+                kind: if res == RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN {
+                    PropertyProblemKind::Unknown
+                } else {
+                    PropertyProblemKind::Invalid
+                },
+                reason,
+            }),
+            Err(other) => Some(PropertyProblem {
+                key: key.to_string(),
+                kind: PropertyProblemKind::Invalid,
+                reason: other.to_string(),
+            }),
+        }
+    }
+
+    /// Translates the Java client's `sasl.jaas.config` (PLAIN and SCRAM login modules) into
+    /// librdkafka's `sasl.username` / `sasl.password`, so MM2 files work unchanged.
+    pub fn translate_jaas(value: &str) -> Option<Vec<(String, String)>> {
+        let supported = ["PlainLoginModule", "ScramLoginModule"];
+        if !supported.iter().any(|m| value.contains(m)) {
+            return None;
+        }
+        let field = |name: &str| -> Option<String> {
+            let start = value.find(&format!("{name}="))? + name.len() + 1;
+            let rest = value[start..].trim_start();
+            let rest = rest.strip_prefix('"')?;
+            let end = rest.find('"')?;
+            Some(rest[..end].to_string())
+        };
+        Some(vec![
+            ("sasl.username".to_string(), field("username")?),
+            ("sasl.password".to_string(), field("password")?),
+        ])
+    }
+}
+
+/// Whether a property's value is a secret that must never be printed.
+pub fn is_sensitive_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password") || key.contains("secret") || key.contains("jaas") || key.ends_with(".key.pem")
+        || key.contains("token")
+}
+
+impl fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Redacted<'a>(&'a [(String, String)]);
+        impl fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map()
+                    .entries(self.0.iter().map(|(k, v)| {
+                        (k, if is_sensitive_key(k) { "***" } else { v.as_str() })
+                    }))
+                    .finish()
+            }
+        }
+        f.debug_struct("ClusterClient")
+            .field("alias", &self.alias)
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("common", &Redacted(&self.common))
+            .field("consumer", &Redacted(&self.consumer))
+            .field("producer", &Redacted(&self.producer))
+            .field("admin", &Redacted(&self.admin))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_overrides_win_over_common_properties() {
+        let mut c = ClusterClient::new("a", "127.0.0.1:1");
+        c.common.push(("linger.ms".into(), "5".into()));
+        c.producer.push(("linger.ms".into(), "20".into()));
+        let producer = c.client_config(ClientRole::Producer);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("client.id"), Some("ferry-a-producer"));
+        let consumer = c.client_config(ClientRole::Consumer);
+        assert_eq!(consumer.get("linger.ms"), Some("5"));
+        assert_eq!(consumer.get("bootstrap.servers"), Some("127.0.0.1:1"));
+    }
+
+    #[test]
+    fn librdkafka_validates_properties_without_a_cluster() {
+        assert_eq!(ClusterClient::check_property("security.protocol", "SASL_SSL"), None);
+        let unknown = ClusterClient::check_property("metric.reporters", "x").unwrap();
+        assert_eq!(unknown.kind, PropertyProblemKind::Unknown);
+        // librdkafka knows the Java truststore setting and says what to use instead.
+        let jks = ClusterClient::check_property("ssl.truststore.location", "/x.jks").unwrap();
+        assert_eq!(jks.kind, PropertyProblemKind::Invalid);
+        assert!(jks.reason.contains("ssl.ca.location"), "{}", jks.reason);
+        let invalid = ClusterClient::check_property("security.protocol", "carrier-pigeon").unwrap();
+        assert_eq!(invalid.kind, PropertyProblemKind::Invalid);
+        assert!(invalid.reason.contains("security.protocol"), "{}", invalid.reason);
+    }
+
+    #[test]
+    fn jaas_plain_and_scram_translate_to_librdkafka_credentials() {
+        let jaas = r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="alice" password="s3cr=t";"#;
+        let props = ClusterClient::translate_jaas(jaas).unwrap();
+        assert_eq!(props[0], ("sasl.username".to_string(), "alice".to_string()));
+        assert_eq!(props[1], ("sasl.password".to_string(), "s3cr=t".to_string()));
+        assert!(ClusterClient::translate_jaas("com.sun.security.auth.module.Krb5LoginModule required;").is_none());
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let mut c = ClusterClient::new("a", "h:1");
+        c.common.push(("sasl.password".into(), "hunter2".into()));
+        c.common.push(("sasl.username".into(), "alice".into()));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("alice"));
+    }
+}

@@ -1,0 +1,108 @@
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+/// Result of a Kafka operation performed by Ferry.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How a caller should react to an [`Error`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The cluster could not be reached or answered with a transient error: back off, retry.
+    Retriable,
+    /// The request was refused for a reason retrying will not fix (authorization,
+    /// invalid request, unsupported by the broker).
+    Fatal,
+}
+
+/// A Kafka operation that failed, naming the cluster (alias and address) and the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("cluster '{cluster}' ({bootstrap}): {operation} failed: {source}")]
+pub struct Error {
+    pub cluster: String,
+    pub bootstrap: String,
+    pub operation: String,
+    #[source]
+    pub source: KafkaError,
+}
+
+impl Error {
+    pub fn new(
+        cluster: &crate::ClusterClient,
+        operation: impl Into<String>,
+        source: KafkaError,
+    ) -> Self {
+        Error {
+            cluster: cluster.alias.clone(),
+            bootstrap: cluster.bootstrap_servers.clone(),
+            operation: operation.into(),
+            source,
+        }
+    }
+
+    /// Whether retrying later can succeed.
+    pub fn kind(&self) -> ErrorKind {
+        classify(&self.source)
+    }
+
+    pub fn is_retriable(&self) -> bool {
+        self.kind() == ErrorKind::Retriable
+    }
+}
+
+/// Classifies an rdkafka error. Transport, timeout and leadership errors are retriable;
+/// authorization, authentication, invalid requests and unsupported APIs are fatal.
+pub fn classify(error: &KafkaError) -> ErrorKind {
+    let code = match error {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
+        Some(code) => classify_code(code),
+        // Errors without a code are client-side (configuration, creation): not retriable.
+        None => ErrorKind::Fatal,
+    }
+}
+
+fn classify_code(code: RDKafkaErrorCode) -> ErrorKind {
+    use RDKafkaErrorCode::*;
+    match code {
+        TopicAuthorizationFailed
+        | GroupAuthorizationFailed
+        | ClusterAuthorizationFailed
+        | TransactionalIdAuthorizationFailed
+        | SaslAuthenticationFailed
+        | Authentication
+        | UnsupportedSASLMechanism
+        | IllegalSASLState
+        | UnsupportedVersion
+        | UnsupportedFeature
+        | InvalidConfig
+        | InvalidRequest
+        | PolicyViolation
+        | InvalidReplicationFactor
+        | InvalidPartitions
+        | InvalidTopic
+        | MessageSizeTooLarge
+        | InvalidArgument
+        | Fatal
+        | UnknownTopic
+        | InvalidRecord => ErrorKind::Fatal,
+        _ => ErrorKind::Retriable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transport_errors_are_retriable_authorization_is_fatal() {
+        let transport = KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure);
+        assert_eq!(classify(&transport), ErrorKind::Retriable);
+        let timed_out = KafkaError::AdminOp(RDKafkaErrorCode::OperationTimedOut);
+        assert_eq!(classify(&timed_out), ErrorKind::Retriable);
+        let denied = KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert_eq!(classify(&denied), ErrorKind::Fatal);
+        let unsupported = KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion);
+        assert_eq!(classify(&unsupported), ErrorKind::Fatal);
+    }
+}

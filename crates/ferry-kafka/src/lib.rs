@@ -1,0 +1,29 @@
+//! The only crate of Ferry that builds librdkafka clients for the control plane.
+//!
+//! It turns a cluster's settings (alias, bootstrap servers, pass-through client properties)
+//! into rdkafka clients, validates those properties against librdkafka *before* any cluster
+//! is contacted, wraps the admin calls Ferry needs (topic metadata, creation, configs,
+//! partitions) and classifies every failure as retriable or fatal, naming the cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> ferry_kafka::Result<()> {
+//! use ferry_kafka::{Admin, ClusterClient};
+//! let cluster = ClusterClient::new("a", "127.0.0.1:9092");
+//! let admin = Admin::connect(&cluster)?;
+//! for topic in admin.list_topics()? {
+//!     println!("{} has {} partitions", topic.name, topic.partitions);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The replication data path in `ferry-mirror` uses rdkafka's consumer and producer directly
+//! (copying each record into a Ferry type only to cross a crate boundary would cost an
+//! allocation per record); it obtains its `ClientConfig`s from here.
+
+mod admin;
+mod client;
+mod error;
+
+pub use admin::{Admin, NewTopicSpec, TopicMeta};
+pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
+pub use error::{classify, Error, ErrorKind, Result};

@@ -1,0 +1,577 @@
+//! The MirrorMaker 2 / SRM properties file, parsed once into typed, validated flows.
+//!
+//! Every problem is collected (not only the first) and names the file, line, key and reason;
+//! nothing here touches a cluster. Client properties are checked against librdkafka itself.
+
+pub mod properties;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use ferry_kafka::{ClusterClient, PropertyProblemKind};
+use regex::RegexSet;
+
+use crate::replication_policy::{PolicyKind, ReplicationPolicy};
+
+/// A fully validated configuration.
+#[derive(Debug, Clone)]
+pub struct MirrorConfig {
+    /// Where the configuration came from (for messages).
+    pub file: String,
+    /// Every cluster named in `clusters`, in that order.
+    pub clusters: Vec<ClusterClient>,
+    /// The enabled flows.
+    pub flows: Vec<FlowConfig>,
+    /// Unknown or ignored keys, each with file:line.
+    pub warnings: Vec<String>,
+}
+
+/// One enabled replication flow `source->target` and its settings.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    pub source: String,
+    pub target: String,
+    pub topics: RegexList,
+    pub topics_exclude: RegexList,
+    pub policy: ReplicationPolicy,
+    pub refresh_topics_enabled: bool,
+    pub refresh_topics_interval: Duration,
+    pub sync_topic_configs_enabled: bool,
+    pub sync_topic_configs_interval: Duration,
+    pub config_properties_exclude: RegexList,
+    /// Replication factor of remote topics; -1 = the target broker's default.
+    pub replication_factor: i32,
+    /// Replication factor of the `heartbeats` topic; -1 = broker default.
+    pub heartbeats_replication_factor: i32,
+    pub emit_heartbeats_enabled: bool,
+    pub emit_heartbeats_interval: Duration,
+    pub tasks_max: usize,
+    /// How often replicated positions are stored (`offset.flush.interval.ms`).
+    pub offset_flush_interval: Duration,
+}
+
+impl FlowConfig {
+    pub fn name(&self) -> String {
+        format!("{}->{}", self.source, self.target)
+    }
+}
+
+/// A comma-separated list of regular expressions, each matching whole names (as Java's
+/// `Pattern.matches`).
+#[derive(Clone)]
+pub struct RegexList {
+    patterns: Vec<String>,
+    set: RegexSet,
+}
+
+impl RegexList {
+    /// Parses `a, b.*, c`; an empty string is an empty list. The error names the bad pattern.
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let patterns: Vec<String> =
+            list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
+        for p in &patterns {
+            regex::Regex::new(p).map_err(|e| format!("invalid regex '{p}': {e}"))?;
+        }
+        let anchored = patterns.iter().map(|p| format!("^(?:{p})$"));
+        let set = RegexSet::new(anchored).map_err(|e| format!("invalid regex list: {e}"))?;
+        Ok(RegexList { patterns, set })
+    }
+
+    pub fn is_match(&self, name: &str) -> bool {
+        self.set.is_match(name)
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+impl fmt::Debug for RegexList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.patterns).finish()
+    }
+}
+
+/// One problem in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Every problem found in a configuration; start-up stops on any.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    pub problems: Vec<ConfigProblem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration ({} problem{}):", self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" })?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// MM2 defaults, and Ferry's where it documents a better one.
+pub mod defaults {
+    pub const TOPICS: &str = ".*";
+    pub const TOPICS_EXCLUDE: &str = r".*[\-\.]internal, .*\.replica, __.*";
+    pub const CONFIG_PROPERTIES_EXCLUDE: &str = r"follower\.replication\.throttled\.replicas, leader\.replication\.throttled\.replicas, message\.timestamp\.difference\.max\.ms, message\.timestamp\.type, unclean\.leader\.election\.enable, min\.insync\.replicas";
+    /// MM2: 600 s. Ferry: new topics within seconds.
+    pub const REFRESH_TOPICS_INTERVAL_SECONDS: u64 = 5;
+    /// MM2: 600 s. Ferry: config changes within seconds.
+    pub const SYNC_TOPIC_CONFIGS_INTERVAL_SECONDS: u64 = 5;
+    /// MM2: 2. Ferry: the target broker's default (works on any cluster size).
+    pub const REPLICATION_FACTOR: i32 = -1;
+    /// MM2: 3. Ferry: the broker's default.
+    pub const HEARTBEATS_REPLICATION_FACTOR: i32 = -1;
+    pub const EMIT_HEARTBEATS_INTERVAL_SECONDS: u64 = 1;
+    pub const TASKS_MAX: usize = 1;
+    /// Kafka Connect: 60000 ms. Ferry: 1000 ms (a smaller re-send window after a crash).
+    pub const OFFSET_FLUSH_INTERVAL_MS: u64 = 1000;
+}
+
+/// Flow-level keys Ferry implements.
+const FLOW_KEYS: &[&str] = &[
+    "enabled",
+    "topics",
+    "topics.exclude",
+    "topics.blacklist",
+    "replication.policy.class",
+    "replication.policy.separator",
+    "replication.policy.internal.topic.separator.enabled",
+    "refresh.topics.enabled",
+    "refresh.topics.interval.seconds",
+    "sync.topic.configs.enabled",
+    "sync.topic.configs.interval.seconds",
+    "config.properties.exclude",
+    "config.properties.blacklist",
+    "replication.factor",
+    "heartbeats.topic.replication.factor",
+    "emit.heartbeats.enabled",
+    "emit.heartbeats.interval.seconds",
+    "tasks.max",
+    "offset.flush.interval.ms",
+];
+
+/// MM2 keys Ferry recognises but does not act on yet (consumer-group checkpoints, offset
+/// syncs, exactly-once): a warning says so rather than "unknown key".
+const NOT_YET_KEYS: &[&str] = &[
+    "groups",
+    "groups.exclude",
+    "groups.blacklist",
+    "refresh.groups.enabled",
+    "refresh.groups.interval.seconds",
+    "emit.checkpoints.enabled",
+    "emit.checkpoints.interval.seconds",
+    "sync.group.offsets.enabled",
+    "sync.group.offsets.interval.seconds",
+    "checkpoints.topic.replication.factor",
+    "offset-syncs.topic.replication.factor",
+    "offset-syncs.topic.location",
+    "emit.offset-syncs.enabled",
+    "offset.lag.max",
+    "exactly.once.support",
+    "sync.topic.acls.enabled",
+];
+
+/// Kafka Connect framework settings MM2 files carry that Ferry has no use for.
+const CONNECT_FRAMEWORK_KEYS: &[&str] = &[
+    "key.converter",
+    "value.converter",
+    "header.converter",
+    "config.storage.replication.factor",
+    "offset.storage.replication.factor",
+    "status.storage.replication.factor",
+    "dedicated.mode.enable.internal.rest",
+    "replication.policy.internal.topic.separator",
+    "admin.timeout.ms",
+];
+
+#[derive(Debug, Clone)]
+struct Value {
+    value: String,
+    line: usize,
+}
+
+struct Parser<'f> {
+    file: &'f str,
+    problems: Vec<ConfigProblem>,
+    warnings: Vec<String>,
+}
+
+impl Parser<'_> {
+    fn problem(&mut self, line: Option<usize>, key: Option<&str>, reason: impl Into<String>) {
+        self.problems.push(ConfigProblem {
+            file: self.file.to_string(),
+            line,
+            key: key.map(String::from),
+            reason: reason.into(),
+        });
+    }
+
+    fn warn(&mut self, line: usize, key: &str, reason: &str) {
+        self.warnings.push(format!("{}:{line}: {key}: {reason}", self.file));
+    }
+}
+
+impl MirrorConfig {
+    /// Parses and validates the text of a properties file named `file`.
+    pub fn parse(file: &str, text: &str) -> Result<MirrorConfig, ConfigError> {
+        let mut p = Parser { file, problems: Vec::new(), warnings: Vec::new() };
+        let entries = match properties::parse(text) {
+            Ok(entries) => entries,
+            Err((line, reason)) => {
+                p.problem(Some(line), None, reason);
+                return Err(ConfigError { problems: p.problems });
+            }
+        };
+
+        // Last occurrence wins, as in Java; repeated keys are pointed out.
+        let mut all: HashMap<String, Value> = HashMap::new();
+        for e in &entries {
+            if let Some(old) = all.insert(e.key.clone(), Value { value: e.value.clone(), line: e.line }) {
+                let reason = format!("set again (line {} is overridden)", old.line);
+                p.warn(e.line, &e.key, &reason);
+            }
+        }
+
+        let Some(clusters_value) = all.get("clusters").cloned() else {
+            p.problem(None, Some("clusters"), "missing: list the cluster aliases, e.g. `clusters = a, b`");
+            return Err(ConfigError { problems: p.problems });
+        };
+        let mut aliases: Vec<String> = Vec::new();
+        for alias in clusters_value.value.split(',').map(str::trim) {
+            if alias.is_empty() || alias.contains('.') || alias.contains("->") || alias.contains(char::is_whitespace) {
+                p.problem(Some(clusters_value.line), Some("clusters"),
+                    format!("invalid cluster alias '{alias}' (non-empty, without '.', '->' or spaces)"));
+            } else if aliases.iter().any(|a| a == alias) {
+                p.problem(Some(clusters_value.line), Some("clusters"), format!("cluster alias '{alias}' listed twice"));
+            } else {
+                aliases.push(alias.to_string());
+            }
+        }
+
+        let mut globals: HashMap<String, Value> = HashMap::new();
+        let mut flow_keys: HashMap<(String, String), HashMap<String, Value>> = HashMap::new();
+        let mut clusters: BTreeMap<String, ClusterClient> =
+            aliases.iter().map(|a| (a.clone(), ClusterClient::new(a.clone(), String::new()))).collect();
+        let mut bootstrap_lines: HashMap<String, usize> = HashMap::new();
+
+        let mut sorted: Vec<(&String, &Value)> = all.iter().collect();
+        sorted.sort_by_key(|(_, v)| v.line);
+        for (key, v) in sorted {
+            if key == "clusters" {
+                continue;
+            }
+            if let Some((pair, rest)) = split_flow_key(key) {
+                let (src, tgt) = pair;
+                let mut ok = true;
+                for alias in [src, tgt] {
+                    if !aliases.iter().any(|a| a == alias) {
+                        p.problem(Some(v.line), Some(key), format!("unknown cluster alias '{alias}' (clusters = {})", aliases.join(", ")));
+                        ok = false;
+                    }
+                }
+                if ok && src == tgt {
+                    p.problem(Some(v.line), Some(key), format!("a flow needs two different clusters, got '{src}->{tgt}'"));
+                    ok = false;
+                }
+                if !ok {
+                    continue;
+                }
+                classify_connector_key(&mut p, key, rest, v, flow_keys.entry((src.into(), tgt.into())).or_default());
+                continue;
+            }
+            if FLOW_KEYS.contains(&key.as_str()) || NOT_YET_KEYS.contains(&key.as_str()) || CONNECT_FRAMEWORK_KEYS.contains(&key.as_str()) {
+                classify_connector_key(&mut p, key, key, v, &mut globals);
+                continue;
+            }
+            let (first, rest) = key.split_once('.').unwrap_or((key.as_str(), ""));
+            if let Some(cluster) = clusters.get_mut(first) {
+                cluster_property(&mut p, cluster, key, rest, v, &mut bootstrap_lines);
+                continue;
+            }
+            if key.ends_with(".bootstrap.servers") {
+                p.problem(Some(v.line), Some(key), format!("unknown cluster alias '{first}' (clusters = {})", aliases.join(", ")));
+                continue;
+            }
+            p.warn(v.line, key, "unknown key, ignored");
+        }
+
+        let mut flows = Vec::new();
+        for src in &aliases {
+            for tgt in &aliases {
+                if src == tgt {
+                    continue;
+                }
+                let scoped = flow_keys.remove(&(src.clone(), tgt.clone())).unwrap_or_default();
+                let look = Lookup { flow_name: format!("{src}->{tgt}"), flow: &scoped, globals: &globals };
+                let enabled = look.parse(&mut p, "enabled", false, parse_bool);
+                if !enabled {
+                    continue;
+                }
+                flows.push(flow_config(&mut p, src, tgt, &look));
+            }
+        }
+
+        if flows.is_empty() && p.problems.is_empty() {
+            p.problem(None, None, format!(
+                "no replication flow is enabled: add e.g. `{}->{}.enabled = true`",
+                aliases.first().map_or("a", String::as_str),
+                aliases.get(1).map_or("b", String::as_str)));
+        }
+        for flow in &flows {
+            for alias in [&flow.source, &flow.target] {
+                if clusters[alias].bootstrap_servers.is_empty() && !bootstrap_lines.contains_key(alias) {
+                    let reason = format!("flow {} needs `{alias}.bootstrap.servers`", flow.name());
+                    if !p.problems.iter().any(|x| x.reason == reason) {
+                        p.problem(Some(clusters_value.line), Some(&format!("{alias}.bootstrap.servers")), reason);
+                    }
+                }
+            }
+        }
+
+        if !p.problems.is_empty() {
+            return Err(ConfigError { problems: p.problems });
+        }
+        Ok(MirrorConfig {
+            file: file.to_string(),
+            clusters: aliases.iter().map(|a| clusters.remove(a).unwrap()).collect(),
+            flows,
+            warnings: p.warnings,
+        })
+    }
+
+    /// Keeps only the flows whose target is one of `targets` (MM2's `--clusters`).
+    pub fn select_targets(&mut self, targets: &[String]) -> Result<(), ConfigError> {
+        let problems: Vec<ConfigProblem> = targets
+            .iter()
+            .filter(|t| !self.clusters.iter().any(|c| &c.alias == *t))
+            .map(|t| ConfigProblem {
+                file: self.file.clone(),
+                line: None,
+                key: Some("--clusters".into()),
+                reason: format!("unknown cluster alias '{t}' (clusters = {})",
+                    self.clusters.iter().map(|c| c.alias.as_str()).collect::<Vec<_>>().join(", ")),
+            })
+            .collect();
+        if !problems.is_empty() {
+            return Err(ConfigError { problems });
+        }
+        self.flows.retain(|f| targets.contains(&f.target));
+        if self.flows.is_empty() {
+            return Err(ConfigError { problems: vec![ConfigProblem {
+                file: self.file.clone(), line: None, key: Some("--clusters".into()),
+                reason: format!("no enabled flow targets {}", targets.join(", ")),
+            }] });
+        }
+        Ok(())
+    }
+
+    pub fn cluster(&self, alias: &str) -> &ClusterClient {
+        self.clusters.iter().find(|c| c.alias == alias).expect("flows only name validated aliases")
+    }
+}
+
+/// `a->b.topics` -> ((a, b), "topics").
+fn split_flow_key(key: &str) -> Option<((&str, &str), &str)> {
+    let (src, rest) = key.split_once("->")?;
+    let (tgt, rest) = rest.split_once('.')?;
+    Some(((src, tgt), rest))
+}
+
+fn classify_connector_key(p: &mut Parser<'_>, key: &str, name: &str, v: &Value, into: &mut HashMap<String, Value>) {
+    if FLOW_KEYS.contains(&name) {
+        into.insert(name.to_string(), v.clone());
+    } else if NOT_YET_KEYS.contains(&name) {
+        p.warn(v.line, key, "recognised MM2 setting, not implemented by this Ferry version yet; ignored");
+    } else if CONNECT_FRAMEWORK_KEYS.contains(&name) {
+        p.warn(v.line, key, "Kafka Connect framework setting, not needed by Ferry; ignored");
+    } else {
+        p.warn(v.line, key, "unknown key, ignored");
+    }
+}
+
+fn cluster_property(
+    p: &mut Parser<'_>,
+    cluster: &mut ClusterClient,
+    key: &str,
+    rest: &str,
+    v: &Value,
+    bootstrap_lines: &mut HashMap<String, usize>,
+) {
+    if rest == "bootstrap.servers" {
+        let servers: Vec<&str> = v.value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        let bad: Vec<&&str> = servers.iter().filter(|s| !is_host_port(s)).collect();
+        if servers.is_empty() {
+            p.problem(Some(v.line), Some(key), "empty; expected host:port[,host:port...]");
+        } else if let Some(b) = bad.first() {
+            p.problem(Some(v.line), Some(key), format!("'{b}' is not host:port"));
+        } else {
+            cluster.bootstrap_servers = servers.join(",");
+            bootstrap_lines.insert(cluster.alias.clone(), v.line);
+        }
+        return;
+    }
+    let (bucket, prop) = match rest.split_once('.') {
+        Some(("consumer", prop)) => (&mut cluster.consumer, prop),
+        Some(("producer", prop)) => (&mut cluster.producer, prop),
+        Some(("admin", prop)) => (&mut cluster.admin, prop),
+        _ => (&mut cluster.common, rest),
+    };
+    if prop == "sasl.jaas.config" {
+        match ClusterClient::translate_jaas(&v.value) {
+            Some(props) => bucket.extend(props),
+            None => p.problem(Some(v.line), Some(key),
+                "only PlainLoginModule and ScramLoginModule JAAS configs can be translated; set sasl.username/sasl.password (or librdkafka's sasl.* settings) instead"),
+        }
+        return;
+    }
+    match ClusterClient::check_property(prop, &v.value) {
+        None => bucket.push((prop.to_string(), v.value.clone())),
+        Some(problem) if problem.kind == PropertyProblemKind::Unknown => {
+            p.warn(v.line, key, "not a librdkafka client property (Java-client-only?); ignored")
+        }
+        Some(problem) => {
+            let shown = if ferry_kafka::is_sensitive_key(prop) { "<redacted>".to_string() } else { v.value.clone() };
+            p.problem(Some(v.line), Some(key), format!("invalid value '{shown}': {}", problem.reason));
+        }
+    }
+}
+
+fn is_host_port(s: &str) -> bool {
+    let s = s.split_once("://").map_or(s, |(_, rest)| rest);
+    match s.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+struct Lookup<'a> {
+    /// `a->b`
+    flow_name: String,
+    flow: &'a HashMap<String, Value>,
+    globals: &'a HashMap<String, Value>,
+}
+
+impl Lookup<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.flow.get(key).or_else(|| self.globals.get(key))
+    }
+
+    /// The flow's value, else the global one, else `default`; a bad value is a problem.
+    fn parse<T>(&self, p: &mut Parser<'_>, key: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
+        match self.get(key) {
+            None => default,
+            Some(v) => match parse(v.value.trim()) {
+                Ok(value) => value,
+                Err(reason) => {
+                    p.problem(Some(v.line), Some(&self.key_name(key)), reason);
+                    default
+                }
+            },
+        }
+    }
+
+    /// The key as written in the file: `a->b.topics` or `topics`.
+    fn key_name(&self, key: &str) -> String {
+        if self.flow.contains_key(key) { format!("{}.{key}", self.flow_name) } else { key.to_string() }
+    }
+
+    fn string(&self, keys: &[&str], default: &str) -> (String, Option<usize>) {
+        keys.iter()
+            .find_map(|k| self.get(k))
+            .map_or((default.to_string(), None), |v| (v.value.clone(), Some(v.line)))
+    }
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("expected true or false, got '{s}'")),
+    }
+}
+
+fn positive_u64(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive whole number, got '{s}'")),
+    }
+}
+
+fn replication_factor(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(n) if n == -1 || n >= 1 => Ok(n),
+        _ => Err(format!("expected a replication factor >= 1, or -1 for the broker default, got '{s}'")),
+    }
+}
+
+fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> FlowConfig {
+    let mut regexes = |keys: &[&str], default: &str| -> RegexList {
+        let (value, line) = look.string(keys, default);
+        RegexList::parse(&value).unwrap_or_else(|reason| {
+            let key = keys.iter().find(|k| look.get(k).is_some()).map_or(keys[0].to_string(), |k| look.key_name(k));
+            p.problem(line, Some(&key), reason);
+            RegexList::parse("").unwrap()
+        })
+    };
+    let topics = regexes(&["topics"], defaults::TOPICS);
+    let topics_exclude = regexes(&["topics.exclude", "topics.blacklist"], defaults::TOPICS_EXCLUDE);
+    let config_properties_exclude =
+        regexes(&["config.properties.exclude", "config.properties.blacklist"], defaults::CONFIG_PROPERTIES_EXCLUDE);
+
+    let kind = look.parse(p, "replication.policy.class", PolicyKind::Default, |s| {
+        ReplicationPolicy::kind_from_class(s).ok_or_else(|| format!(
+            "unsupported replication policy '{s}' (supported: org.apache.kafka.connect.mirror.DefaultReplicationPolicy, org.apache.kafka.connect.mirror.IdentityReplicationPolicy)"))
+    });
+    let separator = look.parse(p, "replication.policy.separator", ".".to_string(), |s| {
+        if s.is_empty() { Err("the separator must not be empty".into()) } else { Ok(s.to_string()) }
+    });
+    let internal_separator_enabled =
+        look.parse(p, "replication.policy.internal.topic.separator.enabled", true, parse_bool);
+    let secs = |p: &mut Parser<'_>, key: &str, default: u64| Duration::from_secs(look.parse(p, key, default, positive_u64));
+
+    FlowConfig {
+        source: src.to_string(),
+        target: tgt.to_string(),
+        topics,
+        topics_exclude,
+        policy: ReplicationPolicy { kind, separator, internal_separator_enabled },
+        refresh_topics_enabled: look.parse(p, "refresh.topics.enabled", true, parse_bool),
+        refresh_topics_interval: secs(p, "refresh.topics.interval.seconds", defaults::REFRESH_TOPICS_INTERVAL_SECONDS),
+        sync_topic_configs_enabled: look.parse(p, "sync.topic.configs.enabled", true, parse_bool),
+        sync_topic_configs_interval: secs(p, "sync.topic.configs.interval.seconds", defaults::SYNC_TOPIC_CONFIGS_INTERVAL_SECONDS),
+        config_properties_exclude,
+        replication_factor: look.parse(p, "replication.factor", defaults::REPLICATION_FACTOR, replication_factor),
+        heartbeats_replication_factor: look.parse(p, "heartbeats.topic.replication.factor", defaults::HEARTBEATS_REPLICATION_FACTOR, replication_factor),
+        emit_heartbeats_enabled: look.parse(p, "emit.heartbeats.enabled", true, parse_bool),
+        emit_heartbeats_interval: secs(p, "emit.heartbeats.interval.seconds", defaults::EMIT_HEARTBEATS_INTERVAL_SECONDS),
+        tasks_max: look.parse(p, "tasks.max", defaults::TASKS_MAX as u64, positive_u64) as usize,
+        offset_flush_interval: Duration::from_millis(look.parse(p, "offset.flush.interval.ms", defaults::OFFSET_FLUSH_INTERVAL_MS, positive_u64)),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+use super::*;
+
+fn parse(text: &str) -> Result<MirrorConfig, ConfigError> {
+    MirrorConfig::parse("mm2.properties", text)
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text).unwrap_err().problems.iter().map(|p| p.to_string()).collect()
+}
+
+const BASE: &str = "clusters = a, b\na.bootstrap.servers = 127.0.0.1:9092\nb.bootstrap.servers = 127.0.0.1:9093\na->b.enabled = true\n";
+
+#[test]
+fn minimal_file_gets_mm2_and_ferry_defaults() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.clusters.len(), 2);
+    assert_eq!(c.cluster("a").bootstrap_servers, "127.0.0.1:9092");
+    assert_eq!(c.flows.len(), 1);
+    let f = &c.flows[0];
+    assert_eq!(f.name(), "a->b");
+    assert!(f.topics.is_match("orders"));
+    assert!(f.topics_exclude.is_match("x.internal") && f.topics_exclude.is_match("__x") && f.topics_exclude.is_match("t.replica"));
+    assert!(!f.topics_exclude.is_match("orders"));
+    assert!(f.config_properties_exclude.is_match("min.insync.replicas"));
+    assert!(!f.config_properties_exclude.is_match("retention.ms"));
+    assert_eq!(f.policy, ReplicationPolicy::default());
+    assert_eq!(f.refresh_topics_interval, Duration::from_secs(5));
+    assert_eq!(f.replication_factor, -1);
+    assert!(f.emit_heartbeats_enabled && f.sync_topic_configs_enabled);
+    assert_eq!(f.emit_heartbeats_interval, Duration::from_secs(1));
+    assert_eq!(f.tasks_max, 1);
+    assert_eq!(f.offset_flush_interval, Duration::from_millis(1000));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn flow_settings_override_global_ones() {
+    let c = parse(&format!("{BASE}b->a.enabled=true\ntopics = orders.*, pay\na->b.topics = x\ntopics.exclude=\nreplication.policy.separator=_\nb->a.replication.policy.class=org.apache.kafka.connect.mirror.IdentityReplicationPolicy\ntasks.max=3\nrefresh.topics.interval.seconds=2\nreplication.factor=3\n")).unwrap();
+    let ab = c.flows.iter().find(|f| f.name() == "a->b").unwrap();
+    let ba = c.flows.iter().find(|f| f.name() == "b->a").unwrap();
+    assert!(ab.topics.is_match("x") && !ab.topics.is_match("orders1"));
+    assert!(ba.topics.is_match("orders1") && ba.topics.is_match("pay") && !ba.topics.is_match("payments"));
+    assert!(!ba.topics_exclude.is_match("__x"), "an empty topics.exclude excludes nothing");
+    assert_eq!(ab.policy.separator, "_");
+    assert_eq!(ab.policy.kind, PolicyKind::Default);
+    assert_eq!(ba.policy.kind, PolicyKind::Identity);
+    assert_eq!(ba.tasks_max, 3);
+    assert_eq!(ab.refresh_topics_interval, Duration::from_secs(2));
+    assert_eq!(ab.replication_factor, 3);
+}
+
+#[test]
+fn client_properties_pass_through_by_role() {
+    let c = parse(&format!("{BASE}a.security.protocol=SASL_SSL\na.sasl.mechanism=SCRAM-SHA-512\na.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"u\" password=\"p\";\nb.producer.linger.ms=7\nb.consumer.fetch.min.bytes=10\n")).unwrap();
+    let a = c.cluster("a");
+    assert!(a.common.contains(&("security.protocol".into(), "SASL_SSL".into())));
+    assert!(a.common.contains(&("sasl.username".into(), "u".into())));
+    assert!(a.common.contains(&("sasl.password".into(), "p".into())));
+    let b = c.cluster("b");
+    assert_eq!(b.producer, vec![("linger.ms".to_string(), "7".to_string())]);
+    assert_eq!(b.consumer, vec![("fetch.min.bytes".to_string(), "10".to_string())]);
+}
+
+#[test]
+fn unknown_and_unsupported_keys_are_warned_with_their_line() {
+    let c = parse(&format!("{BASE}frobnicate = 1\ngroups = .*\na.metric.reporters=x\nkey.converter=x\n")).unwrap();
+    let w = c.warnings.join("\n");
+    assert!(w.contains("mm2.properties:5: frobnicate: unknown key"), "{w}");
+    assert!(w.contains("mm2.properties:6: groups: recognised MM2 setting, not implemented"), "{w}");
+    assert!(w.contains("mm2.properties:7: a.metric.reporters: not a librdkafka client property"), "{w}");
+    assert!(w.contains("mm2.properties:8: key.converter: Kafka Connect framework setting"), "{w}");
+}
+
+#[test]
+fn every_error_names_file_line_key_and_reason() {
+    let p = problems(&format!("{BASE}a->b.topics = ok, (unclosed\nreplication.factor = 0\na->c.enabled = true\nemit.heartbeats.enabled = yes\na.security.protocol = carrier-pigeon\nc.bootstrap.servers = h:1\ntasks.max = -2\nreplication.policy.class = com.example.Mine\n"));
+    let all = p.join("\n");
+    assert!(all.contains("mm2.properties:5: a->b.topics: invalid regex '(unclosed'"), "{all}");
+    assert!(all.contains("mm2.properties:6: replication.factor: expected a replication factor >= 1, or -1"), "{all}");
+    assert!(all.contains("mm2.properties:7: a->c.enabled: unknown cluster alias 'c' (clusters = a, b)"), "{all}");
+    assert!(all.contains("mm2.properties:8: emit.heartbeats.enabled: expected true or false, got 'yes'"), "{all}");
+    assert!(all.contains("mm2.properties:9: a.security.protocol: invalid value 'carrier-pigeon'"), "{all}");
+    assert!(all.contains("mm2.properties:10: c.bootstrap.servers: unknown cluster alias 'c'"), "{all}");
+    assert!(all.contains("mm2.properties:11: tasks.max: expected a positive whole number, got '-2'"), "{all}");
+    assert!(all.contains("mm2.properties:12: replication.policy.class: unsupported replication policy 'com.example.Mine'"), "{all}");
+    assert_eq!(p.len(), 8, "{all}");
+}
+
+#[test]
+fn structural_errors() {
+    assert_eq!(problems("a.bootstrap.servers=h:1\n"), vec!["mm2.properties: clusters: missing: list the cluster aliases, e.g. `clusters = a, b`"]);
+    let p = problems("clusters = a, b\na.bootstrap.servers=h:1\nb.bootstrap.servers=h:2\n");
+    assert!(p[0].contains("no replication flow is enabled: add e.g. `a->b.enabled = true`"), "{p:?}");
+    let p = problems("clusters = a, b\na.bootstrap.servers=h:1\na->b.enabled=true\n");
+    assert_eq!(p, vec!["mm2.properties:1: b.bootstrap.servers: flow a->b needs `b.bootstrap.servers`"]);
+    let p = problems("clusters = a, a.b, a\n");
+    assert!(p.iter().any(|x| x.contains("invalid cluster alias 'a.b'")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("cluster alias 'a' listed twice")), "{p:?}");
+    let p = problems("clusters=a,b\na.bootstrap.servers=nohost\nb.bootstrap.servers=h:99999\na->b.enabled=true\n");
+    assert!(p.iter().any(|x| x.contains("mm2.properties:2: a.bootstrap.servers: 'nohost' is not host:port")), "{p:?}");
+    assert!(p.iter().any(|x| x.contains("mm2.properties:3: b.bootstrap.servers: 'h:99999' is not host:port")), "{p:?}");
+    let p = problems("clusters=a,b\na->a.enabled=true\n");
+    assert!(p.iter().any(|x| x.contains("a flow needs two different clusters")), "{p:?}");
+}
+
+#[test]
+fn secrets_never_appear_in_errors() {
+    let p = problems(&format!("{BASE}a.ssl.key.password=\nb.sasl.jaas.config=com.sun.security.auth.module.Krb5LoginModule required password=\"hunter2\";\n"));
+    let all = p.join("\n");
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn select_targets_keeps_flows_into_those_clusters() {
+    let mut c = parse(&format!("{BASE}b->a.enabled=true\n")).unwrap();
+    assert!(c.select_targets(&["c".into()]).unwrap_err().to_string().contains("unknown cluster alias 'c'"));
+    c.select_targets(&["a".into()]).unwrap();
+    assert_eq!(c.flows.iter().map(|f| f.name()).collect::<Vec<_>>(), vec!["b->a"]);
+}

@@ -1,0 +1,493 @@
+//! One replication flow `source->target`: its control task discovers topics, manages remote
+//! topics, hands partitions to relay threads, stores positions, emits heartbeats and publishes
+//! metrics.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{channel, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_kafka::{Admin, ClientRole, ClusterClient, NewTopicSpec, TopicMeta};
+use metrics::{counter, gauge, histogram, Counter, Gauge};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::task::spawn_blocking;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::config::FlowConfig;
+use crate::heartbeat::Heartbeat;
+use crate::positions::PositionStore;
+use crate::progress::{PartitionProgress, ProgressTable, SharedProgress};
+use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
+use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
+use crate::telemetry::{self, kind};
+use crate::topic_plan::{self, ConfigView, TopicAction, TopicFilter};
+use crate::{Error, FlowStatus, Result};
+
+struct Assigned {
+    progress: SharedProgress,
+    relay: usize,
+    records: Counter,
+    bytes: Counter,
+    lag: Gauge,
+    published_records: u64,
+    published_bytes: u64,
+}
+
+pub(crate) struct Flow {
+    pub(crate) config: FlowConfig,
+    pub(crate) source: ClusterClient,
+    pub(crate) target: ClusterClient,
+    pub(crate) table: Arc<ProgressTable>,
+    pub(crate) status: Arc<Mutex<FlowStatus>>,
+}
+
+struct Running {
+    name: String,
+    config: FlowConfig,
+    source_admin: Arc<Admin>,
+    target_admin: Arc<Admin>,
+    watermarks: Arc<BaseConsumer>,
+    store: Arc<PositionStore>,
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    table: Arc<ProgressTable>,
+    relays: Vec<Sender<RelayCommand>>,
+    assigned: HashMap<(String, i32), Assigned>,
+    filter: TopicFilter,
+    heartbeats_ready: bool,
+    last_config_sync: Option<Instant>,
+    reported: HashSet<String>,
+    status: Arc<Mutex<FlowStatus>>,
+}
+
+fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
+    let mut config = rdkafka::ClientConfig::new();
+    // Idempotence keeps each partition in order and free of duplicates across retries.
+    for (k, v) in [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "10000")] {
+        config.set(k, v);
+    }
+    for (k, v) in target.client_config(ClientRole::Producer).config_map() {
+        config.set(k, v);
+    }
+    config
+}
+
+impl Flow {
+    pub(crate) async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let name = self.config.name();
+        let result = self.run_inner(&name, cancel).await;
+        if let Err(e) = &result {
+            gauge!(telemetry::FLOW_UP, "flow" => name.clone()).set(0.0);
+            error!(flow = %name, error = %e, "FLOW STOPPED");
+        }
+        result
+    }
+
+    async fn run_inner(self, name: &str, cancel: CancellationToken) -> Result<()> {
+        let Flow { config, source, target, table, status } = self;
+        let rewind_pending = Arc::new(AtomicBool::new(false));
+        let context = DeliveryContext {
+            flow: name.to_string(),
+            target: target.alias.clone(),
+            table: table.clone(),
+            rewind_pending: rewind_pending.clone(),
+            latency: histogram!(telemetry::LATENCY, "flow" => name.to_string()),
+            delivery_errors: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::DELIVERY),
+            unreachable: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::TARGET_UNREACHABLE),
+        };
+        let producer: ThreadedProducer<DeliveryContext> = producer_config(&target)
+            .create_with_context(context)
+            .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
+        let producer = Arc::new(producer);
+        let watermarks: BaseConsumer = Relay::consumer_config(&source)
+            .create()
+            .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&source, "create metadata client", e)))?;
+
+        let relay_cancel = cancel.child_token();
+        let mut relays = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..config.tasks_max {
+            let (tx, rx) = channel();
+            let relay = Relay {
+                flow: name.to_string(),
+                source: source.clone(),
+                target_alias: target.alias.clone(),
+                identity_policy: config.policy.kind == PolicyKind::Identity,
+                table: table.clone(),
+                producer: producer.clone(),
+                rewind_pending: rewind_pending.clone(),
+                commands: rx,
+                cancel: relay_cancel.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("relay-{name}-{i}"))
+                .spawn(move || relay.run())
+                .map_err(|e| Error::Internal(format!("cannot start relay thread: {e}")))?;
+            relays.push(tx);
+            threads.push(thread);
+        }
+
+        let mut run = Running {
+            name: name.to_string(),
+            filter: TopicFilter::for_flow(&config),
+            source_admin: Arc::new(Admin::connect(&source)?),
+            target_admin: Arc::new(Admin::connect(&target)?),
+            store: Arc::new(PositionStore::connect(&target, &source.alias)?),
+            watermarks: Arc::new(watermarks),
+            config: config.clone(),
+            producer: producer.clone(),
+            table,
+            relays,
+            assigned: HashMap::new(),
+            heartbeats_ready: false,
+            last_config_sync: None,
+            reported: HashSet::new(),
+            status,
+        };
+        gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
+        info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
+            policy = ?config.policy.kind, tasks = config.tasks_max, "flow starting");
+
+        let mut refresh = tokio::time::interval(config.refresh_topics_interval);
+        let mut flush = tokio::time::interval(config.offset_flush_interval);
+        let mut heartbeat = tokio::time::interval(config.emit_heartbeats_interval);
+        let mut backoff = Backoff::default();
+        let mut next_refresh = Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break Ok(()),
+                _ = refresh.tick() => {
+                    if Instant::now() < next_refresh || (!config.refresh_topics_enabled && !run.assigned.is_empty()) {
+                        continue;
+                    }
+                    match run.refresh().await {
+                        Ok(()) => {
+                            backoff.reset();
+                            run.set_status(|s| { s.failing = None; });
+                        }
+                        Err(e) if e.is_retriable() => {
+                            let wait = backoff.next();
+                            next_refresh = Instant::now() + wait;
+                            warn!(flow = %name, error = %e, retry_in = ?wait, "topic refresh failed; retrying");
+                            run.set_status(|s| { s.failing = Some(e.to_string()); });
+                        }
+                        Err(e) => break Err(e),
+                    }
+                }
+                _ = flush.tick() => run.flush().await,
+                _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),
+            }
+        };
+
+        // Shutdown: stop relays, drain in-flight records, store final positions.
+        relay_cancel.cancel();
+        for t in threads {
+            let _ = spawn_blocking(move || t.join()).await;
+        }
+        let p = producer.clone();
+        let _ = spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        run.flush().await;
+        info!(flow = %name, "flow stopped; positions stored");
+        outcome
+    }
+}
+
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let secs = (1u64 << self.attempt.min(6)).min(60);
+        self.attempt += 1;
+        Duration::from_secs(secs)
+    }
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+impl Running {
+    fn set_status(&self, f: impl FnOnce(&mut FlowStatus)) {
+        f(&mut self.status.lock().unwrap());
+    }
+
+    /// Reports a condition once per distinct message (not every refresh).
+    fn report_once(&mut self, key: String, f: impl FnOnce()) {
+        if self.reported.insert(key) {
+            f();
+        }
+    }
+
+    async fn list(admin: &Arc<Admin>) -> ferry_kafka::Result<Vec<TopicMeta>> {
+        let admin = admin.clone();
+        spawn_blocking(move || admin.list_topics()).await.expect("metadata task panicked")
+    }
+
+    async fn refresh(&mut self) -> Result<()> {
+        let source_topics = Self::list(&self.source_admin).await?;
+        let target_topics = Self::list(&self.target_admin).await?;
+
+        if self.config.emit_heartbeats_enabled && !self.heartbeats_ready {
+            if target_topics.iter().any(|t| t.name == HEARTBEATS_TOPIC) {
+                self.heartbeats_ready = true;
+            } else {
+                let spec = NewTopicSpec {
+                    name: HEARTBEATS_TOPIC.into(),
+                    partitions: 1,
+                    replication_factor: self.config.heartbeats_replication_factor,
+                    configs: BTreeMap::new(),
+                };
+                match self.target_admin.create_topics(&[spec]).await {
+                    Ok(()) => self.heartbeats_ready = true,
+                    Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
+                }
+            }
+        }
+
+        let sync_due = self.config.sync_topic_configs_enabled
+            && self.last_config_sync.is_none_or(|t| t.elapsed() >= self.config.sync_topic_configs_interval);
+        let (source_cfg, target_cfg) = if sync_due {
+            self.last_config_sync = Some(Instant::now());
+            self.describe_configs(&source_topics, &target_topics).await
+        } else {
+            (None, None)
+        };
+        let view = match (&source_cfg, &target_cfg) {
+            (Some(s), Some(t)) => Some(ConfigView { source: s, target: t, exclude: &self.config.config_properties_exclude }),
+            _ => None,
+        };
+        let plan = topic_plan::plan(&self.filter, &self.config.source, self.config.replication_factor, &source_topics, &target_topics, view);
+
+        let mut not_created = HashSet::new();
+        let creates: Vec<NewTopicSpec> = plan.actions.iter().filter_map(|a| match a {
+            TopicAction::Create(spec) => Some(spec.clone()),
+            _ => None,
+        }).collect();
+        if !creates.is_empty() {
+            match self.target_admin.create_topics(&creates).await {
+                Ok(()) => {
+                    for spec in &creates {
+                        info!(flow = %self.name, topic = %spec.name, partitions = spec.partitions, configs = spec.configs.len(), "created remote topic");
+                    }
+                }
+                Err(e) => {
+                    counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::TOPIC_ADMIN).increment(1);
+                    error!(flow = %self.name, error = %e, "cannot create remote topics; retrying next refresh");
+                    not_created.extend(creates.iter().map(|s| s.name.clone()));
+                    if !e.is_retriable() {
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        for action in &plan.actions {
+            let (what, result) = match action {
+                TopicAction::Create(_) => continue,
+                TopicAction::AddPartitions { topic, count } => (
+                    format!("add partitions to {topic} (to {count})"),
+                    self.target_admin.create_partitions(topic, *count).await,
+                ),
+                TopicAction::AlterConfigs { topic, configs } => (
+                    format!("sync configs of {topic}"),
+                    self.target_admin.alter_topic_configs(topic, configs).await,
+                ),
+            };
+            match result {
+                Ok(()) => info!(flow = %self.name, action = %what, "remote topic updated"),
+                Err(e) => {
+                    counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::TOPIC_ADMIN).increment(1);
+                    let name = self.name.clone();
+                    self.report_once(format!("{what}: {e}"), || error!(flow = %name, action = %what, error = %e, "cannot update remote topic (the target may not support this API)"));
+                }
+            }
+        }
+        for (topic, have, want) in &plan.missing_partitions {
+            counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::MISSING_PARTITIONS).increment(1);
+            let name = self.name.clone();
+            self.report_once(format!("missing {topic} {have} {want}"), || error!(flow = %name, %topic, replicated = have, source_partitions = want,
+                "NOT REPLICATED: the remote topic has fewer partitions than the source; the extra source partitions wait until partitions can be added"));
+        }
+
+        // Partitions to start and to stop.
+        let mut wanted: HashMap<(String, i32), String> = HashMap::new();
+        for route in plan.routes.iter().filter(|r| !not_created.contains(&r.remote_topic)) {
+            for p in 0..route.partitions {
+                wanted.insert((route.source_topic.clone(), p), route.remote_topic.clone());
+            }
+        }
+        let gone: Vec<(String, i32)> = self.assigned.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
+        if !gone.is_empty() {
+            self.unassign(&gone, &source_topics);
+        }
+        let new: Vec<((String, i32), String)> = wanted.into_iter().filter(|(k, _)| !self.assigned.contains_key(k)).collect();
+        if !new.is_empty() {
+            self.assign(new).await?;
+        }
+        let topics: HashSet<&str> = self.assigned.keys().map(|(t, _)| t.as_str()).collect();
+        gauge!(telemetry::TOPICS, "flow" => self.name.clone()).set(topics.len() as f64);
+        gauge!(telemetry::PARTITIONS, "flow" => self.name.clone()).set(self.assigned.len() as f64);
+        let mut topics: Vec<String> = topics.into_iter().map(String::from).collect();
+        topics.sort();
+        self.set_status(|s| { s.topics = topics; });
+        Ok(())
+    }
+
+    async fn describe_configs(
+        &mut self,
+        source_topics: &[TopicMeta],
+        target_topics: &[TopicMeta],
+    ) -> (Option<HashMap<String, BTreeMap<String, String>>>, Option<HashMap<String, BTreeMap<String, String>>>) {
+        let replicated: Vec<String> = source_topics.iter().filter(|t| self.filter.should_replicate(&t.name)).map(|t| t.name.clone()).collect();
+        let target_names: HashSet<&str> = target_topics.iter().map(|t| t.name.as_str()).collect();
+        let remotes: Vec<String> = replicated
+            .iter()
+            .map(|t| self.filter.policy.remote_topic(&self.config.source, t))
+            .filter(|r| target_names.contains(r.as_str()))
+            .collect();
+        let source = self.source_admin.describe_topic_configs(&replicated).await;
+        let target = self.target_admin.describe_topic_configs(&remotes).await;
+        match (source, target) {
+            (Ok(s), Ok(t)) => (Some(s), Some(t)),
+            (Err(e), _) | (_, Err(e)) => {
+                let name = self.name.clone();
+                self.report_once(format!("describe {e}"), || warn!(flow = %name, error = %e, "cannot read topic configs; topics are created without synced configs"));
+                (None, None)
+            }
+        }
+    }
+
+    async fn assign(&mut self, new: Vec<((String, i32), String)>) -> Result<()> {
+        let keys: Vec<(String, i32)> = new.iter().map(|((_, p), remote)| (remote.clone(), *p)).collect();
+        let store = self.store.clone();
+        let stored = spawn_blocking(move || store.fetch(&keys)).await.expect("position fetch panicked")?;
+        let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
+        for ((source_topic, partition), remote) in new {
+            let start = match stored.get(&(remote.clone(), partition)) {
+                Some(&position) => position,
+                None => {
+                    // New topic: replicate from the earliest offset still in the source log.
+                    let wm = self.watermarks.clone();
+                    let (t, p) = (source_topic.clone(), partition);
+                    match spawn_blocking(move || wm.fetch_watermarks(&t, p, Duration::from_secs(10))).await.expect("watermark task panicked") {
+                        Ok((low, _)) => low,
+                        Err(e) => {
+                            warn!(flow = %self.name, topic = %source_topic, partition, error = %e, "cannot read the source log start; retrying next refresh");
+                            continue;
+                        }
+                    }
+                }
+            };
+            debug!(flow = %self.name, topic = %source_topic, partition, start, from_store = stored.contains_key(&(remote.clone(), partition)), "assigning partition");
+            let progress = Arc::new(Mutex::new(PartitionProgress::new(source_topic.clone().into(), remote.clone().into(), partition, start)));
+            self.table.insert(progress.clone());
+            let relay = relay_for(&source_topic, partition, self.relays.len());
+            per_relay[relay].push(progress.clone());
+            let labels = [("flow", self.name.clone()), ("topic", source_topic.clone()), ("partition", partition.to_string())];
+            self.assigned.insert((source_topic, partition), Assigned {
+                progress,
+                relay,
+                records: counter!(telemetry::RECORDS, &labels),
+                bytes: counter!(telemetry::BYTES, &labels),
+                lag: gauge!(telemetry::LAG, &labels),
+                published_records: 0,
+                published_bytes: 0,
+            });
+        }
+        let mut count = 0;
+        for (relay, parts) in per_relay.into_iter().enumerate() {
+            count += parts.len();
+            if !parts.is_empty() {
+                let _ = self.relays[relay].send(RelayCommand::Assign(parts));
+            }
+        }
+        info!(flow = %self.name, partitions = count, "replicating new partitions");
+        Ok(())
+    }
+
+    fn unassign(&mut self, gone: &[(String, i32)], source_topics: &[TopicMeta]) {
+        let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
+        for key in gone {
+            if let Some(a) = self.assigned.remove(key) {
+                self.table.remove(&a.progress);
+                per_relay[a.relay].push(a.progress);
+                let deleted = !source_topics.iter().any(|t| t.name == key.0);
+                if deleted {
+                    warn!(flow = %self.name, topic = %key.0, partition = key.1, "source topic deleted: replication of it stopped (remote topic kept)");
+                } else {
+                    info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer selected: replication stopped (remote topic kept)");
+                }
+            }
+        }
+        for (relay, parts) in per_relay.into_iter().enumerate() {
+            if !parts.is_empty() {
+                let _ = self.relays[relay].send(RelayCommand::Unassign(parts));
+            }
+        }
+    }
+
+    /// Stores safe positions and publishes per-partition metrics.
+    async fn flush(&mut self) {
+        let mut to_store = Vec::new();
+        let (mut records, mut lag) = (0u64, 0i64);
+        for a in self.assigned.values_mut() {
+            let p = a.progress.lock().unwrap();
+            let position = p.safe_position();
+            if position != p.stored {
+                to_store.push((p.remote_topic.to_string(), p.partition, position));
+            }
+            a.records.increment(p.records - a.published_records);
+            a.bytes.increment(p.bytes - a.published_bytes);
+            a.published_records = p.records;
+            a.published_bytes = p.bytes;
+            a.lag.set(p.lag() as f64);
+            records += p.records;
+            lag += p.lag();
+        }
+        self.set_status(|s| { s.records = records; s.lag = lag; });
+        if to_store.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        let batch = to_store.clone();
+        match spawn_blocking(move || store.store(&batch)).await.expect("position store panicked") {
+            Ok(()) => {
+                for (topic, partition, position) in to_store {
+                    if let Some(progress) = self.table.get(&topic, partition) {
+                        progress.lock().unwrap().stored = position;
+                    }
+                }
+            }
+            Err(e) => {
+                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::POSITION_STORE).increment(1);
+                warn!(flow = %self.name, error = %e, "cannot store positions; retrying at the next flush");
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        if !self.heartbeats_ready {
+            return;
+        }
+        let hb = Heartbeat { source_cluster: self.config.source.clone(), target_cluster: self.config.target.clone(), timestamp_ms: now_ms() };
+        let (key, value) = (hb.encode_key(), hb.encode_value());
+        let record = BaseRecord::with_opaque_to(HEARTBEATS_TOPIC, 0usize).key(&key).payload(&value).timestamp(hb.timestamp_ms);
+        match self.producer.send(record) {
+            Ok(()) => counter!(telemetry::HEARTBEATS, "flow" => self.name.clone()).increment(1),
+            Err((e, _)) => debug!(flow = %self.name, error = %e, "heartbeat not enqueued"),
+        }
+        self.set_status(|s| { s.last_heartbeat_ms = Some(hb.timestamp_ms); });
+    }
+}
+
+/// Which relay (task) replicates a partition: stable across refreshes.
+pub(crate) fn relay_for(topic: &str, partition: i32, relays: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in topic.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    ((h.wrapping_add(partition as u64)) % relays as u64) as usize
+}

@@ -1,0 +1,68 @@
+//! Durable replication positions, kept in the **target** cluster (as MM2 keeps its Connect
+//! offsets there): committed offsets of the consumer group `ferry-mirror.<source>.internal`,
+//! one per remote-topic partition, whose value is the next *source* offset to replicate.
+//! Kafka's own `__consumer_offsets` stores, compacts and replicates them; reading them back
+//! costs one OffsetFetch however long Ferry ran. Committed only after the target acknowledged
+//! every record before that position, so a crash re-sends at most the records acknowledged
+//! since the last commit plus those in flight.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ferry_kafka::{ClientRole, ClusterClient};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn group_id(source_alias: &str) -> String {
+    format!("ferry-mirror.{source_alias}.internal")
+}
+
+pub(crate) struct PositionStore {
+    target: ClusterClient,
+    consumer: BaseConsumer,
+}
+
+impl PositionStore {
+    pub(crate) fn connect(target: &ClusterClient, source_alias: &str) -> ferry_kafka::Result<Self> {
+        let mut config = target.client_config(ClientRole::Consumer);
+        config.set("group.id", group_id(source_alias));
+        config.set("client.id", format!("ferry-{}-positions", target.alias));
+        config.set("enable.auto.commit", "false");
+        let consumer = config
+            .create()
+            .map_err(|e| ferry_kafka::Error::new(target, "create position store client", e))?;
+        Ok(PositionStore { target: target.clone(), consumer })
+    }
+
+    /// Stored positions of these remote-topic partitions (blocking). Absent = never stored.
+    pub(crate) fn fetch(&self, partitions: &[(String, i32)]) -> ferry_kafka::Result<HashMap<(String, i32), i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in partitions {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = self
+            .consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .map_err(|e| ferry_kafka::Error::new(&self.target, "fetch stored positions", e))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Stores positions (blocking, synchronous commit).
+    pub(crate) fn store(&self, positions: &[(String, i32, i64)]) -> ferry_kafka::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, offset) in positions {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                .map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
+    }
+}

@@ -1,0 +1,228 @@
+//! Per-partition replication state shared by the relay thread (which sends), the producer's
+//! delivery callback (which learns what the target acknowledged) and the flow's control task
+//! (which stores positions and publishes metrics).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::offset_map::OffsetMap;
+
+/// Delivery opaque: the source offset and the partition's epoch in one `usize`
+/// (epoch in the top 16 bits, offset below: offsets up to 2^48).
+pub(crate) fn pack(epoch: u16, offset: i64) -> usize {
+    ((epoch as usize) << 48) | (offset as usize & ((1 << 48) - 1))
+}
+
+pub(crate) fn unpack(opaque: usize) -> (u16, i64) {
+    ((opaque >> 48) as u16, (opaque & ((1 << 48) - 1)) as i64)
+}
+
+#[derive(Debug)]
+pub(crate) struct PartitionProgress {
+    pub(crate) source_topic: Arc<str>,
+    pub(crate) remote_topic: Arc<str>,
+    pub(crate) partition: i32,
+    /// Next source offset after the last record handed to the producer (or skipped).
+    pub(crate) consumed_next: i64,
+    /// Next source offset after the last record the target acknowledged, in this epoch.
+    pub(crate) acked_next: i64,
+    /// Records handed to the producer and not yet acknowledged or failed.
+    pub(crate) inflight: u64,
+    /// Bumped on every rewind; acknowledgements from older epochs do not move `acked_next`.
+    pub(crate) epoch: u16,
+    /// Set by a failed delivery: the relay must seek back here and re-send.
+    pub(crate) rewind_to: Option<i64>,
+    /// A non-retriable failure stopped this partition.
+    pub(crate) failed: Option<String>,
+    /// Last position stored durably.
+    pub(crate) stored: i64,
+    /// Exact source -> target mapping of every acknowledged record (checkpoint hook).
+    pub(crate) offset_map: OffsetMap,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) filtered: u64,
+    /// Source high watermark and log start, from librdkafka statistics.
+    pub(crate) high_watermark: i64,
+    pub(crate) log_start: i64,
+    pub(crate) deliveries: u64,
+}
+
+impl PartitionProgress {
+    pub(crate) fn new(source_topic: Arc<str>, remote_topic: Arc<str>, partition: i32, start: i64) -> Self {
+        PartitionProgress {
+            source_topic,
+            remote_topic,
+            partition,
+            consumed_next: start,
+            acked_next: start,
+            inflight: 0,
+            epoch: 0,
+            rewind_to: None,
+            failed: None,
+            stored: start,
+            offset_map: OffsetMap::default(),
+            records: 0,
+            bytes: 0,
+            filtered: 0,
+            high_watermark: -1,
+            log_start: -1,
+            deliveries: 0,
+        }
+    }
+
+    /// The position that may be stored: every record before it is on the target.
+    pub(crate) fn safe_position(&self) -> i64 {
+        let acked = match self.rewind_to {
+            Some(r) => self.acked_next.min(r),
+            None => self.acked_next,
+        };
+        if self.inflight == 0 && self.rewind_to.is_none() {
+            self.consumed_next
+        } else {
+            acked
+        }
+    }
+
+    /// Records on the source not yet replicated (0 if the watermark is unknown).
+    pub(crate) fn lag(&self) -> i64 {
+        if self.high_watermark < 0 { 0 } else { (self.high_watermark - self.safe_position()).max(0) }
+    }
+
+    /// A delivery succeeded at `target_offset`.
+    pub(crate) fn acknowledged(&mut self, epoch: u16, source_offset: i64, target_offset: i64, bytes: usize) {
+        self.inflight = self.inflight.saturating_sub(1);
+        self.offset_map.record(source_offset, target_offset);
+        self.records += 1;
+        self.bytes += bytes as u64;
+        self.deliveries += 1;
+        if epoch == self.epoch && self.rewind_to.is_none() && source_offset >= self.acked_next {
+            self.acked_next = source_offset + 1;
+        }
+    }
+
+    /// A delivery failed: re-send from `source_offset` (retriable) or stop (fatal).
+    pub(crate) fn delivery_failed(&mut self, epoch: u16, source_offset: i64, fatal: Option<String>) {
+        self.inflight = self.inflight.saturating_sub(1);
+        if epoch != self.epoch {
+            return;
+        }
+        if let Some(reason) = fatal {
+            self.failed.get_or_insert(reason);
+        }
+        self.rewind_to = Some(self.rewind_to.map_or(source_offset, |r| r.min(source_offset)));
+    }
+
+    /// The relay seeks back: a new epoch starts at the rewind point.
+    pub(crate) fn take_rewind(&mut self) -> Option<i64> {
+        let to = self.rewind_to.take()?;
+        self.epoch = self.epoch.wrapping_add(1);
+        self.consumed_next = to;
+        self.acked_next = to;
+        Some(to)
+    }
+}
+
+pub(crate) type SharedProgress = Arc<Mutex<PartitionProgress>>;
+
+/// All partitions of a flow, by remote topic (what delivery reports name) and partition.
+#[derive(Default)]
+pub(crate) struct ProgressTable {
+    by_remote: RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>,
+    by_source: RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>,
+}
+
+fn put(map: &RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>, topic: Arc<str>, partition: usize, value: Option<SharedProgress>) {
+    let mut map = map.write().unwrap();
+    let slots = map.entry(topic).or_default();
+    if slots.len() <= partition {
+        slots.resize(partition + 1, None);
+    }
+    slots[partition] = value;
+}
+
+impl ProgressTable {
+    pub(crate) fn insert(&self, progress: SharedProgress) {
+        let (source, remote, partition) = {
+            let p = progress.lock().unwrap();
+            (p.source_topic.clone(), p.remote_topic.clone(), p.partition as usize)
+        };
+        put(&self.by_remote, remote, partition, Some(progress.clone()));
+        put(&self.by_source, source, partition, Some(progress));
+    }
+
+    pub(crate) fn remove(&self, progress: &SharedProgress) {
+        let (source, remote, partition) = {
+            let p = progress.lock().unwrap();
+            (p.source_topic.clone(), p.remote_topic.clone(), p.partition as usize)
+        };
+        put(&self.by_remote, remote, partition, None);
+        put(&self.by_source, source, partition, None);
+    }
+
+    pub(crate) fn by_source(&self, source_topic: &str, partition: i32) -> Option<SharedProgress> {
+        self.by_source.read().unwrap().get(source_topic)?.get(partition as usize)?.clone()
+    }
+
+    pub(crate) fn get(&self, remote_topic: &str, partition: i32) -> Option<SharedProgress> {
+        self.by_remote.read().unwrap().get(remote_topic)?.get(partition as usize)?.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part() -> PartitionProgress {
+        PartitionProgress::new("t".into(), "a.t".into(), 0, 10)
+    }
+
+    #[test]
+    fn opaque_round_trip() {
+        assert_eq!(unpack(pack(7, 123_456_789_012)), (7, 123_456_789_012));
+        assert_eq!(unpack(pack(u16::MAX, 0)), (u16::MAX, 0));
+    }
+
+    #[test]
+    fn position_never_passes_an_unacknowledged_record() {
+        let mut p = part();
+        p.consumed_next = 13;
+        p.inflight = 3; // 10, 11, 12 sent
+        assert_eq!(p.safe_position(), 10);
+        p.acknowledged(0, 10, 100, 1);
+        assert_eq!(p.safe_position(), 11);
+        p.acknowledged(0, 11, 101, 1);
+        p.acknowledged(0, 12, 102, 1);
+        assert_eq!(p.safe_position(), 13);
+        // a record skipped by the provenance filter moves consumed_next with nothing in flight
+        p.consumed_next = 14;
+        assert_eq!(p.safe_position(), 14);
+    }
+
+    #[test]
+    fn a_failed_delivery_holds_the_position_until_resent() {
+        let mut p = part();
+        p.consumed_next = 13;
+        p.inflight = 3;
+        p.acknowledged(0, 10, 100, 1);
+        p.delivery_failed(0, 11, None);
+        p.acknowledged(0, 12, 102, 1); // a later record made it: position must still stop at 11
+        assert_eq!(p.safe_position(), 11);
+        assert_eq!(p.take_rewind(), Some(11));
+        assert_eq!(p.epoch, 1);
+        assert_eq!(p.safe_position(), 11);
+        // a late ack from the old epoch does not move the position
+        p.inflight = 1;
+        p.acknowledged(0, 12, 102, 1);
+        assert_eq!(p.safe_position(), 11);
+    }
+
+    #[test]
+    fn lag_uses_the_safe_position() {
+        let mut p = part();
+        assert_eq!(p.lag(), 0, "unknown watermark");
+        p.high_watermark = 50;
+        assert_eq!(p.lag(), 40);
+        p.high_watermark = 5;
+        assert_eq!(p.lag(), 0, "never negative (tansu reports a low high watermark)");
+    }
+}

@@ -1,0 +1,449 @@
+//! The data path: a dedicated thread per relay moves records from its assigned source
+//! partitions to the same partitions of their remote topics, preserving key, value, headers
+//! and timestamp. One librdkafka consumer per relay (assign-only, no group), one idempotent
+//! producer per flow shared by its relays; the producer's delivery callback records what the
+//! target acknowledged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferry_kafka::ClusterClient;
+use metrics::{counter, Counter, Histogram};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, Timestamp, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::progress::{pack, unpack, ProgressTable, SharedProgress};
+use crate::provenance::{self, PROVENANCE_HEADER};
+use crate::telemetry;
+
+/// Sample one latency in this many deliveries per partition.
+const LATENCY_SAMPLE: u64 = 16;
+
+/// What the flow asks a relay to do.
+pub(crate) enum RelayCommand {
+    /// Start replicating these partitions from their `consumed_next` position.
+    Assign(Vec<SharedProgress>),
+    /// Stop replicating these partitions.
+    Unassign(Vec<SharedProgress>),
+}
+
+/// The target producer's callbacks: acknowledgements update partition progress.
+pub(crate) struct DeliveryContext {
+    pub(crate) flow: String,
+    pub(crate) target: String,
+    pub(crate) table: Arc<ProgressTable>,
+    pub(crate) rewind_pending: Arc<AtomicBool>,
+    pub(crate) latency: Histogram,
+    pub(crate) delivery_errors: Counter,
+    pub(crate) unreachable: Counter,
+}
+
+impl ClientContext for DeliveryContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.unreachable.increment(1);
+        warn!(flow = %self.flow, cluster = %self.target, %error, reason, "target cluster client error (librdkafka retries)");
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let (epoch, source_offset) = unpack(opaque);
+        let message = match result {
+            Ok(m) => m,
+            Err((_, m)) => m,
+        };
+        let Some(progress) = self.table.get(message.topic(), message.partition()) else {
+            return; // heartbeats and partitions unassigned meanwhile
+        };
+        let mut p = progress.lock().unwrap();
+        match result {
+            Ok(m) => {
+                let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
+                p.acknowledged(epoch, source_offset, m.offset(), bytes);
+                if p.deliveries % LATENCY_SAMPLE == 1 {
+                    if let Some(ts) = m.timestamp().to_millis() {
+                        self.latency.record((now_ms() - ts).max(0) as f64 / 1000.0);
+                    }
+                }
+            }
+            Err((e, _)) => {
+                self.delivery_errors.increment(1);
+                let fatal = match ferry_kafka::classify(e) {
+                    ferry_kafka::ErrorKind::Fatal => Some(e.to_string()),
+                    ferry_kafka::ErrorKind::Retriable => None,
+                };
+                if let Some(reason) = &fatal {
+                    error!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, %reason,
+                        "delivery failed permanently: partition stopped, nothing after it is replicated");
+                } else if p.rewind_to.is_none() {
+                    warn!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, error = %e,
+                        "delivery failed: re-sending from this offset");
+                }
+                p.delivery_failed(epoch, source_offset, fatal);
+                self.rewind_pending.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+/// The source consumer's callbacks: statistics give watermarks; errors are reported.
+pub(crate) struct SourceContext {
+    pub(crate) flow: String,
+    pub(crate) source: String,
+    pub(crate) bootstrap: String,
+    pub(crate) table: Arc<ProgressTable>,
+    pub(crate) unreachable: Counter,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                if *partition < 0 {
+                    continue;
+                }
+                if let Some(progress) = self.table.by_source(name, *partition) {
+                    let mut p = progress.lock().unwrap();
+                    if stats.hi_offset >= 0 {
+                        p.high_watermark = stats.hi_offset;
+                    }
+                    if stats.lo_offset >= 0 {
+                        p.log_start = stats.lo_offset;
+                    }
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.unreachable.increment(1);
+        warn!(flow = %self.flow, cluster = %self.source, bootstrap = %self.bootstrap, %error, reason,
+            "source cluster client error (librdkafka retries)");
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
+/// Everything a relay thread needs.
+pub(crate) struct Relay {
+    pub(crate) flow: String,
+    pub(crate) source: ClusterClient,
+    pub(crate) target_alias: String,
+    pub(crate) identity_policy: bool,
+    pub(crate) table: Arc<ProgressTable>,
+    pub(crate) producer: Arc<ThreadedProducer<DeliveryContext>>,
+    pub(crate) rewind_pending: Arc<AtomicBool>,
+    pub(crate) commands: Receiver<RelayCommand>,
+    pub(crate) cancel: CancellationToken,
+}
+
+struct Route {
+    remote: Arc<str>,
+    progress: SharedProgress,
+}
+
+impl Relay {
+    pub(crate) fn consumer_config(source: &ClusterClient) -> rdkafka::ClientConfig {
+        let mut config = ClientConfig::new();
+        // Ferry's defaults for the data path; the user's `<alias>.consumer.*` settings win.
+        for (k, v) in [
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "error"),
+            ("enable.partition.eof", "false"),
+            ("statistics.interval.ms", "1000"),
+            ("fetch.wait.max.ms", "100"),
+            ("group.id", "ferry-mirror-unused"),
+        ] {
+            config.set(k, v);
+        }
+        let user = source.client_config(ferry_kafka::ClientRole::Consumer);
+        for (k, v) in user.config_map() {
+            config.set(k, v);
+        }
+        config
+    }
+
+    /// Runs until cancelled or the command channel closes. Blocking: call on its own thread.
+    pub(crate) fn run(self) {
+        let context = SourceContext {
+            flow: self.flow.clone(),
+            source: self.source.alias.clone(),
+            bootstrap: self.source.bootstrap_servers.clone(),
+            table: self.table.clone(),
+            unreachable: counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_UNREACHABLE),
+        };
+        let consumer: BaseConsumer<SourceContext> = match Self::consumer_config(&self.source).create_with_context(context) {
+            Ok(c) => c,
+            Err(e) => {
+                error!(flow = %self.flow, cluster = %self.source.alias, error = %e, "cannot create the source consumer");
+                return;
+            }
+        };
+        let filtered = counter!(telemetry::FILTERED, "flow" => self.flow.clone());
+        let truncated = counter!(telemetry::TRUNCATED, "flow" => self.flow.clone());
+        let consume_errors = counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::CONSUME);
+        let mut routes: HashMap<Arc<str>, Vec<Option<Route>>> = HashMap::new();
+        let mut last_truncation_check = Instant::now() - Duration::from_secs(60);
+
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            loop {
+                match self.commands.try_recv() {
+                    Ok(RelayCommand::Assign(parts)) => self.assign(&consumer, &mut routes, parts),
+                    Ok(RelayCommand::Unassign(parts)) => self.unassign(&consumer, &mut routes, &parts),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            if self.rewind_pending.swap(false, Ordering::AcqRel) {
+                self.rewind(&consumer, &mut routes);
+            }
+            let message = match consumer.poll(Duration::from_millis(100)) {
+                None => continue,
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::MessageConsumption(code)))
+                    if matches!(code, RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset) =>
+                {
+                    if last_truncation_check.elapsed() > Duration::from_secs(1) {
+                        last_truncation_check = Instant::now();
+                        self.check_truncation(&consumer, &routes, &truncated);
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    consume_errors.increment(1);
+                    warn!(flow = %self.flow, cluster = %self.source.alias, error = %e, "consume error");
+                    continue;
+                }
+            };
+            self.forward(&message, &routes, &filtered);
+        }
+    }
+
+    fn forward(&self, message: &BorrowedMessage<'_>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, filtered: &Counter) {
+        let Some(Some(route)) = routes.get(message.topic()).and_then(|r| r.get(message.partition() as usize)) else {
+            return; // a message fetched just before its partition was unassigned
+        };
+        let offset = message.offset();
+        let headers = if self.identity_policy {
+            match self.provenance_headers(message) {
+                Some(h) => Some(h),
+                None => {
+                    let mut p = route.progress.lock().unwrap();
+                    p.consumed_next = offset + 1;
+                    p.filtered += 1;
+                    filtered.increment(1);
+                    return;
+                }
+            }
+        } else {
+            message.headers().map(|h| h.detach())
+        };
+        let epoch = {
+            let mut p = route.progress.lock().unwrap();
+            if p.failed.is_some() || p.rewind_to.is_some() {
+                return; // stopped, or about to seek back: do not send past the failure
+            }
+            p.inflight += 1;
+            p.consumed_next = offset + 1;
+            p.epoch
+        };
+        let mut record = BaseRecord::with_opaque_to(&*route.remote, pack(epoch, offset)).partition(message.partition());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        if let Timestamp::CreateTime(ts) | Timestamp::LogAppendTime(ts) = message.timestamp() {
+            record = record.timestamp(ts);
+        }
+        if let Some(headers) = headers {
+            record = record.headers(headers);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: the producer's queue is full; wait for acknowledgements.
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                    if self.cancel.is_cancelled() {
+                        route.progress.lock().unwrap().delivery_failed(epoch, offset, None);
+                        return;
+                    }
+                }
+                Err((e, _)) => {
+                    error!(flow = %self.flow, topic = %route.remote, partition = message.partition(), offset, error = %e, "cannot enqueue record");
+                    let fatal = (ferry_kafka::classify(&e) == ferry_kafka::ErrorKind::Fatal).then(|| e.to_string());
+                    route.progress.lock().unwrap().delivery_failed(epoch, offset, fatal);
+                    self.rewind_pending.store(true, Ordering::Release);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Copies the record's headers, extending Ferry's provenance header; `None` if the record
+    /// already passed through the flow's target (identity policy loop prevention).
+    fn provenance_headers(&self, message: &BorrowedMessage<'_>) -> Option<OwnedHeaders> {
+        let mut out = OwnedHeaders::new();
+        let mut previous: Option<&[u8]> = None;
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                if h.key == PROVENANCE_HEADER {
+                    previous = h.value;
+                } else {
+                    out = out.insert(Header { key: h.key, value: h.value });
+                }
+            }
+        }
+        if previous.is_some_and(|v| provenance::has_visited(v, &self.target_alias)) {
+            return None;
+        }
+        let chain = provenance::extended(previous, &self.source.alias);
+        Some(out.insert(Header { key: PROVENANCE_HEADER, value: Some(&chain) }))
+    }
+
+    fn assign(&self, consumer: &BaseConsumer<SourceContext>, routes: &mut HashMap<Arc<str>, Vec<Option<Route>>>, parts: Vec<SharedProgress>) {
+        let mut tpl = TopicPartitionList::new();
+        for progress in parts {
+            let (source, remote, partition, start) = {
+                let p = progress.lock().unwrap();
+                (p.source_topic.clone(), p.remote_topic.clone(), p.partition, p.consumed_next)
+            };
+            if let Err(e) = tpl.add_partition_offset(&source, partition, Offset::Offset(start)) {
+                error!(flow = %self.flow, topic = %source, partition, error = %e, "cannot assign partition");
+                continue;
+            }
+            let slots = routes.entry(source).or_default();
+            if slots.len() <= partition as usize {
+                slots.resize_with(partition as usize + 1, || None);
+            }
+            slots[partition as usize] = Some(Route { remote, progress });
+        }
+        if let Err(e) = consumer.incremental_assign(&tpl) {
+            error!(flow = %self.flow, error = %e, "incremental assign failed");
+        }
+    }
+
+    fn unassign(&self, consumer: &BaseConsumer<SourceContext>, routes: &mut HashMap<Arc<str>, Vec<Option<Route>>>, parts: &[SharedProgress]) {
+        let mut tpl = TopicPartitionList::new();
+        for progress in parts {
+            let (source, partition) = {
+                let p = progress.lock().unwrap();
+                (p.source_topic.clone(), p.partition)
+            };
+            if let Some(slot) = routes.get_mut(&source).and_then(|s| s.get_mut(partition as usize)) {
+                if slot.take().is_some() {
+                    tpl.add_partition(&source, partition);
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.incremental_unassign(&tpl) {
+                error!(flow = %self.flow, error = %e, "incremental unassign failed");
+            }
+        }
+    }
+
+    /// Re-positions the partitions whose deliveries failed (retriable) or stops them (fatal).
+    fn rewind(&self, consumer: &BaseConsumer<SourceContext>, routes: &mut HashMap<Arc<str>, Vec<Option<Route>>>) {
+        let mut stop = Vec::new();
+        let mut restart = Vec::new();
+        for route in routes.values().flatten().flatten() {
+            let mut p = route.progress.lock().unwrap();
+            if p.failed.is_some() {
+                stop.push(route.progress.clone());
+            } else if let Some(to) = p.take_rewind() {
+                info!(flow = %self.flow, topic = %p.source_topic, partition = p.partition, offset = to, "re-sending from offset");
+                restart.push(route.progress.clone());
+            }
+        }
+        self.unassign(consumer, routes, &stop);
+        if !restart.is_empty() {
+            // Back off briefly: the failure was transient (timeout, leader change).
+            std::thread::sleep(Duration::from_millis(500));
+            self.reposition(consumer, &restart);
+        }
+    }
+
+    /// After an out-of-range fetch: find partitions whose position fell below the source's
+    /// log start (retention, DeleteRecords) or beyond its end (topic recreated), report the
+    /// records lost loudly, and resume from the log start.
+    fn check_truncation(&self, consumer: &BaseConsumer<SourceContext>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, truncated: &Counter) {
+        let mut resume = Vec::new();
+        for route in routes.values().flatten().flatten() {
+            let (topic, partition, position) = {
+                let p = route.progress.lock().unwrap();
+                (p.source_topic.clone(), p.partition, p.consumed_next)
+            };
+            let (low, high) = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(flow = %self.flow, %topic, partition, error = %e, "cannot read watermarks");
+                    continue;
+                }
+            };
+            if position < low {
+                let lost = low - position;
+                truncated.increment(lost as u64);
+                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
+                error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, log_start = low, lost,
+                    "SOURCE TRUNCATED: records were deleted from the source before they were replicated; resuming at the log start");
+            } else if position > high {
+                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
+                error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, high_watermark = high,
+                    "SOURCE REWOUND: the source partition ends before the replicated position (topic recreated or log truncated); replicating its records from the log start");
+            } else {
+                continue;
+            }
+            {
+                let mut p = route.progress.lock().unwrap();
+                p.consumed_next = low;
+                p.acked_next = low;
+                p.epoch = p.epoch.wrapping_add(1);
+            }
+            resume.push(route.progress.clone());
+        }
+        self.reposition(consumer, &resume);
+    }
+
+    /// Restarts fetching of already-routed partitions at their `consumed_next`.
+    fn reposition(&self, consumer: &BaseConsumer<SourceContext>, parts: &[SharedProgress]) {
+        if parts.is_empty() {
+            return;
+        }
+        let mut stop = TopicPartitionList::new();
+        let mut start = TopicPartitionList::new();
+        for progress in parts {
+            let p = progress.lock().unwrap();
+            stop.add_partition(&p.source_topic, p.partition);
+            if let Err(e) = start.add_partition_offset(&p.source_topic, p.partition, Offset::Offset(p.consumed_next)) {
+                error!(flow = %self.flow, topic = %p.source_topic, partition = p.partition, error = %e, "cannot reposition partition");
+            }
+        }
+        if let Err(e) = consumer.incremental_unassign(&stop).and_then(|()| consumer.incremental_assign(&start)) {
+            error!(flow = %self.flow, error = %e, "cannot reposition partitions");
+        }
+    }
+}
+

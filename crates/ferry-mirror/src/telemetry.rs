@@ -1,0 +1,41 @@
+//! Metric names (`ferry_<subsystem>_<name>_<unit>`) and their descriptions.
+
+pub const RECORDS: &str = "ferry_mirror_records_total";
+pub const BYTES: &str = "ferry_mirror_bytes_total";
+pub const LATENCY: &str = "ferry_mirror_replication_latency_seconds";
+pub const LAG: &str = "ferry_mirror_lag_records";
+pub const ERRORS: &str = "ferry_mirror_errors_total";
+pub const TRUNCATED: &str = "ferry_mirror_source_truncated_records_total";
+pub const FILTERED: &str = "ferry_mirror_records_filtered_total";
+pub const HEARTBEATS: &str = "ferry_mirror_heartbeats_total";
+pub const TOPICS: &str = "ferry_mirror_topics";
+pub const PARTITIONS: &str = "ferry_mirror_partitions";
+pub const FLOW_UP: &str = "ferry_mirror_flow_up";
+
+/// Error kinds used as the `kind` label of [`ERRORS`].
+pub mod kind {
+    pub const SOURCE_UNREACHABLE: &str = "source_unreachable";
+    pub const TARGET_UNREACHABLE: &str = "target_unreachable";
+    pub const DELIVERY: &str = "delivery";
+    pub const SOURCE_TRUNCATED: &str = "source_truncated";
+    pub const TOPIC_ADMIN: &str = "topic_admin";
+    pub const POSITION_STORE: &str = "position_store";
+    pub const MISSING_PARTITIONS: &str = "missing_target_partitions";
+    pub const CONSUME: &str = "consume";
+}
+
+/// Registers descriptions so `/metrics` documents every series.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(RECORDS, Unit::Count, "Records replicated (acknowledged by the target), per flow, topic and partition");
+    describe_counter!(BYTES, Unit::Bytes, "Key + value bytes replicated, per flow, topic and partition");
+    describe_histogram!(LATENCY, Unit::Seconds, "Target acknowledgement time minus the source record timestamp (sampled 1 in 16 records)");
+    describe_gauge!(LAG, Unit::Count, "Source end offset minus replicated position, per partition");
+    describe_counter!(ERRORS, Unit::Count, "Errors by flow and kind");
+    describe_counter!(TRUNCATED, Unit::Count, "Source records lost to retention/truncation before they were replicated");
+    describe_counter!(FILTERED, Unit::Count, "Records not copied because they already passed through the target (identity policy loop prevention)");
+    describe_counter!(HEARTBEATS, Unit::Count, "Heartbeats written to the target");
+    describe_gauge!(TOPICS, Unit::Count, "Topics replicated by the flow");
+    describe_gauge!(PARTITIONS, Unit::Count, "Partitions replicated by the flow");
+    describe_gauge!(FLOW_UP, Unit::Count, "1 while the flow runs, 0 once it stopped on a fatal error");
+}
