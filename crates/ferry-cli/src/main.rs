@@ -1,1 +1,88 @@
-fn main() {}
+//! `ferry`: streams management for Apache Kafka. Subcommands: `mirror` (replication engine,
+//! the MirrorMaker 2 / SRM Driver equivalent) and `demo` (two local brokers and a live mirror).
+
+mod demo;
+mod mirror;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "ferry", version, about = "Cross-cluster replication for Apache Kafka, configured like MirrorMaker 2")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate topics between clusters, configured by an MM2/SRM properties file.
+    Mirror(mirror::Args),
+    /// Start two local brokers `a` and `b`, write sample data to `a`, and mirror `a->b` live.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match cli.command {
+            Command::Mirror(args) => mirror::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
+        }
+    })
+}
+
+/// Logs go to stderr, key/value; `RUST_LOG` filters (default `info`).
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
+pub(crate) fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n > 0 {
+                eprintln!("ferry: second signal, exiting now");
+                std::process::exit(130);
+            }
+            tracing::info!("shutting down: draining in-flight records and storing positions");
+            token.cancel();
+        }
+    });
+}
+
+/// Serves Prometheus text on `addr` at any path (`/metrics` by convention).
+pub(crate) fn install_metrics(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Full(ferry_mirror::telemetry::LATENCY.to_string()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0],
+        )?
+        .install()
+        .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+    Ok(())
+}

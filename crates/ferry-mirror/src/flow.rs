@@ -3,7 +3,7 @@
 //! metrics.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +60,7 @@ struct Running {
     last_config_sync: Option<Instant>,
     reported: HashSet<String>,
     status: Arc<Mutex<FlowStatus>>,
+    last_latency_ms: Arc<AtomicI64>,
 }
 
 fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
@@ -88,12 +89,14 @@ impl Flow {
     async fn run_inner(self, name: &str, cancel: CancellationToken) -> Result<()> {
         let Flow { config, source, target, table, status } = self;
         let rewind_pending = Arc::new(AtomicBool::new(false));
+        let last_latency_ms = Arc::new(AtomicI64::new(-1));
         let context = DeliveryContext {
             flow: name.to_string(),
             target: target.alias.clone(),
             table: table.clone(),
             rewind_pending: rewind_pending.clone(),
             latency: histogram!(telemetry::LATENCY, "flow" => name.to_string()),
+            last_latency_ms: last_latency_ms.clone(),
             delivery_errors: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::DELIVERY),
             unreachable: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::TARGET_UNREACHABLE),
         };
@@ -102,6 +105,8 @@ impl Flow {
             .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
         let producer = Arc::new(producer);
         let watermarks: BaseConsumer = Relay::consumer_config(&source)
+            .set("statistics.interval.ms", "0")
+            .set("client.id", format!("ferry-{}-metadata", source.alias))
             .create()
             .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&source, "create metadata client", e)))?;
 
@@ -145,6 +150,7 @@ impl Flow {
             last_config_sync: None,
             reported: HashSet::new(),
             status,
+            last_latency_ms,
         };
         gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
         info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
@@ -447,7 +453,12 @@ impl Running {
             records += p.records;
             lag += p.lag();
         }
-        self.set_status(|s| { s.records = records; s.lag = lag; });
+        let latency = self.last_latency_ms.load(Ordering::Relaxed);
+        self.set_status(|s| {
+            s.records = records;
+            s.lag = lag;
+            s.last_latency_ms = (latency >= 0).then_some(latency);
+        });
         if to_store.is_empty() {
             return;
         }

@@ -66,6 +66,8 @@ pub struct FlowStatus {
     /// Records acknowledged by the target since start.
     pub records: u64,
     pub lag: i64,
+    /// Replication latency of the last sampled record, in milliseconds.
+    pub last_latency_ms: Option<i64>,
     pub last_heartbeat_ms: Option<i64>,
     /// Why the last refresh failed, while it keeps failing.
     pub failing: Option<String>,

@@ -5,7 +5,7 @@
 //! target acknowledged.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -43,6 +43,7 @@ pub(crate) struct DeliveryContext {
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) rewind_pending: Arc<AtomicBool>,
     pub(crate) latency: Histogram,
+    pub(crate) last_latency_ms: Arc<AtomicI64>,
     pub(crate) delivery_errors: Counter,
     pub(crate) unreachable: Counter,
 }
@@ -77,7 +78,9 @@ impl ProducerContext for DeliveryContext {
                 p.acknowledged(epoch, source_offset, m.offset(), bytes);
                 if p.deliveries % LATENCY_SAMPLE == 1 {
                     if let Some(ts) = m.timestamp().to_millis() {
-                        self.latency.record((now_ms() - ts).max(0) as f64 / 1000.0);
+                        let ms = (now_ms() - ts).max(0);
+                        self.latency.record(ms as f64 / 1000.0);
+                        self.last_latency_ms.store(ms, Ordering::Relaxed);
                     }
                 }
             }

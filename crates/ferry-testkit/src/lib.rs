@@ -1,1 +1,335 @@
-//! placeholder
+//! Local Kafka-protocol brokers for tests, the demo and benchmarks: `tansu` 0.6.0 processes on
+//! free loopback ports with in-memory storage, plus helpers to create topics, produce and read
+//! back records, and wait for conditions. A missing broker binary is an error that says how to
+//! install it, never a skipped test.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
+
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// Where the tansu binary is: `$FERRY_TANSU_BIN`, else `tansu` in `~/.cargo/bin`, else on PATH.
+pub fn tansu_binary() -> Result<PathBuf> {
+    if let Ok(path) = std::env::var("FERRY_TANSU_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(home) = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo"))) {
+        let candidate = home.join("bin").join("tansu");
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("tansu");
+            if candidate.exists() {
+                return Ok(candidate);
+            }
+        }
+    }
+    bail!("the tansu broker is not installed: run `scripts/install-tansu` (cargo install tansu --version {TANSU_VERSION} --locked --features dynostore)")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
+}
+
+/// A tansu broker process with in-memory storage on a loopback port; killed on drop.
+pub struct Broker {
+    pub name: String,
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker and waits until it answers metadata requests.
+    pub fn start(name: &str) -> Result<Broker> {
+        let binary = tansu_binary()?;
+        let mut last_error = None;
+        for _ in 0..3 {
+            let port = free_port();
+            let log = std::env::temp_dir().join(format!("ferry-tansu-{name}-{port}.log"));
+            let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
+            let url = format!("tcp://127.0.0.1:{port}");
+            let child = Command::new(&binary)
+                .arg("broker")
+                .args(["--listener-url", &url, "--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone()?)
+                .stderr(out)
+                .spawn()
+                .with_context(|| format!("start {}", binary.display()))?;
+            let mut broker = Broker { name: name.to_string(), port, child: Some(child), log };
+            match broker.wait_ready(Duration::from_secs(20)) {
+                Ok(()) => return Ok(broker),
+                Err(e) => last_error = Some(e),
+            }
+            broker.kill();
+        }
+        Err(last_error.unwrap())
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
+        let start = Instant::now();
+        let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap()).create()?;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                bail!("broker {} exited with {status} during start-up:\n{log}", self.name);
+            }
+            if admin.inner().fetch_metadata(None, Duration::from_secs(1)).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                bail!("broker {} on {} not ready after {timeout:?} (log: {})", self.name, self.bootstrap(), self.log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique across tests and runs: `prefix-<pid>-<n>-<nanos>`.
+pub fn unique(prefix: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{}-{nanos:x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap);
+    c
+}
+
+/// Creates a topic (replication factor 1).
+pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let rt = block_on(admin.create_topics(
+        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))?;
+    for r in rt {
+        if let Err((t, code)) = r {
+            bail!("create topic {t} on {bootstrap}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Minimal executor for rdkafka's admin futures (rdkafka's own thread completes them).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::sync::Arc;
+    use std::task::{Context as TaskContext, Poll, Wake, Waker};
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = TaskContext::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
+
+/// A record as a test sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+impl TestRecord {
+    /// The parts replication must preserve (everything but the offset).
+    pub fn content(&self) -> (i32, Option<&[u8]>, Option<&[u8]>, Vec<(String, Option<Vec<u8>>)>, Option<i64>) {
+        let headers = self.headers.iter().filter(|(k, _)| k != "ferry.provenance").cloned().collect();
+        (self.partition, self.key.as_deref(), self.value.as_deref(), headers, self.timestamp)
+    }
+}
+
+/// A long-lived producer for tests and the demo.
+pub struct RecordProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+impl RecordProducer {
+    pub fn new(bootstrap: &str) -> Result<Self> {
+        let producer = client_config(bootstrap).set("linger.ms", "5").set("enable.idempotence", "true").create()?;
+        Ok(RecordProducer { producer })
+    }
+
+    /// Sends records (partition, key, value, headers, timestamp) and waits for all acknowledgements.
+    pub fn send_all(&self, topic: &str, records: &[TestRecord]) -> Result<()> {
+        for r in records {
+            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(r.partition);
+            if let Some(k) = &r.key {
+                rec = rec.key(k.as_slice());
+            }
+            if let Some(v) = &r.value {
+                rec = rec.payload(v.as_slice());
+            }
+            if let Some(ts) = r.timestamp {
+                rec = rec.timestamp(ts);
+            }
+            if !r.headers.is_empty() {
+                let mut h = OwnedHeaders::new();
+                for (k, v) in &r.headers {
+                    h = h.insert(Header { key: k, value: v.as_deref() });
+                }
+                rec = rec.headers(h);
+            }
+            loop {
+                match self.producer.send(rec) {
+                    Ok(()) => break,
+                    Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), back)) => {
+                        rec = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => bail!("produce to {topic}: {e}"),
+                }
+            }
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(())
+    }
+}
+
+/// Produces records with a fresh producer and waits until all are acknowledged.
+pub fn produce(bootstrap: &str, topic: &str, records: &[TestRecord]) -> Result<()> {
+    RecordProducer::new(bootstrap)?.send_all(topic, records)
+}
+
+/// `count` records per partition with keys, values, two headers and distinct timestamps.
+pub fn sample_records(partitions: i32, per_partition: usize, base_ts: i64) -> Vec<TestRecord> {
+    let mut out = Vec::with_capacity(partitions as usize * per_partition);
+    for i in 0..per_partition {
+        for p in 0..partitions {
+            out.push(TestRecord {
+                partition: p,
+                offset: -1,
+                key: if i % 10 == 9 { None } else { Some(format!("key-{p}-{i}").into_bytes()) },
+                value: if i % 50 == 49 { None } else { Some(format!("value-{p}-{i}-{}", "x".repeat(i % 30)).into_bytes()) },
+                headers: vec![("seq".into(), Some(i.to_string().into_bytes())), ("empty".into(), None)],
+                timestamp: Some(base_ts + i as i64),
+            });
+        }
+    }
+    out
+}
+
+/// Reads every partition of `topic` from the beginning until `expected` records arrived in
+/// total or `timeout` passed; returns what arrived, per partition in offset order.
+pub fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usize, timeout: Duration) -> Result<Vec<TestRecord>> {
+    let consumer: BaseConsumer = client_config(bootstrap)
+        .set("group.id", unique("reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < expected && start.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(to_record(&m)),
+            Some(Err(e)) => bail!("consume {topic} from {bootstrap}: {e}"),
+            None => {}
+        }
+    }
+    // Linger briefly to catch records beyond the expected count (duplicates).
+    let linger = Instant::now();
+    while linger.elapsed() < Duration::from_millis(500) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.push(to_record(&m));
+        }
+    }
+    out.sort_by_key(|r| (r.partition, r.offset));
+    Ok(out)
+}
+
+fn to_record(m: &rdkafka::message::BorrowedMessage<'_>) -> TestRecord {
+    TestRecord {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers: m.headers().map_or_else(Vec::new, |h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()),
+        timestamp: match m.timestamp() {
+            Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+            Timestamp::NotAvailable => None,
+        },
+    }
+}
+
+/// Topic names on a cluster.
+pub fn list_topics(bootstrap: &str) -> Result<Vec<(String, i32)>> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let md = admin.inner().fetch_metadata(None, Duration::from_secs(5))?;
+    Ok(md.topics().iter().map(|t| (t.name().to_string(), t.partitions().len() as i32)).collect())
+}
+
+/// Polls `check` every 100 ms until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
