@@ -59,8 +59,15 @@ fn assign_all(c: &BaseConsumer, topic: &str) {
     c.assign(&tpl).unwrap();
 }
 
+/// Baseline consumers fetch exactly as Ferry's relay does (tansu holds a fetch for the full
+/// `fetch.wait.max.ms`, so a different value would make the comparison meaningless).
 fn consumer(bootstrap: &str) -> BaseConsumer {
-    cfg(bootstrap).set("group.id", unique("bench")).set("enable.auto.commit", "false").create().unwrap()
+    cfg(bootstrap)
+        .set("group.id", unique("bench"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.wait.max.ms", ferry_mirror::relay_defaults::FETCH_WAIT_MAX_MS)
+        .create()
+        .unwrap()
 }
 
 /// CPU seconds (user + system) of this process so far.

@@ -38,6 +38,14 @@ pub use crate::config::{FlowConfig, MirrorConfig};
 pub use crate::offset_map::OffsetMap;
 use crate::progress::ProgressTable;
 
+/// Ferry's data-path client defaults (overridable with `<alias>.consumer.*`).
+pub mod relay_defaults {
+    /// Upper bound on how long a fetch waits for data. Kafka answers as soon as data arrives,
+    /// so this only matters on idle partitions (where it costs a small request every 20 ms);
+    /// brokers that hold fetches for the full wait (tansu 0.6.0) need it low for low latency.
+    pub const FETCH_WAIT_MAX_MS: &str = "20";
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]

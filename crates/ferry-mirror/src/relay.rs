@@ -170,7 +170,7 @@ impl Relay {
             ("auto.offset.reset", "error"),
             ("enable.partition.eof", "false"),
             ("statistics.interval.ms", "1000"),
-            ("fetch.wait.max.ms", "100"),
+            ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS),
             ("group.id", "ferry-mirror-unused"),
         ] {
             config.set(k, v);
