@@ -203,6 +203,9 @@ impl Relay {
         let consume_errors = counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::CONSUME);
         let mut routes: HashMap<Arc<str>, Vec<Option<Route>>> = HashMap::new();
         let mut last_truncation_check = Instant::now() - Duration::from_secs(60);
+        // Consume errors repeat every poll while a cluster is down: log once per 10 s.
+        let mut last_warning: Option<Instant> = None;
+        let mut suppressed = 0u64;
 
         loop {
             if self.cancel.is_cancelled() {
@@ -233,7 +236,14 @@ impl Relay {
                 }
                 Some(Err(e)) => {
                     consume_errors.increment(1);
-                    warn!(flow = %self.flow, cluster = %self.source.alias, error = %e, "consume error");
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        warn!(flow = %self.flow, cluster = %self.source.alias, bootstrap = %self.source.bootstrap_servers,
+                            error = %e, suppressed, "consume error (librdkafka reconnects; repeats suppressed for 10 s)");
+                        last_warning = Some(Instant::now());
+                        suppressed = 0;
+                    } else {
+                        suppressed += 1;
+                    }
                     continue;
                 }
             };
