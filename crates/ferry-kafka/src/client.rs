@@ -73,6 +73,19 @@ impl ClusterClient {
         config
     }
 
+    /// Like [`client_config`](Self::client_config), with Ferry's `defaults` underneath: any
+    /// property the user set for this cluster or role wins over a default.
+    pub fn client_config_with_defaults(&self, role: ClientRole, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in self.client_config(role).config_map() {
+            config.set(key, value);
+        }
+        config
+    }
+
     fn role_properties(&self, role: ClientRole) -> &[(String, String)] {
         match role {
             ClientRole::Consumer => &self.consumer,
@@ -170,6 +183,9 @@ mod tests {
         assert_eq!(producer.get("client.id"), Some("ferry-a-producer"));
         let consumer = c.client_config(ClientRole::Consumer);
         assert_eq!(consumer.get("linger.ms"), Some("5"));
+        let with_defaults = c.client_config_with_defaults(ClientRole::Producer, &[("linger.ms", "1"), ("acks", "all")]);
+        assert_eq!(with_defaults.get("linger.ms"), Some("20"), "the user's setting wins");
+        assert_eq!(with_defaults.get("acks"), Some("all"), "defaults fill the rest");
         assert_eq!(consumer.get("bootstrap.servers"), Some("127.0.0.1:1"));
     }
 

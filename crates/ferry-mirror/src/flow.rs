@@ -64,15 +64,11 @@ struct Running {
 }
 
 fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
-    let mut config = rdkafka::ClientConfig::new();
     // Idempotence keeps each partition in order and free of duplicates across retries.
-    for (k, v) in [("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "10000")] {
-        config.set(k, v);
-    }
-    for (k, v) in target.client_config(ClientRole::Producer).config_map() {
-        config.set(k, v);
-    }
-    config
+    target.client_config_with_defaults(
+        ClientRole::Producer,
+        &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "10000")],
+    )
 }
 
 impl Flow {

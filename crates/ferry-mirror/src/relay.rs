@@ -161,25 +161,20 @@ struct Route {
 }
 
 impl Relay {
-    pub(crate) fn consumer_config(source: &ClusterClient) -> rdkafka::ClientConfig {
-        let mut config = ClientConfig::new();
+    pub(crate) fn consumer_config(source: &ClusterClient) -> ClientConfig {
         // Ferry's defaults for the data path; the user's `<alias>.consumer.*` settings win.
-        for (k, v) in [
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            ("auto.offset.reset", "error"),
-            ("enable.partition.eof", "false"),
-            ("statistics.interval.ms", "1000"),
-            ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS),
-            ("group.id", "ferry-mirror-unused"),
-        ] {
-            config.set(k, v);
-        }
-        let user = source.client_config(ferry_kafka::ClientRole::Consumer);
-        for (k, v) in user.config_map() {
-            config.set(k, v);
-        }
-        config
+        source.client_config_with_defaults(
+            ferry_kafka::ClientRole::Consumer,
+            &[
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "error"),
+                ("enable.partition.eof", "false"),
+                ("statistics.interval.ms", "1000"),
+                ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS),
+                ("group.id", "ferry-mirror-unused"),
+            ],
+        )
     }
 
     /// Runs until cancelled or the command channel closes. Blocking: call on its own thread.
