@@ -49,6 +49,28 @@ pub struct FlowConfig {
     pub tasks_max: usize,
     /// How often replicated positions are stored (`offset.flush.interval.ms`).
     pub offset_flush_interval: Duration,
+    /// Consumer groups whose offsets are checkpointed (`groups`, `groups.exclude`).
+    pub groups: RegexList,
+    pub groups_exclude: RegexList,
+    pub refresh_groups_enabled: bool,
+    pub refresh_groups_interval: Duration,
+    pub emit_checkpoints_enabled: bool,
+    pub emit_checkpoints_interval: Duration,
+    pub sync_group_offsets_enabled: bool,
+    pub sync_group_offsets_interval: Duration,
+    pub checkpoints_replication_factor: i32,
+    pub offset_syncs_replication_factor: i32,
+    /// Which cluster holds `mm2-offset-syncs.<target>.internal` and Ferry's offset runs.
+    pub offset_syncs_location: OffsetSyncsLocation,
+    /// Whether MM2-format offset syncs are written (Ferry's own offset runs always are).
+    pub emit_offset_syncs_enabled: bool,
+}
+
+/// `offset-syncs.topic.location`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSyncsLocation {
+    Source,
+    Target,
 }
 
 impl FlowConfig {
@@ -149,6 +171,17 @@ pub mod defaults {
     pub const TASKS_MAX: usize = 1;
     /// Kafka Connect: 60000 ms. Ferry: 1000 ms (a smaller re-send window after a crash).
     pub const OFFSET_FLUSH_INTERVAL_MS: u64 = 1000;
+    pub const GROUPS: &str = ".*";
+    /// MM2's default, plus Ferry's own position groups.
+    pub const GROUPS_EXCLUDE: &str = r"console-consumer-.*, connect-.*, __.*, ferry-mirror\..*\.internal";
+    /// MM2: 600 s. Ferry: new groups within seconds.
+    pub const REFRESH_GROUPS_INTERVAL_SECONDS: u64 = 5;
+    /// MM2: 60 s. Ferry: a failover is at most a second behind.
+    pub const EMIT_CHECKPOINTS_INTERVAL_SECONDS: u64 = 1;
+    /// MM2: 60 s.
+    pub const SYNC_GROUP_OFFSETS_INTERVAL_SECONDS: u64 = 1;
+    /// MM2: 3. Ferry: the broker's default.
+    pub const INTERNAL_TOPIC_REPLICATION_FACTOR: i32 = -1;
 }
 
 /// Flow-level keys Ferry implements.
@@ -172,11 +205,6 @@ const FLOW_KEYS: &[&str] = &[
     "emit.heartbeats.interval.seconds",
     "tasks.max",
     "offset.flush.interval.ms",
-];
-
-/// MM2 keys Ferry recognises but does not act on yet (consumer-group checkpoints, offset
-/// syncs, exactly-once): a warning says so rather than "unknown key".
-const NOT_YET_KEYS: &[&str] = &[
     "groups",
     "groups.exclude",
     "groups.blacklist",
@@ -190,7 +218,11 @@ const NOT_YET_KEYS: &[&str] = &[
     "offset-syncs.topic.replication.factor",
     "offset-syncs.topic.location",
     "emit.offset-syncs.enabled",
-    "offset.lag.max",
+];
+
+/// MM2 keys Ferry recognises but does not act on yet (consumer-group checkpoints, offset
+/// syncs, exactly-once): a warning says so rather than "unknown key".
+const NOT_YET_KEYS: &[&str] = &[
     "exactly.once.support",
     "sync.topic.acls.enabled",
 ];
@@ -206,6 +238,9 @@ const CONNECT_FRAMEWORK_KEYS: &[&str] = &[
     "dedicated.mode.enable.internal.rest",
     "replication.policy.internal.topic.separator",
     "admin.timeout.ms",
+    // MM2 writes an offset sync every `offset.lag.max` records and translates to the last one;
+    // Ferry records exact offset runs, so there is nothing to tune.
+    "offset.lag.max",
 ];
 
 #[derive(Debug, Clone)]
@@ -406,6 +441,8 @@ fn classify_connector_key(p: &mut Parser<'_>, key: &str, name: &str, v: &Value, 
         into.insert(name.to_string(), v.clone());
     } else if NOT_YET_KEYS.contains(&name) {
         p.warn(v.line, key, "recognised MM2 setting, not implemented by this Ferry version yet; ignored");
+    } else if name == "offset.lag.max" {
+        p.warn(v.line, key, "not needed: Ferry translates offsets exactly, not to the last sync point; ignored");
     } else if CONNECT_FRAMEWORK_KEYS.contains(&name) {
         p.warn(v.line, key, "Kafka Connect framework setting, not needed by Ferry; ignored");
     } else {
@@ -539,6 +576,8 @@ fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> F
     };
     let topics = regexes(&["topics"], defaults::TOPICS);
     let topics_exclude = regexes(&["topics.exclude", "topics.blacklist"], defaults::TOPICS_EXCLUDE);
+    let groups = regexes(&["groups"], defaults::GROUPS);
+    let groups_exclude = regexes(&["groups.exclude", "groups.blacklist"], defaults::GROUPS_EXCLUDE);
     let config_properties_exclude =
         regexes(&["config.properties.exclude", "config.properties.blacklist"], defaults::CONFIG_PROPERTIES_EXCLUDE);
 
@@ -570,6 +609,22 @@ fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> F
         emit_heartbeats_interval: secs(p, "emit.heartbeats.interval.seconds", defaults::EMIT_HEARTBEATS_INTERVAL_SECONDS),
         tasks_max: look.parse(p, "tasks.max", defaults::TASKS_MAX as u64, positive_u64) as usize,
         offset_flush_interval: Duration::from_millis(look.parse(p, "offset.flush.interval.ms", defaults::OFFSET_FLUSH_INTERVAL_MS, positive_u64)),
+        groups,
+        groups_exclude,
+        refresh_groups_enabled: look.parse(p, "refresh.groups.enabled", true, parse_bool),
+        refresh_groups_interval: secs(p, "refresh.groups.interval.seconds", defaults::REFRESH_GROUPS_INTERVAL_SECONDS),
+        emit_checkpoints_enabled: look.parse(p, "emit.checkpoints.enabled", true, parse_bool),
+        emit_checkpoints_interval: secs(p, "emit.checkpoints.interval.seconds", defaults::EMIT_CHECKPOINTS_INTERVAL_SECONDS),
+        sync_group_offsets_enabled: look.parse(p, "sync.group.offsets.enabled", false, parse_bool),
+        sync_group_offsets_interval: secs(p, "sync.group.offsets.interval.seconds", defaults::SYNC_GROUP_OFFSETS_INTERVAL_SECONDS),
+        checkpoints_replication_factor: look.parse(p, "checkpoints.topic.replication.factor", defaults::INTERNAL_TOPIC_REPLICATION_FACTOR, replication_factor),
+        offset_syncs_replication_factor: look.parse(p, "offset-syncs.topic.replication.factor", defaults::INTERNAL_TOPIC_REPLICATION_FACTOR, replication_factor),
+        offset_syncs_location: look.parse(p, "offset-syncs.topic.location", OffsetSyncsLocation::Source, |s| match s.to_ascii_lowercase().as_str() {
+            "source" => Ok(OffsetSyncsLocation::Source),
+            "target" => Ok(OffsetSyncsLocation::Target),
+            _ => Err(format!("expected source or target, got '{s}'")),
+        }),
+        emit_offset_syncs_enabled: look.parse(p, "emit.offset-syncs.enabled", true, parse_bool),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod offset_map;
 pub mod positions;
 mod progress;
 pub mod provenance;
+pub mod records;
 mod relay;
 pub mod replication_policy;
 pub mod telemetry;

@@ -15,7 +15,6 @@ impl Writer {
     pub(crate) fn i16(&mut self, v: i16) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
-    #[allow(dead_code)]
     pub(crate) fn i32(&mut self, v: i32) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
@@ -46,7 +45,6 @@ impl<'a> Reader<'a> {
     pub(crate) fn i16(&mut self) -> Result<i16, String> {
         Ok(i16::from_be_bytes(self.take(2)?.try_into().unwrap()))
     }
-    #[allow(dead_code)]
     pub(crate) fn i32(&mut self) -> Result<i32, String> {
         Ok(i32::from_be_bytes(self.take(4)?.try_into().unwrap()))
     }

@@ -1,7 +1,14 @@
-//! The exact source -> target offset mapping of one replicated partition, kept as runs where
+//! The exact source <-> target offset mapping of one replicated partition, kept as runs where
 //! the offset delta is constant. A run ends only where the source has a gap (compaction,
-//! transaction markers, filtered records) or the target does (a restart's re-sends, other
-//! writers), so memory grows with gaps, not with records.
+//! transaction markers, filtered records) or the mapping restarts (a re-send after a crash or
+//! a failed delivery), so memory and storage grow with gaps and restarts, not with records.
+//!
+//! Two views of the same runs:
+//! - **written** (target order, as the records landed): never rewritten, only the last run
+//!   grows. This is what is stored durably and what reverse translation (failback) reads.
+//! - **effective** (source order): for each source offset, the *newest* copy on the target.
+//!   Forward translation (checkpoints) reads it, so a consumer that fails over after a re-send
+//!   does not read the re-sent records twice.
 
 use std::collections::VecDeque;
 
@@ -23,70 +30,168 @@ impl OffsetRun {
     }
 }
 
+/// What changed since the last successful store: the start marker (if unsaved) and the runs
+/// from `runs_from` on (the last stored run may have grown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsaved {
+    pub start: Option<i64>,
+    pub runs: Vec<OffsetRun>,
+    /// Pass back to [`OffsetMap::mark_saved`] once `runs` and `start` are stored.
+    pub token: SaveToken,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaveToken {
+    written: usize,
+    last_len: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OffsetMap {
-    runs: VecDeque<OffsetRun>,
+    /// The source offset replication of this partition began at, when known (a fresh
+    /// partition): source offsets from here to the first run hold no record.
+    start: Option<i64>,
+    written: Vec<OffsetRun>,
+    effective: VecDeque<OffsetRun>,
+    /// `written[..saved]` are stored with their current lengths.
+    saved: usize,
+    start_saved: bool,
 }
 
 impl OffsetMap {
-    /// Records that the record at source offset `source` was written at target `target`.
-    /// Deliveries arrive in order per partition; an out-of-order or repeated source offset
-    /// (a re-send after a restart or a rewind) starts a new run, and lookups prefer the
-    /// newest mapping of a source offset.
-    pub fn record(&mut self, source: i64, target: i64) {
-        if let Some(last) = self.runs.back_mut() {
-            if last.source_end() == source && last.target_end() == target {
-                last.len += 1;
-                return;
-            }
-            if source < last.source_end() {
-                // A re-send: the newer copy supersedes older mappings from `source` on.
-                while let Some(last) = self.runs.back_mut() {
-                    if last.source >= source {
-                        self.runs.pop_back();
-                    } else {
-                        last.len = last.len.min(source - last.source);
-                        break;
-                    }
-                }
-            }
+    /// A map rebuilt from stored runs (any order) and the stored start marker.
+    pub fn from_runs(start: Option<i64>, runs: impl IntoIterator<Item = OffsetRun>) -> OffsetMap {
+        let mut runs: Vec<OffsetRun> = runs.into_iter().filter(|r| r.len > 0).collect();
+        runs.sort_by_key(|r| r.target);
+        let mut map = OffsetMap { start, start_saved: true, ..OffsetMap::default() };
+        for run in runs {
+            map.push_effective(run);
+            map.written.push(run);
         }
-        self.runs.push_back(OffsetRun { source, target, len: 1 });
+        map.saved = map.written.len();
+        map
     }
 
-    pub fn runs(&self) -> impl Iterator<Item = &OffsetRun> {
-        self.runs.iter()
+    /// Marks where replication of a fresh partition began.
+    pub fn set_start(&mut self, source: i64) {
+        if self.start.is_none() && self.written.is_empty() {
+            self.start = Some(source);
+            self.start_saved = false;
+        }
+    }
+
+    pub fn start(&self) -> Option<i64> {
+        self.start
+    }
+
+    /// Records that the record at source offset `source` was written at target `target`.
+    /// Target offsets arrive in increasing order (one idempotent producer per partition).
+    pub fn record(&mut self, source: i64, target: i64) {
+        match self.written.last_mut() {
+            Some(last) if last.source_end() == source && last.target_end() == target => {
+                last.len += 1;
+                self.saved = self.saved.min(self.written.len() - 1);
+            }
+            _ => self.written.push(OffsetRun { source, target, len: 1 }),
+        }
+        match self.effective.back_mut() {
+            Some(last) if last.source_end() == source && last.target_end() == target => last.len += 1,
+            _ => self.push_effective(OffsetRun { source, target, len: 1 }),
+        }
+    }
+
+    /// Adds a run to the effective view: it supersedes every mapping of a source offset at or
+    /// after its start (a re-send's newer copy wins).
+    fn push_effective(&mut self, run: OffsetRun) {
+        while let Some(last) = self.effective.back_mut() {
+            if last.source >= run.source {
+                self.effective.pop_back();
+            } else {
+                last.len = last.len.min(run.source - last.source);
+                break;
+            }
+        }
+        self.effective.push_back(run);
+    }
+
+    /// Runs in the order their records were written to the target.
+    pub fn runs(&self) -> impl DoubleEndedIterator<Item = &OffsetRun> {
+        self.written.iter()
     }
 
     pub fn run_count(&self) -> usize {
-        self.runs.len()
+        self.written.len()
     }
 
-    /// Translates a consumer position (the next source offset to read) into the target
-    /// position holding the same next record. `None` if `source` precedes what is mapped.
-    /// Inside a run: exact. In a gap: the target offset of the next replicated record.
-    /// Past the end: the target offset after the last replicated record.
-    pub fn translate(&self, source: i64) -> Option<i64> {
-        let first = self.runs.front()?;
-        if source < first.source {
+    /// Translates a consumer position on the source (the next source offset it would read)
+    /// into the target position that yields the same next record, or `None` while that is not
+    /// yet known. `replicated_to` is the source position up to which every record is on the
+    /// target (the partition's safe position), so a position in a gap after the last
+    /// replicated record is exact too.
+    ///
+    /// Inside a run: exact. In a gap (compaction, markers, filtered records): the target offset
+    /// of the next replicated record. Before the first run: only when replication is known to
+    /// have started at or before `source` (else records before it may be unknown).
+    pub fn translate(&self, source: i64, replicated_to: i64) -> Option<i64> {
+        if source > replicated_to {
             return None;
         }
-        let idx = self.runs.partition_point(|r| r.source <= source) - 1;
-        let run = &self.runs[idx];
+        let first = self.effective.front()?;
+        if source < first.source {
+            return self.start.filter(|&s| s <= source).map(|_| first.target);
+        }
+        let idx = self.effective.partition_point(|r| r.source <= source) - 1;
+        let run = &self.effective[idx];
         if source < run.source_end() {
             return Some(run.target + (source - run.source));
         }
-        Some(match self.runs.get(idx + 1) {
+        Some(match self.effective.get(idx + 1) {
             Some(next) => next.target,
-            None => run.target_end(),
+            None => self.written.last().map_or(run.target_end(), OffsetRun::target_end),
         })
     }
 
-    /// Drops runs entirely below `source` (e.g. the source log start).
-    pub fn truncate_before(&mut self, source: i64) {
-        while self.runs.front().is_some_and(|r| r.source_end() <= source) {
-            self.runs.pop_front();
+    /// Translates a consumer position on the **target** back to the source (failback): the
+    /// source position after every source record the target consumer has read, so it resumes
+    /// at the same next record and re-reads none (re-sent copies it read count as read).
+    /// `None` for a position before or after what this map knows.
+    pub fn reverse(&self, target: i64) -> Option<i64> {
+        let first = self.written.first()?;
+        let last = self.written.last()?;
+        if target < first.target || target > last.target_end() {
+            return None;
         }
+        if target == first.target {
+            return Some(first.source);
+        }
+        self.written
+            .iter()
+            .take_while(|r| r.target < target)
+            .map(|r| r.source + r.len.min(target - r.target))
+            .max()
+    }
+
+    /// What must be stored so that a restart rebuilds this map.
+    pub fn unsaved(&self) -> Option<Unsaved> {
+        let start = (!self.start_saved).then_some(self.start).flatten();
+        if start.is_none() && self.saved == self.written.len() {
+            return None;
+        }
+        Some(Unsaved {
+            start,
+            runs: self.written[self.saved..].to_vec(),
+            token: SaveToken { written: self.written.len(), last_len: self.written.last().map_or(0, |r| r.len) },
+        })
+    }
+
+    /// The runs of `token` are stored; runs written or grown since stay unsaved.
+    pub fn mark_saved(&mut self, token: SaveToken) {
+        self.start_saved = true;
+        let unchanged = token.written > 0
+            && self.written.len() == token.written
+            && self.written[token.written - 1].len == token.last_len;
+        // If it changed, only the run that was last may have grown: store it again.
+        self.saved = if unchanged { token.written } else { token.written.saturating_sub(1) };
     }
 }
 
@@ -101,10 +206,22 @@ mod tests {
             m.record(100 + i, i);
         }
         assert_eq!(m.run_count(), 1);
-        assert_eq!(m.translate(100), Some(0));
-        assert_eq!(m.translate(600), Some(500));
-        assert_eq!(m.translate(1100), Some(1000), "past the end: the next target offset");
-        assert_eq!(m.translate(99), None);
+        assert_eq!(m.translate(100, 1100), Some(0));
+        assert_eq!(m.translate(600, 1100), Some(500));
+        assert_eq!(m.translate(1100, 1100), Some(1000), "past the end: the next target offset");
+        assert_eq!(m.translate(99, 1100), None, "before the map, start unknown");
+        assert_eq!(m.translate(1101, 1100), None, "not replicated yet");
+    }
+
+    #[test]
+    fn a_known_start_covers_a_leading_gap() {
+        let mut m = OffsetMap::default();
+        m.set_start(10);
+        m.record(15, 0);
+        m.record(16, 1);
+        assert_eq!(m.translate(10, 17), Some(0));
+        assert_eq!(m.translate(14, 17), Some(0));
+        assert_eq!(m.translate(9, 17), None, "before replication began");
     }
 
     #[test]
@@ -115,14 +232,20 @@ mod tests {
             m.record(s, t);
         }
         assert_eq!(m.run_count(), 2);
-        assert_eq!(m.translate(2), Some(2));
-        assert_eq!(m.translate(3), Some(3), "a consumer at the marker next reads source 4 = target 3");
-        assert_eq!(m.translate(4), Some(3));
-        assert_eq!(m.translate(6), Some(5));
+        assert_eq!(m.translate(2, 6), Some(2));
+        assert_eq!(m.translate(3, 6), Some(3), "a consumer at the marker next reads source 4 = target 3");
+        assert_eq!(m.translate(4, 6), Some(3));
+        assert_eq!(m.translate(6, 6), Some(5));
+        // a gap after the last record (aborted records), covered by the safe position
+        assert_eq!(m.translate(9, 9), Some(5));
+        assert_eq!(m.reverse(3), Some(3), "consumed target 0..3 = source 0..3: resume at the marker");
+        assert_eq!(m.reverse(4), Some(5));
+        assert_eq!(m.reverse(5), Some(6));
+        assert_eq!(m.reverse(6), None, "beyond what is known");
     }
 
     #[test]
-    fn resends_after_restart_supersede_old_mappings() {
+    fn resends_after_restart_supersede_old_mappings_forward_and_count_as_read_backward() {
         let mut m = OffsetMap::default();
         for i in 0..10 {
             m.record(i, i);
@@ -131,22 +254,58 @@ mod tests {
         for i in 7..12 {
             m.record(i, i + 3);
         }
-        assert_eq!(m.translate(6), Some(6));
-        assert_eq!(m.translate(7), Some(10), "the newest copy wins: no record is read twice after it");
-        assert_eq!(m.translate(11), Some(14));
+        assert_eq!(m.translate(6, 12), Some(6));
+        assert_eq!(m.translate(7, 12), Some(10), "the newest copy wins: no record is read twice after it");
+        assert_eq!(m.translate(11, 12), Some(14));
         assert_eq!(m.run_count(), 2);
+        assert_eq!(m.reverse(8), Some(8), "inside the older copy");
+        assert_eq!(m.reverse(10), Some(10), "read source 0..10 already; the re-sent 7..10 are not read again");
+        assert_eq!(m.reverse(12), Some(10));
+        assert_eq!(m.reverse(14), Some(11));
+        assert_eq!(m.reverse(15), Some(12));
     }
 
     #[test]
-    fn truncation_drops_whole_runs_only() {
+    fn rebuilt_from_stored_runs_it_translates_the_same() {
         let mut m = OffsetMap::default();
-        for (s, t) in [(0, 0), (1, 1), (5, 2), (6, 3)] {
+        m.set_start(0);
+        for (s, t) in [(0, 0), (1, 1), (5, 2), (6, 3), (2, 4), (3, 5)] {
             m.record(s, t);
         }
-        m.truncate_before(1);
-        assert_eq!(m.run_count(), 2);
-        m.truncate_before(2);
-        assert_eq!(m.run_count(), 1);
-        assert_eq!(m.translate(5), Some(2));
+        let stored: Vec<OffsetRun> = m.runs().rev().copied().collect();
+        let r = OffsetMap::from_runs(m.start(), stored);
+        for x in 0..8 {
+            assert_eq!(r.translate(x, 7), m.translate(x, 7), "forward {x}");
+        }
+        for t in 0..7 {
+            assert_eq!(r.reverse(t), m.reverse(t), "reverse {t}");
+        }
+    }
+
+    #[test]
+    fn unsaved_runs_are_the_new_and_the_grown_ones() {
+        let mut m = OffsetMap::default();
+        m.set_start(0);
+        m.record(0, 0);
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.start, Some(0));
+        assert_eq!(u.runs, vec![OffsetRun { source: 0, target: 0, len: 1 }]);
+        m.mark_saved(u.token);
+        assert_eq!(m.unsaved(), None);
+        m.record(1, 1);
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.start, None);
+        assert_eq!(u.runs, vec![OffsetRun { source: 0, target: 0, len: 2 }], "the grown run is re-stored");
+        // grows while being stored: stays unsaved
+        m.record(2, 2);
+        m.mark_saved(u.token);
+        assert_eq!(m.unsaved().unwrap().runs, vec![OffsetRun { source: 0, target: 0, len: 3 }]);
+        m.record(9, 3);
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.runs.len(), 2);
+        m.mark_saved(u.token);
+        assert_eq!(m.unsaved(), None);
+        let loaded = OffsetMap::from_runs(Some(0), m.runs().copied());
+        assert_eq!(loaded.unsaved(), None, "a loaded map has nothing to store");
     }
 }

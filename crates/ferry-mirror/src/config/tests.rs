@@ -63,10 +63,11 @@ fn client_properties_pass_through_by_role() {
 
 #[test]
 fn unknown_and_unsupported_keys_are_warned_with_their_line() {
-    let c = parse(&format!("{BASE}frobnicate = 1\ngroups = .*\na.metric.reporters=x\nkey.converter=x\n")).unwrap();
+    let c = parse(&format!("{BASE}frobnicate = 1\nexactly.once.support = enabled\na.metric.reporters=x\nkey.converter=x\noffset.lag.max = 10\n")).unwrap();
     let w = c.warnings.join("\n");
     assert!(w.contains("mm2.properties:5: frobnicate: unknown key"), "{w}");
-    assert!(w.contains("mm2.properties:6: groups: recognised MM2 setting, not implemented"), "{w}");
+    assert!(w.contains("mm2.properties:6: exactly.once.support: recognised MM2 setting, not implemented"), "{w}");
+    assert!(w.contains("mm2.properties:9: offset.lag.max: not needed: Ferry translates offsets exactly"), "{w}");
     assert!(w.contains("mm2.properties:7: a.metric.reporters: not a librdkafka client property"), "{w}");
     assert!(w.contains("mm2.properties:8: key.converter: Kafka Connect framework setting"), "{w}");
 }
@@ -116,4 +117,25 @@ fn select_targets_keeps_flows_into_those_clusters() {
     assert!(c.select_targets(&["c".into()]).unwrap_err().to_string().contains("unknown cluster alias 'c'"));
     c.select_targets(&["a".into()]).unwrap();
     assert_eq!(c.flows.iter().map(|f| f.name()).collect::<Vec<_>>(), vec!["b->a"]);
+}
+
+#[test]
+fn checkpoint_settings_have_ferry_defaults_and_flow_overrides() {
+    let c = parse(&format!("{BASE}groups.exclude = skip-.*\na->b.groups = orders-.*, billing\nsync.group.offsets.enabled = true\nemit.checkpoints.interval.seconds = 3\noffset-syncs.topic.location = target\n")).unwrap();
+    let f = &c.flows[0];
+    assert!(f.groups.is_match("orders-eu") && f.groups.is_match("billing") && !f.groups.is_match("billing2"));
+    assert!(f.groups_exclude.is_match("skip-me") && !f.groups_exclude.is_match("console-consumer-1"), "a set exclude list replaces the default");
+    assert!(f.sync_group_offsets_enabled);
+    assert_eq!(f.emit_checkpoints_interval, std::time::Duration::from_secs(3));
+    assert_eq!(f.sync_group_offsets_interval, std::time::Duration::from_secs(1));
+    assert_eq!(f.offset_syncs_location, crate::config::OffsetSyncsLocation::Target);
+    let d = parse(BASE).unwrap();
+    let f = &d.flows[0];
+    assert!(f.groups_exclude.is_match("console-consumer-42") && f.groups_exclude.is_match("ferry-mirror.a.internal"));
+    assert!(f.emit_checkpoints_enabled && !f.sync_group_offsets_enabled);
+    assert_eq!(f.offset_syncs_location, crate::config::OffsetSyncsLocation::Source);
+    let p = problems(&format!("{BASE}offset-syncs.topic.location = moon\ngroups = (x\n"));
+    let all = p.join("\n");
+    assert!(all.contains("mm2.properties:5: offset-syncs.topic.location: expected source or target, got 'moon'"), "{all}");
+    assert!(all.contains("mm2.properties:6: groups: invalid regex '(x'"), "{all}");
 }
