@@ -1,6 +1,8 @@
 //! `ferry`: streams management for Apache Kafka. Subcommands: `mirror` (replication engine,
-//! the MirrorMaker 2 / SRM Driver equivalent) and `demo` (two local brokers and a live mirror).
+//! the MirrorMaker 2 / SRM Driver equivalent), `ctl` (srm-control: offsets, failover,
+//! failback) and `demo` (two local brokers and a live mirror).
 
+mod ctl;
 mod demo;
 mod mirror;
 
@@ -19,6 +21,9 @@ struct Cli {
 enum Command {
     /// Replicate topics between clusters, configured by an MM2/SRM properties file.
     Mirror(mirror::Args),
+    /// Operate a deployment: export translated offsets, fail consumer groups over and back.
+    #[command(subcommand)]
+    Ctl(ctl::Command),
     /// Start two local brokers `a` and `b`, write sample data to `a`, and mirror `a->b` live.
     Demo(demo::Args),
 }
@@ -37,6 +42,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Mirror(args) => mirror::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Ctl(command) => ctl::run(command).await,
         }
     })
 }

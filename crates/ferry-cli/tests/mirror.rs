@@ -2,25 +2,14 @@
 //! Every test starts its own brokers and uses unique topic names.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{ferry, start_mirror, two_clusters, write_config};
 use ferry_mirror::heartbeat::Heartbeat;
-use ferry_testkit::{consume_all, create_topic, list_topics, produce, sample_records, unique, wait_for, Broker, Process, TestRecord};
+use ferry_testkit::{consume_all, create_topic, list_topics, produce, sample_records, unique, wait_for, Broker, TestRecord};
 
-fn ferry() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_ferry"))
-}
-
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{}.properties", unique(name)));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn start_mirror(config: &Path, log: &str) -> Process {
-    Process::spawn(ferry(), &["mirror", "--config", config.to_str().unwrap()], &unique(log)).unwrap()
-}
 
 fn count(bootstrap: &str, topic: &str, partitions: i32, expected: usize, timeout: Duration) -> usize {
     consume_all(bootstrap, topic, partitions, expected, timeout).map(|r| r.len()).unwrap_or(0)
@@ -40,13 +29,6 @@ fn by_partition(records: &[TestRecord]) -> BTreeMap<i32, Vec<&TestRecord>> {
     out
 }
 
-fn two_clusters(a: &Broker, b: &Broker, extra: &str) -> String {
-    format!(
-        "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\nrefresh.topics.interval.seconds = 1\n{extra}",
-        a.bootstrap(),
-        b.bootstrap()
-    )
-}
 
 #[test]
 fn three_topics_arrive_identical_and_in_order_with_heartbeats() {

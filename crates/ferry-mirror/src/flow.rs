@@ -16,8 +16,10 @@ use tokio::task::spawn_blocking;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::config::FlowConfig;
+use crate::checkpoint::{self, Checkpointer};
+use crate::config::{FlowConfig, OffsetSyncsLocation};
 use crate::heartbeat::Heartbeat;
+use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress};
 use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
@@ -38,6 +40,7 @@ struct Assigned {
 
 pub(crate) struct Flow {
     pub(crate) config: FlowConfig,
+    pub(crate) reverse_location: OffsetSyncsLocation,
     pub(crate) source: ClusterClient,
     pub(crate) target: ClusterClient,
     pub(crate) table: Arc<ProgressTable>,
@@ -51,6 +54,12 @@ struct Running {
     target_admin: Arc<Admin>,
     watermarks: Arc<BaseConsumer>,
     store: Arc<PositionStore>,
+    /// Offset runs and MM2 offset syncs, on the `offset-syncs.topic.location` cluster.
+    syncs: Arc<OffsetSyncWriter>,
+    syncs_admin: Arc<Admin>,
+    syncs_topics_ready: bool,
+    /// This flow's stored offset runs, read once before the first partition is assigned.
+    history: Option<RunLog>,
     producer: Arc<ThreadedProducer<DeliveryContext>>,
     table: Arc<ProgressTable>,
     relays: Vec<Sender<RelayCommand>>,
@@ -83,7 +92,7 @@ impl Flow {
     }
 
     async fn run_inner(self, name: &str, cancel: CancellationToken) -> Result<()> {
-        let Flow { config, source, target, table, status } = self;
+        let Flow { config, reverse_location, source, target, table, status } = self;
         let rewind_pending = Arc::new(AtomicBool::new(false));
         let last_latency_ms = Arc::new(AtomicI64::new(-1));
         let context = DeliveryContext {
@@ -130,11 +139,52 @@ impl Flow {
             threads.push(thread);
         }
 
+        let source_admin = Arc::new(Admin::connect(&source)?);
+        let target_admin = Arc::new(Admin::connect(&target)?);
+        let syncs_admin = match config.offset_syncs_location {
+            OffsetSyncsLocation::Source => source_admin.clone(),
+            OffsetSyncsLocation::Target => target_admin.clone(),
+        };
+        let syncs_topic = config.emit_offset_syncs_enabled.then(|| config.policy.offset_syncs_topic(&config.target));
+        let syncs = Arc::new(OffsetSyncWriter::connect(syncs_admin.cluster(), config.policy.offset_runs_topic(&config.target), syncs_topic)?);
+        let checkpointer = if config.emit_checkpoints_enabled {
+            // The reverse flow target->source keeps its runs next to its offset syncs.
+            let reverse_runs = checkpoint::names_carry_origin(&config.policy).then(|| {
+                let cluster = match reverse_location {
+                    OffsetSyncsLocation::Source => target.clone(),
+                    OffsetSyncsLocation::Target => source.clone(),
+                };
+                (cluster, config.policy.offset_runs_topic(&config.source))
+            });
+            let checkpointer = Checkpointer {
+                flow: name.to_string(),
+                config: config.clone(),
+                source: source.clone(),
+                target: target.clone(),
+                table: table.clone(),
+                reverse_runs,
+                producer: producer.clone(),
+                status: status.clone(),
+                runtime: tokio::runtime::Handle::current(),
+                cancel: relay_cancel.clone(),
+            };
+            Some(std::thread::Builder::new()
+                .name(format!("checkpoints-{name}"))
+                .spawn(move || checkpointer.run())
+                .map_err(|e| Error::Internal(format!("cannot start checkpoint thread: {e}")))?)
+        } else {
+            None
+        };
+
         let mut run = Running {
             name: name.to_string(),
             filter: TopicFilter::for_flow(&config),
-            source_admin: Arc::new(Admin::connect(&source)?),
-            target_admin: Arc::new(Admin::connect(&target)?),
+            source_admin,
+            target_admin,
+            syncs,
+            syncs_admin,
+            syncs_topics_ready: false,
+            history: None,
             store: Arc::new(PositionStore::connect(&target, &source.alias)?),
             watermarks: Arc::new(watermarks),
             config: config.clone(),
@@ -185,7 +235,7 @@ impl Flow {
 
         // Shutdown: stop relays, drain in-flight records, store final positions.
         relay_cancel.cancel();
-        for t in threads {
+        for t in threads.into_iter().chain(checkpointer) {
             let _ = spawn_blocking(move || t.join()).await;
         }
         let p = producer.clone();
@@ -248,6 +298,31 @@ impl Running {
                     Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
                 }
             }
+        }
+
+        if !self.syncs_topics_ready {
+            let mut specs = vec![compacted_topic(self.config.policy.offset_runs_topic(&self.config.target), self.config.offset_syncs_replication_factor)];
+            if self.config.emit_offset_syncs_enabled {
+                specs.push(compacted_topic(self.config.policy.offset_syncs_topic(&self.config.target), self.config.offset_syncs_replication_factor));
+            }
+            self.syncs_admin.create_topics(&specs).await?;
+            self.syncs_topics_ready = true;
+        }
+        if self.history.is_none() {
+            let cluster = self.syncs.cluster().clone();
+            let topic = self.config.policy.offset_runs_topic(&self.config.target);
+            let log = spawn_blocking(move || -> ferry_kafka::Result<RunLog> {
+                let mut log = RunLog::default();
+                TopicTail::open(&cluster, &topic)?.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
+                Ok(log)
+            })
+            .await
+            .expect("history load panicked")?;
+            if log.malformed > 0 {
+                warn!(flow = %self.name, malformed = log.malformed, "undecodable offset-run records ignored");
+            }
+            info!(flow = %self.name, partitions = log.partitions().count(), runs = log.run_count(), "offset history loaded");
+            self.history = Some(log);
         }
 
         let sync_due = self.config.sync_topic_configs_enabled
@@ -384,7 +459,15 @@ impl Running {
                 }
             };
             debug!(flow = %self.name, topic = %source_topic, partition, start, from_store = stored.contains_key(&(remote.clone(), partition)), "assigning partition");
-            let progress = Arc::new(Mutex::new(PartitionProgress::new(source_topic.clone().into(), remote.clone().into(), partition, start)));
+            let mut progress = PartitionProgress::new(source_topic.clone().into(), remote.clone().into(), partition, start);
+            let stored_history = self.history.as_ref().and_then(|h| h.map(&source_topic, partition));
+            match stored_history {
+                Some(map) => progress.offset_map = map,
+                None if !stored.contains_key(&(remote.clone(), partition)) => progress.offset_map.set_start(start),
+                None => warn!(flow = %self.name, topic = %source_topic, partition, position = start,
+                    "no offset history before the stored position: groups behind it get checkpoints only once they pass it"),
+            }
+            let progress = Arc::new(Mutex::new(progress));
             self.table.insert(progress.clone());
             let relay = relay_for(&source_topic, partition, self.relays.len());
             per_relay[relay].push(progress.clone());
@@ -434,10 +517,16 @@ impl Running {
     /// Stores safe positions and publishes per-partition metrics.
     async fn flush(&mut self) {
         let mut to_store = Vec::new();
+        let mut history = Vec::new();
         let (mut records, mut lag) = (0u64, 0i64);
         for a in self.assigned.values_mut() {
             let p = a.progress.lock().unwrap();
+            // Taken together under the lock: the history below covers every record before
+            // `position`.
             let position = p.safe_position();
+            if let Some(unsaved) = p.offset_map.unsaved() {
+                history.push((p.source_topic.to_string(), p.partition, unsaved));
+            }
             if position != p.stored {
                 to_store.push((p.remote_topic.to_string(), p.partition, position));
             }
@@ -455,6 +544,18 @@ impl Running {
             s.lag = lag;
             s.last_latency_ms = (latency >= 0).then_some(latency);
         });
+        if !history.is_empty() {
+            if let Err(e) = self.syncs.write(&history).await {
+                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::OFFSET_SYNC).increment(1);
+                warn!(flow = %self.name, error = %e, "cannot store offset runs; positions are held back until they are stored");
+                return;
+            }
+            for (topic, partition, unsaved) in history {
+                if let Some(progress) = self.table.by_source(&topic, partition) {
+                    progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
+                }
+            }
+        }
         if to_store.is_empty() {
             return;
         }

@@ -17,11 +17,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
 pub mod config;
+pub mod failover;
 mod flow;
 pub mod heartbeat;
 mod mm2_codec;
 pub mod offset_map;
+pub mod offset_store;
 pub mod positions;
 mod progress;
 pub mod provenance;
@@ -80,6 +83,9 @@ pub struct FlowStatus {
     pub last_heartbeat_ms: Option<i64>,
     /// Why the last refresh failed, while it keeps failing.
     pub failing: Option<String>,
+    /// Consumer groups checkpointed, and checkpoints written since start.
+    pub groups: usize,
+    pub checkpoints: u64,
 }
 
 /// A handle on a running flow: status and the exact offset mapping (the checkpoint hook).
@@ -127,7 +133,16 @@ impl Mirror {
         telemetry::describe();
         let mut tasks = tokio::task::JoinSet::new();
         for (flow, handle) in self.config.flows.iter().zip(&self.handles) {
+            // Where the reverse flow keeps its offset runs (for failback translation): its own
+            // setting if this file configures it, else the same as this flow's.
+            let reverse_location = self
+                .config
+                .flows
+                .iter()
+                .find(|f| f.source == flow.target && f.target == flow.source)
+                .map_or(flow.offset_syncs_location, |f| f.offset_syncs_location);
             let f = flow::Flow {
+                reverse_location,
                 config: flow.clone(),
                 source: self.config.cluster(&flow.source).clone(),
                 target: self.config.cluster(&flow.target).clone(),

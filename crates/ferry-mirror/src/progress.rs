@@ -163,6 +163,11 @@ impl ProgressTable {
         self.by_source.read().unwrap().get(source_topic)?.get(partition as usize)?.clone()
     }
 
+    /// Every assigned partition.
+    pub(crate) fn all(&self) -> Vec<SharedProgress> {
+        self.by_source.read().unwrap().values().flatten().flatten().cloned().collect()
+    }
+
     pub(crate) fn get(&self, remote_topic: &str, partition: i32) -> Option<SharedProgress> {
         self.by_remote.read().unwrap().get(remote_topic)?.get(partition as usize)?.clone()
     }

@@ -133,7 +133,8 @@ impl RunRecord {
         }
         let (source, len) = (v.i64()?, v.i64()?);
         v.finish()?;
-        if len < 0 || source < 0 || target < 0 {
+        // target -1 with length 0: the start marker of a partition (see `offset_store`).
+        if len < 0 || source < 0 || target < -1 || (target == -1 && len != 0) {
             return Err(format!("invalid offset run: source {source}, target {target}, length {len}"));
         }
         Ok(RunRecord { topic, partition, run: OffsetRun { source, target, len } })

@@ -116,13 +116,18 @@ impl ReplicationPolicy {
         format!("mm2-offset-syncs{}{target}{}", self.internal_separator(), self.internal_suffix())
     }
 
+    /// Ferry's exact offset runs of flows into `target`: `ferry-offset-runs.<target>.internal`,
+    /// next to `mm2-offset-syncs.<target>.internal`.
+    pub fn offset_runs_topic(&self, target: &str) -> String {
+        format!("ferry-offset-runs{}{target}{}", self.internal_separator(), self.internal_suffix())
+    }
+
     /// Topics never replicated: Kafka's (`__*`, `.*`), Connect's and MM2's (`*.internal`,
-    /// `*-internal`, `mm2-*` internals) and Ferry's own (`ferry-*.internal`, which the
-    /// suffix rule covers).
+    /// `*-internal`, `mm2-*` internals) and Ferry's own (`ferry-*` internals).
     pub fn is_internal_topic(&self, topic: &str) -> bool {
         let kafka_internal = topic.starts_with("__") || topic.starts_with('.');
         let connect_internal = topic.ends_with(".internal") || topic.ends_with("-internal");
-        let mm2_internal = topic.starts_with("mm2") && topic.ends_with(&self.internal_suffix());
+        let mm2_internal = (topic.starts_with("mm2") || topic.starts_with("ferry-")) && topic.ends_with(&self.internal_suffix());
         kafka_internal || connect_internal || mm2_internal
     }
 
@@ -168,6 +173,8 @@ mod tests {
         assert_eq!(p.checkpoints_topic("a"), "a_checkpoints_internal");
         assert_eq!(p.offset_syncs_topic("b"), "mm2-offset-syncs_b_internal");
         assert!(p.is_internal_topic("mm2-offset-syncs_b_internal"));
+        assert_eq!(p.offset_runs_topic("b"), "ferry-offset-runs_b_internal");
+        assert!(p.is_internal_topic("ferry-offset-runs_b_internal"));
         let legacy = ReplicationPolicy { internal_separator_enabled: false, ..p };
         assert_eq!(legacy.checkpoints_topic("a"), "a.checkpoints.internal");
     }

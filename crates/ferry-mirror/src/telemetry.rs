@@ -11,6 +11,10 @@ pub const HEARTBEATS: &str = "ferry_mirror_heartbeats_total";
 pub const TOPICS: &str = "ferry_mirror_topics";
 pub const PARTITIONS: &str = "ferry_mirror_partitions";
 pub const FLOW_UP: &str = "ferry_mirror_flow_up";
+pub const CHECKPOINTS: &str = "ferry_mirror_checkpoints_total";
+pub const CHECKPOINT_AGE: &str = "ferry_mirror_checkpoint_age_seconds";
+pub const GROUP_OFFSETS_SYNCED: &str = "ferry_mirror_group_offsets_synced_total";
+pub const GROUPS: &str = "ferry_mirror_groups";
 
 /// Error kinds used as the `kind` label of [`ERRORS`].
 pub mod kind {
@@ -22,6 +26,9 @@ pub mod kind {
     pub const POSITION_STORE: &str = "position_store";
     pub const MISSING_PARTITIONS: &str = "missing_target_partitions";
     pub const CONSUME: &str = "consume";
+    pub const OFFSET_SYNC: &str = "offset_sync";
+    pub const CHECKPOINT: &str = "checkpoint";
+    pub const GROUP_SYNC: &str = "group_sync";
 }
 
 /// Registers descriptions so `/metrics` documents every series.
@@ -37,5 +44,9 @@ pub fn describe() {
     describe_counter!(HEARTBEATS, Unit::Count, "Heartbeats written to the target");
     describe_gauge!(TOPICS, Unit::Count, "Topics replicated by the flow");
     describe_gauge!(PARTITIONS, Unit::Count, "Partitions replicated by the flow");
+    describe_counter!(CHECKPOINTS, Unit::Count, "Consumer-group checkpoints written to the target, per flow and group");
+    describe_gauge!(CHECKPOINT_AGE, Unit::Seconds, "Time since the group's last checkpoint was written, per flow and group");
+    describe_counter!(GROUP_OFFSETS_SYNCED, Unit::Count, "Translated offsets committed to groups on the target (sync.group.offsets.enabled), per flow and group");
+    describe_gauge!(GROUPS, Unit::Count, "Consumer groups checkpointed by the flow");
     describe_gauge!(FLOW_UP, Unit::Count, "1 while the flow runs, 0 once it stopped on a fatal error");
 }

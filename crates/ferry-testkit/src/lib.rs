@@ -394,3 +394,73 @@ impl Drop for Process {
         self.kill_9();
     }
 }
+
+/// A consumer in a group, subscribed to topics, starting at the group's committed offsets
+/// (earliest where it has none); positions are committed only by [`GroupConsumer::commit`].
+pub struct GroupConsumer {
+    consumer: BaseConsumer,
+}
+
+impl GroupConsumer {
+    pub fn new(bootstrap: &str, group: &str, topics: &[&str]) -> Result<Self> {
+        let consumer: BaseConsumer = client_config(bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20")
+            .set("session.timeout.ms", "6000")
+            .create()?;
+        consumer.subscribe(topics)?;
+        Ok(GroupConsumer { consumer })
+    }
+
+    /// Reads until `done(records so far)` holds or `timeout` passes; each record with its topic.
+    pub fn read_until(&self, timeout: Duration, mut done: impl FnMut(&[(String, TestRecord)]) -> bool) -> Result<Vec<(String, TestRecord)>> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while !done(&out) && start.elapsed() < timeout {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => out.push((m.topic().to_string(), to_record(&m))),
+                Some(Err(e)) => bail!("consume: {e}"),
+                None => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits the position after every record returned so far.
+    pub fn commit(&self) -> Result<()> {
+        self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync)?;
+        Ok(())
+    }
+
+    /// The group's committed offsets of these partitions.
+    pub fn committed(&self, partitions: &[(&str, i32)]) -> Result<Vec<(String, i32, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in partitions {
+            tpl.add_partition(t, *p);
+        }
+        let c = self.consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        Ok(c.elements().iter().map(|e| (e.topic().to_string(), e.partition(), match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })).collect())
+    }
+
+    /// Leaves the group.
+    pub fn close(self) {
+        self.consumer.unsubscribe();
+        drop(self.consumer);
+    }
+}
+
+/// Commits offsets for `group` without joining it (as an admin tool does).
+pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]) -> Result<()> {
+    let consumer: BaseConsumer = client_config(bootstrap).set("group.id", group).set("enable.auto.commit", "false").create()?;
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, o) in offsets {
+        tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+    }
+    consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
+    Ok(())
+}

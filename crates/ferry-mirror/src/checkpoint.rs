@@ -1,0 +1,460 @@
+//! Consumer-group checkpoints of a flow `source->target` (MM2's MirrorCheckpointConnector).
+//!
+//! Every `emit.checkpoints.interval.seconds` the checkpointer reads the committed offsets of
+//! the selected groups on the source and translates each exactly:
+//! - a topic this flow replicates: forward, with the flow's live [`OffsetMap`]s, up to the
+//!   partition's safe position;
+//! - a remote topic of the target (`<target>.<topic>` on the source, written by the reverse
+//!   flow `target->source`): backward, with the reverse flow's stored offset runs, so a group
+//!   that failed over can fail back to the exact record.
+//!
+//! It writes MM2-format checkpoints to `<source>.checkpoints.internal` on the target (never
+//! moving one backwards unless the group itself was rewound on the source) and, with
+//! `sync.group.offsets.enabled`, commits the translated offsets to the same group on the
+//! target while that group has no active members there and is not further ahead.
+//!
+//! Runs on its own thread: every call here is a blocking librdkafka call.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_kafka::{Admin, ClientRole, ClusterClient};
+use metrics::{counter, gauge};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::config::{FlowConfig, RegexList};
+use crate::offset_map::OffsetMap;
+use crate::offset_store::{compacted_topic, RunLog, TopicTail};
+use crate::progress::ProgressTable;
+use crate::records::Checkpoint;
+use crate::relay::{now_ms, DeliveryContext};
+use crate::replication_policy::{PolicyKind, ReplicationPolicy};
+use crate::telemetry::{self, kind};
+use crate::FlowStatus;
+
+/// The topic on the target a checkpoint's offset applies to (MM2's `MirrorClient` rule): a
+/// topic that came from the target goes back to its upstream name there, any other topic to
+/// its remote name.
+pub fn downstream_topic(policy: &ReplicationPolicy, source: &str, target: &str, topic: &str) -> String {
+    match (policy.topic_source(topic), policy.upstream_topic(topic)) {
+        (Some(s), Some(upstream)) if s == target => upstream.to_string(),
+        _ => policy.remote_topic(source, topic),
+    }
+}
+
+/// Whether a group is checkpointed.
+pub fn group_selected(groups: &RegexList, exclude: &RegexList, group: &str) -> bool {
+    groups.is_match(group) && !exclude.is_match(group)
+}
+
+/// Whether a new checkpoint replaces the last one written for the same group and partition:
+/// it must differ and must not move the downstream offset back, unless the group itself moved
+/// back on the source (a deliberate reset).
+pub fn should_emit(last: Option<&Checkpoint>, new: &Checkpoint) -> bool {
+    match last {
+        None => true,
+        Some(l) if new.upstream_offset < l.upstream_offset => true,
+        Some(l) => new.downstream_offset > l.downstream_offset || (new.downstream_offset == l.downstream_offset && new.upstream_offset != l.upstream_offset),
+    }
+}
+
+/// Offsets to commit to a group on the target: each translated offset that is ahead of the
+/// group's own committed offset there (or where it has none); never a rewind.
+pub fn group_sync_commits(translated: &[(String, i32, i64)], committed: &HashMap<(String, i32), i64>) -> Vec<(String, i32, i64)> {
+    translated
+        .iter()
+        .filter(|(t, p, o)| committed.get(&(t.clone(), *p)).is_none_or(|c| o > c))
+        .cloned()
+        .collect()
+}
+
+type Key = (String, String, i32);
+
+pub(crate) struct Checkpointer {
+    pub(crate) flow: String,
+    pub(crate) config: FlowConfig,
+    pub(crate) source: ClusterClient,
+    pub(crate) target: ClusterClient,
+    pub(crate) table: Arc<ProgressTable>,
+    /// The reverse flow's stored runs: (cluster, topic), if it can be located.
+    pub(crate) reverse_runs: Option<(ClusterClient, String)>,
+    pub(crate) producer: Arc<ThreadedProducer<DeliveryContext>>,
+    pub(crate) status: Arc<Mutex<FlowStatus>>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) cancel: CancellationToken,
+}
+
+struct State {
+    source_lister: BaseConsumer,
+    target_lister: BaseConsumer,
+    groups: BTreeSet<String>,
+    source_clients: HashMap<String, BaseConsumer>,
+    target_clients: HashMap<String, BaseConsumer>,
+    emitted: HashMap<Key, (Checkpoint, Instant)>,
+    reverse: Option<(TopicTail, RunLog)>,
+    topic: String,
+    topic_ready: bool,
+    reported: HashSet<String>,
+    next_groups: Instant,
+    next_sync: Instant,
+    written: u64,
+}
+
+fn client(cluster: &ClusterClient, group: &str, purpose: &str) -> ferry_kafka::Result<BaseConsumer> {
+    cluster
+        .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
+        .set("group.id", group)
+        .set("client.id", format!("ferry-{purpose}"))
+        .create()
+        .map_err(|e| ferry_kafka::Error::new(cluster, format!("create {purpose} client"), e))
+}
+
+impl Checkpointer {
+    pub(crate) fn run(self) {
+        let mut state = loop {
+            match self.start() {
+                Ok(state) => break state,
+                Err(e) => {
+                    warn!(flow = %self.flow, error = %e, "checkpointing cannot start; retrying in 5s");
+                    if self.sleep(Duration::from_secs(5)) {
+                        return;
+                    }
+                }
+            }
+        };
+        info!(flow = %self.flow, topic = %state.topic, checkpoints = state.emitted.len(), reverse = state.reverse.is_some(), "checkpointing groups");
+        loop {
+            let started = Instant::now();
+            self.tick(&mut state);
+            let elapsed = started.elapsed();
+            if self.sleep(self.config.emit_checkpoints_interval.saturating_sub(elapsed)) {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps up to `d`; true if cancelled.
+    fn sleep(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            if self.cancel.is_cancelled() {
+                return true;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+        }
+        self.cancel.is_cancelled()
+    }
+
+    fn start(&self) -> ferry_kafka::Result<State> {
+        let topic = self.config.policy.checkpoints_topic(&self.config.source);
+        let mut emitted = HashMap::new();
+        let mut tail = TopicTail::open(&self.target, &topic)?;
+        tail.catch_up(Duration::from_secs(60), |k, v, _| {
+            if let Some(c) = v.and_then(|v| Checkpoint::decode(k, v).ok()) {
+                emitted.insert((c.group.clone(), c.topic.clone(), c.partition), (c, Instant::now()));
+            }
+        })?;
+        let reverse = match &self.reverse_runs {
+            Some((cluster, runs_topic)) => {
+                let mut log = RunLog::default();
+                let mut tail = TopicTail::open(cluster, runs_topic)?;
+                tail.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
+                Some((tail, log))
+            }
+            None => None,
+        };
+        Ok(State {
+            source_lister: client(&self.source, "ferry-checkpoints-lister", &format!("{}-groups", self.source.alias))?,
+            target_lister: client(&self.target, "ferry-checkpoints-lister", &format!("{}-groups", self.target.alias))?,
+            groups: BTreeSet::new(),
+            source_clients: HashMap::new(),
+            target_clients: HashMap::new(),
+            emitted,
+            reverse,
+            topic,
+            topic_ready: false,
+            reported: HashSet::new(),
+            next_groups: Instant::now(),
+            next_sync: Instant::now(),
+            written: 0,
+        })
+    }
+
+    fn report_once(&self, state: &mut State, key: String, f: impl FnOnce()) {
+        if state.reported.insert(key) {
+            f();
+        }
+    }
+
+    fn tick(&self, state: &mut State) {
+        if !state.topic_ready {
+            let spec = compacted_topic(state.topic.clone(), self.config.checkpoints_replication_factor);
+            let created = Admin::connect(&self.target).map(|admin| self.runtime.block_on(admin.create_topics(&[spec])));
+            match created {
+                Ok(Ok(())) => state.topic_ready = true,
+                Ok(Err(e)) | Err(e) => {
+                    warn!(flow = %self.flow, error = %e, "cannot create the checkpoints topic; retrying");
+                    return;
+                }
+            }
+        }
+        if Instant::now() >= state.next_groups && (self.config.refresh_groups_enabled || state.groups.is_empty()) {
+            match state.source_lister.fetch_group_list(None, Duration::from_secs(10)) {
+                Ok(list) => {
+                    state.next_groups = Instant::now() + self.config.refresh_groups_interval;
+                    let groups: BTreeSet<String> = list
+                        .groups()
+                        .iter()
+                        .map(|g| g.name().to_string())
+                        .filter(|g| group_selected(&self.config.groups, &self.config.groups_exclude, g))
+                        .collect();
+                    for g in groups.difference(&state.groups) {
+                        info!(flow = %self.flow, group = %g, "checkpointing new consumer group");
+                    }
+                    state.source_clients.retain(|g, _| groups.contains(g));
+                    state.target_clients.retain(|g, _| groups.contains(g));
+                    state.groups = groups;
+                    gauge!(telemetry::GROUPS, "flow" => self.flow.clone()).set(state.groups.len() as f64);
+                }
+                Err(e) => {
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::CHECKPOINT).increment(1);
+                    self.report_once(state, format!("list {e}"), || warn!(flow = %self.flow, cluster = %self.source.alias, address = %self.source.bootstrap_servers, error = %e, "cannot list consumer groups; retrying"));
+                    state.next_groups = Instant::now() + Duration::from_secs(5);
+                }
+            }
+        }
+        if let Some((tail, log)) = &mut state.reverse {
+            tail.drain(|k, v, _| log.apply(k, v));
+        }
+
+        // Which source partitions can be translated, and how.
+        let forward: Vec<(String, i32)> = self.table.all().iter().map(|p| {
+            let p = p.lock().unwrap();
+            (p.source_topic.to_string(), p.partition)
+        }).collect();
+        let mut reverse_maps: HashMap<(String, i32), OffsetMap> = HashMap::new();
+        if let Some((_, log)) = &state.reverse {
+            for (topic, partition) in log.partitions() {
+                if let Some(map) = log.map(topic, *partition) {
+                    reverse_maps.insert((self.config.policy.remote_topic(&self.config.target, topic), *partition), map);
+                }
+            }
+        }
+        if forward.is_empty() && reverse_maps.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in forward.iter().chain(reverse_maps.keys()) {
+            tpl.add_partition(t, *p);
+        }
+
+        let groups: Vec<String> = state.groups.iter().cloned().collect();
+        let mut to_sync: Vec<(String, Vec<(String, i32, i64)>)> = Vec::new();
+        for group in groups {
+            let consumer = match state.source_clients.get(&group) {
+                Some(c) => c,
+                None => match client(&self.source, &group, &format!("{}-checkpoints", self.flow)) {
+                    Ok(c) => state.source_clients.entry(group.clone()).or_insert(c),
+                    Err(e) => {
+                        warn!(flow = %self.flow, %group, error = %e, "cannot read group offsets");
+                        continue;
+                    }
+                },
+            };
+            let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(c) => c,
+                Err(e) => {
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::CHECKPOINT).increment(1);
+                    self.report_once(state, format!("fetch {group} {e}"), || warn!(flow = %self.flow, %group, cluster = %self.source.alias, error = %e, "cannot read group offsets; retrying"));
+                    continue;
+                }
+            };
+            let mut written = 0u64;
+            for e in committed.elements() {
+                let Offset::Offset(upstream) = e.offset() else { continue };
+                let (topic, partition) = (e.topic().to_string(), e.partition());
+                let downstream = match reverse_maps.get(&(topic.clone(), partition)) {
+                    Some(map) => map.reverse(upstream),
+                    None => self.table.by_source(&topic, partition).and_then(|p| {
+                        let p = p.lock().unwrap();
+                        p.offset_map.translate(upstream, p.safe_position())
+                    }),
+                };
+                let Some(downstream_offset) = downstream else {
+                    debug!(flow = %self.flow, %group, %topic, partition, upstream, "not translatable yet");
+                    continue;
+                };
+                let checkpoint = Checkpoint { group: group.clone(), topic, partition, upstream_offset: upstream, downstream_offset, metadata: e.metadata().to_string() };
+                let key = (group.clone(), checkpoint.topic.clone(), partition);
+                let last = state.emitted.get(&key).map(|(c, _)| c);
+                if !should_emit(last, &checkpoint) {
+                    continue;
+                }
+                if last.is_some_and(|l| checkpoint.upstream_offset < l.upstream_offset) {
+                    warn!(flow = %self.flow, %group, topic = %checkpoint.topic, partition, upstream = checkpoint.upstream_offset,
+                        "group was rewound on the source; its checkpoint follows it back");
+                }
+                let (k, v) = (checkpoint.encode_key(), checkpoint.encode_value());
+                let record = BaseRecord::with_opaque_to(&state.topic, 0usize).key(&k).payload(&v).timestamp(now_ms());
+                match self.producer.send(record) {
+                    Ok(()) => {
+                        written += 1;
+                        state.emitted.insert(key, (checkpoint, Instant::now()));
+                    }
+                    Err((e, _)) => debug!(flow = %self.flow, error = %e, "checkpoint not enqueued; retrying next tick"),
+                }
+            }
+            if written > 0 {
+                state.written += written;
+                counter!(telemetry::CHECKPOINTS, "flow" => self.flow.clone(), "group" => group.clone()).increment(written);
+            }
+            if let Some(newest) = state.emitted.iter().filter(|((g, _, _), _)| *g == group).map(|(_, (_, at))| *at).max() {
+                gauge!(telemetry::CHECKPOINT_AGE, "flow" => self.flow.clone(), "group" => group.clone()).set(newest.elapsed().as_secs_f64());
+            }
+            if self.config.sync_group_offsets_enabled {
+                let translated: Vec<(String, i32, i64)> = state
+                    .emitted
+                    .iter()
+                    .filter(|((g, _, _), _)| *g == group)
+                    .map(|((_, t, p), (c, _))| (downstream_topic(&self.config.policy, &self.config.source, &self.config.target, t), *p, c.downstream_offset))
+                    .collect();
+                to_sync.push((group, translated));
+            }
+        }
+        {
+            let mut status = self.status.lock().unwrap();
+            status.groups = state.groups.len();
+            status.checkpoints = state.written;
+        }
+        if self.config.sync_group_offsets_enabled && Instant::now() >= state.next_sync {
+            state.next_sync = Instant::now() + self.config.sync_group_offsets_interval;
+            for (group, translated) in to_sync {
+                self.sync_group(state, &group, &translated);
+            }
+        }
+    }
+
+    /// Commits translated offsets to `group` on the target while it has no active members
+    /// there, never rewinding it.
+    fn sync_group(&self, state: &mut State, group: &str, translated: &[(String, i32, i64)]) {
+        if translated.is_empty() {
+            return;
+        }
+        match state.target_lister.fetch_group_list(Some(group), Duration::from_secs(10)) {
+            Ok(list) => {
+                if let Some(g) = list.groups().iter().find(|g| g.name() == group && !g.members().is_empty()) {
+                    let members = g.members().len();
+                    self.report_once(state, format!("active {group}"), || info!(flow = %self.flow, %group, members,
+                        "group is active on the target: its offsets there are left alone"));
+                    return;
+                }
+                state.reported.remove(&format!("active {group}"));
+            }
+            Err(e) => {
+                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
+                self.report_once(state, format!("describe {group} {e}"), || warn!(flow = %self.flow, %group, cluster = %self.target.alias, error = %e, "cannot describe group on the target; not syncing it"));
+                return;
+            }
+        }
+        let consumer = match state.target_clients.get(group) {
+            Some(c) => c,
+            None => match client(&self.target, group, &format!("{}-group-sync", self.flow)) {
+                Ok(c) => state.target_clients.entry(group.to_string()).or_insert(c),
+                Err(e) => {
+                    warn!(flow = %self.flow, %group, error = %e, "cannot sync group offsets");
+                    return;
+                }
+            },
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, _) in translated {
+            tpl.add_partition(t, *p);
+        }
+        let current: HashMap<(String, i32), i64> = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            Ok(c) => c.elements().iter().filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+                _ => None,
+            }).collect(),
+            Err(e) => {
+                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
+                warn!(flow = %self.flow, %group, error = %e, "cannot read the group's offsets on the target; not syncing it");
+                return;
+            }
+        };
+        let commits = group_sync_commits(translated, &current);
+        if commits.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p, o) in &commits {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        // A member that joined since the check makes Kafka reject this commit.
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                counter!(telemetry::GROUP_OFFSETS_SYNCED, "flow" => self.flow.clone(), "group" => group.to_string()).increment(commits.len() as u64);
+                debug!(flow = %self.flow, %group, partitions = commits.len(), "group offsets synced to the target");
+            }
+            Err(e) => {
+                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
+                warn!(flow = %self.flow, %group, cluster = %self.target.alias, error = %e, "cannot commit translated offsets to the target group");
+            }
+        }
+    }
+}
+
+/// Whether the policy lets names tell which topics came from the target (not identity).
+pub(crate) fn names_carry_origin(policy: &ReplicationPolicy) -> bool {
+    policy.kind != PolicyKind::Identity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> ReplicationPolicy {
+        ReplicationPolicy { kind: PolicyKind::Default, separator: ".".into(), internal_separator_enabled: true }
+    }
+
+    #[test]
+    fn downstream_topics_follow_mm2s_renaming() {
+        let p = policy();
+        assert_eq!(downstream_topic(&p, "a", "b", "orders"), "a.orders");
+        assert_eq!(downstream_topic(&p, "a", "b", "b.orders"), "orders", "a topic that came from the target goes home");
+        assert_eq!(downstream_topic(&p, "a", "b", "b.c.orders"), "c.orders", "one hop back, not to the original");
+        assert_eq!(downstream_topic(&p, "a", "b", "c.orders"), "a.c.orders");
+    }
+
+    #[test]
+    fn checkpoints_never_move_back_unless_the_group_did() {
+        let c = |up, down| Checkpoint { group: "g".into(), topic: "t".into(), partition: 0, upstream_offset: up, downstream_offset: down, metadata: String::new() };
+        assert!(should_emit(None, &c(10, 10)));
+        assert!(!should_emit(Some(&c(10, 10)), &c(10, 10)), "unchanged");
+        assert!(should_emit(Some(&c(10, 10)), &c(12, 11)));
+        assert!(should_emit(Some(&c(10, 10)), &c(12, 10)), "a gap: the upstream moved, the downstream did not");
+        assert!(!should_emit(Some(&c(10, 10)), &c(12, 9)), "never backwards while the group moves forward");
+        assert!(should_emit(Some(&c(10, 10)), &c(5, 5)), "the group was reset on the source");
+    }
+
+    #[test]
+    fn group_sync_never_rewinds() {
+        let translated = vec![("a.t".to_string(), 0, 10), ("a.t".to_string(), 1, 10), ("a.t".to_string(), 2, 10)];
+        let committed = HashMap::from([(("a.t".to_string(), 0), 12), (("a.t".to_string(), 1), 5)]);
+        assert_eq!(group_sync_commits(&translated, &committed), vec![("a.t".to_string(), 1, 10), ("a.t".to_string(), 2, 10)]);
+    }
+
+    #[test]
+    fn ferry_internal_groups_are_not_checkpointed_by_default() {
+        let groups = RegexList::parse(crate::config::defaults::GROUPS).unwrap();
+        let exclude = RegexList::parse(crate::config::defaults::GROUPS_EXCLUDE).unwrap();
+        assert!(group_selected(&groups, &exclude, "orders-app"));
+        assert!(!group_selected(&groups, &exclude, "ferry-mirror.a.internal"));
+        assert!(!group_selected(&groups, &exclude, "console-consumer-123"));
+        assert!(!group_selected(&groups, &exclude, "__internal"));
+    }
+}

@@ -1,0 +1,136 @@
+//! Offset tooling for `ferry ctl` (srm-control's `offsets` and MM2's `RemoteClusterUtils`):
+//! read a group's latest checkpoints of a flow `from->to` from the `to` cluster and apply them
+//! to the same group there. Failback is the same operation along the reverse flow: its
+//! checkpoints translate positions on remote topics back to the origin topics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ferry_kafka::{ClientRole, ClusterClient};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::checkpoint::downstream_topic;
+use crate::config::FlowConfig;
+use crate::offset_store::TopicTail;
+use crate::records::Checkpoint;
+use crate::relay::now_ms;
+
+/// One translated offset of a group, for the `to` cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranslatedOffset {
+    /// Topic on the `to` cluster.
+    pub topic: String,
+    pub partition: i32,
+    /// Offset on the `to` cluster.
+    pub offset: i64,
+    /// The checkpointed topic and offset on the `from` cluster.
+    pub source_topic: String,
+    pub source_offset: i64,
+    /// Age of the checkpoint in milliseconds (-1 if unknown).
+    pub age_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error(transparent)]
+    Kafka(#[from] ferry_kafka::Error),
+    #[error("group '{group}' has {members} active member(s) on cluster '{cluster}' ({address}); stop its consumers there first, then run this again")]
+    GroupActive { group: String, members: usize, cluster: String, address: String },
+    #[error("no checkpoints of group '{group}' in {topic} on cluster '{cluster}' ({address}): is flow {flow} running with this group selected (groups / groups.exclude), and has the group committed offsets on '{source_alias}'?")]
+    NoCheckpoints { group: String, topic: String, cluster: String, address: String, flow: String, source_alias: String },
+}
+
+/// The latest checkpoint of `group` per source partition, translated for the target cluster.
+pub fn translated_offsets(flow: &FlowConfig, target: &ClusterClient, group: &str) -> Result<Vec<TranslatedOffset>, FailoverError> {
+    let topic = flow.policy.checkpoints_topic(&flow.source);
+    let mut latest: BTreeMap<(String, i32), (Checkpoint, i64)> = BTreeMap::new();
+    TopicTail::open(target, &topic)?.catch_up(Duration::from_secs(60), |k, v, ts| {
+        if let Some(c) = v.and_then(|v| Checkpoint::decode(k, v).ok()) {
+            if c.group == group {
+                latest.insert((c.topic.clone(), c.partition), (c, ts));
+            }
+        }
+    })?;
+    if latest.is_empty() {
+        return Err(FailoverError::NoCheckpoints {
+            group: group.to_string(),
+            topic,
+            cluster: target.alias.clone(),
+            address: target.bootstrap_servers.clone(),
+            flow: flow.name(),
+            source_alias: flow.source.clone(),
+        });
+    }
+    let now = now_ms();
+    Ok(latest
+        .into_values()
+        .map(|(c, ts)| TranslatedOffset {
+            topic: downstream_topic(&flow.policy, &flow.source, &flow.target, &c.topic),
+            partition: c.partition,
+            offset: c.downstream_offset,
+            source_topic: c.topic,
+            source_offset: c.upstream_offset,
+            age_ms: if ts >= 0 { (now - ts).max(0) } else { -1 },
+        })
+        .collect())
+}
+
+/// What applying translated offsets did, per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Committed { previous: Option<i64> },
+    /// The group was already at or past the translated offset: left alone (never rewound).
+    Kept { current: i64 },
+}
+
+/// Commits `offsets` to `group` on `cluster`: refused while the group has active members
+/// there; a partition where the group is already further ahead is kept.
+pub fn apply(cluster: &ClusterClient, group: &str, offsets: &[TranslatedOffset]) -> Result<Vec<(TranslatedOffset, Applied)>, FailoverError> {
+    let consumer: BaseConsumer = cluster
+        .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
+        .set("group.id", group)
+        .set("client.id", "ferry-ctl")
+        .create()
+        .map_err(|e| ferry_kafka::Error::new(cluster, "create client", e))?;
+    let err = |op: &str, e| ferry_kafka::Error::new(cluster, format!("{op} of group '{group}'"), e);
+    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10)).map_err(|e| err("describe", e))?;
+    if let Some(g) = list.groups().iter().find(|g| g.name() == group && !g.members().is_empty()) {
+        return Err(FailoverError::GroupActive {
+            group: group.to_string(),
+            members: g.members().len(),
+            cluster: cluster.alias.clone(),
+            address: cluster.bootstrap_servers.clone(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    for o in offsets {
+        tpl.add_partition(&o.topic, o.partition);
+    }
+    let current: HashMap<(String, i32), i64> = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .map_err(|e| err("read offsets", e))?
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect();
+    let mut commit = TopicPartitionList::new();
+    let mut report = Vec::new();
+    for o in offsets {
+        let previous = current.get(&(o.topic.clone(), o.partition)).copied();
+        match previous {
+            Some(c) if c >= o.offset => report.push((o.clone(), Applied::Kept { current: c })),
+            _ => {
+                commit.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset)).map_err(|e| err("commit", e))?;
+                report.push((o.clone(), Applied::Committed { previous }));
+            }
+        }
+    }
+    if commit.count() > 0 {
+        consumer.commit(&commit, CommitMode::Sync).map_err(|e| err("commit offsets", e))?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,271 @@
+//! Durable offset translation data of a flow `source->target`, on the cluster
+//! `offset-syncs.topic.location` names (the source by default, as MM2):
+//!
+//! - `ferry-offset-runs.<target>.internal`: Ferry's exact [`OffsetRun`]s, one record per run
+//!   (see [`RunRecord`]), compacted, so history is never lost to compaction and grows with gaps
+//!   and restarts only. A start marker (key offset -1) records where replication of a fresh
+//!   partition began.
+//! - `mm2-offset-syncs.<target>.internal`: MM2-format offset syncs at the first and last record
+//!   of every stored run, so MM2's Java tooling keeps working.
+//!
+//! Both are written *before* the positions that cover them are stored: after any crash the
+//! stored history reaches at least the stored position.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use ferry_kafka::{ClientRole, ClusterClient, NewTopicSpec};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::warn;
+
+use crate::offset_map::{OffsetMap, OffsetRun, Unsaved};
+use crate::records::{OffsetSync, RunRecord};
+
+/// A compacted single-partition internal topic.
+pub(crate) fn compacted_topic(name: String, replication_factor: i32) -> NewTopicSpec {
+    NewTopicSpec {
+        name,
+        partitions: 1,
+        replication_factor,
+        configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
+    }
+}
+
+/// Key offset of the start marker record.
+const START_MARKER: i64 = -1;
+
+/// Writes offset runs and MM2 offset syncs.
+pub(crate) struct OffsetSyncWriter {
+    cluster: ClusterClient,
+    producer: FutureProducer,
+    runs_topic: String,
+    syncs_topic: Option<String>,
+}
+
+impl OffsetSyncWriter {
+    pub(crate) fn connect(cluster: &ClusterClient, runs_topic: String, syncs_topic: Option<String>) -> ferry_kafka::Result<Self> {
+        let producer = cluster
+            .client_config_with_defaults(ClientRole::Producer, &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5")])
+            .create()
+            .map_err(|e| ferry_kafka::Error::new(cluster, "create offset-sync producer", e))?;
+        Ok(OffsetSyncWriter { cluster: cluster.clone(), producer, runs_topic, syncs_topic })
+    }
+
+    pub(crate) fn cluster(&self) -> &ClusterClient {
+        &self.cluster
+    }
+
+    /// Stores the unsaved part of each partition's map; returns once every record is
+    /// acknowledged (or the first failure).
+    pub(crate) async fn write(&self, items: &[(String, i32, Unsaved)]) -> ferry_kafka::Result<()> {
+        let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+        for (topic, partition, unsaved) in items {
+            if let Some(start) = unsaved.start {
+                let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: start, target: START_MARKER, len: 0 } };
+                records.push((self.runs_topic.clone(), marker.encode_key(), marker.encode_value()));
+            }
+            for run in &unsaved.runs {
+                let r = RunRecord { topic: topic.clone(), partition: *partition, run: *run };
+                records.push((self.runs_topic.clone(), r.encode_key(), r.encode_value()));
+                if let Some(syncs) = &self.syncs_topic {
+                    let mut points = vec![(run.source, run.target)];
+                    if run.len > 1 {
+                        points.push((run.source_end() - 1, run.target_end() - 1));
+                    }
+                    for (upstream_offset, downstream_offset) in points {
+                        let s = OffsetSync { topic: topic.clone(), partition: *partition, upstream_offset, downstream_offset };
+                        records.push((syncs.clone(), s.encode_key(), s.encode_value()));
+                    }
+                }
+            }
+        }
+        // Enqueue everything, then wait for each acknowledgement.
+        let deliveries: Vec<_> = records
+            .iter()
+            .map(|(topic, key, value)| self.producer.send_result(FutureRecord::to(topic).key(key).payload(value)))
+            .collect();
+        let failed = |e| ferry_kafka::Error::new(&self.cluster, format!("write offset runs to {}", self.runs_topic), e);
+        for delivery in deliveries {
+            match delivery {
+                Err((e, _)) => return Err(failed(e)),
+                Ok(future) => match future.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((e, _))) => return Err(failed(e)),
+                    Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Stored runs of every partition, as read back from `ferry-offset-runs.<target>.internal`.
+#[derive(Debug, Default)]
+pub struct RunLog {
+    partitions: HashMap<(String, i32), PartitionRuns>,
+    /// Undecodable records seen (reported, never fatal).
+    pub malformed: u64,
+}
+
+#[derive(Debug, Default)]
+struct PartitionRuns {
+    start: Option<i64>,
+    /// By first target offset; a later record for the same run carries its grown length.
+    runs: BTreeMap<i64, OffsetRun>,
+}
+
+impl RunLog {
+    pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
+        let Some(value) = value else { return };
+        match RunRecord::decode(key, value) {
+            Ok(r) => {
+                let entry = self.partitions.entry((r.topic, r.partition)).or_default();
+                if r.run.target == START_MARKER {
+                    entry.start = Some(r.run.source);
+                } else {
+                    entry.runs.insert(r.run.target, r.run);
+                }
+            }
+            Err(_) => self.malformed += 1,
+        }
+    }
+
+    /// The offset map of a source partition, if any run or start marker is stored.
+    pub fn map(&self, topic: &str, partition: i32) -> Option<OffsetMap> {
+        let p = self.partitions.get(&(topic.to_string(), partition))?;
+        Some(OffsetMap::from_runs(p.start, p.runs.values().copied()))
+    }
+
+    pub fn partitions(&self) -> impl Iterator<Item = &(String, i32)> {
+        self.partitions.keys()
+    }
+
+    pub fn run_count(&self) -> usize {
+        self.partitions.values().map(|p| p.runs.len()).sum()
+    }
+}
+
+/// A consumer that reads a single-partition-or-more internal topic from its beginning, then
+/// keeps following it.
+pub struct TopicTail {
+    cluster: ClusterClient,
+    topic: String,
+    consumer: BaseConsumer,
+}
+
+impl TopicTail {
+    /// Assigns every partition of `topic` from the beginning (blocking). A missing topic is
+    /// an empty one.
+    pub fn open(cluster: &ClusterClient, topic: &str) -> ferry_kafka::Result<TopicTail> {
+        let consumer: BaseConsumer = cluster
+            .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false"), ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS)])
+            .set("group.id", format!("ferry-reader-{}", std::process::id()))
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|e| ferry_kafka::Error::new(cluster, format!("create reader of {topic}"), e))?;
+        let tail = TopicTail { cluster: cluster.clone(), topic: topic.to_string(), consumer };
+        tail.assign()?;
+        Ok(tail)
+    }
+
+    fn partitions(&self) -> ferry_kafka::Result<i32> {
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(10))
+            .map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("fetch metadata of {}", self.topic), e))?;
+        Ok(metadata.topics().first().filter(|t| t.error().is_none()).map_or(0, |t| t.partitions().len() as i32))
+    }
+
+    fn assign(&self) -> ferry_kafka::Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..self.partitions()? {
+            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+                .map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read {}", self.topic), e))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read {}", self.topic), e))
+    }
+
+    /// Reads everything written before this call (blocking, up to `timeout`).
+    pub fn catch_up(&mut self, timeout: Duration, mut each: impl FnMut(&[u8], Option<&[u8]>, i64)) -> ferry_kafka::Result<()> {
+        let deadline = Instant::now() + timeout;
+        if self.consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+            self.assign()?;
+        }
+        let mut ends: HashMap<i32, i64> = HashMap::new();
+        for p in 0..self.partitions()? {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+                .map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read the end of {}", self.topic), e))?;
+            if high > low {
+                ends.insert(p, high);
+            }
+        }
+        // tansu 0.6.0 reports the high watermark as the last batch's first offset + 1, so reach
+        // it, then keep reading until nothing more arrives for a moment.
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            if Instant::now() > deadline {
+                return Err(ferry_kafka::Error::new(&self.cluster, format!("read {} to its end", self.topic),
+                    rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::OperationTimedOut)));
+            }
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => {
+                    idle_since = None;
+                    if ends.get(&m.partition()).is_some_and(|&end| m.offset() + 1 >= end) {
+                        ends.remove(&m.partition());
+                    }
+                    each(m.key().unwrap_or_default(), m.payload(), m.timestamp().to_millis().unwrap_or(-1));
+                }
+                Some(Err(e)) => warn!(cluster = %self.cluster.alias, topic = %self.topic, error = %e, "reading internal topic"),
+                None => {
+                    let since = *idle_since.get_or_insert_with(Instant::now);
+                    if ends.is_empty() && since.elapsed() >= Duration::from_millis(200) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies whatever has arrived since the last call, without waiting.
+    pub fn drain(&mut self, mut each: impl FnMut(&[u8], Option<&[u8]>, i64)) {
+        if self.consumer.assignment().map(|a| a.count()).unwrap_or(0) == 0 {
+            // The topic did not exist when opened; it may now.
+            let _ = self.assign();
+        }
+        while let Some(message) = self.consumer.poll(Duration::ZERO) {
+            match message {
+                Ok(m) => each(m.key().unwrap_or_default(), m.payload(), m.timestamp().to_millis().unwrap_or(-1)),
+                Err(e) => warn!(cluster = %self.cluster.alias, topic = %self.topic, error = %e, "reading internal topic"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_log_keeps_the_latest_length_of_each_run_and_the_start() {
+        let mut log = RunLog::default();
+        let rec = |source, target, len| RunRecord { topic: "t".into(), partition: 0, run: OffsetRun { source, target, len } };
+        for r in [rec(5, START_MARKER, 0), rec(5, 0, 3), rec(5, 0, 10), rec(20, 10, 4)] {
+            log.apply(&r.encode_key(), Some(&r.encode_value()));
+        }
+        log.apply(b"junk", Some(b"junk"));
+        log.apply(&rec(0, 0, 1).encode_key(), None);
+        assert_eq!(log.malformed, 1);
+        assert_eq!(log.run_count(), 2);
+        let m = log.map("t", 0).unwrap();
+        assert_eq!(m.start(), Some(5));
+        assert_eq!(m.translate(5, 24), Some(0));
+        assert_eq!(m.translate(12, 24), Some(7));
+        assert_eq!(m.translate(16, 24), Some(10), "in the gap 15..20");
+        assert_eq!(m.reverse(12), Some(22));
+        assert!(log.map("t", 1).is_none());
+    }
+}
