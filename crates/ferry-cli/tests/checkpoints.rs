@@ -250,3 +250,47 @@ fn a_group_fails_over_and_back_without_a_lost_or_repeated_record() {
     println!("MM2 would re-read up to offset.lag.max = 100 records per partition per move; Ferry: 0");
     drop(mirror);
 }
+
+#[test]
+fn group_offset_sync_commits_translated_offsets_but_never_rewinds_or_touches_an_active_group() {
+    let (a, b) = (Broker::start("a").unwrap(), Broker::start("b").unwrap());
+    let topic = unique("t");
+    let remote = format!("a.{topic}");
+    create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
+    create_topic(&b.bootstrap(), &remote, PARTITIONS).unwrap();
+    produce(&b.bootstrap(), &remote, &junk(20)).unwrap();
+    produce(&a.bootstrap(), &topic, &sample_records(PARTITIONS, 300, 1_700_000_000_000)).unwrap();
+    let config = write_config("groupsync", &two_clusters(&a, &b,
+        "a->b.enabled = true\nrefresh.groups.interval.seconds = 1\nsync.group.offsets.enabled = true\n"));
+    let mirror = start_mirror(&config, "mirror-groupsync");
+    assert_eq!(consume_all(&b.bootstrap(), &remote, PARTITIONS, 960, Duration::from_secs(60)).unwrap().len(), 960, "{}", mirror.output());
+
+    let (fresh, ahead, active) = (unique("fresh"), unique("ahead"), unique("active"));
+    // `ahead` already consumed further on b; `active` has a live member on b.
+    commit_offsets(&b.bootstrap(), &ahead, &[(&remote, 0, 250), (&remote, 1, 250), (&remote, 2, 250)]).unwrap();
+    let member = GroupConsumer::new(&b.bootstrap(), &active, &[&remote]).unwrap();
+    member.read_until(Duration::from_secs(30), |got| got.len() >= 3).unwrap();
+    member.commit().unwrap(); // tansu lists a group only once it committed
+    let parts = [(remote.as_str(), 0), (remote.as_str(), 1), (remote.as_str(), 2)];
+    let active_before = member.committed(&parts).unwrap();
+    for g in [&fresh, &ahead, &active] {
+        commit_offsets(&a.bootstrap(), g, &[(&topic, 0, 100), (&topic, 1, 101), (&topic, 2, 102)]).unwrap();
+    }
+
+    let on_b = |group: &str| GroupConsumer::new(&b.bootstrap(), group, &[]).and_then(|c| c.committed(&parts)).unwrap();
+    let synced = wait_for(Duration::from_secs(30), || {
+        let c = on_b(&fresh);
+        (c.iter().map(|(_, _, o)| *o).collect::<Vec<_>>() == vec![Some(120), Some(121), Some(122)]).then_some(c)
+    });
+    assert!(synced.is_some(), "fresh group synced to the translated offsets (source + 20); has {:?}\n{}", on_b(&fresh), mirror.output());
+    // Checkpoints for the other two exist, and a few sync intervals pass.
+    let c = common::ctl(&["offsets", "export", "--config", config.to_str().unwrap(), "--source", "a", "--target", "b", "--group", &ahead]);
+    assert_eq!(c.0, 0, "{}", c.2);
+    std::thread::sleep(Duration::from_secs(3));
+    let ahead_now: Vec<Option<i64>> = on_b(&ahead).iter().map(|(_, _, o)| *o).collect();
+    assert_eq!(ahead_now, vec![Some(250); 3], "a group further ahead on the target is never rewound");
+    assert_eq!(member.committed(&parts).unwrap(), active_before, "an active group on the target is left alone");
+    println!("fresh: synced to 120/121/122; ahead: kept at 250; active: kept at {active_before:?}");
+    member.close();
+    drop(mirror);
+}

@@ -395,7 +395,7 @@ impl Drop for Process {
     }
 }
 
-/// A consumer in a group, subscribed to topics, starting at the group's committed offsets
+/// A consumer in a group, subscribed to topics (none: it only reads the group's offsets), starting at the group's committed offsets
 /// (earliest where it has none); positions are committed only by [`GroupConsumer::commit`].
 pub struct GroupConsumer {
     consumer: BaseConsumer,
@@ -410,7 +410,9 @@ impl GroupConsumer {
             .set("fetch.wait.max.ms", "20")
             .set("session.timeout.ms", "6000")
             .create()?;
-        consumer.subscribe(topics)?;
+        if !topics.is_empty() {
+            consumer.subscribe(topics)?;
+        }
         Ok(GroupConsumer { consumer })
     }
 
