@@ -19,15 +19,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_kafka::{Admin, ClientRole, ClusterClient};
+use ferry_kafka::{Admin, ClusterClient};
 use metrics::{counter, gauge};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, RegexList};
+use crate::failover::{apply_offsets, group_client, Applied, FailoverError};
 use crate::offset_map::OffsetMap;
 use crate::offset_store::{compacted_topic, RunLog, TopicTail};
 use crate::progress::ProgressTable;
@@ -63,16 +64,6 @@ pub fn should_emit(last: Option<&Checkpoint>, new: &Checkpoint) -> bool {
     }
 }
 
-/// Offsets to commit to a group on the target: each translated offset that is ahead of the
-/// group's own committed offset there (or where it has none); never a rewind.
-pub fn group_sync_commits(translated: &[(String, i32, i64)], committed: &HashMap<(String, i32), i64>) -> Vec<(String, i32, i64)> {
-    translated
-        .iter()
-        .filter(|(t, p, o)| committed.get(&(t.clone(), *p)).is_none_or(|c| o > c))
-        .cloned()
-        .collect()
-}
-
 type Key = (String, String, i32);
 
 pub(crate) struct Checkpointer {
@@ -91,7 +82,6 @@ pub(crate) struct Checkpointer {
 
 struct State {
     source_lister: BaseConsumer,
-    target_lister: BaseConsumer,
     groups: BTreeSet<String>,
     source_clients: HashMap<String, BaseConsumer>,
     target_clients: HashMap<String, BaseConsumer>,
@@ -105,13 +95,13 @@ struct State {
     written: u64,
 }
 
-fn client(cluster: &ClusterClient, group: &str, purpose: &str) -> ferry_kafka::Result<BaseConsumer> {
-    cluster
-        .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
-        .set("group.id", group)
-        .set("client.id", format!("ferry-{purpose}"))
-        .create()
-        .map_err(|e| ferry_kafka::Error::new(cluster, format!("create {purpose} client"), e))
+/// The cached client acting for `group` (created on first use).
+fn cached<'m>(clients: &'m mut HashMap<String, BaseConsumer>, cluster: &ClusterClient, group: &str, purpose: &str) -> ferry_kafka::Result<&'m BaseConsumer> {
+    if !clients.contains_key(group) {
+        let client = group_client(cluster, group, &format!("ferry-{purpose}"))?;
+        clients.insert(group.to_string(), client);
+    }
+    Ok(&clients[group])
 }
 
 impl Checkpointer {
@@ -169,8 +159,7 @@ impl Checkpointer {
             None => None,
         };
         Ok(State {
-            source_lister: client(&self.source, "ferry-checkpoints-lister", &format!("{}-groups", self.source.alias))?,
-            target_lister: client(&self.target, "ferry-checkpoints-lister", &format!("{}-groups", self.target.alias))?,
+            source_lister: group_client(&self.source, "ferry-checkpoints-lister", &format!("ferry-{}-groups", self.source.alias))?,
             groups: BTreeSet::new(),
             source_clients: HashMap::new(),
             target_clients: HashMap::new(),
@@ -256,15 +245,12 @@ impl Checkpointer {
         let groups: Vec<String> = state.groups.iter().cloned().collect();
         let mut to_sync: Vec<(String, Vec<(String, i32, i64)>)> = Vec::new();
         for group in groups {
-            let consumer = match state.source_clients.get(&group) {
-                Some(c) => c,
-                None => match client(&self.source, &group, &format!("{}-checkpoints", self.flow)) {
-                    Ok(c) => state.source_clients.entry(group.clone()).or_insert(c),
-                    Err(e) => {
-                        warn!(flow = %self.flow, %group, error = %e, "cannot read group offsets");
-                        continue;
-                    }
-                },
+            let consumer = match cached(&mut state.source_clients, &self.source, &group, &format!("{}-checkpoints", self.flow)) {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(flow = %self.flow, %group, error = %e, "cannot read group offsets");
+                    continue;
+                }
             };
             let committed = match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
                 Ok(c) => c,
@@ -345,64 +331,29 @@ impl Checkpointer {
         if translated.is_empty() {
             return;
         }
-        match state.target_lister.fetch_group_list(Some(group), Duration::from_secs(10)) {
-            Ok(list) => {
-                if let Some(g) = list.groups().iter().find(|g| g.name() == group && !g.members().is_empty()) {
-                    let members = g.members().len();
-                    self.report_once(state, format!("active {group}"), || info!(flow = %self.flow, %group, members,
-                        "group is active on the target: its offsets there are left alone"));
-                    return;
-                }
+        let consumer = match cached(&mut state.target_clients, &self.target, group, &format!("{}-group-sync", self.flow)) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(flow = %self.flow, %group, error = %e, "cannot sync group offsets");
+                return;
+            }
+        };
+        match apply_offsets(consumer, &self.target, group, translated) {
+            Ok(applied) => {
                 state.reported.remove(&format!("active {group}"));
-            }
-            Err(e) => {
-                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
-                self.report_once(state, format!("describe {group} {e}"), || warn!(flow = %self.flow, %group, cluster = %self.target.alias, error = %e, "cannot describe group on the target; not syncing it"));
-                return;
-            }
-        }
-        let consumer = match state.target_clients.get(group) {
-            Some(c) => c,
-            None => match client(&self.target, group, &format!("{}-group-sync", self.flow)) {
-                Ok(c) => state.target_clients.entry(group.to_string()).or_insert(c),
-                Err(e) => {
-                    warn!(flow = %self.flow, %group, error = %e, "cannot sync group offsets");
-                    return;
+                let committed = applied.iter().filter(|a| matches!(a, Applied::Committed { .. })).count();
+                if committed > 0 {
+                    counter!(telemetry::GROUP_OFFSETS_SYNCED, "flow" => self.flow.clone(), "group" => group.to_string()).increment(committed as u64);
+                    debug!(flow = %self.flow, %group, partitions = committed, "group offsets synced to the target");
                 }
-            },
-        };
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, _) in translated {
-            tpl.add_partition(t, *p);
-        }
-        let current: HashMap<(String, i32), i64> = match consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-            Ok(c) => c.elements().iter().filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            }).collect(),
-            Err(e) => {
-                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
-                warn!(flow = %self.flow, %group, error = %e, "cannot read the group's offsets on the target; not syncing it");
-                return;
             }
-        };
-        let commits = group_sync_commits(translated, &current);
-        if commits.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (t, p, o) in &commits {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
-        }
-        // A member that joined since the check makes Kafka reject this commit.
-        match consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                counter!(telemetry::GROUP_OFFSETS_SYNCED, "flow" => self.flow.clone(), "group" => group.to_string()).increment(commits.len() as u64);
-                debug!(flow = %self.flow, %group, partitions = commits.len(), "group offsets synced to the target");
+            Err(FailoverError::GroupActive { members, .. }) => {
+                self.report_once(state, format!("active {group}"), || info!(flow = %self.flow, %group, members,
+                    "group is active on the target: its offsets there are left alone"));
             }
             Err(e) => {
                 counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::GROUP_SYNC).increment(1);
-                warn!(flow = %self.flow, %group, cluster = %self.target.alias, error = %e, "cannot commit translated offsets to the target group");
+                self.report_once(state, format!("sync {group} {e}"), || warn!(flow = %self.flow, %group, error = %e, "cannot sync group offsets to the target"));
             }
         }
     }
@@ -439,13 +390,6 @@ mod tests {
         assert!(should_emit(Some(&c(10, 10)), &c(12, 10)), "a gap: the upstream moved, the downstream did not");
         assert!(!should_emit(Some(&c(10, 10)), &c(12, 9)), "never backwards while the group moves forward");
         assert!(should_emit(Some(&c(10, 10)), &c(5, 5)), "the group was reset on the source");
-    }
-
-    #[test]
-    fn group_sync_never_rewinds() {
-        let translated = vec![("a.t".to_string(), 0, 10), ("a.t".to_string(), 1, 10), ("a.t".to_string(), 2, 10)];
-        let committed = HashMap::from([(("a.t".to_string(), 0), 12), (("a.t".to_string(), 1), 5)]);
-        assert_eq!(group_sync_commits(&translated, &committed), vec![("a.t".to_string(), 1, 10), ("a.t".to_string(), 2, 10)]);
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn translated_offsets(flow: &FlowConfig, target: &ClusterClient, group: &str
         .collect())
 }
 
-/// What applying translated offsets did, per partition.
+/// What applying a translated offset did to a partition of the group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Applied {
     Committed { previous: Option<i64> },
@@ -84,15 +84,32 @@ pub enum Applied {
     Kept { current: i64 },
 }
 
-/// Commits `offsets` to `group` on `cluster`: refused while the group has active members
-/// there; a partition where the group is already further ahead is kept.
-pub fn apply(cluster: &ClusterClient, group: &str, offsets: &[TranslatedOffset]) -> Result<Vec<(TranslatedOffset, Applied)>, FailoverError> {
-    let consumer: BaseConsumer = cluster
+/// The rule: commit a translated offset only where it moves the group forward (or the group
+/// has no offset there).
+pub fn plan(offsets: &[(String, i32, i64)], current: &HashMap<(String, i32), i64>) -> Vec<Applied> {
+    offsets
+        .iter()
+        .map(|(t, p, o)| match current.get(&(t.clone(), *p)) {
+            Some(&c) if c >= *o => Applied::Kept { current: c },
+            previous => Applied::Committed { previous: previous.copied() },
+        })
+        .collect()
+}
+
+/// A client acting for `group` on `cluster`: reads and commits its offsets, never joins.
+pub(crate) fn group_client(cluster: &ClusterClient, group: &str, client_id: &str) -> ferry_kafka::Result<BaseConsumer> {
+    cluster
         .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
         .set("group.id", group)
-        .set("client.id", "ferry-ctl")
+        .set("client.id", client_id)
         .create()
-        .map_err(|e| ferry_kafka::Error::new(cluster, "create client", e))?;
+        .map_err(|e| ferry_kafka::Error::new(cluster, format!("create client for group '{group}'"), e))
+}
+
+/// Commits `offsets` (topic, partition, offset) to the group of `consumer` on `cluster`:
+/// refused while the group has active members there; never moves a partition back (see
+/// [`plan`]). Returns what happened to each offset, in order.
+pub(crate) fn apply_offsets(consumer: &BaseConsumer, cluster: &ClusterClient, group: &str, offsets: &[(String, i32, i64)]) -> Result<Vec<Applied>, FailoverError> {
     let err = |op: &str, e| ferry_kafka::Error::new(cluster, format!("{op} of group '{group}'"), e);
     let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10)).map_err(|e| err("describe", e))?;
     if let Some(g) = list.groups().iter().find(|g| g.name() == group && !g.members().is_empty()) {
@@ -104,8 +121,8 @@ pub fn apply(cluster: &ClusterClient, group: &str, offsets: &[TranslatedOffset])
         });
     }
     let mut tpl = TopicPartitionList::new();
-    for o in offsets {
-        tpl.add_partition(&o.topic, o.partition);
+    for (t, p, _) in offsets {
+        tpl.add_partition(t, *p);
     }
     let current: HashMap<(String, i32), i64> = consumer
         .committed_offsets(tpl, Duration::from_secs(10))
@@ -117,20 +134,41 @@ pub fn apply(cluster: &ClusterClient, group: &str, offsets: &[TranslatedOffset])
             _ => None,
         })
         .collect();
+    let applied = plan(offsets, &current);
     let mut commit = TopicPartitionList::new();
-    let mut report = Vec::new();
-    for o in offsets {
-        let previous = current.get(&(o.topic.clone(), o.partition)).copied();
-        match previous {
-            Some(c) if c >= o.offset => report.push((o.clone(), Applied::Kept { current: c })),
-            _ => {
-                commit.add_partition_offset(&o.topic, o.partition, Offset::Offset(o.offset)).map_err(|e| err("commit", e))?;
-                report.push((o.clone(), Applied::Committed { previous }));
-            }
+    for ((t, p, o), a) in offsets.iter().zip(&applied) {
+        if matches!(a, Applied::Committed { .. }) {
+            commit.add_partition_offset(t, *p, Offset::Offset(*o)).map_err(|e| err("commit", e))?;
         }
     }
     if commit.count() > 0 {
+        // A member that joined since the check makes Kafka reject this commit.
         consumer.commit(&commit, CommitMode::Sync).map_err(|e| err("commit offsets", e))?;
     }
-    Ok(report)
+    Ok(applied)
+}
+
+/// `ferry ctl failover|failback`: applies a group's translated offsets on `cluster`.
+pub fn apply(cluster: &ClusterClient, group: &str, offsets: &[TranslatedOffset]) -> Result<Vec<(TranslatedOffset, Applied)>, FailoverError> {
+    let consumer = group_client(cluster, group, "ferry-ctl")?;
+    let triples: Vec<(String, i32, i64)> = offsets.iter().map(|o| (o.topic.clone(), o.partition, o.offset)).collect();
+    let applied = apply_offsets(&consumer, cluster, group, &triples)?;
+    Ok(offsets.iter().cloned().zip(applied).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_only_move_a_group_forward() {
+        let offsets = vec![("a.t".to_string(), 0, 10), ("a.t".to_string(), 1, 10), ("a.t".to_string(), 2, 10), ("a.t".to_string(), 3, 10)];
+        let current = HashMap::from([(("a.t".to_string(), 0), 12), (("a.t".to_string(), 1), 5), (("a.t".to_string(), 3), 10)]);
+        assert_eq!(plan(&offsets, &current), vec![
+            Applied::Kept { current: 12 },
+            Applied::Committed { previous: Some(5) },
+            Applied::Committed { previous: None },
+            Applied::Kept { current: 10 },
+        ]);
+    }
 }
