@@ -73,6 +73,16 @@ pub enum OffsetSyncsLocation {
     Target,
 }
 
+impl OffsetSyncsLocation {
+    /// The flow's source or target, whichever this names.
+    pub fn pick<'a, T>(self, source: &'a T, target: &'a T) -> &'a T {
+        match self {
+            OffsetSyncsLocation::Source => source,
+            OffsetSyncsLocation::Target => target,
+        }
+    }
+}
+
 impl FlowConfig {
     pub fn name(&self) -> String {
         format!("{}->{}", self.source, self.target)

@@ -13,6 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::checkpoint::downstream_topic;
 use crate::config::FlowConfig;
 use crate::offset_store::TopicTail;
+use crate::positions::offsets_by_partition;
 use crate::records::Checkpoint;
 use crate::relay::now_ms;
 
@@ -124,16 +125,7 @@ pub(crate) fn apply_offsets(consumer: &BaseConsumer, cluster: &ClusterClient, gr
     for (t, p, _) in offsets {
         tpl.add_partition(t, *p);
     }
-    let current: HashMap<(String, i32), i64> = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .map_err(|e| err("read offsets", e))?
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-            _ => None,
-        })
-        .collect();
+    let current = offsets_by_partition(&consumer.committed_offsets(tpl, Duration::from_secs(10)).map_err(|e| err("read offsets", e))?);
     let applied = plan(offsets, &current);
     let mut commit = TopicPartitionList::new();
     for ((t, p, o), a) in offsets.iter().zip(&applied) {

@@ -141,20 +141,14 @@ impl Flow {
 
         let source_admin = Arc::new(Admin::connect(&source)?);
         let target_admin = Arc::new(Admin::connect(&target)?);
-        let syncs_admin = match config.offset_syncs_location {
-            OffsetSyncsLocation::Source => source_admin.clone(),
-            OffsetSyncsLocation::Target => target_admin.clone(),
-        };
+        let syncs_admin = config.offset_syncs_location.pick(&source_admin, &target_admin).clone();
         let syncs_topic = config.emit_offset_syncs_enabled.then(|| config.policy.offset_syncs_topic(&config.target));
         let syncs = Arc::new(OffsetSyncWriter::connect(syncs_admin.cluster(), config.policy.offset_runs_topic(&config.target), syncs_topic)?);
         let checkpointer = if config.emit_checkpoints_enabled {
             // The reverse flow target->source keeps its runs next to its offset syncs.
             let reverse_runs = checkpoint::names_carry_origin(&config.policy).then(|| {
-                let cluster = match reverse_location {
-                    OffsetSyncsLocation::Source => target.clone(),
-                    OffsetSyncsLocation::Target => source.clone(),
-                };
-                (cluster, config.policy.offset_runs_topic(&config.source))
+                // The reverse flow's source is this flow's target.
+                (reverse_location.pick(&target, &source).clone(), config.policy.offset_runs_topic(&config.source))
             });
             let checkpointer = Checkpointer {
                 flow: name.to_string(),

@@ -31,10 +31,7 @@ impl Heartbeat {
         let target_cluster = k.string()?;
         k.finish()?;
         let mut v = Reader::new(value);
-        let version = v.i16()?;
-        if version != 0 {
-            return Err(format!("unsupported heartbeat version {version}"));
-        }
+        v.version_0("heartbeat")?;
         let timestamp_ms = v.i64()?;
         v.finish()?;
         Ok(Heartbeat { source_cluster, target_cluster, timestamp_ms })

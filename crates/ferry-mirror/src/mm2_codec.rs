@@ -51,6 +51,13 @@ impl<'a> Reader<'a> {
     pub(crate) fn i64(&mut self) -> Result<i64, String> {
         Ok(i64::from_be_bytes(self.take(8)?.try_into().unwrap()))
     }
+    /// MM2's INT16 version header; only version 0 exists.
+    pub(crate) fn version_0(&mut self, record: &str) -> Result<(), String> {
+        match self.i16()? {
+            0 => Ok(()),
+            v => Err(format!("unsupported {record} version {v}")),
+        }
+    }
     pub(crate) fn string(&mut self) -> Result<String, String> {
         let len = self.i16()?;
         let len = usize::try_from(len).map_err(|_| format!("negative string length {len}"))?;

@@ -17,6 +17,18 @@ pub fn group_id(source_alias: &str) -> String {
     format!("ferry-mirror.{source_alias}.internal")
 }
 
+/// The partitions of a committed-offsets answer that hold an offset.
+pub(crate) fn offsets_by_partition(committed: &TopicPartitionList) -> HashMap<(String, i32), i64> {
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(crate) struct PositionStore {
     target: ClusterClient,
     consumer: BaseConsumer,
@@ -44,14 +56,7 @@ impl PositionStore {
             .consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .map_err(|e| ferry_kafka::Error::new(&self.target, "fetch stored positions", e))?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_string(), e.partition()), o)),
-                _ => None,
-            })
-            .collect())
+        Ok(offsets_by_partition(&committed))
     }
 
     /// Stores positions (blocking, synchronous commit).

@@ -51,10 +51,7 @@ impl Checkpoint {
         let (group, topic, partition) = (k.string()?, k.string()?, k.i32()?);
         k.finish()?;
         let mut v = Reader::new(value);
-        let version = v.i16()?;
-        if version != 0 {
-            return Err(format!("unsupported checkpoint version {version}"));
-        }
+        v.version_0("checkpoint")?;
         let (upstream_offset, downstream_offset, metadata) = (v.i64()?, v.i64()?, v.string()?);
         v.finish()?;
         Ok(Checkpoint { group, topic, partition, upstream_offset, downstream_offset, metadata })
@@ -127,10 +124,7 @@ impl RunRecord {
         let (topic, partition, target) = (k.string()?, k.i32()?, k.i64()?);
         k.finish()?;
         let mut v = Reader::new(value);
-        let version = v.i16()?;
-        if version != 0 {
-            return Err(format!("unsupported offset run version {version}"));
-        }
+        v.version_0("offset run")?;
         let (source, len) = (v.i64()?, v.i64()?);
         v.finish()?;
         // target -1 with length 0: the start marker of a partition (see `offset_store`).
