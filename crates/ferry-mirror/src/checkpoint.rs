@@ -24,10 +24,12 @@ use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, RegexList};
+use crate::control::{FlowLists, ListKind, ListName};
 use crate::failover::{apply_offsets, group_client, Applied, FailoverError};
 use crate::offset_map::OffsetMap;
 use crate::offset_store::{compacted_topic, RunLog, TopicTail};
@@ -78,6 +80,8 @@ pub(crate) struct Checkpointer {
     pub(crate) status: Arc<Mutex<FlowStatus>>,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) cancel: CancellationToken,
+    /// The flow's live lists (file + `ferry ctl`); None until the flow has read them.
+    pub(crate) lists: watch::Receiver<Option<Arc<FlowLists>>>,
 }
 
 struct State {
@@ -93,6 +97,11 @@ struct State {
     next_groups: Instant,
     next_sync: Instant,
     written: u64,
+    /// `groups` and `groups.exclude` in effect.
+    group_filter: Option<(RegexList, RegexList)>,
+    lists: watch::Receiver<Option<Arc<FlowLists>>>,
+    /// Re-list groups once even with `refresh.groups.enabled = false` (the lists changed).
+    refresh_forced: bool,
 }
 
 /// The cached client acting for `group` (created on first use).
@@ -171,6 +180,9 @@ impl Checkpointer {
             next_groups: Instant::now(),
             next_sync: Instant::now(),
             written: 0,
+            group_filter: None,
+            lists: self.lists.clone(),
+            refresh_forced: false,
         })
     }
 
@@ -192,7 +204,18 @@ impl Checkpointer {
                 }
             }
         }
-        if Instant::now() >= state.next_groups && (self.config.refresh_groups_enabled || state.groups.is_empty()) {
+        if state.lists.has_changed().unwrap_or(false) || state.group_filter.is_none() {
+            if let Some(l) = state.lists.borrow_and_update().clone() {
+                state.group_filter = Some((l.regexes(ListName::Groups, ListKind::Allow), l.regexes(ListName::Groups, ListKind::Exclude)));
+                // A list change applies now, not at the next refresh.
+                state.next_groups = Instant::now();
+                state.refresh_forced = true;
+            }
+        }
+        let Some((allow, exclude)) = state.group_filter.clone() else {
+            return; // the flow has not read its lists yet
+        };
+        if Instant::now() >= state.next_groups && (self.config.refresh_groups_enabled || state.groups.is_empty() || std::mem::take(&mut state.refresh_forced)) {
             match state.source_lister.fetch_group_list(None, Duration::from_secs(10)) {
                 Ok(list) => {
                     state.next_groups = Instant::now() + self.config.refresh_groups_interval;
@@ -200,7 +223,7 @@ impl Checkpointer {
                         .groups()
                         .iter()
                         .map(|g| g.name().to_string())
-                        .filter(|g| group_selected(&self.config.groups, &self.config.groups_exclude, g))
+                        .filter(|g| group_selected(&allow, &exclude, g))
                         .collect();
                     for g in groups.difference(&state.groups) {
                         info!(flow = %self.flow, group = %g, "checkpointing new consumer group");

@@ -64,6 +64,26 @@ pub struct FlowConfig {
     pub offset_syncs_location: OffsetSyncsLocation,
     /// Whether MM2-format offset syncs are written (Ferry's own offset runs always are).
     pub emit_offset_syncs_enabled: bool,
+    /// Where `topics`, `topics.exclude`, `groups` and `groups.exclude` were set (None: the
+    /// default), for `ferry ctl ... --list`.
+    pub list_sources: ListSources,
+}
+
+/// The key and line a list was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAt {
+    /// As written: `a->b.topics` or `topics`.
+    pub key: String,
+    pub line: usize,
+}
+
+/// Where each allow/deny list of a flow came from (None: MM2's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListSources {
+    pub topics: Option<KeyAt>,
+    pub topics_exclude: Option<KeyAt>,
+    pub groups: Option<KeyAt>,
+    pub groups_exclude: Option<KeyAt>,
 }
 
 /// `offset-syncs.topic.location`.
@@ -100,8 +120,11 @@ pub struct RegexList {
 impl RegexList {
     /// Parses `a, b.*, c`; an empty string is an empty list. The error names the bad pattern.
     pub fn parse(list: &str) -> Result<Self, String> {
-        let patterns: Vec<String> =
-            list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect();
+        Self::from_patterns(list.split(',').map(str::trim).filter(|p| !p.is_empty()).map(String::from).collect())
+    }
+
+    /// One regex per entry (an entry may contain a comma). The error names the bad pattern.
+    pub fn from_patterns(patterns: Vec<String>) -> Result<Self, String> {
         for p in &patterns {
             regex::Regex::new(p).map_err(|e| format!("invalid regex '{p}': {e}"))?;
         }
@@ -576,19 +599,20 @@ fn replication_factor(s: &str) -> Result<i32, String> {
 }
 
 fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> FlowConfig {
-    let mut regexes = |keys: &[&str], default: &str| -> RegexList {
+    let mut regexes = |keys: &[&str], default: &str| -> (RegexList, Option<KeyAt>) {
         let (value, line) = look.string(keys, default);
-        RegexList::parse(&value).unwrap_or_else(|reason| {
-            let key = keys.iter().find(|k| look.get(k).is_some()).map_or(keys[0].to_string(), |k| look.key_name(k));
+        let key = keys.iter().find(|k| look.get(k).is_some()).map_or(keys[0].to_string(), |k| look.key_name(k));
+        let list = RegexList::parse(&value).unwrap_or_else(|reason| {
             p.problem(line, Some(&key), reason);
             RegexList::parse("").unwrap()
-        })
+        });
+        (list, line.map(|line| KeyAt { key, line }))
     };
-    let topics = regexes(&["topics"], defaults::TOPICS);
-    let topics_exclude = regexes(&["topics.exclude", "topics.blacklist"], defaults::TOPICS_EXCLUDE);
-    let groups = regexes(&["groups"], defaults::GROUPS);
-    let groups_exclude = regexes(&["groups.exclude", "groups.blacklist"], defaults::GROUPS_EXCLUDE);
-    let config_properties_exclude =
+    let (topics, topics_at) = regexes(&["topics"], defaults::TOPICS);
+    let (topics_exclude, topics_exclude_at) = regexes(&["topics.exclude", "topics.blacklist"], defaults::TOPICS_EXCLUDE);
+    let (groups, groups_at) = regexes(&["groups"], defaults::GROUPS);
+    let (groups_exclude, groups_exclude_at) = regexes(&["groups.exclude", "groups.blacklist"], defaults::GROUPS_EXCLUDE);
+    let (config_properties_exclude, _) =
         regexes(&["config.properties.exclude", "config.properties.blacklist"], defaults::CONFIG_PROPERTIES_EXCLUDE);
 
     let kind = look.parse(p, "replication.policy.class", PolicyKind::Default, |s| {
@@ -635,6 +659,7 @@ fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> F
             _ => Err(format!("expected source or target, got '{s}'")),
         }),
         emit_offset_syncs_enabled: look.parse(p, "emit.offset-syncs.enabled", true, parse_bool),
+        list_sources: ListSources { topics: topics_at, topics_exclude: topics_exclude_at, groups: groups_at, groups_exclude: groups_exclude_at },
     }
 }
 

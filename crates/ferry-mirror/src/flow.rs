@@ -12,12 +12,14 @@ use ferry_kafka::{Admin, ClientRole, ClusterClient, NewTopicSpec, TopicMeta};
 use metrics::{counter, gauge, histogram, Counter, Gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use tokio::sync::watch;
 use tokio::task::spawn_blocking;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{self, Checkpointer};
 use crate::config::{FlowConfig, OffsetSyncsLocation};
+use crate::control::{self, ControlLog, ControlWatch, FlowLists, ListKind, ListName, CONTROL_TOPIC};
 use crate::heartbeat::Heartbeat;
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
@@ -40,6 +42,8 @@ struct Assigned {
 
 pub(crate) struct Flow {
     pub(crate) config: FlowConfig,
+    /// The properties file (origin of list entries in `ferry ctl --list`).
+    pub(crate) file: String,
     pub(crate) reverse_location: OffsetSyncsLocation,
     pub(crate) source: ClusterClient,
     pub(crate) target: ClusterClient,
@@ -70,6 +74,11 @@ struct Running {
     reported: HashSet<String>,
     status: Arc<Mutex<FlowStatus>>,
     last_latency_ms: Arc<AtomicI64>,
+    file: String,
+    /// Publishes the live lists; moved into the control watcher once the lists are read.
+    lists_tx: Option<watch::Sender<Option<Arc<FlowLists>>>>,
+    control_thread: Option<std::thread::JoinHandle<()>>,
+    cancel: CancellationToken,
 }
 
 fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
@@ -92,7 +101,10 @@ impl Flow {
     }
 
     async fn run_inner(self, name: &str, cancel: CancellationToken) -> Result<()> {
-        let Flow { config, reverse_location, source, target, table, status } = self;
+        let Flow { config, file, reverse_location, source, target, table, status } = self;
+        // The flow's allow/deny lists: read from the control topic before the first topic
+        // refresh, then followed live (`ferry ctl topics|groups`).
+        let (lists_tx, mut lists_rx) = watch::channel(None::<Arc<FlowLists>>);
         let rewind_pending = Arc::new(AtomicBool::new(false));
         let last_latency_ms = Arc::new(AtomicI64::new(-1));
         let context = DeliveryContext {
@@ -161,6 +173,7 @@ impl Flow {
                 status: status.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 cancel: relay_cancel.clone(),
+                lists: lists_rx.clone(),
             };
             Some(std::thread::Builder::new()
                 .name(format!("checkpoints-{name}"))
@@ -191,6 +204,10 @@ impl Flow {
             reported: HashSet::new(),
             status,
             last_latency_ms,
+            file,
+            lists_tx: Some(lists_tx),
+            control_thread: None,
+            cancel: relay_cancel.clone(),
         };
         gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
         info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
@@ -201,13 +218,24 @@ impl Flow {
         let mut heartbeat = tokio::time::interval(config.emit_heartbeats_interval);
         let mut backoff = Backoff::default();
         let mut next_refresh = Instant::now();
+        let mut forced_refresh = false;
         let outcome = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
+                Ok(()) = lists_rx.changed() => {
+                    let lists = lists_rx.borrow_and_update().clone();
+                    if let Some(lists) = lists {
+                        run.apply_lists(&lists);
+                        // Applied now, not at the next refresh.
+                        forced_refresh = true;
+                        refresh.reset_immediately();
+                    }
+                }
                 _ = refresh.tick() => {
-                    if Instant::now() < next_refresh || (!config.refresh_topics_enabled && !run.assigned.is_empty()) {
+                    if Instant::now() < next_refresh || (!config.refresh_topics_enabled && !run.assigned.is_empty() && !forced_refresh) {
                         continue;
                     }
+                    forced_refresh = false;
                     match run.refresh().await {
                         Ok(()) => {
                             backoff.reset();
@@ -229,7 +257,7 @@ impl Flow {
 
         // Shutdown: stop relays, drain in-flight records, store final positions.
         relay_cancel.cancel();
-        for t in threads.into_iter().chain(checkpointer) {
+        for t in threads.into_iter().chain(checkpointer).chain(run.control_thread.take()) {
             let _ = spawn_blocking(move || t.join()).await;
         }
         let p = producer.clone();
@@ -301,6 +329,9 @@ impl Running {
             }
             self.syncs_admin.create_topics(&specs).await?;
             self.syncs_topics_ready = true;
+        }
+        if self.lists_tx.is_some() {
+            self.load_lists().await?;
         }
         if self.history.is_none() {
             let cluster = self.syncs.cluster().clone();
@@ -405,6 +436,41 @@ impl Running {
         topics.sort();
         self.set_status(|s| { s.topics = topics; });
         Ok(())
+    }
+
+    /// Reads the flow's lists from the control topic (created if missing), applies them and
+    /// starts following the topic.
+    async fn load_lists(&mut self) -> Result<()> {
+        self.target_admin.create_topics(&[compacted_topic(CONTROL_TOPIC.to_string(), self.config.checkpoints_replication_factor)]).await?;
+        let target = self.target_admin.cluster().clone();
+        let (tail, log) = spawn_blocking(move || -> ferry_kafka::Result<(TopicTail, ControlLog)> {
+            let mut tail = TopicTail::open(&target, CONTROL_TOPIC)?;
+            let log = control::read_log(&mut tail)?;
+            Ok((tail, log))
+        })
+        .await
+        .expect("control topic read panicked")?;
+        let lists = Arc::new(FlowLists::effective(&self.config, &self.file, &log));
+        let file_only = FlowLists::effective(&self.config, &self.file, &ControlLog::default());
+        let changes = control::describe_change(&file_only, &lists);
+        if !changes.is_empty() {
+            info!(flow = %self.name, changes = %changes, "replication lists include ferry ctl changes");
+        }
+        self.apply_lists(&lists);
+        let tx = self.lists_tx.take().expect("lists are loaded once");
+        tx.send_replace(Some(lists));
+        let watch = ControlWatch { flow: self.config.clone(), file: self.file.clone(), tail, log, lists: tx, cancel: self.cancel.clone() };
+        let thread = std::thread::Builder::new()
+            .name(format!("control-{}", self.name))
+            .spawn(move || watch.run())
+            .map_err(|e| Error::Internal(format!("cannot start the control thread: {e}")))?;
+        self.control_thread = Some(thread);
+        Ok(())
+    }
+
+    fn apply_lists(&mut self, lists: &FlowLists) {
+        self.filter.topics = lists.regexes(ListName::Topics, ListKind::Allow);
+        self.filter.exclude = lists.regexes(ListName::Topics, ListKind::Exclude);
     }
 
     async fn describe_configs(
@@ -593,3 +659,4 @@ pub(crate) fn relay_for(topic: &str, partition: i32, relays: usize) -> usize {
     }
     ((h.wrapping_add(partition as u64)) % relays as u64) as usize
 }
+

@@ -19,6 +19,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod control;
 pub mod failover;
 mod flow;
 pub mod heartbeat;
@@ -144,6 +145,7 @@ impl Mirror {
             let f = flow::Flow {
                 reverse_location,
                 config: flow.clone(),
+                file: self.config.file.clone(),
                 source: self.config.cluster(&flow.source).clone(),
                 target: self.config.cluster(&flow.target).clone(),
                 table: handle.table.clone(),
