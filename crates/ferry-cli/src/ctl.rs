@@ -7,12 +7,17 @@
 //! - `failback --group G --from b --to a`: the same along the reverse flow b->a, whose
 //!   checkpoints translate positions on `a.<topic>` back to `<topic>` on a.
 //!
+//! - `topics|groups --source a --target b [--add R] [--remove R] [--add-exclude R]
+//!   [--remove-exclude R] [--list] [--json]`: live allow/deny lists (see `lists.rs`).
+//! - `status [--json]`: what every flow replicates, lag, heartbeat and checkpoint ages.
+//!
 //! Exit codes: 0 done, 1 a cluster error or a refusal (e.g. the group is active), 2 bad input.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_mirror::failover::{self, Applied, FailoverError, TranslatedOffset};
+use ferry_mirror::control::ListName;
 use ferry_mirror::{FlowConfig, MirrorConfig};
 
 use crate::mirror::EXIT_CONFIG;
@@ -26,6 +31,13 @@ pub(crate) enum Command {
     Failover(Move),
     /// Move a consumer group back to its origin cluster (along the reverse flow) at the exact record.
     Failback(Move),
+    /// Change which topics a flow replicates, live (`--add`, `--remove`, `--add-exclude`,
+    /// `--remove-exclude`), or `--list` them with the origin of each entry.
+    Topics(crate::lists::ListArgs),
+    /// Change which consumer groups a flow checkpoints, live, or `--list` them.
+    Groups(crate::lists::ListArgs),
+    /// Flows, their lists, per-partition lag, heartbeat and checkpoint ages.
+    Status(crate::status::StatusArgs),
 }
 
 #[derive(clap::Subcommand)]
@@ -97,11 +109,27 @@ fn run_blocking(command: Command) -> ExitCode {
         Command::Offsets(Offsets::Export(args)) => export(args),
         Command::Failover(args) => move_group(args, "failover"),
         Command::Failback(args) => move_group(args, "failback"),
+        Command::Topics(args) => crate::lists::run(args, ListName::Topics),
+        Command::Groups(args) => crate::lists::run(args, ListName::Groups),
+        Command::Status(args) => crate::status::run(args),
     }
 }
 
-/// The configured flow `from->to` (enabled or not: ctl only reads its settings).
-fn flow<'c>(config: &'c MirrorConfig, from: &str, to: &str, why: &str) -> Result<&'c FlowConfig, ExitCode> {
+/// Prints a cluster error (and what to do about a refused permission); exit 1.
+pub(crate) fn kafka_failure(e: &ferry_kafka::Error) -> ExitCode {
+    eprintln!("ferry ctl: {e}");
+    if let Some(hint) = e.hint() {
+        eprintln!("ferry ctl: hint: {hint}");
+    }
+    ExitCode::FAILURE
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The enabled flow `from->to` of the configuration; exit 2 with the reason otherwise.
+pub(crate) fn flow<'c>(config: &'c MirrorConfig, from: &str, to: &str, why: &str) -> Result<&'c FlowConfig, ExitCode> {
     for alias in [from, to] {
         if !config.clusters.iter().any(|c| c.alias == alias) {
             let known: Vec<&str> = config.clusters.iter().map(|c| c.alias.as_str()).collect();

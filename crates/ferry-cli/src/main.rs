@@ -4,7 +4,9 @@
 
 mod ctl;
 mod demo;
+mod lists;
 mod mirror;
+mod status;
 
 use std::process::ExitCode;
 
@@ -21,7 +23,7 @@ struct Cli {
 enum Command {
     /// Replicate topics between clusters, configured by an MM2/SRM properties file.
     Mirror(mirror::Args),
-    /// Operate a deployment: export translated offsets, fail consumer groups over and back.
+    /// Operate a deployment: live topic/group lists, status, translated offsets, failover and failback.
     #[command(subcommand)]
     Ctl(ctl::Command),
     /// Start two local brokers `a` and `b`, write sample data to `a`, and mirror `a->b` live.

@@ -46,6 +46,27 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         self.kind() == ErrorKind::Retriable
     }
+
+    /// What to do about a refused permission or failed login, naming the cluster's
+    /// properties; None for other errors.
+    pub fn hint(&self) -> Option<String> {
+        let code = match &self.source {
+            KafkaError::AdminOp(code) => Some(*code),
+            other => other.rdkafka_error_code(),
+        }?;
+        use RDKafkaErrorCode::*;
+        match code {
+            TopicAuthorizationFailed | GroupAuthorizationFailed | ClusterAuthorizationFailed | TransactionalIdAuthorizationFailed => Some(format!(
+                "the principal configured for cluster '{}' ({}.sasl.* / {}.ssl.*) lacks a permission (ACL) for: {}",
+                self.cluster, self.cluster, self.cluster, self.operation
+            )),
+            SaslAuthenticationFailed | Authentication => Some(format!(
+                "cluster '{}' refused the login: check {}.sasl.* / {}.security.protocol",
+                self.cluster, self.cluster, self.cluster
+            )),
+            _ => None,
+        }
+    }
 }
 
 /// Classifies an rdkafka error. Transport, timeout and leadership errors are retriable;
@@ -104,5 +125,16 @@ mod tests {
         assert_eq!(classify(&denied), ErrorKind::Fatal);
         let unsupported = KafkaError::AdminOp(RDKafkaErrorCode::UnsupportedVersion);
         assert_eq!(classify(&unsupported), ErrorKind::Fatal);
+    }
+
+    #[test]
+    fn permission_errors_carry_a_hint_naming_the_cluster_properties() {
+        let cluster = crate::ClusterClient::new("b", "10.0.0.2:9092");
+        let denied = Error::new(&cluster, "write ferry-control.internal", KafkaError::AdminOp(RDKafkaErrorCode::TopicAuthorizationFailed));
+        let hint = denied.hint().unwrap();
+        assert!(hint.contains("cluster 'b'") && hint.contains("b.sasl.*") && hint.contains("write ferry-control.internal"), "{hint}");
+        let down = Error::new(&cluster, "fetch metadata", KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure));
+        assert_eq!(down.hint(), None);
+        assert!(down.to_string().contains("cluster 'b' (10.0.0.2:9092)"));
     }
 }

@@ -24,8 +24,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use ferry_kafka::{Admin, ClientRole, ClusterClient};
+use rdkafka::producer::FutureProducer;
+
 use crate::config::{defaults, FlowConfig, KeyAt, RegexList};
-use crate::offset_store::TopicTail;
+use crate::offset_store::{compacted_topic, send_all, TopicTail};
 
 /// The compacted topic on each target cluster that holds `ferry ctl` list changes.
 pub const CONTROL_TOPIC: &str = "ferry-control.internal";
@@ -403,6 +406,23 @@ pub fn format_utc(ms: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Stores a validated plan in the control topic of the flow's target cluster (creating the
+/// topic if missing) and returns once every record is acknowledged. The records go out as
+/// one batch to the topic's single partition.
+pub async fn store(target: &ClusterClient, plan: &ChangePlan, replication_factor: i32) -> ferry_kafka::Result<()> {
+    if plan.records.is_empty() {
+        return Ok(());
+    }
+    Admin::connect(target)?.create_topics(&[compacted_topic(CONTROL_TOPIC.to_string(), replication_factor)]).await?;
+    let producer: FutureProducer = target
+        .client_config_with_defaults(ClientRole::Producer, &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "20")])
+        .create()
+        .map_err(|e| ferry_kafka::Error::new(target, "create control producer", e))?;
+    let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = plan.records.iter().map(|(k, v)| (k.encode(), v.as_ref().map(EntryChange::encode))).collect();
+    let records: Vec<(&str, &[u8], Option<&[u8]>)> = encoded.iter().map(|(k, v)| (CONTROL_TOPIC, k.as_slice(), v.as_deref())).collect();
+    send_all(&producer, target, &format!("write {CONTROL_TOPIC}"), &records).await
 }
 
 /// Reads the whole control topic (blocking).

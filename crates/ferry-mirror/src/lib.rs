@@ -32,6 +32,7 @@ pub mod provenance;
 pub mod records;
 mod relay;
 pub mod replication_policy;
+pub mod status;
 pub mod telemetry;
 pub mod topic_plan;
 

@@ -81,24 +81,36 @@ impl OffsetSyncWriter {
                 }
             }
         }
-        // Enqueue everything, then wait for each acknowledgement.
-        let deliveries: Vec<_> = records
-            .iter()
-            .map(|(topic, key, value)| self.producer.send_result(FutureRecord::to(topic).key(key).payload(value)))
-            .collect();
-        let failed = |e| ferry_kafka::Error::new(&self.cluster, format!("write offset runs to {}", self.runs_topic), e);
-        for delivery in deliveries {
-            match delivery {
-                Err((e, _)) => return Err(failed(e)),
-                Ok(future) => match future.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((e, _))) => return Err(failed(e)),
-                    Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
-                },
-            }
-        }
-        Ok(())
+        let records: Vec<(&str, &[u8], Option<&[u8]>)> = records.iter().map(|(t, k, v)| (t.as_str(), k.as_slice(), Some(v.as_slice()))).collect();
+        send_all(&self.producer, &self.cluster, &format!("write offset runs to {}", self.runs_topic), &records).await
     }
+}
+
+/// Enqueues every `(topic, key, value)` record (value None: a tombstone), then waits for each
+/// acknowledgement; the first failure is returned, naming the cluster and `operation`.
+pub(crate) async fn send_all(producer: &FutureProducer, cluster: &ClusterClient, operation: &str, records: &[(&str, &[u8], Option<&[u8]>)]) -> ferry_kafka::Result<()> {
+    let deliveries: Vec<_> = records
+        .iter()
+        .map(|(topic, key, value)| {
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic).key(*key);
+            if let Some(value) = value {
+                record = record.payload(*value);
+            }
+            producer.send_result(record)
+        })
+        .collect();
+    let failed = |e| ferry_kafka::Error::new(cluster, operation, e);
+    for delivery in deliveries {
+        match delivery {
+            Err((e, _)) => return Err(failed(e)),
+            Ok(future) => match future.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(failed(e)),
+                Err(_) => return Err(failed(rdkafka::error::KafkaError::Canceled)),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Stored runs of every partition, as read back from `ferry-offset-runs.<target>.internal`.
@@ -153,19 +165,30 @@ pub struct TopicTail {
     cluster: ClusterClient,
     topic: String,
     consumer: BaseConsumer,
+    /// Where reading starts in each partition.
+    start: Offset,
 }
 
 impl TopicTail {
     /// Assigns every partition of `topic` from the beginning (blocking). A missing topic is
     /// an empty one.
     pub fn open(cluster: &ClusterClient, topic: &str) -> ferry_kafka::Result<TopicTail> {
+        Self::open_at(cluster, topic, Offset::Beginning)
+    }
+
+    /// Like [`TopicTail::open`], reading only the last `records` of each partition.
+    pub fn open_last(cluster: &ClusterClient, topic: &str, records: i64) -> ferry_kafka::Result<TopicTail> {
+        Self::open_at(cluster, topic, Offset::OffsetTail(records))
+    }
+
+    fn open_at(cluster: &ClusterClient, topic: &str, start: Offset) -> ferry_kafka::Result<TopicTail> {
         let consumer: BaseConsumer = cluster
             .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false"), ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS)])
             .set("group.id", format!("ferry-reader-{}", std::process::id()))
             .set("enable.partition.eof", "false")
             .create()
             .map_err(|e| ferry_kafka::Error::new(cluster, format!("create reader of {topic}"), e))?;
-        let tail = TopicTail { cluster: cluster.clone(), topic: topic.to_string(), consumer };
+        let tail = TopicTail { cluster: cluster.clone(), topic: topic.to_string(), consumer, start };
         tail.assign()?;
         Ok(tail)
     }
@@ -181,7 +204,7 @@ impl TopicTail {
     fn assign(&self) -> ferry_kafka::Result<()> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..self.partitions()? {
-            tpl.add_partition_offset(&self.topic, p, Offset::Beginning)
+            tpl.add_partition_offset(&self.topic, p, self.start)
                 .map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read {}", self.topic), e))?;
         }
         self.consumer.assign(&tpl).map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read {}", self.topic), e))

@@ -1,0 +1,228 @@
+//! The state of a deployment as Kafka records it, read without the running mirrors: for
+//! every flow, its lists in effect, the topics it replicates with per-partition lag (source end
+//! offset minus the stored position), the age of its last heartbeat, and each group's newest
+//! checkpoint. `ferry ctl status` prints it; it needs only read access to both clusters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use ferry_kafka::{Admin, ClientRole, ClusterClient};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use serde::Serialize;
+
+use crate::checkpoint::group_selected;
+use crate::config::{FlowConfig, MirrorConfig};
+use crate::control::{self, ControlLog, FlowLists, ListKind, ListName, CONTROL_TOPIC};
+use crate::heartbeat::Heartbeat;
+use crate::offset_store::TopicTail;
+use crate::positions::PositionStore;
+use crate::records::Checkpoint;
+use crate::relay::now_ms;
+use crate::replication_policy::HEARTBEATS_TOPIC;
+use crate::topic_plan::TopicFilter;
+
+/// A cluster as named in the configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterRef {
+    pub alias: String,
+    pub address: String,
+}
+
+impl From<&ClusterClient> for ClusterRef {
+    fn from(c: &ClusterClient) -> Self {
+        ClusterRef { alias: c.alias.clone(), address: c.bootstrap_servers.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowReport {
+    pub flow: String,
+    pub source: ClusterRef,
+    pub target: ClusterRef,
+    /// The regexes in effect (file + `ferry ctl`).
+    pub topics: Vec<String>,
+    pub topics_exclude: Vec<String>,
+    pub groups: Vec<String>,
+    pub groups_exclude: Vec<String>,
+    pub replicated: Vec<TopicReport>,
+    /// Total lag over the partitions with a stored position.
+    pub lag: i64,
+    /// Age of the newest heartbeat this flow wrote to the target; None if there is none.
+    pub heartbeat_age_ms: Option<i64>,
+    pub checkpoints: Vec<GroupReport>,
+    /// What could not be read (cluster alias, address, reason). The rest is still reported.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TopicReport {
+    pub topic: String,
+    pub remote_topic: String,
+    pub partitions: Vec<PartitionReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PartitionReport {
+    pub partition: i32,
+    /// Next source offset to replicate, as stored on the target; None: not replicated yet.
+    pub position: Option<i64>,
+    /// Source end offset (high watermark); None if it could not be read.
+    pub end: Option<i64>,
+    /// `end - position`, never negative; None when either is unknown.
+    pub lag: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    /// Whether the lists in effect select the group (a deselected group's old checkpoints stay).
+    pub selected: bool,
+    pub partitions: usize,
+    pub checkpoint_age_ms: Option<i64>,
+}
+
+/// Lag of one partition: records from the stored position to the end (never negative: a
+/// broker that reports a low end offset must not show as negative lag).
+pub fn lag(position: Option<i64>, end: Option<i64>) -> Option<i64> {
+    Some((end? - position?).max(0))
+}
+
+/// Reads the whole control topic of `target` (blocking); a missing topic is an empty log.
+pub fn read_control(target: &ClusterClient) -> ferry_kafka::Result<ControlLog> {
+    control::read_log(&mut TopicTail::open(target, CONTROL_TOPIC)?)
+}
+
+/// Reads the state of `flow` (blocking). `control` is the target's control log, if it could be
+/// read; failures to read parts are listed in `errors`.
+pub fn flow_report(config: &MirrorConfig, flow: &FlowConfig, control: &ControlLog) -> FlowReport {
+    let source = config.cluster(&flow.source);
+    let target = config.cluster(&flow.target);
+    let lists = FlowLists::effective(flow, &config.file, control);
+    let mut report = FlowReport {
+        flow: flow.name(),
+        source: source.into(),
+        target: target.into(),
+        topics: lists.active(ListName::Topics, ListKind::Allow),
+        topics_exclude: lists.active(ListName::Topics, ListKind::Exclude),
+        groups: lists.active(ListName::Groups, ListKind::Allow),
+        groups_exclude: lists.active(ListName::Groups, ListKind::Exclude),
+        replicated: Vec::new(),
+        lag: 0,
+        heartbeat_age_ms: None,
+        checkpoints: Vec::new(),
+        errors: Vec::new(),
+    };
+    // An unreachable target is reported once, not once per read (each would wait its timeout).
+    let target_up = match Admin::connect(target).and_then(|a| a.list_topics()) {
+        Ok(_) => true,
+        Err(e) => {
+            report.errors.push(e.to_string());
+            false
+        }
+    };
+    if let Err(e) = replicated(flow, &lists, source, target_up.then_some(target), &mut report) {
+        report.errors.push(e.to_string());
+    }
+    report.lag = report.replicated.iter().flat_map(|t| &t.partitions).filter_map(|p| p.lag).sum();
+    if !target_up {
+        return report;
+    }
+    match newest_heartbeat(flow, target) {
+        Ok(ts) => report.heartbeat_age_ms = ts.map(|ts| (now_ms() - ts).max(0)),
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    match checkpoints(flow, &lists, target) {
+        Ok(groups) => report.checkpoints = groups,
+        Err(e) => report.errors.push(e.to_string()),
+    }
+    report
+}
+
+/// The replicated topics with their source end offsets, and the stored positions if the
+/// target can be read.
+fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, target: Option<&ClusterClient>, report: &mut FlowReport) -> ferry_kafka::Result<()> {
+    let mut filter = TopicFilter::for_flow(flow);
+    filter.topics = lists.regexes(ListName::Topics, ListKind::Allow);
+    filter.exclude = lists.regexes(ListName::Topics, ListKind::Exclude);
+    let mut topics: Vec<_> = Admin::connect(source)?.list_topics()?.into_iter().filter(|t| filter.should_replicate(&t.name)).collect();
+    topics.sort_by(|a, b| a.name.cmp(&b.name));
+    let keys: Vec<(String, i32)> = topics
+        .iter()
+        .flat_map(|t| {
+            let remote = flow.policy.remote_topic(&flow.source, &t.name);
+            (0..t.partitions).map(move |p| (remote.clone(), p))
+        })
+        .collect();
+    let positions = match target {
+        Some(target) => PositionStore::connect(target, &flow.source)?.fetch(&keys)?,
+        None => HashMap::new(),
+    };
+    let watermarks: BaseConsumer = source
+        .client_config(ClientRole::Consumer)
+        .set("client.id", format!("ferry-{}-status", source.alias))
+        .create()
+        .map_err(|e| ferry_kafka::Error::new(source, "create status client", e))?;
+    for t in topics {
+        let remote_topic = flow.policy.remote_topic(&flow.source, &t.name);
+        let mut partitions = Vec::new();
+        for partition in 0..t.partitions {
+            let position = positions.get(&(remote_topic.clone(), partition)).copied();
+            let end = watermarks
+                .fetch_watermarks(&t.name, partition, Duration::from_secs(10))
+                .map_err(|e| ferry_kafka::Error::new(source, format!("read the end offset of {}[{partition}]", t.name), e))?
+                .1;
+            partitions.push(PartitionReport { partition, position, end: Some(end), lag: lag(position, Some(end)) });
+        }
+        report.replicated.push(TopicReport { topic: t.name, remote_topic, partitions });
+    }
+    Ok(())
+}
+
+/// Timestamp of the newest heartbeat `flow` wrote to its target.
+fn newest_heartbeat(flow: &FlowConfig, target: &ClusterClient) -> ferry_kafka::Result<Option<i64>> {
+    let mut newest = None;
+    // Heartbeats of every flow into this target share the topic: the last 1000 cover
+    // minutes of any realistic fan-in.
+    TopicTail::open_last(target, HEARTBEATS_TOPIC, 1000)?.catch_up(Duration::from_secs(30), |k, v, _| {
+        if let Some(hb) = v.and_then(|v| Heartbeat::decode(k, v).ok()) {
+            if hb.source_cluster == flow.source && hb.target_cluster == flow.target {
+                newest = newest.max(Some(hb.timestamp_ms));
+            }
+        }
+    })?;
+    Ok(newest)
+}
+
+/// Each group's checkpoints in `<source>.checkpoints.internal` on the target.
+fn checkpoints(flow: &FlowConfig, lists: &FlowLists, target: &ClusterClient) -> ferry_kafka::Result<Vec<GroupReport>> {
+    let mut by_group: BTreeMap<String, HashMap<(String, i32), i64>> = BTreeMap::new();
+    TopicTail::open(target, &flow.policy.checkpoints_topic(&flow.source))?.catch_up(Duration::from_secs(60), |k, v, ts| {
+        if let Some(c) = v.and_then(|v| Checkpoint::decode(k, v).ok()) {
+            by_group.entry(c.group).or_default().insert((c.topic, c.partition), ts);
+        }
+    })?;
+    let (allow, exclude) = (lists.regexes(ListName::Groups, ListKind::Allow), lists.regexes(ListName::Groups, ListKind::Exclude));
+    let now = now_ms();
+    Ok(by_group
+        .into_iter()
+        .map(|(group, partitions)| GroupReport {
+            selected: group_selected(&allow, &exclude, &group),
+            partitions: partitions.len(),
+            checkpoint_age_ms: partitions.values().copied().filter(|&ts| ts >= 0).max().map(|ts| (now - ts).max(0)),
+            group,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_never_negative_and_unknown_without_a_position() {
+        assert_eq!(lag(Some(10), Some(25)), Some(15));
+        assert_eq!(lag(Some(30), Some(25)), Some(0));
+        assert_eq!(lag(None, Some(25)), None);
+        assert_eq!(lag(Some(3), None), None);
+    }
+}
