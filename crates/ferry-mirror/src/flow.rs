@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::checkpoint::{self, Checkpointer};
 use crate::config::{FlowConfig, OffsetSyncsLocation};
-use crate::control::{self, ControlLog, ControlWatch, FlowLists, ListKind, ListName, CONTROL_TOPIC};
+use crate::control::{self, ControlLog, ControlWatch, FlowLists, CONTROL_TOPIC};
 use crate::heartbeat::Heartbeat;
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
@@ -225,7 +225,7 @@ impl Flow {
                 Ok(()) = lists_rx.changed() => {
                     let lists = lists_rx.borrow_and_update().clone();
                     if let Some(lists) = lists {
-                        run.apply_lists(&lists);
+                        run.filter.set_lists(&lists);
                         // Applied now, not at the next refresh.
                         forced_refresh = true;
                         refresh.reset_immediately();
@@ -456,7 +456,7 @@ impl Running {
         if !changes.is_empty() {
             info!(flow = %self.name, changes = %changes, "replication lists include ferry ctl changes");
         }
-        self.apply_lists(&lists);
+        self.filter.set_lists(&lists);
         let tx = self.lists_tx.take().expect("lists are loaded once");
         tx.send_replace(Some(lists));
         let watch = ControlWatch { flow: self.config.clone(), file: self.file.clone(), tail, log, lists: tx, cancel: self.cancel.clone() };
@@ -468,10 +468,6 @@ impl Running {
         Ok(())
     }
 
-    fn apply_lists(&mut self, lists: &FlowLists) {
-        self.filter.topics = lists.regexes(ListName::Topics, ListKind::Allow);
-        self.filter.exclude = lists.regexes(ListName::Topics, ListKind::Exclude);
-    }
 
     async fn describe_configs(
         &mut self,

@@ -142,8 +142,7 @@ pub fn flow_report(config: &MirrorConfig, flow: &FlowConfig, control: &ControlLo
 /// target can be read.
 fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, target: Option<&ClusterClient>, report: &mut FlowReport) -> ferry_kafka::Result<()> {
     let mut filter = TopicFilter::for_flow(flow);
-    filter.topics = lists.regexes(ListName::Topics, ListKind::Allow);
-    filter.exclude = lists.regexes(ListName::Topics, ListKind::Exclude);
+    filter.set_lists(lists);
     let mut topics: Vec<_> = Admin::connect(source)?.list_topics()?.into_iter().filter(|t| filter.should_replicate(&t.name)).collect();
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let keys: Vec<(String, i32)> = topics

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use ferry_kafka::{NewTopicSpec, TopicMeta};
 
 use crate::config::{FlowConfig, RegexList};
+use crate::control::{FlowLists, ListKind, ListName};
 use crate::replication_policy::ReplicationPolicy;
 
 /// Decides whether a flow replicates a topic, exactly as MM2's `MirrorSourceConnector`:
@@ -27,6 +28,12 @@ impl TopicFilter {
             policy: flow.policy.clone(),
             target: flow.target.clone(),
         }
+    }
+
+    /// Uses the lists in effect (file + `ferry ctl`) instead of the file's.
+    pub fn set_lists(&mut self, lists: &FlowLists) {
+        self.topics = lists.regexes(ListName::Topics, ListKind::Allow);
+        self.exclude = lists.regexes(ListName::Topics, ListKind::Exclude);
     }
 
     pub fn should_replicate(&self, topic: &str) -> bool {
