@@ -100,6 +100,8 @@ struct State {
     /// `groups` and `groups.exclude` in effect.
     group_filter: Option<(RegexList, RegexList)>,
     lists: watch::Receiver<Option<Arc<FlowLists>>>,
+    /// When each group's checkpoints were last brought up to date (Unix ms).
+    checked: HashMap<String, i64>,
     /// Re-list groups once even with `refresh.groups.enabled = false` (the lists changed).
     refresh_forced: bool,
 }
@@ -183,6 +185,7 @@ impl Checkpointer {
             group_filter: None,
             lists: self.lists.clone(),
             refresh_forced: false,
+            checked: HashMap::new(),
         })
     }
 
@@ -283,6 +286,7 @@ impl Checkpointer {
                     continue;
                 }
             };
+            state.checked.insert(group.clone(), now_ms());
             let mut written = 0u64;
             for e in committed.elements() {
                 let Offset::Offset(upstream) = e.offset() else { continue };
@@ -339,6 +343,7 @@ impl Checkpointer {
             let mut status = self.status.lock().unwrap();
             status.groups = state.groups.len();
             status.checkpoints = state.written;
+            status.checkpoints_checked_ms = state.checked.iter().filter(|(g, _)| state.groups.contains(*g)).map(|(g, t)| (g.clone(), *t)).collect();
         }
         if self.config.sync_group_offsets_enabled && Instant::now() >= state.next_sync {
             state.next_sync = Instant::now() + self.config.sync_group_offsets_interval;

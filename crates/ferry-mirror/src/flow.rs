@@ -25,6 +25,7 @@ use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress};
 use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
+use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
 use crate::topic_plan::{self, ConfigView, TopicAction, TopicFilter};
@@ -44,6 +45,9 @@ pub(crate) struct Flow {
     pub(crate) config: FlowConfig,
     /// The properties file (origin of list entries in `ferry ctl --list`).
     pub(crate) file: String,
+    /// This process's run (`report::process_id`) and its start, for metrics reports.
+    pub(crate) process: String,
+    pub(crate) started_ms: i64,
     pub(crate) reverse_location: OffsetSyncsLocation,
     pub(crate) source: ClusterClient,
     pub(crate) target: ClusterClient,
@@ -79,6 +83,9 @@ struct Running {
     lists_tx: Option<watch::Sender<Option<Arc<FlowLists>>>>,
     control_thread: Option<std::thread::JoinHandle<()>>,
     cancel: CancellationToken,
+    metrics_ready: bool,
+    process: String,
+    started_ms: i64,
 }
 
 fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
@@ -101,7 +108,7 @@ impl Flow {
     }
 
     async fn run_inner(self, name: &str, cancel: CancellationToken) -> Result<()> {
-        let Flow { config, file, reverse_location, source, target, table, status } = self;
+        let Flow { config, file, process, started_ms, reverse_location, source, target, table, status } = self;
         // The flow's allow/deny lists: read from the control topic before the first topic
         // refresh, then followed live (`ferry ctl topics|groups`).
         let (lists_tx, mut lists_rx) = watch::channel(None::<Arc<FlowLists>>);
@@ -208,6 +215,9 @@ impl Flow {
             lists_tx: Some(lists_tx),
             control_thread: None,
             cancel: relay_cancel.clone(),
+            metrics_ready: false,
+            process,
+            started_ms,
         };
         gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
         info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
@@ -216,6 +226,7 @@ impl Flow {
         let mut refresh = tokio::time::interval(config.refresh_topics_interval);
         let mut flush = tokio::time::interval(config.offset_flush_interval);
         let mut heartbeat = tokio::time::interval(config.emit_heartbeats_interval);
+        let mut report = tokio::time::interval(METRICS_INTERVAL);
         let mut backoff = Backoff::default();
         let mut next_refresh = Instant::now();
         let mut forced_refresh = false;
@@ -252,6 +263,7 @@ impl Flow {
                 }
                 _ = flush.tick() => run.flush().await,
                 _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),
+                _ = report.tick() => run.publish_metrics(),
             }
         };
 
@@ -263,6 +275,12 @@ impl Flow {
         let p = producer.clone();
         let _ = spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
         run.flush().await;
+        if let Err(e) = &outcome {
+            run.set_status(|s| { s.failing = Some(format!("stopped: {e}")); });
+        }
+        run.publish_metrics();
+        let p = producer.clone();
+        let _ = spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
         info!(flow = %name, "flow stopped; positions stored");
         outcome
     }
@@ -322,6 +340,21 @@ impl Running {
             }
         }
 
+        if !self.metrics_ready {
+            let spec = NewTopicSpec {
+                name: METRICS_TOPIC.into(),
+                partitions: 1,
+                replication_factor: self.config.checkpoints_replication_factor,
+                configs: BTreeMap::from([
+                    ("cleanup.policy".to_string(), "delete".to_string()),
+                    ("retention.ms".to_string(), METRICS_RETENTION_MS.to_string()),
+                ]),
+            };
+            match self.target_admin.create_topics(&[spec]).await {
+                Ok(()) => self.metrics_ready = true,
+                Err(e) => warn!(flow = %self.name, error = %e, "cannot create the metrics topic; retrying"),
+            }
+        }
         if !self.syncs_topics_ready {
             let mut specs = vec![compacted_topic(self.config.policy.offset_runs_topic(&self.config.target), self.config.offset_syncs_replication_factor)];
             if self.config.emit_offset_syncs_enabled {
@@ -629,6 +662,55 @@ impl Running {
                 counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::POSITION_STORE).increment(1);
                 warn!(flow = %self.name, error = %e, "cannot store positions; retrying at the next flush");
             }
+        }
+    }
+
+    /// Publishes this process's metrics of the flow for `ferry serve`.
+    fn publish_metrics(&mut self) {
+        if !self.metrics_ready {
+            return;
+        }
+        let mut all_samples = Vec::new();
+        let mut partitions: Vec<PartitionMetrics> = self
+            .assigned
+            .values()
+            .map(|a| {
+                let mut p = a.progress.lock().unwrap();
+                let samples = p.latency_samples.take();
+                all_samples.extend_from_slice(&samples);
+                PartitionMetrics {
+                    latency: LatencySummary::of(samples),
+                    topic: p.source_topic.to_string(),
+                    remote_topic: p.remote_topic.to_string(),
+                    partition: p.partition,
+                    records: p.records,
+                    bytes: p.bytes,
+                    position: p.safe_position(),
+                    lag: p.lag(),
+                    last_timestamp_ms: p.last_timestamp_ms,
+                }
+            })
+            .collect();
+        partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        let status = self.status.lock().unwrap().clone();
+        let report = MetricsReport {
+            version: REPORT_VERSION,
+            flow: self.name.clone(),
+            source: self.config.source.clone(),
+            target: self.config.target.clone(),
+            process: self.process.clone(),
+            started_ms: self.started_ms,
+            at_ms: now_ms(),
+            failing: status.failing,
+            heartbeat_ms: status.last_heartbeat_ms,
+            latency: LatencySummary::of(all_samples),
+            partitions,
+            checkpoints: status.checkpoints_checked_ms.into_iter().map(|(group, checked_ms)| GroupCheckpoint { group, checked_ms }).collect(),
+        };
+        let (key, value) = (report.key(), report.encode());
+        let record = BaseRecord::with_opaque_to(METRICS_TOPIC, 0usize).key(&key).payload(&value).timestamp(report.at_ms);
+        if let Err((e, _)) = self.producer.send(record) {
+            debug!(flow = %self.name, error = %e, "metrics report not enqueued");
         }
     }
 

@@ -30,6 +30,7 @@ pub mod positions;
 mod progress;
 pub mod provenance;
 pub mod records;
+pub mod report;
 mod relay;
 pub mod replication_policy;
 pub mod status;
@@ -88,6 +89,8 @@ pub struct FlowStatus {
     /// Consumer groups checkpointed, and checkpoints written since start.
     pub groups: usize,
     pub checkpoints: u64,
+    /// Per checkpointed group: when its checkpoints were last brought up to date (Unix ms).
+    pub checkpoints_checked_ms: std::collections::BTreeMap<String, i64>,
 }
 
 /// A handle on a running flow: status and the exact offset mapping (the checkpoint hook).
@@ -134,6 +137,8 @@ impl Mirror {
     pub async fn run(self, cancel: CancellationToken) -> Result<()> {
         telemetry::describe();
         let mut tasks = tokio::task::JoinSet::new();
+        let started_ms = relay::now_ms();
+        let process = report::process_id(started_ms);
         for (flow, handle) in self.config.flows.iter().zip(&self.handles) {
             // Where the reverse flow keeps its offset runs (for failback translation): its own
             // setting if this file configures it, else the same as this flow's.
@@ -147,6 +152,8 @@ impl Mirror {
                 reverse_location,
                 config: flow.clone(),
                 file: self.config.file.clone(),
+                process: process.clone(),
+                started_ms,
                 source: self.config.cluster(&flow.source).clone(),
                 target: self.config.cluster(&flow.target).clone(),
                 table: handle.table.clone(),

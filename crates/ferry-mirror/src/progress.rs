@@ -2,6 +2,7 @@
 //! delivery callback (which learns what the target acknowledged) and the flow's control task
 //! (which stores positions and publishes metrics).
 
+use crate::report::LatencySamples;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -45,6 +46,10 @@ pub(crate) struct PartitionProgress {
     pub(crate) high_watermark: i64,
     pub(crate) log_start: i64,
     pub(crate) deliveries: u64,
+    /// Source timestamp of the newest acknowledged record (-1: none yet).
+    pub(crate) last_timestamp_ms: i64,
+    /// Sampled replication latencies since the last metrics report.
+    pub(crate) latency_samples: LatencySamples,
 }
 
 impl PartitionProgress {
@@ -67,6 +72,8 @@ impl PartitionProgress {
             high_watermark: -1,
             log_start: -1,
             deliveries: 0,
+            last_timestamp_ms: -1,
+            latency_samples: LatencySamples::default(),
         }
     }
 

@@ -76,11 +76,16 @@ impl ProducerContext for DeliveryContext {
             Ok(m) => {
                 let bytes = m.key().map_or(0, <[u8]>::len) + m.payload().map_or(0, <[u8]>::len);
                 p.acknowledged(epoch, source_offset, m.offset(), bytes);
+                let ts = m.timestamp().to_millis();
+                if let Some(ts) = ts {
+                    p.last_timestamp_ms = p.last_timestamp_ms.max(ts);
+                }
                 if p.deliveries % LATENCY_SAMPLE == 1 {
-                    if let Some(ts) = m.timestamp().to_millis() {
+                    if let Some(ts) = ts {
                         let ms = (now_ms() - ts).max(0);
                         self.latency.record(ms as f64 / 1000.0);
                         self.last_latency_ms.store(ms, Ordering::Relaxed);
+                        p.latency_samples.record(ms);
                     }
                 }
             }
