@@ -6,6 +6,7 @@ mod ctl;
 mod demo;
 mod lists;
 mod mirror;
+mod serve;
 mod status;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     /// Operate a deployment: live topic/group lists, status, translated offsets, failover and failback.
     #[command(subcommand)]
     Ctl(ctl::Command),
+    /// Serve the replication REST API (/api/v1, /openapi.json), Prometheus /metrics and the web console.
+    Serve(serve::Args),
     /// Start two local brokers `a` and `b`, write sample data to `a`, and mirror `a->b` live.
     Demo(demo::Args),
 }
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
             Command::Mirror(args) => mirror::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Ctl(command) => ctl::run(command).await,
+            Command::Serve(args) => serve::run(args).await,
         }
     })
 }

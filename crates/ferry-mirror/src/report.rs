@@ -137,6 +137,11 @@ impl LatencySamples {
     }
 }
 
+/// Wall-clock Unix milliseconds.
+pub fn now_ms() -> i64 {
+    crate::relay::now_ms()
+}
+
 /// `host:pid:start-ms` for this process.
 pub fn process_id(started_ms: i64) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());

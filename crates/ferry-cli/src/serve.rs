@@ -1,0 +1,79 @@
+//! `ferry serve --config F [--listen 127.0.0.1:8080] [--api-token-file PATH]`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::mirror::EXIT_CONFIG;
+
+#[derive(clap::Args)]
+pub(crate) struct Args {
+    /// MirrorMaker 2 / SRM properties file (the clusters and flows to show).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Address to serve the API, /metrics and the console on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// File holding the bearer token that API and console require (first line). Without it,
+    /// anyone who reaches --listen can read replication metrics.
+    #[arg(long)]
+    api_token_file: Option<PathBuf>,
+}
+
+/// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
+fn read_token(path: &PathBuf) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the API token file {}: {e}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_string();
+    if token.is_empty() {
+        return Err(format!("the API token file {} is empty", path.display()));
+    }
+    Ok(token)
+}
+
+pub(crate) async fn run(args: Args) -> ExitCode {
+    let config = match crate::mirror::load(&args.config, &[]) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let token = match &args.api_token_file {
+        Some(path) => match read_token(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("ferry: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        None => None,
+    };
+    let cancel = CancellationToken::new();
+    crate::cancel_on_signal(cancel.clone());
+    info!(config = %args.config.display(), flows = config.flows.len(), "ferry serve starting");
+    match ferry_serve::serve(&config, args.listen, ferry_serve::Token::new(token), cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(listen = %args.listen, error = %e, "ferry serve failed");
+            eprintln!("ferry: cannot serve on {}: {e}", args.listen);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_are_read_and_checked() {
+        let dir = std::env::temp_dir();
+        let good = dir.join(format!("ferry-token-{}", std::process::id()));
+        std::fs::write(&good, "s3cret\n").unwrap();
+        assert_eq!(read_token(&good).unwrap(), "s3cret");
+        std::fs::write(&good, "\n").unwrap();
+        assert!(read_token(&good).unwrap_err().contains("is empty"));
+        let missing = dir.join("ferry-no-such-token-file");
+        assert!(read_token(&missing).unwrap_err().contains("cannot read the API token file"));
+    }
+}

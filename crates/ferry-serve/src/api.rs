@@ -1,0 +1,188 @@
+//! REST API v1, its OpenAPI document, and the routes of the console and `/metrics`.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_mirror::report::now_ms;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::aggregate::{CheckpointView, FlowDetail, FlowState, FlowSummary, Latency, PartitionView, Point, ProcessView, TopicView};
+use crate::collect::{ClusterView, UpstreamHeartbeat};
+use crate::AppState;
+
+/// The error body of every non-2xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub(crate) error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    pub(crate) status: u16,
+    /// Stable machine-readable code: `not_found`, `unauthorized`, `cluster_unreachable`, `not_ready`.
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody { error: ErrorDetail { status: status.as_u16(), code: code.to_string(), message: message.to_string() } };
+    (status, Json(body)).into_response()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct HealthBody {
+    /// `ok`, `ready`, or `starting`.
+    pub(crate) status: String,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
+    paths(health, ready, clusters, flows, flow, flow_series),
+    components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "service", description = "Health and readiness"))
+)]
+pub struct ApiDoc;
+
+pub(crate) fn routes(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/ready", get(ready))
+        .route("/api/v1/clusters", get(clusters))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/flows/{flow}", get(flow))
+        .route("/api/v1/flows/{flow}/series", get(flow_series))
+        .route("/metrics", get(metrics))
+        .route("/", get(console))
+        .route("/index.html", get(console))
+        .fallback(not_found)
+        .with_state(state)
+        .merge(SwaggerUi::new("/api/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+async fn not_found() -> Response {
+    error_body(StatusCode::NOT_FOUND, "not_found", "no such endpoint (see /openapi.json)")
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/api/v1/health", tag = "service", security(()), responses((status = 200, body = HealthBody)))]
+async fn health() -> Json<HealthBody> {
+    Json(HealthBody { status: "ok".into() })
+}
+
+/// Readiness: every target cluster's metrics have been read up to date once.
+#[utoipa::path(get, path = "/api/v1/ready", tag = "service", security(()), responses((status = 200, body = HealthBody), (status = 503, body = ErrorBody)))]
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.shared.ready() {
+        Json(HealthBody { status: "ready".into() }).into_response()
+    } else {
+        error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "still reading mirror metrics from the target clusters")
+    }
+}
+
+fn cluster_views(state: &AppState, now: i64) -> Vec<ClusterView> {
+    let summaries = state.shared.aggregator.lock().unwrap().summaries(now);
+    let mut views: Vec<ClusterView> = state.shared.clusters.lock().unwrap().values().cloned().collect();
+    for v in &mut views {
+        v.upstream = summaries
+            .iter()
+            .filter(|s| s.target == v.alias)
+            .map(|s| UpstreamHeartbeat { source: s.source.clone(), heartbeat_age_ms: s.heartbeat_age_ms })
+            .collect();
+    }
+    views
+}
+
+/// The clusters of the configuration, whether they are reachable, and the heartbeat age of each
+/// flow into them.
+#[utoipa::path(get, path = "/api/v1/clusters", tag = "replication", responses((status = 200, body = [ClusterView]), (status = 401, body = ErrorBody)))]
+async fn clusters(State(state): State<AppState>) -> Json<Vec<ClusterView>> {
+    Json(cluster_views(&state, now_ms()))
+}
+
+/// Every flow with its state, throughput, latency, lag and heartbeat age.
+#[utoipa::path(get, path = "/api/v1/flows", tag = "replication", responses((status = 200, body = [FlowSummary]), (status = 401, body = ErrorBody)))]
+async fn flows(State(state): State<AppState>) -> Json<Vec<FlowSummary>> {
+    Json(state.shared.aggregator.lock().unwrap().summaries(now_ms()))
+}
+
+/// Checks that `flow` exists and its target is not known to be unreachable.
+fn check_flow(state: &AppState, flow: &str) -> Result<(), Response> {
+    let target = {
+        let agg = state.shared.aggregator.lock().unwrap();
+        if !agg.flow_names().any(|f| f == flow) {
+            let known: Vec<&str> = agg.flow_names().collect();
+            return Err(error_body(StatusCode::NOT_FOUND, "not_found", &format!("no flow '{flow}' (flows: {})", known.join(", "))));
+        }
+        agg.summaries(now_ms()).into_iter().find(|s| s.flow == flow).map(|s| s.target)
+    };
+    if let Some(target) = target {
+        if let Some(c) = state.shared.clusters.lock().unwrap().get(&target) {
+            if c.reachable == Some(false) {
+                let message = format!("cluster '{}' ({}) is unreachable: {}", c.alias, c.address, c.error.clone().unwrap_or_default());
+                return Err(error_body(StatusCode::SERVICE_UNAVAILABLE, "cluster_unreachable", &message));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One flow: per topic and partition throughput, latency and lag; checkpoint age per group; the
+/// processes serving it.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}", tag = "replication",
+    params(("flow" = String, Path, description = "`source->target`, URL-encoded (`a-%3Eb`)")),
+    responses((status = 200, body = FlowDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, description = "the flow's target cluster is unreachable", body = ErrorBody)))]
+async fn flow(State(state): State<AppState>, Path(flow): Path<String>) -> Response {
+    if let Err(r) = check_flow(&state, &flow) {
+        return r;
+    }
+    match state.shared.aggregator.lock().unwrap().detail(&flow, now_ms()) {
+        Some(d) => Json(d).into_response(),
+        None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("no flow '{flow}'")),
+    }
+}
+
+/// The last hour of a flow in 10 s buckets: records/s, bytes/s, p99 latency, lag.
+#[utoipa::path(get, path = "/api/v1/flows/{flow}/series", tag = "replication",
+    params(("flow" = String, Path, description = "`source->target`, URL-encoded")),
+    responses((status = 200, body = [Point]), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn flow_series(State(state): State<AppState>, Path(flow): Path<String>) -> Response {
+    if let Err(r) = check_flow(&state, &flow) {
+        return r;
+    }
+    match state.shared.aggregator.lock().unwrap().series(&flow) {
+        Some(points) => Json(points).into_response(),
+        None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("no flow '{flow}'")),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let now = now_ms();
+    let clusters = cluster_views(&state, now);
+    let details: Vec<FlowDetail> = {
+        let agg = state.shared.aggregator.lock().unwrap();
+        agg.flow_names().filter_map(|f| agg.detail(f, now)).collect()
+    };
+    let text = crate::prometheus::render(&details, &clusters);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+async fn console() -> Html<&'static str> {
+    Html(include_str!("console.html"))
+}

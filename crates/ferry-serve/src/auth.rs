@@ -1,0 +1,82 @@
+//! Optional bearer token for everything but the liveness and readiness probes. A browser
+//! without the header gets the console's sign-in page (401), which stores the token in a
+//! same-site cookie the middleware also accepts.
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+
+use crate::api::error_body;
+use crate::Token;
+
+/// Paths open without a token: probes carry no credentials and answer only a status word.
+const OPEN: &[&str] = &["/api/v1/health", "/api/v1/ready"];
+
+pub(crate) const COOKIE: &str = "ferry_token";
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The token a request presents: `Authorization: Bearer T` or the console's cookie.
+fn presented(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        return v.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    let cookies = headers.get(header::COOKIE).and_then(|v| v.to_str().ok())?;
+    cookies.split(';').map(str::trim).find_map(|c| c.strip_prefix(&format!("{COOKIE}=")).map(percent_decode))
+}
+
+/// The console stores the token with `encodeURIComponent`.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub(crate) async fn require_token(State(token): State<Token>, req: Request, next: Next) -> Response {
+    let Some(expected) = &token.0 else {
+        return next.run(req).await;
+    };
+    if OPEN.contains(&req.uri().path()) || presented(&req).is_some_and(|t| same(t.as_bytes(), expected.as_bytes())) {
+        return next.run(req).await;
+    }
+    let path = req.uri().path();
+    if path == "/" || path == "/index.html" {
+        return (StatusCode::UNAUTHORIZED, Html(include_str!("signin.html"))).into_response();
+    }
+    let mut response = error_body(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)");
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secret", b"secreT"));
+        assert!(!same(b"secret", b"secret2"));
+        assert!(!same(b"", b"x"));
+        assert_eq!(percent_decode("a%2Bb%3D%zz"), "a+b=%zz");
+    }
+}

@@ -1,0 +1,64 @@
+//! `ferry serve`: the SRM Service + Streams Messaging Manager replication page equivalent.
+//!
+//! Every `ferry mirror` process publishes raw metrics reports to `ferry-metrics.internal` on
+//! each flow's target ([`ferry_mirror::report`]). `ferry serve` follows those topics
+//! ([`collect`]), aggregates across processes and restarts ([`aggregate`], pure), and serves:
+//!
+//! - `/api/v1/...`: JSON, documented by the OpenAPI 3 document at `/openapi.json` and the
+//!   interactive page at `/api/docs` (assets built into the binary);
+//! - `/metrics`: the aggregated series in Prometheus text format;
+//! - `/`: the web console (one page built into the binary).
+//!
+//! Any number of `serve` instances can run: each reads the topics on its own.
+
+pub mod aggregate;
+mod api;
+mod auth;
+pub mod collect;
+mod prometheus;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use ferry_mirror::MirrorConfig;
+use tokio_util::sync::CancellationToken;
+
+pub use crate::api::ApiDoc;
+pub use crate::collect::Shared;
+
+/// The bearer token that API and console require, if any. Never logged or shown.
+#[derive(Clone, Default)]
+pub struct Token(Option<Arc<str>>);
+
+impl Token {
+    pub fn new(token: Option<String>) -> Token {
+        Token(token.map(Into::into))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "Token(<redacted>)" } else { "Token(none)" })
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// The whole HTTP surface over `shared`.
+pub fn router(shared: Arc<Shared>, token: Token) -> Router {
+    let state = AppState { shared };
+    api::routes(state).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+}
+
+/// Reads the metrics of `config`'s flows and serves HTTP on `listen` until `cancel`.
+pub async fn serve(config: &MirrorConfig, listen: SocketAddr, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+    let shared = Arc::new(Shared::new(config));
+    collect::start(config, shared.clone(), cancel.clone());
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, auth = token.0.is_some(), "ferry serve listening");
+    axum::serve(listener, router(shared, token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+}

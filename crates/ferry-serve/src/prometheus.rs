@@ -1,0 +1,102 @@
+//! The aggregated view in Prometheus text format (`ferry_<subsystem>_<name>_<unit>`).
+
+use std::fmt::Write;
+
+use crate::aggregate::{FlowDetail, FlowState};
+use crate::collect::ClusterView;
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out {
+    text: String,
+}
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+        let _ = writeln!(self.text, "{name}{{{}}} {value}", labels.join(","));
+    }
+}
+
+pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView]) -> String {
+    let mut o = Out { text: String::new() };
+    o.family("ferry_cluster_up", "gauge", "1 if ferry serve reaches the cluster, 0 if not (absent until probed)");
+    for c in clusters {
+        if let Some(up) = c.reachable {
+            o.sample("ferry_cluster_up", &[("cluster", &c.alias)], if up { 1.0 } else { 0.0 });
+        }
+    }
+    o.family("ferry_replication_flow_state", "gauge", "1 for the flow's current state (active, paused, failing)");
+    for f in flows {
+        for (state, name) in [(FlowState::Active, "active"), (FlowState::Paused, "paused"), (FlowState::Failing, "failing")] {
+            o.sample("ferry_replication_flow_state", &[("flow", &f.summary.flow), ("state", name)], if f.summary.state == state { 1.0 } else { 0.0 });
+        }
+    }
+    o.family("ferry_replication_processes", "gauge", "ferry mirror processes reporting for the flow");
+    for f in flows {
+        o.sample("ferry_replication_processes", &[("flow", &f.summary.flow)], f.summary.processes as f64);
+    }
+    o.family("ferry_replication_records_total", "counter", "Records replicated, summed over every process run, per partition");
+    for f in flows {
+        for t in &f.topics {
+            for p in &t.partitions {
+                o.sample("ferry_replication_records_total", &[("flow", &f.summary.flow), ("topic", &t.topic), ("partition", &p.partition.to_string())], p.records_total as f64);
+            }
+        }
+    }
+    o.family("ferry_replication_bytes_total", "counter", "Key + value bytes replicated, summed over every process run, per flow");
+    for f in flows {
+        o.sample("ferry_replication_bytes_total", &[("flow", &f.summary.flow)], f.summary.bytes_total as f64);
+    }
+    o.family("ferry_replication_lag_records", "gauge", "Source end offset minus replicated position, per partition");
+    o.family("ferry_replication_lag_seconds", "gauge", "Source-time lag of the partition (0 without lag)");
+    for f in flows {
+        for t in &f.topics {
+            for p in &t.partitions {
+                let labels = [("flow", f.summary.flow.as_str()), ("topic", t.topic.as_str()), ("partition", &p.partition.to_string())];
+                o.sample("ferry_replication_lag_records", &labels, p.lag_records as f64);
+                o.sample("ferry_replication_lag_seconds", &labels, p.lag_seconds);
+            }
+        }
+    }
+    o.family("ferry_replication_latency_seconds", "gauge", "Replication latency over the last report of each process (worst shown): quantile 0.5, 0.99, 1 (max)");
+    for f in flows {
+        for (q, v) in [("0.5", f.summary.latency.p50_ms), ("0.99", f.summary.latency.p99_ms), ("1", f.summary.latency.max_ms)] {
+            if let Some(ms) = v {
+                o.sample("ferry_replication_latency_seconds", &[("flow", &f.summary.flow), ("quantile", q)], ms as f64 / 1000.0);
+            }
+        }
+    }
+    o.family("ferry_replication_heartbeat_age_seconds", "gauge", "Age of the newest heartbeat the flow wrote to its target");
+    for f in flows {
+        if let Some(ms) = f.summary.heartbeat_age_ms {
+            o.sample("ferry_replication_heartbeat_age_seconds", &[("flow", &f.summary.flow)], ms as f64 / 1000.0);
+        }
+    }
+    o.family("ferry_replication_checkpoint_age_seconds", "gauge", "Time since the group's checkpoints were last brought up to date");
+    for f in flows {
+        for c in &f.checkpoints {
+            o.sample("ferry_replication_checkpoint_age_seconds", &[("flow", &f.summary.flow), ("group", &c.group)], c.age_ms as f64 / 1000.0);
+        }
+    }
+    o.text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape(r#"a"b\c"#), r#"a\"b\\c"#);
+        let mut o = Out { text: String::new() };
+        o.sample("m", &[("flow", "a->b")], 1.5);
+        assert_eq!(o.text, "m{flow=\"a->b\"} 1.5\n");
+    }
+}
