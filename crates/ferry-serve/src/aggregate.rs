@@ -72,7 +72,8 @@ pub struct FlowSummary {
     pub bytes_total: u64,
     pub records_per_sec: f64,
     pub bytes_per_sec: f64,
-    /// Over the last report of each live process (the worst shown).
+    /// The worst summary reported in the last 10 s (percentiles of different processes and
+    /// reports cannot be merged exactly).
     pub latency: Latency,
     pub lag_records: i64,
     /// How far behind in source time the most lagging partition is (0 without lag).
@@ -157,6 +158,9 @@ struct FlowAgg {
     runs: HashMap<String, Run>,
     /// (at_ms, topic, partition, records, bytes) increments, for rates.
     increments: VecDeque<(i64, String, i32, u64, u64)>,
+    /// Latency summaries with samples, within the rate window: (at_ms, partition or None for
+    /// the whole flow, summary).
+    latencies: VecDeque<(i64, Option<(String, i32)>, Latency)>,
     series: BTreeMap<i64, Point>,
 }
 
@@ -203,6 +207,12 @@ impl Aggregator {
         }
         point.latency_p99_ms = point.latency_p99_ms.max(report.latency.p99_ms);
         flow.increments.extend(increments);
+        if report.latency.samples > 0 {
+            flow.latencies.push_back((report.at_ms, None, Latency::of(&report.latency)));
+        }
+        for p in report.partitions.iter().filter(|p| p.latency.samples > 0) {
+            flow.latencies.push_back((report.at_ms, Some((p.topic.clone(), p.partition)), Latency::of(&p.latency)));
+        }
         run.latest = Some(report);
         // Lag of the bucket: the sum over partitions of their freshest owner's lag.
         let lag = flow.partition_owners().values().map(|(_, p)| p.lag).sum();
@@ -218,6 +228,7 @@ impl Aggregator {
             while flow.increments.front().is_some_and(|(at, ..)| *at < now_ms - RATE_WINDOW_MS) {
                 flow.increments.pop_front();
             }
+            flow.latencies.retain(|(at, ..)| *at >= now_ms - RATE_WINDOW_MS);
         }
     }
 
@@ -244,7 +255,7 @@ impl Aggregator {
                 records_total: totals.get(&(topic.to_string(), *partition)).copied().unwrap_or(0),
                 records_per_sec: rps,
                 bytes_per_sec: bps,
-                latency: Latency::of(&p.latency),
+                latency: f.latency(now_ms, Some(&(topic.to_string(), *partition))),
                 position: p.position,
                 lag_records: p.lag,
                 lag_seconds,
@@ -305,7 +316,12 @@ pub fn lag_seconds(lag: i64, last_timestamp_ms: i64, at_ms: i64) -> f64 {
 
 impl FlowAgg {
     fn new(source: &str, target: &str) -> Self {
-        FlowAgg { source: source.to_string(), target: target.to_string(), runs: HashMap::new(), increments: VecDeque::new(), series: BTreeMap::new() }
+        FlowAgg { source: source.to_string(), target: target.to_string(), runs: HashMap::new(), increments: VecDeque::new(), latencies: VecDeque::new(), series: BTreeMap::new() }
+    }
+
+    /// The worst latency summary of the flow (None) or of a partition within the rate window.
+    fn latency(&self, now_ms: i64, partition: Option<&(String, i32)>) -> Latency {
+        Latency::worst(self.latencies.iter().filter(|(at, p, _)| *at > now_ms - RATE_WINDOW_MS && p.as_ref() == partition).map(|(_, _, l)| l))
     }
 
     fn live_reports(&self, now_ms: i64) -> impl Iterator<Item = &MetricsReport> {
@@ -380,7 +396,7 @@ impl FlowAgg {
             bytes_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| &r.partitions).map(|p| p.bytes).sum(),
             records_per_sec: rates.values().map(|r| r.0).sum(),
             bytes_per_sec: rates.values().map(|r| r.1).sum(),
-            latency: Latency::worst(live.iter().map(|r| Latency::of(&r.latency)).collect::<Vec<_>>().iter()),
+            latency: self.latency(now_ms, None),
             lag_records: owners.values().map(|(_, p)| p.lag).sum(),
             lag_seconds,
             heartbeat_age_ms: self.runs.values().filter_map(|r| r.latest.as_ref()?.heartbeat_ms).max().map(|t| (now_ms - t).max(0)),

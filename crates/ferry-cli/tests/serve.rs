@@ -1,0 +1,171 @@
+//! `ferry serve` against running `ferry mirror` processes and real tansu brokers on loopback:
+//! the API's numbers, aggregation across processes and restarts, the token, the OpenAPI
+//! document (validated by Python's openapi-spec-validator), and the console in headless
+//! Chromium (Debian's, driven by playwright-core; see scripts/install-test-tools).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{ferry, two_clusters, write_config};
+use ferry_mirror::report::now_ms;
+use ferry_testkit::{create_topic, free_port, produce, sample_records, unique, wait_for, Broker, Process};
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let Some((size, rest)) = body.split_once("\r\n") else { break };
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn json(addr: &str, path: &str, token: &str) -> serde_json::Value {
+    let (status, body) = get(addr, path, Some(token));
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn flow(addr: &str, token: &str, name: &str) -> serde_json::Value {
+    json(addr, "/api/v1/flows", token).as_array().unwrap().iter().find(|f| f["flow"] == name).cloned().unwrap()
+}
+
+/// Records of one topic of a flow, as the API reports them (0 if not there yet).
+fn topic_records(addr: &str, token: &str, name: &str, topic: &str) -> u64 {
+    let detail = json(addr, &format!("/api/v1/flows/{}", name.replace('>', "%3E")), token);
+    detail["topics"].as_array().unwrap().iter().find(|t| t["topic"] == topic).map_or(0, |t| t["records_total"].as_u64().unwrap())
+}
+
+/// Waits until the flow's summary satisfies `check`; returns it and how long it took.
+fn until(addr: &str, token: &str, name: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) -> (serde_json::Value, Duration) {
+    let start = Instant::now();
+    let found = wait_for(timeout, || Some(flow(addr, token, name)).filter(|f| check(f)));
+    let last = json(addr, &format!("/api/v1/flows/{}", name.replace('>', "%3E")), token);
+    (found.unwrap_or_else(|| panic!("{name} never matched within {timeout:?}; last: {last}")), start.elapsed())
+}
+
+fn start_serve(config: &Path, token_file: &Path, port: u16) -> Process {
+    let listen = format!("127.0.0.1:{port}");
+    Process::spawn(ferry(), &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap()], &unique("serve")).unwrap()
+}
+
+#[test]
+fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
+    let a = Broker::start("serve-a").unwrap();
+    let b = Broker::start("serve-b").unwrap();
+    create_topic(&a.bootstrap(), "orders", 3).unwrap();
+    create_topic(&b.bootstrap(), "payments", 2).unwrap();
+    let text = two_clusters(&a, &b, "a->b.enabled = true\nb->a.enabled = true\na->b.topics = orders\nb->a.topics = payments\n");
+    let config = write_config("serve", &text);
+    let token = "t0ken-for-test";
+    let token_file = std::env::temp_dir().join(unique("token"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let serve = start_serve(&config, &token_file, port);
+    wait_for(Duration::from_secs(20), || std::net::TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen:\n{}", serve.output()));
+
+    // 401 without a valid token; probes stay open.
+    for path in ["/api/v1/flows", "/api/v1/clusters", "/metrics", "/"] {
+        assert_eq!(get(&addr, path, None).0, 401, "{path}");
+        assert_eq!(get(&addr, path, Some("wrong")).0, 401, "{path}");
+    }
+    assert_eq!(get(&addr, "/api/v1/health", None).0, 200);
+    // Before any mirror runs, the flows are known from the file and paused.
+    let f = flow(&addr, token, "a->b");
+    assert_eq!(f["state"], "paused", "{f}");
+
+    // One process per flow: a->b (--clusters b) and b->a (--clusters a).
+    let cfg = config.to_str().unwrap();
+    let mut first = Process::spawn(ferry(), &["mirror", "--config", cfg, "--clusters", "b"], &unique("serve-mirror-ab")).unwrap();
+    let other = Process::spawn(ferry(), &["mirror", "--config", cfg, "--clusters", "a"], &unique("serve-mirror-ba")).unwrap();
+    produce(&a.bootstrap(), "orders", &sample_records(3, 100, now_ms())).unwrap();
+    produce(&b.bootstrap(), "payments", &sample_records(2, 50, now_ms())).unwrap();
+    // (Flows also replicate `heartbeats` topics, as MM2 does: records are counted per topic.)
+    let (f, took) = until(&addr, token, "a->b", Duration::from_secs(30), |f| f["lag_records"] == 0 && f["state"] == "active" && topic_records(&addr, token, "a->b", "orders") == 300);
+    println!("a->b: 300 produced into orders, API reports 300 replicated, lag {} after {took:?}", f["lag_records"]);
+    assert!(f["heartbeat_age_ms"].as_i64().unwrap() < 5000, "{f}");
+    assert!(f["latency"]["p99_ms"].as_i64().is_some(), "{f}");
+    let (g, _) = until(&addr, token, "b->a", Duration::from_secs(30), |f| f["state"] == "active" && topic_records(&addr, token, "b->a", "payments") == 100);
+    assert_eq!(g["processes"], 1);
+
+    // A restart is a new process run: totals add up across runs.
+    assert!(first.terminate(Duration::from_secs(20)).unwrap().success());
+    let second = Process::spawn(ferry(), &["mirror", "--config", cfg, "--clusters", "b"], &unique("serve-mirror-ab2")).unwrap();
+    produce(&a.bootstrap(), "orders", &sample_records(3, 50, now_ms())).unwrap();
+    let (f, took) = until(&addr, token, "a->b", Duration::from_secs(40), |f| f["lag_records"] == 0 && topic_records(&addr, token, "a->b", "orders") == 450);
+    println!("after a restart and 150 more: API reports 450 replicated into a.orders after {took:?} ({} processes reporting)", f["processes"]);
+    let detail = json(&addr, "/api/v1/flows/a-%3Eb", token);
+    let topic = detail["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "orders").unwrap();
+    assert_eq!((topic["topic"].as_str(), topic["remote_topic"].as_str(), topic["records_total"].as_u64()), (Some("orders"), Some("a.orders"), Some(450)));
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 3);
+    // The whole picture in one view: both flows, both clusters, Prometheus series.
+    let clusters = json(&addr, "/api/v1/clusters", token);
+    assert!(clusters.as_array().unwrap().iter().all(|c| c["reachable"] == true), "{clusters}");
+    let (status, metrics) = get(&addr, "/metrics", Some(token));
+    assert_eq!(status, 200);
+    for line in ["ferry_replication_bytes_total{flow=\"a->b\"}", "ferry_replication_flow_state{flow=\"b->a\",state=\"active\"} 1", "ferry_cluster_up{cluster=\"a\"} 1"] {
+        assert!(metrics.contains(line), "missing {line}:\n{metrics}");
+    }
+
+    // The OpenAPI document validates.
+    let (status, doc) = get(&addr, "/openapi.json", Some(token));
+    assert_eq!(status, 200);
+    let doc_file = std::env::temp_dir().join(format!("{}.json", unique("openapi")));
+    std::fs::write(&doc_file, &doc).unwrap();
+    let out = std::process::Command::new("python3").args(["-m", "openapi_spec_validator"]).arg(&doc_file).output()
+        .expect("python3 is needed (scripts/install-test-tools)");
+    assert!(out.status.success(), "openapi-spec-validator (installed by scripts/install-test-tools) rejected /openapi.json:\n{}{}",
+        String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // The console in a real browser: sign in, topology edge a->b, the topic row, a screenshot.
+    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    let out = std::process::Command::new("node")
+        .current_dir(&browser_dir)
+        .args(["console.mjs", &format!("http://{addr}/"), token, screenshot.to_str().unwrap(), "a->b", "a.orders"])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("browser: {seen}\nscreenshot: {}", screenshot.display());
+    assert!(out.status.success(), "browser test failed: {seen}\n{}", String::from_utf8_lossy(&out.stderr));
+    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert_eq!(seen["signin"], true, "the console asked for the token");
+    assert_eq!(seen["edge"]["class"], "edge", "a->b is healthy (not flagged): {seen}");
+    assert!(seen["edge"]["text"].as_str().unwrap().contains("rec/s"), "{seen}");
+    assert_eq!(seen["topicRow"][1], "orders");
+    assert_eq!(seen["topicRow"][2], "a.orders");
+    assert_eq!(seen["nodes"], serde_json::json!(["a", "b"]));
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
+
+    // A stopped flow is flagged: stop b->a's only process; the flow turns paused.
+    drop(other);
+    let (g, took) = until(&addr, token, "b->a", Duration::from_secs(30), |f| f["state"] == "paused");
+    println!("b->a paused {took:?} after its process was killed: {}", g["reason"]);
+    // No secret in the logs of serve.
+    assert!(!serve.output().contains(token), "the token appeared in serve's log");
+    drop(second);
+}
