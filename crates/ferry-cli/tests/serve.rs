@@ -67,6 +67,20 @@ fn until(addr: &str, token: &str, name: &str, timeout: Duration, check: impl Fn(
     (found.unwrap_or_else(|| panic!("{name} never matched within {timeout:?}; last: {last}")), start.elapsed())
 }
 
+/// Runs the console's browser script (tests/browser/console.mjs): (success, what it saw).
+fn browser(addr: &str, token: &str, screenshot: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new("node")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["console.mjs", &format!("http://{addr}/"), token, screenshot.to_str().unwrap(), "a->b", "a.orders"])
+        .args(extra)
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), seen)
+}
+
 fn start_serve(config: &Path, token_file: &Path, port: u16) -> Process {
     let listen = format!("127.0.0.1:{port}");
     Process::spawn(ferry(), &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap()], &unique("serve")).unwrap()
@@ -141,18 +155,18 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     assert!(out.status.success(), "openapi-spec-validator (installed by scripts/install-test-tools) rejected /openapi.json:\n{}{}",
         String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 
+    // Any number of serve instances: a second one, started now, reads the same history.
+    let port2 = free_port();
+    let addr2 = format!("127.0.0.1:{port2}");
+    let serve2 = start_serve(&config, &token_file, port2);
+    wait_for(Duration::from_secs(20), || (TcpStream::connect(&addr2).is_ok() && get(&addr2, "/api/v1/ready", None).0 == 200).then_some(())).unwrap_or_else(|| panic!("second serve not ready:\n{}", serve2.output()));
+    assert_eq!(topic_records(&addr2, token, "a->b", "orders"), 450, "the second serve instance disagrees");
+
     // The console in a real browser: sign in, topology edge a->b, the topic row, a screenshot.
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
-    let out = std::process::Command::new("node")
-        .current_dir(&browser_dir)
-        .args(["console.mjs", &format!("http://{addr}/"), token, screenshot.to_str().unwrap(), "a->b", "a.orders"])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (ok, seen) = browser(&addr, token, &screenshot, &[]);
     println!("browser: {seen}\nscreenshot: {}", screenshot.display());
-    assert!(out.status.success(), "browser test failed: {seen}\n{}", String::from_utf8_lossy(&out.stderr));
-    let seen: serde_json::Value = serde_json::from_str(seen.trim()).unwrap();
+    assert!(ok, "browser test failed: {seen}");
     assert_eq!(seen["signin"], true, "the console asked for the token");
     assert_eq!(seen["edge"]["class"], "edge", "a->b is healthy (not flagged): {seen}");
     assert!(seen["edge"]["text"].as_str().unwrap().contains("rec/s"), "{seen}");
@@ -161,10 +175,17 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     assert_eq!(seen["nodes"], serde_json::json!(["a", "b"]));
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
 
-    // A stopped flow is flagged: stop b->a's only process; the flow turns paused.
+    // A stopped flow is flagged: stop b->a's only process; the flow turns paused, and the
+    // console draws its edge and row red.
     drop(other);
     let (g, took) = until(&addr, token, "b->a", Duration::from_secs(30), |f| f["state"] == "paused");
     println!("b->a paused {took:?} after its process was killed: {}", g["reason"]);
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-flagged.png");
+    let (ok, seen) = browser(&addr, token, &screenshot, &["b->a"]);
+    println!("browser, flagged: {seen}\nscreenshot: {}", screenshot.display());
+    assert!(ok, "browser test failed: {seen}");
+    assert_eq!(seen["failed"]["rowClass"], "bad", "{seen}");
+    assert!(seen["failed"]["text"].as_str().unwrap().contains("paused"), "{seen}");
     // No secret in the logs of serve.
     assert!(!serve.output().contains(token), "the token appeared in serve's log");
     drop(second);

@@ -1,9 +1,10 @@
 // Loads the Ferry console in headless Chromium, signs in with the token, waits for the
 // topology edge and the topic row, saves a screenshot, and prints what it saw as JSON.
-// Usage: node console.mjs URL TOKEN SCREENSHOT FLOW REMOTE_TOPIC
+// Usage: node console.mjs URL TOKEN SCREENSHOT FLOW REMOTE_TOPIC [FAILED_FLOW]
+// With FAILED_FLOW, also waits until that flow's edge is flagged (class `bad`).
 import { chromium } from 'playwright-core';
 
-const [url, token, screenshot, flow, remoteTopic] = process.argv.slice(2);
+const [url, token, screenshot, flow, remoteTopic, failedFlow] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
@@ -27,6 +28,11 @@ try {
   await row.first().waitFor({ timeout: 20000 });
   seen.topicRow = (await row.first().locator('td').allTextContents());
   seen.nodes = await page.locator('#topology g.node').evaluateAll(ns => ns.map(n => n.getAttribute('data-cluster')));
+  if (failedFlow) {
+    const bad = page.locator(`#topology g.edge.bad[data-flow="${failedFlow}"]`);
+    await bad.waitFor({ timeout: 20000 });
+    seen.failed = { text: await bad.locator('text').textContent(), rowClass: await page.locator(`#flows tr[data-flow="${failedFlow}"]`).getAttribute('class') };
+  }
   await page.screenshot({ path: screenshot, fullPage: true });
 } catch (e) {
   seen.errors.push(String(e));
