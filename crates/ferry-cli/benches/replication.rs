@@ -145,7 +145,12 @@ fn main() {
     println!("# Ferry replication benchmark: {n} records per size, {PARTITIONS} partitions, tansu 0.6.0 (memory storage) on loopback");
     println!("| size | run | records/s | MB/s | CPU-s per GB | vs ceiling | CPU vs naive | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|---|---|---|");
-    for size in [100usize, 1024] {
+    // FERRY_BENCH_SIZES=100 runs one size (comma-separated record sizes in bytes).
+    let sizes: Vec<usize> = std::env::var("FERRY_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1024]);
+    for size in sizes {
         let a = Broker::start("bench-a").unwrap();
         let b = Broker::start("bench-b").unwrap();
         let topic = unique("bench");

@@ -186,6 +186,19 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     assert!(ok, "browser test failed: {seen}");
     assert_eq!(seen["failed"]["rowClass"], "bad", "{seen}");
     assert!(seen["failed"]["text"].as_str().unwrap().contains("paused"), "{seen}");
+    // A failing flow is reported with its reason: the source cluster goes away.
+    let mut a = a;
+    a.kill();
+    let (f, took) = until(&addr, token, "a->b", Duration::from_secs(60), |f| f["state"] == "failing");
+    println!("a->b failing {took:?} after broker a was killed: {}", f["reason"]);
+    assert!(f["reason"].as_str().unwrap().contains("cluster 'a'"), "{f}");
+    let clusters = json(&addr, "/api/v1/clusters", token);
+    let ca = clusters.as_array().unwrap().iter().find(|c| c["alias"] == "a").unwrap().clone();
+    wait_for(Duration::from_secs(20), || {
+        let clusters = json(&addr, "/api/v1/clusters", token);
+        clusters.as_array().unwrap().iter().any(|c| c["alias"] == "a" && c["reachable"] == false).then_some(())
+    })
+    .unwrap_or_else(|| panic!("cluster a still shown reachable: {ca}"));
     // No secret in the logs of serve.
     assert!(!serve.output().contains(token), "the token appeared in serve's log");
     drop(second);

@@ -84,6 +84,8 @@ struct Running {
     control_thread: Option<std::thread::JoinHandle<()>>,
     cancel: CancellationToken,
     metrics_ready: bool,
+    /// The store of offset runs and positions in flight.
+    persisting: Option<tokio::task::JoinHandle<()>>,
     process: String,
     started_ms: i64,
 }
@@ -216,6 +218,7 @@ impl Flow {
             control_thread: None,
             cancel: relay_cancel.clone(),
             metrics_ready: false,
+            persisting: None,
             process,
             started_ms,
         };
@@ -274,7 +277,9 @@ impl Flow {
         }
         let p = producer.clone();
         let _ = spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        run.finish_persisting().await;
         run.flush().await;
+        run.finish_persisting().await;
         if let Err(e) = &outcome {
             run.set_status(|s| { s.failing = Some(format!("stopped: {e}")); });
         }
@@ -323,65 +328,7 @@ impl Running {
         let source_topics = Self::list(&self.source_admin).await?;
         let target_topics = Self::list(&self.target_admin).await?;
 
-        if self.config.emit_heartbeats_enabled && !self.heartbeats_ready {
-            if target_topics.iter().any(|t| t.name == HEARTBEATS_TOPIC) {
-                self.heartbeats_ready = true;
-            } else {
-                let spec = NewTopicSpec {
-                    name: HEARTBEATS_TOPIC.into(),
-                    partitions: 1,
-                    replication_factor: self.config.heartbeats_replication_factor,
-                    configs: BTreeMap::new(),
-                };
-                match self.target_admin.create_topics(&[spec]).await {
-                    Ok(()) => self.heartbeats_ready = true,
-                    Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
-                }
-            }
-        }
-
-        if !self.metrics_ready {
-            let spec = NewTopicSpec {
-                name: METRICS_TOPIC.into(),
-                partitions: 1,
-                replication_factor: self.config.checkpoints_replication_factor,
-                configs: BTreeMap::from([
-                    ("cleanup.policy".to_string(), "delete".to_string()),
-                    ("retention.ms".to_string(), METRICS_RETENTION_MS.to_string()),
-                ]),
-            };
-            match self.target_admin.create_topics(&[spec]).await {
-                Ok(()) => self.metrics_ready = true,
-                Err(e) => warn!(flow = %self.name, error = %e, "cannot create the metrics topic; retrying"),
-            }
-        }
-        if !self.syncs_topics_ready {
-            let mut specs = vec![compacted_topic(self.config.policy.offset_runs_topic(&self.config.target), self.config.offset_syncs_replication_factor)];
-            if self.config.emit_offset_syncs_enabled {
-                specs.push(compacted_topic(self.config.policy.offset_syncs_topic(&self.config.target), self.config.offset_syncs_replication_factor));
-            }
-            self.syncs_admin.create_topics(&specs).await?;
-            self.syncs_topics_ready = true;
-        }
-        if self.lists_tx.is_some() {
-            self.load_lists().await?;
-        }
-        if self.history.is_none() {
-            let cluster = self.syncs.cluster().clone();
-            let topic = self.config.policy.offset_runs_topic(&self.config.target);
-            let log = spawn_blocking(move || -> ferry_kafka::Result<RunLog> {
-                let mut log = RunLog::default();
-                TopicTail::open(&cluster, &topic)?.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
-                Ok(log)
-            })
-            .await
-            .expect("history load panicked")?;
-            if log.malformed > 0 {
-                warn!(flow = %self.name, malformed = log.malformed, "undecodable offset-run records ignored");
-            }
-            info!(flow = %self.name, partitions = log.partitions().count(), runs = log.run_count(), "offset history loaded");
-            self.history = Some(log);
-        }
+        self.prepare(&target_topics).await?;
 
         let sync_due = self.config.sync_topic_configs_enabled
             && self.last_config_sync.is_none_or(|t| t.elapsed() >= self.config.sync_topic_configs_interval);
@@ -473,16 +420,85 @@ impl Running {
 
     /// Reads the flow's lists from the control topic (created if missing), applies them and
     /// starts following the topic.
-    async fn load_lists(&mut self) -> Result<()> {
-        self.target_admin.create_topics(&[compacted_topic(CONTROL_TOPIC.to_string(), self.config.checkpoints_replication_factor)]).await?;
-        let target = self.target_admin.cluster().clone();
-        let (tail, log) = spawn_blocking(move || -> ferry_kafka::Result<(TopicTail, ControlLog)> {
-            let mut tail = TopicTail::open(&target, CONTROL_TOPIC)?;
-            let log = control::read_log(&mut tail)?;
-            Ok((tail, log))
-        })
-        .await
-        .expect("control topic read panicked")?;
+    /// First refreshes: creates the internal topics the flow writes, reads its lists and its
+    /// offset history. Independent steps run concurrently (they are start-up latency).
+    async fn prepare(&mut self, target_topics: &[TopicMeta]) -> Result<()> {
+        let heartbeats_exist = target_topics.iter().any(|t| t.name == HEARTBEATS_TOPIC);
+        if self.config.emit_heartbeats_enabled && heartbeats_exist {
+            self.heartbeats_ready = true;
+        }
+        let want_heartbeats = self.config.emit_heartbeats_enabled && !self.heartbeats_ready;
+        let heartbeats = NewTopicSpec { name: HEARTBEATS_TOPIC.into(), partitions: 1, replication_factor: self.config.heartbeats_replication_factor, configs: BTreeMap::new() };
+        let metrics = NewTopicSpec {
+            name: METRICS_TOPIC.into(),
+            partitions: 1,
+            replication_factor: self.config.checkpoints_replication_factor,
+            configs: BTreeMap::from([("cleanup.policy".to_string(), "delete".to_string()), ("retention.ms".to_string(), METRICS_RETENTION_MS.to_string())]),
+        };
+        let mut syncs = vec![compacted_topic(self.config.policy.offset_runs_topic(&self.config.target), self.config.offset_syncs_replication_factor)];
+        if self.config.emit_offset_syncs_enabled {
+            syncs.push(compacted_topic(self.config.policy.offset_syncs_topic(&self.config.target), self.config.offset_syncs_replication_factor));
+        }
+        let control = compacted_topic(CONTROL_TOPIC.to_string(), self.config.checkpoints_replication_factor);
+        let create = |admin: Arc<Admin>, wanted: bool, specs: Vec<NewTopicSpec>| async move {
+            if wanted { admin.create_topics(&specs).await.map(|()| true) } else { Ok(false) }
+        };
+        let (hb, me, sy, co) = tokio::join!(
+            create(self.target_admin.clone(), want_heartbeats, vec![heartbeats]),
+            create(self.target_admin.clone(), !self.metrics_ready, vec![metrics]),
+            create(self.syncs_admin.clone(), !self.syncs_topics_ready, syncs),
+            create(self.target_admin.clone(), self.lists_tx.is_some(), vec![control]),
+        );
+        match hb {
+            Ok(created) => self.heartbeats_ready |= created,
+            Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
+        }
+        match me {
+            Ok(created) => self.metrics_ready |= created,
+            Err(e) => warn!(flow = %self.name, error = %e, "cannot create the metrics topic; retrying"),
+        }
+        self.syncs_topics_ready |= sy?;
+        co?;
+
+        // The lists and the offset history, read concurrently.
+        let control_read = self.lists_tx.is_some().then(|| {
+            let target = self.target_admin.cluster().clone();
+            spawn_blocking(move || -> ferry_kafka::Result<(TopicTail, ControlLog)> {
+                let mut tail = TopicTail::open(&target, CONTROL_TOPIC)?;
+                let log = control::read_log(&mut tail)?;
+                Ok((tail, log))
+            })
+        });
+        let history_read = self.history.is_none().then(|| {
+            let cluster = self.syncs.cluster().clone();
+            let topic = self.config.policy.offset_runs_topic(&self.config.target);
+            spawn_blocking(move || -> ferry_kafka::Result<RunLog> {
+                let mut log = RunLog::default();
+                TopicTail::open(&cluster, &topic)?.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
+                Ok(log)
+            })
+        });
+        let (control_read, history_read) = tokio::join!(
+            async { match control_read { Some(h) => Some(h.await.expect("control topic read panicked")), None => None } },
+            async { match history_read { Some(h) => Some(h.await.expect("history load panicked")), None => None } },
+        );
+        if let Some(read) = control_read {
+            let (tail, log) = read?;
+            self.start_lists(tail, log)?;
+        }
+        if let Some(read) = history_read {
+            let log = read?;
+            if log.malformed > 0 {
+                warn!(flow = %self.name, malformed = log.malformed, "undecodable offset-run records ignored");
+            }
+            info!(flow = %self.name, partitions = log.partitions().count(), runs = log.run_count(), "offset history loaded");
+            self.history = Some(log);
+        }
+        Ok(())
+    }
+
+    /// Applies the lists read from the control topic and starts following it.
+    fn start_lists(&mut self, tail: TopicTail, log: ControlLog) -> Result<()> {
         let lists = Arc::new(FlowLists::effective(&self.config, &self.file, &log));
         let file_only = FlowLists::effective(&self.config, &self.file, &ControlLog::default());
         let changes = control::describe_change(&file_only, &lists);
@@ -500,7 +516,6 @@ impl Running {
         self.control_thread = Some(thread);
         Ok(())
     }
-
 
     async fn describe_configs(
         &mut self,
@@ -605,19 +620,30 @@ impl Running {
 
     /// Stores safe positions and publishes per-partition metrics.
     async fn flush(&mut self) {
+        // Storing runs and positions takes broker round trips; it runs beside the control task
+        // so metrics, heartbeats and refreshes keep their cadence. One store at a time.
+        let persist = match &self.persisting {
+            Some(h) if !h.is_finished() => false,
+            _ => {
+                self.finish_persisting().await;
+                true
+            }
+        };
         let mut to_store = Vec::new();
         let mut history = Vec::new();
         let (mut records, mut lag) = (0u64, 0i64);
         for a in self.assigned.values_mut() {
             let p = a.progress.lock().unwrap();
-            // Taken together under the lock: the history below covers every record before
-            // `position`.
-            let position = p.safe_position();
-            if let Some(unsaved) = p.offset_map.unsaved() {
-                history.push((p.source_topic.to_string(), p.partition, unsaved));
-            }
-            if position != p.stored {
-                to_store.push((p.remote_topic.to_string(), p.partition, position));
+            if persist {
+                // Taken together under the lock: the history below covers every record before
+                // `position`.
+                let position = p.safe_position();
+                if let Some(unsaved) = p.offset_map.unsaved() {
+                    history.push((p.source_topic.to_string(), p.partition, unsaved));
+                }
+                if position != p.stored {
+                    to_store.push((p.remote_topic.to_string(), p.partition, position));
+                }
             }
             a.records.increment(p.records - a.published_records);
             a.bytes.increment(p.bytes - a.published_bytes);
@@ -633,35 +659,17 @@ impl Running {
             s.lag = lag;
             s.last_latency_ms = (latency >= 0).then_some(latency);
         });
-        if !history.is_empty() {
-            if let Err(e) = self.syncs.write(&history).await {
-                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::OFFSET_SYNC).increment(1);
-                warn!(flow = %self.name, error = %e, "cannot store offset runs; positions are held back until they are stored");
-                return;
-            }
-            for (topic, partition, unsaved) in history {
-                if let Some(progress) = self.table.by_source(&topic, partition) {
-                    progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
-                }
-            }
-        }
-        if to_store.is_empty() {
+        if history.is_empty() && to_store.is_empty() {
             return;
         }
-        let store = self.store.clone();
-        let batch = to_store.clone();
-        match spawn_blocking(move || store.store(&batch)).await.expect("position store panicked") {
-            Ok(()) => {
-                for (topic, partition, position) in to_store {
-                    if let Some(progress) = self.table.get(&topic, partition) {
-                        progress.lock().unwrap().stored = position;
-                    }
-                }
-            }
-            Err(e) => {
-                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::POSITION_STORE).increment(1);
-                warn!(flow = %self.name, error = %e, "cannot store positions; retrying at the next flush");
-            }
+        let (name, syncs, store, table) = (self.name.clone(), self.syncs.clone(), self.store.clone(), self.table.clone());
+        self.persisting = Some(tokio::spawn(persist_progress(name, syncs, store, table, history, to_store)));
+    }
+
+    /// Waits for the store in flight, if any.
+    async fn finish_persisting(&mut self) {
+        if let Some(h) = self.persisting.take() {
+            let _ = h.await;
         }
     }
 
@@ -738,3 +746,44 @@ pub(crate) fn relay_for(topic: &str, partition: i32, relays: usize) -> usize {
     ((h.wrapping_add(partition as u64)) % relays as u64) as usize
 }
 
+
+/// Stores offset runs, then the positions they cover (never the other way round: after any
+/// crash the stored history covers the stored position).
+async fn persist_progress(
+    name: String,
+    syncs: Arc<OffsetSyncWriter>,
+    store: Arc<PositionStore>,
+    table: Arc<ProgressTable>,
+    history: Vec<(String, i32, crate::offset_map::Unsaved)>,
+    to_store: Vec<(String, i32, i64)>,
+) {
+    if !history.is_empty() {
+        if let Err(e) = syncs.write(&history).await {
+            counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::OFFSET_SYNC).increment(1);
+            warn!(flow = %name, error = %e, "cannot store offset runs; positions are held back until they are stored");
+            return;
+        }
+        for (topic, partition, unsaved) in history {
+            if let Some(progress) = table.by_source(&topic, partition) {
+                progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
+            }
+        }
+    }
+    if to_store.is_empty() {
+        return;
+    }
+    let batch = to_store.clone();
+    match spawn_blocking(move || store.store(&batch)).await.expect("position store panicked") {
+        Ok(()) => {
+            for (topic, partition, position) in to_store {
+                if let Some(progress) = table.get(&topic, partition) {
+                    progress.lock().unwrap().stored = position;
+                }
+            }
+        }
+        Err(e) => {
+            counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::POSITION_STORE).increment(1);
+            warn!(flow = %name, error = %e, "cannot store positions; retrying at the next flush");
+        }
+    }
+}

@@ -226,6 +226,10 @@ impl TopicTail {
                 ends.insert(p, high);
             }
         }
+        if ends.is_empty() {
+            // Every partition is empty (or the topic does not exist yet): nothing to wait for.
+            return Ok(());
+        }
         // tansu 0.6.0 reports the high watermark as the last batch's first offset + 1, so reach
         // it, then keep reading until nothing more arrives for a moment.
         let mut idle_since: Option<Instant> = None;
