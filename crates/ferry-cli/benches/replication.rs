@@ -174,8 +174,8 @@ fn main() {
         let metrics = format!("127.0.0.1:{}", free_port());
         let config = std::env::temp_dir().join(format!("{}.properties", unique("bench")));
         std::fs::write(&config, format!(
-            "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\na->b.topics = {topic}, {topic}-live\nrefresh.topics.interval.seconds = 1\noffset.flush.interval.ms = 100\n",
-            a.bootstrap(), b.bootstrap())).unwrap();
+            "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\na->b.topics = {topic}, {topic}-live\nrefresh.topics.interval.seconds = 1\noffset.flush.interval.ms = 100\n{}",
+            a.bootstrap(), b.bootstrap(), std::env::var("FERRY_BENCH_EXTRA").unwrap_or_default().replace(';', "\n"))).unwrap();
         let launched = Instant::now();
         let mut mirror = Process::spawn(ferry, &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &unique("bench-mirror")).unwrap();
         let pid = mirror.pid();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_kafka::{Admin, ClientRole, ClusterClient, NewTopicSpec, TopicMeta};
-use metrics::{counter, gauge, histogram, Counter, Gauge};
+use metrics::{counter, gauge, histogram, Gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::watch;
@@ -34,11 +34,7 @@ use crate::{Error, FlowStatus, Result};
 struct Assigned {
     progress: SharedProgress,
     relay: usize,
-    records: Counter,
-    bytes: Counter,
     lag: Gauge,
-    published_records: u64,
-    published_bytes: u64,
 }
 
 pub(crate) struct Flow {
@@ -571,19 +567,16 @@ impl Running {
                 None => warn!(flow = %self.name, topic = %source_topic, partition, position = start,
                     "no offset history before the stored position: groups behind it get checkpoints only once they pass it"),
             }
+            let labels = [("flow", self.name.clone()), ("topic", source_topic.clone()), ("partition", partition.to_string())];
+            progress.counters = Some((counter!(telemetry::RECORDS, &labels), counter!(telemetry::BYTES, &labels)));
             let progress = Arc::new(Mutex::new(progress));
             self.table.insert(progress.clone());
             let relay = relay_for(&source_topic, partition, self.relays.len());
             per_relay[relay].push(progress.clone());
-            let labels = [("flow", self.name.clone()), ("topic", source_topic.clone()), ("partition", partition.to_string())];
             self.assigned.insert((source_topic, partition), Assigned {
                 progress,
                 relay,
-                records: counter!(telemetry::RECORDS, &labels),
-                bytes: counter!(telemetry::BYTES, &labels),
                 lag: gauge!(telemetry::LAG, &labels),
-                published_records: 0,
-                published_bytes: 0,
             });
         }
         let mut count = 0;
@@ -645,10 +638,6 @@ impl Running {
                     to_store.push((p.remote_topic.to_string(), p.partition, position));
                 }
             }
-            a.records.increment(p.records - a.published_records);
-            a.bytes.increment(p.bytes - a.published_bytes);
-            a.published_records = p.records;
-            a.published_bytes = p.bytes;
             a.lag.set(p.lag() as f64);
             records += p.records;
             lag += p.lag();

@@ -50,6 +50,9 @@ pub(crate) struct PartitionProgress {
     pub(crate) last_timestamp_ms: i64,
     /// Sampled replication latencies since the last metrics report.
     pub(crate) latency_samples: LatencySamples,
+    /// The partition's records and bytes counters (`ferry_mirror_records_total`,
+    /// `ferry_mirror_bytes_total`), counted at acknowledgement, not at the next flush.
+    pub(crate) counters: Option<(metrics::Counter, metrics::Counter)>,
 }
 
 impl PartitionProgress {
@@ -74,6 +77,7 @@ impl PartitionProgress {
             deliveries: 0,
             last_timestamp_ms: -1,
             latency_samples: LatencySamples::default(),
+            counters: None,
         }
     }
 
@@ -101,6 +105,10 @@ impl PartitionProgress {
         self.offset_map.record(source_offset, target_offset);
         self.records += 1;
         self.bytes += bytes as u64;
+        if let Some((records, bytes_total)) = &self.counters {
+            records.increment(1);
+            bytes_total.increment(bytes as u64);
+        }
         self.deliveries += 1;
         if epoch == self.epoch && self.rewind_to.is_none() && source_offset >= self.acked_next {
             self.acked_next = source_offset + 1;
