@@ -80,9 +80,13 @@ fn stall_and_check(name: &str, stall_source: bool) {
         resumed.elapsed(),
         got.len() - total
     );
+    // The log says what happened and to which cluster, and that it recovered.
     let log = mirror.output();
-    let cluster = if stall_source { "cluster=a" } else { "cluster=b" };
-    println!("{name}: mirror log lines naming {cluster}: {}", log.lines().filter(|l| l.contains(cluster)).count());
+    let cluster = if stall_source { "cluster 'a' (" } else { "cluster 'b' (" };
+    let named: Vec<&str> = log.lines().filter(|l| l.contains("WARN") && l.contains(cluster)).collect();
+    println!("{name}: {} warning(s) naming {cluster}..., first: {}", named.len(), named.first().unwrap_or(&"-"));
+    assert!(!named.is_empty(), "{name}: no warning names the stalled cluster:\n{log}");
+    assert!(log.contains("topic refresh works again"), "{name}: recovery not logged:\n{log}");
 }
 
 #[test]

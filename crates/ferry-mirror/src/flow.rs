@@ -248,6 +248,9 @@ impl Flow {
                     forced_refresh = false;
                     match run.refresh().await {
                         Ok(()) => {
+                            if backoff.attempt > 0 {
+                                info!(flow = %name, failed_attempts = backoff.attempt, "topic refresh works again: both clusters answer");
+                            }
                             backoff.reset();
                             run.set_status(|s| { s.failing = None; });
                         }
