@@ -28,7 +28,7 @@ use ferry_kafka::{Admin, ClientRole, ClusterClient};
 use rdkafka::producer::FutureProducer;
 
 use crate::config::{defaults, FlowConfig, KeyAt, RegexList};
-use crate::offset_store::{compacted_topic, send_all, TopicTail};
+use crate::offset_store::{compacted_topic, send_all, OutRecord, TopicTail};
 
 /// The compacted topic on each target cluster that holds `ferry ctl` list changes.
 pub const CONTROL_TOPIC: &str = "ferry-control.internal";
@@ -421,7 +421,7 @@ pub async fn store(target: &ClusterClient, plan: &ChangePlan, replication_factor
         .create()
         .map_err(|e| ferry_kafka::Error::new(target, "create control producer", e))?;
     let encoded: Vec<(Vec<u8>, Option<Vec<u8>>)> = plan.records.iter().map(|(k, v)| (k.encode(), v.as_ref().map(EntryChange::encode))).collect();
-    let records: Vec<(&str, &[u8], Option<&[u8]>)> = encoded.iter().map(|(k, v)| (CONTROL_TOPIC, k.as_slice(), v.as_deref())).collect();
+    let records: Vec<OutRecord<'_>> = encoded.iter().map(|(k, v)| (CONTROL_TOPIC, k.as_slice(), v.as_deref())).collect();
     send_all(&producer, target, &format!("write {CONTROL_TOPIC}"), &records).await
 }
 

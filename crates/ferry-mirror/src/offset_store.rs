@@ -81,14 +81,17 @@ impl OffsetSyncWriter {
                 }
             }
         }
-        let records: Vec<(&str, &[u8], Option<&[u8]>)> = records.iter().map(|(t, k, v)| (t.as_str(), k.as_slice(), Some(v.as_slice()))).collect();
+        let records: Vec<OutRecord<'_>> = records.iter().map(|(t, k, v)| (t.as_str(), k.as_slice(), Some(v.as_slice()))).collect();
         send_all(&self.producer, &self.cluster, &format!("write offset runs to {}", self.runs_topic), &records).await
     }
 }
 
+/// A record to send: topic, key, value (None: a tombstone).
+pub(crate) type OutRecord<'a> = (&'a str, &'a [u8], Option<&'a [u8]>);
+
 /// Enqueues every `(topic, key, value)` record (value None: a tombstone), then waits for each
 /// acknowledgement; the first failure is returned, naming the cluster and `operation`.
-pub(crate) async fn send_all(producer: &FutureProducer, cluster: &ClusterClient, operation: &str, records: &[(&str, &[u8], Option<&[u8]>)]) -> ferry_kafka::Result<()> {
+pub(crate) async fn send_all(producer: &FutureProducer, cluster: &ClusterClient, operation: &str, records: &[OutRecord<'_>]) -> ferry_kafka::Result<()> {
     let deliveries: Vec<_> = records
         .iter()
         .map(|(topic, key, value)| {
