@@ -96,7 +96,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         let rate = (status.records - last.1) as f64 / last.0.elapsed().as_secs_f64();
         last = (Instant::now(), status.records);
         let remote: Vec<String> = list_topics(&b.bootstrap())
-            .map(|t| t.into_iter().filter(|(n, _)| n.starts_with("a.")).map(|(n, p)| format!("{n}[{p}]")).collect())
+            .map(|t| t.into_iter().filter(|(n, _)| n.starts_with("a.") && !n.ends_with(".internal")).map(|(n, p)| format!("{n}[{p}]")).collect())
             .unwrap_or_default();
         print!(
             "\r[{:>4}s] produced {:>8}  replicated {:>8}  {:>7.0} rec/s  lag {:>6}  latency {:>5} ms  topics on b: {}   ",
