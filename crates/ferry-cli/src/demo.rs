@@ -22,6 +22,9 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics here while the demo runs.
     #[arg(long, default_value = "127.0.0.1:9464")]
     metrics_addr: std::net::SocketAddr,
+    /// Serve the web console and REST API (`ferry serve`) here while the demo runs.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    console_addr: std::net::SocketAddr,
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
@@ -71,10 +74,20 @@ async fn demo(args: Args) -> anyhow::Result<()> {
         println!("metrics: http://{}/metrics", args.metrics_addr);
     }
     let config = MirrorConfig::parse(".ferry-demo/mm2.properties", &properties)?;
+    let config_for_serve = config.clone();
     let mirror = Mirror::new(config);
     let flow = mirror.flows()[0].clone();
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
+    {
+        let (config, cancel, addr) = (config_for_serve, cancel.clone(), args.console_addr);
+        tokio::spawn(async move {
+            if let Err(e) = ferry_serve::serve(&config, addr, ferry_serve::Token::default(), cancel).await {
+                println!("(console not served on {addr}: {e})");
+            }
+        });
+    }
+    println!("console: http://{}/   (REST API /api/v1/flows, OpenAPI /api/docs)", args.console_addr);
     let engine = tokio::spawn(mirror.run(cancel.clone()));
     println!("mirroring a->b; Ctrl-C to stop\n");
 
