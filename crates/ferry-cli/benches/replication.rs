@@ -181,10 +181,20 @@ fn main() {
         let pid = mirror.pid();
         // Timed from process launch: Ferry's start-up, discovery and topic creation count
         // against it (the baselines are timed from their first poll).
+        // FERRY_BENCH_TRACE=1 prints when each tenth of the records was replicated.
+        let trace = std::env::var("FERRY_BENCH_TRACE").is_ok();
+        let mut tenths = Vec::new();
         loop {
-            if scrape(&metrics) >= n as f64 { break; }
+            let done = scrape(&metrics);
+            while trace && tenths.len() < 10 && done >= n as f64 * (tenths.len() + 1) as f64 / 10.0 {
+                tenths.push(launched.elapsed().as_millis());
+            }
+            if done >= n as f64 { break; }
             std::thread::sleep(Duration::from_millis(20));
             assert!(launched.elapsed() < Duration::from_secs(600), "ferry did not finish:\n{}", mirror.output());
+        }
+        if trace {
+            println!("<!-- {size} B: ms from launch at each tenth replicated: {tenths:?} -->");
         }
         let ferry_s = launched.elapsed().as_secs_f64();
         let ferry_cpu = proc_cpu(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap());

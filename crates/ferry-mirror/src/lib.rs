@@ -51,6 +51,8 @@ pub mod relay_defaults {
     /// so this only matters on idle partitions (where it costs a small request every 20 ms);
     /// brokers that hold fetches for the full wait (tansu 0.6.0) need it low for low latency.
     pub const FETCH_WAIT_MAX_MS: &str = "20";
+    /// librdkafka's pause after the local fetch queue filled up (its default: 1000 ms).
+    pub const FETCH_QUEUE_BACKOFF_MS: &str = "100";
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -177,6 +177,10 @@ impl Relay {
                 ("enable.partition.eof", "false"),
                 ("statistics.interval.ms", "1000"),
                 ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS),
+                // When the local fetch queue is over its threshold, librdkafka (2.4+) postpones
+                // the partition's next fetch by this much (default 1000 ms): a full second of
+                // nothing after every burst. The relay drains the queue in milliseconds.
+                ("fetch.queue.backoff.ms", crate::relay_defaults::FETCH_QUEUE_BACKOFF_MS),
                 ("group.id", "ferry-mirror-unused"),
             ],
         )
