@@ -87,6 +87,11 @@ fn stall_and_check(name: &str, stall_source: bool) {
     println!("{name}: {} warning(s) naming {cluster}..., first: {}", named.len(), named.first().unwrap_or(&"-"));
     assert!(!named.is_empty(), "{name}: no warning names the stalled cluster:\n{log}");
     assert!(log.contains("topic refresh works again"), "{name}: recovery not logged:\n{log}");
+    if !stall_source {
+        // Records were in flight to the stopped target: the stall itself is reported, and its end.
+        assert!(log.contains("target cluster acknowledges nothing"), "{name}: the unacknowledged records were not reported:\n{log}");
+        assert!(log.contains("target cluster acknowledges again"), "{name}: the end of the stall was not reported:\n{log}");
+    }
 }
 
 #[test]

@@ -23,7 +23,7 @@ use crate::control::{self, ControlLog, ControlWatch, FlowLists, CONTROL_TOPIC};
 use crate::heartbeat::Heartbeat;
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
-use crate::progress::{PartitionProgress, ProgressTable, SharedProgress};
+use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
 use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
 use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
@@ -82,6 +82,7 @@ struct Running {
     metrics_ready: bool,
     /// The store of offset runs and positions in flight.
     persisting: Option<tokio::task::JoinHandle<()>>,
+
     process: String,
     started_ms: i64,
 }
@@ -188,6 +189,7 @@ impl Flow {
             None
         };
 
+        let table_for_watch = table.clone();
         let mut run = Running {
             name: name.to_string(),
             filter: TopicFilter::for_flow(&config),
@@ -218,6 +220,7 @@ impl Flow {
             process,
             started_ms,
         };
+        tokio::spawn(watch_stalls(name.to_string(), table_for_watch, source.clone(), target.clone(), relay_cancel.clone()));
         gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
         info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
             policy = ?config.policy.kind, tasks = config.tasks_max, "flow starting");
@@ -628,6 +631,7 @@ impl Running {
         let mut to_store = Vec::new();
         let mut history = Vec::new();
         let (mut records, mut lag) = (0u64, 0i64);
+
         for a in self.assigned.values_mut() {
             let p = a.progress.lock().unwrap();
             if persist {
@@ -776,6 +780,43 @@ async fn persist_progress(
         Err(e) => {
             counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::POSITION_STORE).increment(1);
             warn!(flow = %name, error = %e, "cannot store positions; retrying at the next flush");
+        }
+    }
+}
+
+/// Says, once per stall, which cluster stopped moving and what waits: records in flight that
+/// the target does not acknowledge, or source records that are not fetched; and when it moves
+/// again. Its own task, so a control task blocked on a stalled cluster cannot hide the stall.
+/// librdkafka keeps retrying either way: this is for the operator.
+async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterClient, target: ClusterClient, cancel: CancellationToken) {
+    let (mut target_watch, mut source_watch) = (Watchdog::default(), Watchdog::default());
+    let after = Duration::from_secs(10);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while !cancel.is_cancelled() {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (mut acknowledged, mut inflight, mut consumed, mut lag) = (0u64, 0u64, 0u64, 0i64);
+        for p in table.all() {
+            let p = p.lock().unwrap();
+            acknowledged += p.records;
+            inflight += p.inflight;
+            consumed = consumed.wrapping_add(p.consumed_next as u64);
+            lag += p.lag();
+        }
+        let now = Instant::now();
+        match target_watch.observe(acknowledged, inflight > 0, now, after) {
+            Some(Stall::Started(d)) => warn!(%flow, cluster = %target.alias, address = %target.bootstrap_servers, inflight, stalled = ?d,
+                "target cluster acknowledges nothing: records in flight wait (librdkafka retries; nothing is lost)"),
+            Some(Stall::Ended(d)) => info!(%flow, cluster = %target.alias, stalled = ?d, "target cluster acknowledges again"),
+            None => {}
+        }
+        match source_watch.observe(consumed, lag > 0 && inflight == 0, now, after) {
+            Some(Stall::Started(d)) => warn!(%flow, cluster = %source.alias, address = %source.bootstrap_servers, lag, stalled = ?d,
+                "source cluster delivers nothing while records wait (librdkafka retries)"),
+            Some(Stall::Ended(d)) => info!(%flow, cluster = %source.alias, stalled = ?d, "source cluster delivers again"),
+            None => {}
         }
     }
 }

@@ -2,11 +2,12 @@
 //! delivery callback (which learns what the target acknowledged) and the flow's control task
 //! (which stores positions and publishes metrics).
 
-use crate::report::LatencySamples;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use crate::offset_map::OffsetMap;
+use crate::report::LatencySamples;
 
 /// Delivery opaque: the source offset and the partition's epoch in one `usize`
 /// (epoch in the top 16 bits, offset below: offsets up to 2^48).
@@ -188,9 +189,64 @@ impl ProgressTable {
     }
 }
 
+/// Notices a side of the data path that stopped moving while work is pending: records in
+/// flight that the target does not acknowledge, or source records waiting that are not fetched.
+#[derive(Debug, Default)]
+pub(crate) struct Watchdog {
+    last: u64,
+    stalled_since: Option<Instant>,
+    warned: bool,
+}
+
+/// What a [`Watchdog`] observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stall {
+    /// Nothing moved for this long although work is pending (reported once per stall).
+    Started(Duration),
+    /// Moving again after a reported stall of this long.
+    Ended(Duration),
+}
+
+impl Watchdog {
+    /// Reports a stall after `after` without progress of `counter` while `pending`.
+    pub(crate) fn observe(&mut self, counter: u64, pending: bool, now: Instant, after: Duration) -> Option<Stall> {
+        let progressed = counter != self.last;
+        self.last = counter;
+        if progressed || !pending {
+            let ended = self.stalled_since.take().filter(|_| self.warned).map(|since| Stall::Ended(now - since));
+            self.warned = false;
+            return ended;
+        }
+        let since = *self.stalled_since.get_or_insert(now);
+        if !self.warned && now - since >= after {
+            self.warned = true;
+            return Some(Stall::Started(now - since));
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_reports_a_stall_once_and_its_end() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let after = Duration::from_secs(10);
+        let mut w = Watchdog::default();
+        assert_eq!(w.observe(5, true, s(0), after), None, "moved (from 0)");
+        assert_eq!(w.observe(5, true, s(1), after), None, "first tick without progress");
+        assert_eq!(w.observe(5, true, s(10), after), None);
+        assert_eq!(w.observe(5, true, s(11), after), Some(Stall::Started(Duration::from_secs(10))));
+        assert_eq!(w.observe(5, true, s(20), after), None, "once per stall");
+        assert_eq!(w.observe(6, true, s(21), after), Some(Stall::Ended(Duration::from_secs(20))));
+        // No pending work is no stall; a short pause is not reported at all.
+        assert_eq!(w.observe(6, false, s(40), after), None);
+        assert_eq!(w.observe(6, true, s(41), after), None);
+        assert_eq!(w.observe(7, true, s(45), after), None);
+    }
 
     fn part() -> PartitionProgress {
         PartitionProgress::new("t".into(), "a.t".into(), 0, 10)
