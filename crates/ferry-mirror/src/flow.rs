@@ -232,6 +232,7 @@ impl Flow {
         let mut backoff = Backoff::default();
         let mut next_refresh = Instant::now();
         let mut forced_refresh = false;
+        let mut listing: Option<tokio::task::JoinHandle<ferry_kafka::Result<(Vec<TopicMeta>, Vec<TopicMeta>)>>> = None;
         let outcome = loop {
             tokio::select! {
                 _ = cancel.cancelled() => break Ok(()),
@@ -244,12 +245,22 @@ impl Flow {
                         refresh.reset_immediately();
                     }
                 }
-                _ = refresh.tick() => {
+                _ = refresh.tick(), if listing.is_none() => {
                     if Instant::now() < next_refresh || (!config.refresh_topics_enabled && !run.assigned.is_empty() && !forced_refresh) {
                         continue;
                     }
                     forced_refresh = false;
-                    match run.refresh().await {
+                    // Listing both clusters is what waits on a cluster that does not answer:
+                    // it runs beside the control task, so flushes, heartbeats and metrics go on.
+                    listing = Some(run.start_listing());
+                }
+                listed = async { listing.as_mut().expect("guarded by the branch condition").await }, if listing.is_some() => {
+                    listing = None;
+                    let outcome = match listed.expect("topic listing panicked") {
+                        Ok((source_topics, target_topics)) => run.refresh(source_topics, target_topics).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    match outcome {
                         Ok(()) => {
                             if backoff.attempt > 0 {
                                 info!(flow = %name, failed_attempts = backoff.attempt, "topic refresh works again: both clusters answer");
@@ -326,10 +337,17 @@ impl Running {
         spawn_blocking(move || admin.list_topics()).await.expect("metadata task panicked")
     }
 
-    async fn refresh(&mut self) -> Result<()> {
-        let source_topics = Self::list(&self.source_admin).await?;
-        let target_topics = Self::list(&self.target_admin).await?;
+    /// Lists the topics of both clusters, concurrently, off the control task.
+    fn start_listing(&self) -> tokio::task::JoinHandle<ferry_kafka::Result<(Vec<TopicMeta>, Vec<TopicMeta>)>> {
+        let (source, target) = (self.source_admin.clone(), self.target_admin.clone());
+        tokio::spawn(async move {
+            let (s, t) = tokio::join!(Self::list(&source), Self::list(&target));
+            Ok((s?, t?))
+        })
+    }
 
+    /// One topic refresh from fresh listings of both clusters.
+    async fn refresh(&mut self, source_topics: Vec<TopicMeta>, target_topics: Vec<TopicMeta>) -> Result<()> {
         self.prepare(&target_topics).await?;
 
         let sync_due = self.config.sync_topic_configs_enabled
