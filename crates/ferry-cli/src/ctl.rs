@@ -46,17 +46,33 @@ pub(crate) enum Offsets {
     Export(Export),
 }
 
+/// The flow a command acts on: `--config F --source a --target b`.
 #[derive(clap::Args)]
-pub(crate) struct Export {
+pub(crate) struct FlowArgs {
     /// MirrorMaker 2 / SRM properties file.
     #[arg(long, short)]
     config: PathBuf,
-    /// Cluster alias the group consumed from.
+    /// Source cluster alias of the flow (`a` in `a->b`).
     #[arg(long)]
     source: String,
-    /// Cluster alias to translate for.
+    /// Target cluster alias of the flow (`b` in `a->b`).
     #[arg(long)]
     target: String,
+}
+
+impl FlowArgs {
+    /// The configuration and the enabled flow `source->target`; exit 2 with the reason otherwise.
+    pub(crate) fn load(&self, why: &str) -> Result<(MirrorConfig, FlowConfig), ExitCode> {
+        let config = crate::mirror::load(&self.config, &[])?;
+        let flow = flow(&config, &self.source, &self.target, why)?.clone();
+        Ok((config, flow))
+    }
+}
+
+#[derive(clap::Args)]
+pub(crate) struct Export {
+    #[command(flatten)]
+    flow: FlowArgs,
     #[arg(long)]
     group: String,
     #[arg(long, value_enum, default_value = "csv")]
@@ -124,12 +140,9 @@ pub(crate) fn kafka_failure(e: &ferry_kafka::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
 
 /// The enabled flow `from->to` of the configuration; exit 2 with the reason otherwise.
-pub(crate) fn flow<'c>(config: &'c MirrorConfig, from: &str, to: &str, why: &str) -> Result<&'c FlowConfig, ExitCode> {
+fn flow<'c>(config: &'c MirrorConfig, from: &str, to: &str, why: &str) -> Result<&'c FlowConfig, ExitCode> {
     for alias in [from, to] {
         if !config.clusters.iter().any(|c| c.alias == alias) {
             let known: Vec<&str> = config.clusters.iter().map(|c| c.alias.as_str()).collect();
@@ -151,15 +164,11 @@ fn translated(config: &MirrorConfig, flow: &FlowConfig, group: &str) -> Result<V
 }
 
 fn export(args: Export) -> ExitCode {
-    let config = match crate::mirror::load(&args.config, &[]) {
-        Ok(c) => c,
+    let (config, flow) = match args.flow.load("translating offsets") {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    let flow = match flow(&config, &args.source, &args.target, "translating offsets") {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
-    let offsets = match translated(&config, flow, &args.group) {
+    let offsets = match translated(&config, &flow, &args.group) {
         Ok(o) => o,
         Err(code) => return code,
     };

@@ -1,27 +1,20 @@
 //! `ferry ctl topics|groups`: change a flow's allow/deny lists in a running deployment
 //! (srm-control's `topics`/`groups`), or show them with the origin of every entry.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ferry_mirror::control::{self, Action, Change, FlowLists, ListEntry, ListKind, ListName, CONTROL_TOPIC};
 use ferry_mirror::status::read_control;
 use ferry_mirror::MirrorConfig;
 
-use crate::ctl::{flow, kafka_failure};
+use crate::ctl::{kafka_failure, FlowArgs};
 use crate::mirror::EXIT_CONFIG;
 
 #[derive(clap::Args)]
 pub(crate) struct ListArgs {
-    /// MirrorMaker 2 / SRM properties file (the base lists).
-    #[arg(long, short)]
-    config: PathBuf,
-    /// Source cluster alias of the flow.
-    #[arg(long)]
-    source: String,
-    /// Target cluster alias of the flow.
-    #[arg(long)]
-    target: String,
+    /// The flow; its properties file holds the base lists.
+    #[command(flatten)]
+    flow: FlowArgs,
     /// Add a regex to the allow list (repeatable).
     #[arg(long, value_name = "REGEX")]
     add: Vec<String>,
@@ -60,17 +53,12 @@ impl ListArgs {
 /// `user@host` for the record of who changed a list.
 fn who() -> String {
     let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{user}@{host}")
+    format!("{user}@{}", ferry_mirror::report::hostname())
 }
 
 pub(crate) fn run(args: ListArgs, list: ListName) -> ExitCode {
-    let config = match crate::mirror::load(&args.config, &[]) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let flow = match flow(&config, &args.source, &args.target, &format!("changing {}", list.as_str())) {
-        Ok(f) => f.clone(),
+    let (config, flow) = match args.flow.load(&format!("changing {}", list.as_str())) {
+        Ok(loaded) => loaded,
         Err(code) => return code,
     };
     let target = config.cluster(&flow.target).clone();
@@ -81,7 +69,7 @@ pub(crate) fn run(args: ListArgs, list: ListName) -> ExitCode {
     let current = FlowLists::effective(&flow, &config.file, &log);
     let changes = args.changes();
     if !changes.is_empty() {
-        let plan = match control::plan_changes(&current, &flow, list, &changes, crate::ctl::now_ms(), &who()) {
+        let plan = match control::plan_changes(&current, &flow, list, &changes, ferry_mirror::report::now_ms(), &who()) {
             Ok(plan) => plan,
             Err(e) => {
                 eprintln!("ferry ctl: {e}; nothing was changed");

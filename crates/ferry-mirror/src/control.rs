@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use ferry_kafka::{Admin, ClientRole, ClusterClient};
 use rdkafka::producer::FutureProducer;
 
-use crate::config::{defaults, FlowConfig, KeyAt, RegexList};
+use crate::config::{FlowConfig, KeyAt, RegexList};
 use crate::offset_store::{compacted_topic, send_all, OutRecord, TopicTail};
 
 /// The compacted topic on each target cluster that holds `ferry ctl` list changes.
@@ -365,16 +365,6 @@ fn removal_hint(current: &FlowLists, list: ListName, kind: ListKind, name: &str)
     }
 }
 
-/// The default lists, for documentation and tests.
-pub fn default_list(list: ListName, kind: ListKind) -> &'static str {
-    match (list, kind) {
-        (ListName::Topics, ListKind::Allow) => defaults::TOPICS,
-        (ListName::Topics, ListKind::Exclude) => defaults::TOPICS_EXCLUDE,
-        (ListName::Groups, ListKind::Allow) => defaults::GROUPS,
-        (ListName::Groups, ListKind::Exclude) => defaults::GROUPS_EXCLUDE,
-    }
-}
-
 /// What changed between two versions of a flow's lists, for the log: `topics +orders -tmp.*`.
 pub fn describe_change(old: &FlowLists, new: &FlowLists) -> String {
     let mut parts = Vec::new();
@@ -590,7 +580,6 @@ mod tests {
         let err = plan_changes(&lists, &base, ListName::Topics, &[remove], 1, "u@h").unwrap_err().to_string();
         assert!(err.contains("matched by the entry '.*' (default of topics)"), "{err}");
         assert!(err.contains(r"--add-exclude 'orders\.v2'"), "{err}");
-        assert_eq!(default_list(ListName::Topics, ListKind::Allow), ".*");
     }
 
     #[test]

@@ -142,10 +142,14 @@ pub fn now_ms() -> i64 {
     crate::relay::now_ms()
 }
 
+/// This machine's host name (`unknown` if it cannot be read).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+}
+
 /// `host:pid:start-ms` for this process.
 pub fn process_id(started_ms: i64) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "unknown".into());
-    format!("{host}:{}:{started_ms}", std::process::id())
+    format!("{}:{}:{started_ms}", hostname(), std::process::id())
 }
 
 #[cfg(test)]
