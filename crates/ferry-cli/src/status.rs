@@ -80,11 +80,12 @@ fn print_flow(r: &FlowReport) {
     println!("  last heartbeat {heartbeat}; lag {} record(s) over {} topic(s)", r.lag, r.replicated.len());
     if !r.replicated.is_empty() {
         let w = r.replicated.iter().map(|t| t.topic.len().max(t.remote_topic.len())).max().unwrap_or(5).max(5);
-        println!("  {:<w$}  {:<w$}  {:>9}  {:>12}  {:>12}  {:>10}", "topic", "remote topic", "partition", "position", "end", "lag");
+        println!("  {:<w$}  {:<w$}  {:>9}  {:>12}  {:>12}  {:>10}  owner", "topic", "remote topic", "partition", "position", "end", "lag");
         for t in &r.replicated {
             for p in &t.partitions {
                 let lag = if p.position.is_none() { "not started".to_string() } else { or_dash(p.lag) };
-                println!("  {:<w$}  {:<w$}  {:>9}  {:>12}  {:>12}  {:>10}", t.topic, t.remote_topic, p.partition, or_dash(p.position), or_dash(p.end), lag);
+                let owner = p.owner.as_deref().unwrap_or("-");
+                println!("  {:<w$}  {:<w$}  {:>9}  {:>12}  {:>12}  {:>10}  {owner}", t.topic, t.remote_topic, p.partition, or_dash(p.position), or_dash(p.end), lag);
             }
         }
     }

@@ -180,12 +180,13 @@ fn group_lists_change_live_and_status_reports_lag_heartbeats_and_checkpoints() {
     assert_eq!(code, 0, "{err}");
     println!("{table}");
     assert!(table.contains("flow a->b: a (") && table.contains("lag 0 record(s) over 1 topic(s)"), "{table}");
-    // Columns: topic, remote topic, partition, position, end, lag. The end column is what the
+    // Columns: topic, remote topic, partition, position, end, lag, owner (the mirror process,
+    // host:pid:start, from its metrics reports). The end column is what the
     // broker reports: tansu 0.6.0 reports the last batch's first offset + 1 (here 1), so it is
     // not compared; lag never goes negative.
     assert!(table.lines().any(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        cols.len() == 6 && cols[..4] == ["orders", "a.orders", "1", "40"] && cols[5] == "0"
+        cols.len() == 7 && cols[..4] == ["orders", "a.orders", "1", "40"] && cols[5] == "0" && cols[6].contains(':')
     }), "{table}");
 
     // A group removed from the list is no longer checkpointed; status says so.

@@ -21,6 +21,7 @@ use crate::checkpoint::{self, Checkpointer};
 use crate::config::{FlowConfig, OffsetSyncsLocation};
 use crate::control::{self, ControlLog, ControlWatch, FlowLists, CONTROL_TOPIC};
 use crate::heartbeat::Heartbeat;
+use crate::membership::{self, Member, MemberEvent, RemotePartition};
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
@@ -58,6 +59,22 @@ struct Running {
     target_admin: Arc<Admin>,
     watermarks: Arc<BaseConsumer>,
     store: Arc<PositionStore>,
+    /// This process's member of the positions group: commits positions, holds ownership.
+    member: Arc<Member>,
+    /// Sends the flow's remote topics to the member's subscription.
+    member_topics: Sender<Vec<String>>,
+    subscribed: Option<Vec<String>>,
+    /// Every source partition the flow replicates (with its remote topic), from the last refresh.
+    wanted: HashMap<(String, i32), String>,
+    /// Remote partitions the group gave this process.
+    owned: HashSet<RemotePartition>,
+    /// Source topic names at the last refresh (to tell a deleted topic from an unselected one).
+    source_names: HashSet<String>,
+    /// Follows the offset-runs topic: partitions taken over from another process need the runs
+    /// it stored.
+    history_tail: Option<TopicTail>,
+    /// The history was read to its end and no partition was assigned since.
+    history_current: bool,
     /// Offset runs and MM2 offset syncs, on the `offset-syncs.topic.location` cluster.
     syncs: Arc<OffsetSyncWriter>,
     syncs_admin: Arc<Admin>,
@@ -189,8 +206,25 @@ impl Flow {
             None
         };
 
+        // Membership in the positions group: which partitions this process replicates.
+        let (member_events, mut member_rx) = tokio::sync::mpsc::unbounded_channel();
+        let member_cancel = CancellationToken::new();
+        let (member, membership, member_topics) = membership::join(name, &source.alias, &target, member_events, member_cancel.clone())?;
+        let membership_thread = std::thread::Builder::new()
+            .name(format!("member-{name}"))
+            .spawn(move || membership.run())
+            .map_err(|e| Error::Internal(format!("cannot start the group member thread: {e}")))?;
+
         let table_for_watch = table.clone();
         let mut run = Running {
+            member: Arc::new(member),
+            member_topics,
+            subscribed: None,
+            wanted: HashMap::new(),
+            owned: HashSet::new(),
+            source_names: HashSet::new(),
+            history_tail: None,
+            history_current: false,
             name: name.to_string(),
             filter: TopicFilter::for_flow(&config),
             source_admin,
@@ -277,6 +311,22 @@ impl Flow {
                         Err(e) => break Err(e),
                     }
                 }
+                Some(event) = member_rx.recv() => match event {
+                    MemberEvent::Assigned(partitions) => {
+                        info!(flow = %name, partitions = partitions.len(), "group assigned partitions to this process");
+                        run.owned.extend(partitions);
+                        if let Err(e) = run.reconcile().await {
+                            if !e.is_retriable() {
+                                break Err(e);
+                            }
+                            warn!(flow = %name, error = %e, "cannot start assigned partitions; retrying at the next refresh");
+                        }
+                    }
+                    MemberEvent::Revoked { partitions, lost, reply } => {
+                        let positions = run.hand_over(&partitions, lost).await;
+                        let _ = reply.send(positions);
+                    }
+                },
                 _ = flush.tick() => run.flush().await,
                 _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),
                 _ = report.tick() => run.publish_metrics(),
@@ -299,6 +349,11 @@ impl Flow {
         run.publish_metrics();
         let p = producer.clone();
         let _ = spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
+        // Positions are stored: leave the group, so other processes take over at once.
+        drop(run);
+        drop(member_rx);
+        member_cancel.cancel();
+        let _ = spawn_blocking(move || membership_thread.join()).await;
         info!(flow = %name, "flow stopped; positions stored");
         outcome
     }
@@ -348,7 +403,7 @@ impl Running {
 
     /// One topic refresh from fresh listings of both clusters.
     async fn refresh(&mut self, source_topics: Vec<TopicMeta>, target_topics: Vec<TopicMeta>) -> Result<()> {
-        self.prepare(&target_topics).await?;
+        self.prepare(&source_topics, &target_topics).await?;
 
         let sync_due = self.config.sync_topic_configs_enabled
             && self.last_config_sync.is_none_or(|t| t.elapsed() >= self.config.sync_topic_configs_interval);
@@ -414,35 +469,136 @@ impl Running {
                 "NOT REPLICATED: the remote topic has fewer partitions than the source; the extra source partitions wait until partitions can be added"));
         }
 
-        // Partitions to start and to stop.
+        // Partitions to replicate, shared with other processes through the group.
         let mut wanted: HashMap<(String, i32), String> = HashMap::new();
         for route in plan.routes.iter().filter(|r| !not_created.contains(&r.remote_topic)) {
             for p in 0..route.partitions {
                 wanted.insert((route.source_topic.clone(), p), route.remote_topic.clone());
             }
         }
-        let gone: Vec<(String, i32)> = self.assigned.keys().filter(|k| !wanted.contains_key(*k)).cloned().collect();
-        if !gone.is_empty() {
-            self.unassign(&gone, &source_topics);
+        let mut remotes: Vec<String> = wanted.values().cloned().collect::<HashSet<_>>().into_iter().collect();
+        remotes.sort();
+        if self.subscribed.as_ref() != Some(&remotes) {
+            let _ = self.member_topics.send(remotes.clone());
+            self.subscribed = Some(remotes);
         }
-        let new: Vec<((String, i32), String)> = wanted.into_iter().filter(|(k, _)| !self.assigned.contains_key(k)).collect();
+        self.wanted = wanted;
+        self.source_names = source_topics.iter().map(|t| t.name.clone()).collect();
+        self.reconcile().await
+    }
+
+    /// Starts the partitions that are wanted and owned, stops those that are no longer wanted.
+    async fn reconcile(&mut self) -> Result<()> {
+        let gone: Vec<(String, i32)> = self.assigned.keys().filter(|k| !self.wanted.contains_key(*k)).cloned().collect();
+        if !gone.is_empty() {
+            self.unassign(&gone);
+        }
+        let new: Vec<((String, i32), String)> = self
+            .wanted
+            .iter()
+            .filter(|((topic, p), remote)| !self.assigned.contains_key(&(topic.clone(), *p)) && self.owned.contains(&((*remote).clone(), *p)))
+            .map(|(k, r)| (k.clone(), r.clone()))
+            .collect();
         if !new.is_empty() {
             self.assign(new).await?;
         }
+        self.publish_assignment();
+        Ok(())
+    }
+
+    fn publish_assignment(&self) {
         let topics: HashSet<&str> = self.assigned.keys().map(|(t, _)| t.as_str()).collect();
         gauge!(telemetry::TOPICS, "flow" => self.name.clone()).set(topics.len() as f64);
         gauge!(telemetry::PARTITIONS, "flow" => self.name.clone()).set(self.assigned.len() as f64);
         let mut topics: Vec<String> = topics.into_iter().map(String::from).collect();
         topics.sort();
         self.set_status(|s| { s.topics = topics; });
-        Ok(())
+    }
+
+    /// Gives partitions to another process: stops them at the relays, waits for their records in
+    /// flight, stores their offset runs and returns their positions for the member to commit
+    /// (under its generation, before the group moves them). Lost partitions are stopped only.
+    async fn hand_over(&mut self, partitions: &[RemotePartition], lost: bool) -> Vec<(String, i32, i64)> {
+        for p in partitions {
+            self.owned.remove(p);
+        }
+        let moving: HashSet<&RemotePartition> = partitions.iter().collect();
+        let keys: Vec<(String, i32)> = self
+            .assigned
+            .iter()
+            .filter(|(_, a)| {
+                let p = a.progress.lock().unwrap();
+                moving.contains(&(p.remote_topic.to_string(), p.partition))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let started = Instant::now();
+        // 1. The relays stop sending them, and confirm.
+        let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
+        let mut released = Vec::new();
+        for key in &keys {
+            if let Some(a) = self.assigned.remove(key) {
+                per_relay[a.relay].push(a.progress.clone());
+                released.push(a.progress);
+            }
+        }
+        let mut confirmations = Vec::new();
+        for (relay, parts) in per_relay.into_iter().enumerate() {
+            if !parts.is_empty() {
+                let (done, confirmed) = channel();
+                if self.relays[relay].send(RelayCommand::Release(parts, done)).is_ok() {
+                    confirmations.push(confirmed);
+                }
+            }
+        }
+        let _ = spawn_blocking(move || {
+            for c in confirmations {
+                let _ = c.recv_timeout(Duration::from_secs(5));
+            }
+        })
+        .await;
+        // 2. Their records in flight are acknowledged (or failed: the position stays before them).
+        let drained = wait_drained(&released, if lost { Duration::ZERO } else { Duration::from_secs(10) }).await;
+        if !drained {
+            warn!(flow = %self.name, partitions = released.len(), "records still in flight at handover: the next owner re-sends them (duplicates, no loss)");
+        }
+        for progress in &released {
+            self.table.remove(progress);
+        }
+        self.publish_assignment();
+        if lost {
+            return Vec::new();
+        }
+        // 3. Their offset runs, then their positions (the runs cover the positions).
+        self.finish_persisting().await;
+        let mut history = Vec::new();
+        let mut positions = Vec::new();
+        for progress in &released {
+            let p = progress.lock().unwrap();
+            if let Some(unsaved) = p.offset_map.unsaved() {
+                history.push((p.source_topic.to_string(), p.partition, unsaved));
+            }
+            positions.push((p.remote_topic.to_string(), p.partition, p.safe_position()));
+        }
+        if !history.is_empty() {
+            if let Err(e) = self.syncs.write(&history).await {
+                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::OFFSET_SYNC).increment(1);
+                warn!(flow = %self.name, error = %e, "cannot store offset runs at handover: positions are not handed over (the next owner re-sends)");
+                return Vec::new();
+            }
+        }
+        debug!(flow = %self.name, partitions = positions.len(), took = ?started.elapsed(), "partitions stopped for handover");
+        positions
     }
 
     /// Reads the flow's lists from the control topic (created if missing), applies them and
     /// starts following the topic.
     /// First refreshes: creates the internal topics the flow writes, reads its lists and its
     /// offset history. Independent steps run concurrently (they are start-up latency).
-    async fn prepare(&mut self, target_topics: &[TopicMeta]) -> Result<()> {
+    async fn prepare(&mut self, source_topics: &[TopicMeta], target_topics: &[TopicMeta]) -> Result<()> {
         let heartbeats_exist = target_topics.iter().any(|t| t.name == HEARTBEATS_TOPIC);
         if self.config.emit_heartbeats_enabled && heartbeats_exist {
             self.heartbeats_ready = true;
@@ -460,21 +616,36 @@ impl Running {
             syncs.push(compacted_topic(self.config.policy.offset_syncs_topic(&self.config.target), self.config.offset_syncs_replication_factor));
         }
         let control = compacted_topic(CONTROL_TOPIC.to_string(), self.config.checkpoints_replication_factor);
+        // Topics that exist are not created again: no CreateTopics request (and no CREATE
+        // permission) is needed when an operator created them beforehand.
+        let syncs_listing = self.config.offset_syncs_location.pick(&source_topics, &target_topics);
+        let missing = |listing: &[TopicMeta], specs: Vec<NewTopicSpec>| -> Vec<NewTopicSpec> {
+            specs.into_iter().filter(|s| !listing.iter().any(|t| t.name == s.name)).collect()
+        };
+        let syncs = missing(syncs_listing, syncs);
+        let metrics_ready = self.metrics_ready || target_topics.iter().any(|t| t.name == METRICS_TOPIC);
+        let control_missing = !target_topics.iter().any(|t| t.name == CONTROL_TOPIC);
         let create = |admin: Arc<Admin>, wanted: bool, specs: Vec<NewTopicSpec>| async move {
-            if wanted { admin.create_topics(&specs).await.map(|()| true) } else { Ok(false) }
+            if !wanted {
+                Ok(false)
+            } else if specs.is_empty() {
+                Ok(true) // all exist
+            } else {
+                admin.create_topics(&specs).await.map(|()| true)
+            }
         };
         let (hb, me, sy, co) = tokio::join!(
             create(self.target_admin.clone(), want_heartbeats, vec![heartbeats]),
-            create(self.target_admin.clone(), !self.metrics_ready, vec![metrics]),
+            create(self.target_admin.clone(), !metrics_ready, vec![metrics]),
             create(self.syncs_admin.clone(), !self.syncs_topics_ready, syncs),
-            create(self.target_admin.clone(), self.lists_tx.is_some(), vec![control]),
+            create(self.target_admin.clone(), self.lists_tx.is_some() && control_missing, vec![control]),
         );
         match hb {
             Ok(created) => self.heartbeats_ready |= created,
             Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
         }
         match me {
-            Ok(created) => self.metrics_ready |= created,
+            Ok(created) => self.metrics_ready |= created || metrics_ready,
             Err(e) => warn!(flow = %self.name, error = %e, "cannot create the metrics topic; retrying"),
         }
         self.syncs_topics_ready |= sy?;
@@ -492,10 +663,11 @@ impl Running {
         let history_read = self.history.is_none().then(|| {
             let cluster = self.syncs.cluster().clone();
             let topic = self.config.policy.offset_runs_topic(&self.config.target);
-            spawn_blocking(move || -> ferry_kafka::Result<RunLog> {
+            spawn_blocking(move || -> ferry_kafka::Result<(TopicTail, RunLog)> {
                 let mut log = RunLog::default();
-                TopicTail::open(&cluster, &topic)?.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
-                Ok(log)
+                let mut tail = TopicTail::open(&cluster, &topic)?;
+                tail.catch_up(Duration::from_secs(60), |k, v, _| log.apply(k, v))?;
+                Ok((tail, log))
             })
         });
         let (control_read, history_read) = tokio::join!(
@@ -507,7 +679,9 @@ impl Running {
             self.start_lists(tail, log)?;
         }
         if let Some(read) = history_read {
-            let log = read?;
+            let (tail, log) = read?;
+            self.history_tail = Some(tail);
+            self.history_current = true;
             if log.malformed > 0 {
                 warn!(flow = %self.name, malformed = log.malformed, "undecodable offset-run records ignored");
             }
@@ -562,6 +736,21 @@ impl Running {
     }
 
     async fn assign(&mut self, new: Vec<((String, i32), String)>) -> Result<()> {
+        if !std::mem::replace(&mut self.history_current, false) {
+            // Partitions taken over from another process: read the runs it stored up to its
+            // handover (it stores them before it commits the positions).
+            if let (Some(mut tail), Some(mut log)) = (self.history_tail.take(), self.history.take()) {
+                let (tail, log, read) = spawn_blocking(move || {
+                    let read = tail.catch_up(Duration::from_secs(30), |k, v, _| log.apply(k, v));
+                    (tail, log, read)
+                })
+                .await
+                .expect("history read panicked");
+                self.history_tail = Some(tail);
+                self.history = Some(log);
+                read?;
+            }
+        }
         let keys: Vec<(String, i32)> = new.iter().map(|((_, p), remote)| (remote.clone(), *p)).collect();
         let store = self.store.clone();
         let stored = spawn_blocking(move || store.fetch(&keys)).await.expect("position fetch panicked")?;
@@ -614,13 +803,13 @@ impl Running {
         Ok(())
     }
 
-    fn unassign(&mut self, gone: &[(String, i32)], source_topics: &[TopicMeta]) {
+    fn unassign(&mut self, gone: &[(String, i32)]) {
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
         for key in gone {
             if let Some(a) = self.assigned.remove(key) {
                 self.table.remove(&a.progress);
                 per_relay[a.relay].push(a.progress);
-                let deleted = !source_topics.iter().any(|t| t.name == key.0);
+                let deleted = !self.source_names.contains(&key.0);
                 if deleted {
                     warn!(flow = %self.name, topic = %key.0, partition = key.1, "source topic deleted: replication of it stopped (remote topic kept)");
                 } else {
@@ -676,8 +865,8 @@ impl Running {
         if history.is_empty() && to_store.is_empty() {
             return;
         }
-        let (name, syncs, store, table) = (self.name.clone(), self.syncs.clone(), self.store.clone(), self.table.clone());
-        self.persisting = Some(tokio::spawn(persist_progress(name, syncs, store, table, history, to_store)));
+        let (name, syncs, member, table) = (self.name.clone(), self.syncs.clone(), self.member.clone(), self.table.clone());
+        self.persisting = Some(tokio::spawn(persist_progress(name, syncs, member, table, history, to_store)));
     }
 
     /// Waits for the store in flight, if any.
@@ -751,6 +940,20 @@ impl Running {
     }
 }
 
+/// Waits until none of these partitions has records in flight, up to `limit`.
+async fn wait_drained(parts: &[SharedProgress], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if parts.iter().all(|p| p.lock().unwrap().inflight == 0) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Which relay (task) replicates a partition: stable across refreshes.
 pub(crate) fn relay_for(topic: &str, partition: i32, relays: usize) -> usize {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -766,7 +969,7 @@ pub(crate) fn relay_for(topic: &str, partition: i32, relays: usize) -> usize {
 async fn persist_progress(
     name: String,
     syncs: Arc<OffsetSyncWriter>,
-    store: Arc<PositionStore>,
+    member: Arc<Member>,
     table: Arc<ProgressTable>,
     history: Vec<(String, i32, crate::offset_map::Unsaved)>,
     to_store: Vec<(String, i32, i64)>,
@@ -787,7 +990,7 @@ async fn persist_progress(
         return;
     }
     let batch = to_store.clone();
-    match spawn_blocking(move || store.store(&batch)).await.expect("position store panicked") {
+    match spawn_blocking(move || member.commit(&batch)).await.expect("position store panicked") {
         Ok(()) => {
             for (topic, partition, position) in to_store {
                 if let Some(progress) = table.get(&topic, partition) {

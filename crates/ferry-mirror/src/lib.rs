@@ -22,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod failover;
 mod flow;
+mod membership;
 pub mod heartbeat;
 mod mm2_codec;
 pub mod offset_map;

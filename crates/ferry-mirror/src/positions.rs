@@ -5,12 +5,15 @@
 //! costs one OffsetFetch however long Ferry ran. Committed only after the target acknowledged
 //! every record before that position, so a crash re-sends at most the records acknowledged
 //! since the last commit plus those in flight.
+//!
+//! The same group shares the partitions among `ferry mirror` processes (`membership`): positions
+//! are committed by the group member, with its generation. This store only reads them.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use ferry_kafka::{ClientRole, ClusterClient};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 pub fn group_id(source_alias: &str) -> String {
@@ -57,17 +60,5 @@ impl PositionStore {
             .committed_offsets(tpl, Duration::from_secs(10))
             .map_err(|e| ferry_kafka::Error::new(&self.target, "fetch stored positions", e))?;
         Ok(offsets_by_partition(&committed))
-    }
-
-    /// Stores positions (blocking, synchronous commit).
-    pub(crate) fn store(&self, positions: &[(String, i32, i64)]) -> ferry_kafka::Result<()> {
-        let mut tpl = TopicPartitionList::new();
-        for (topic, partition, offset) in positions {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
-                .map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))?;
-        }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
     }
 }

@@ -34,6 +34,9 @@ pub(crate) enum RelayCommand {
     Assign(Vec<SharedProgress>),
     /// Stop replicating these partitions.
     Unassign(Vec<SharedProgress>),
+    /// Stop replicating these partitions and confirm: after the confirmation the relay sends
+    /// nothing more of them (handover to another process).
+    Release(Vec<SharedProgress>, std::sync::mpsc::Sender<()>),
 }
 
 /// The target producer's callbacks: acknowledgements update partition progress.
@@ -219,6 +222,10 @@ impl Relay {
                 match self.commands.try_recv() {
                     Ok(RelayCommand::Assign(parts)) => self.assign(&consumer, &mut routes, parts),
                     Ok(RelayCommand::Unassign(parts)) => self.unassign(&consumer, &mut routes, &parts),
+                    Ok(RelayCommand::Release(parts, done)) => {
+                        self.unassign(&consumer, &mut routes, &parts);
+                        let _ = done.send(());
+                    }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return,
                 }

@@ -18,6 +18,7 @@ use crate::offset_store::TopicTail;
 use crate::positions::PositionStore;
 use crate::records::Checkpoint;
 use crate::relay::now_ms;
+use crate::report::{MetricsReport, METRICS_TOPIC};
 use crate::replication_policy::HEARTBEATS_TOPIC;
 use crate::topic_plan::TopicFilter;
 
@@ -70,6 +71,27 @@ pub struct PartitionReport {
     pub end: Option<i64>,
     /// `end - position`, never negative; None when either is unknown.
     pub lag: Option<i64>,
+    /// The `ferry mirror` process (`host:pid:start-ms`) replicating it, from the metrics
+    /// reports of the last [`OWNER_WINDOW_MS`]; None: no process reported it.
+    pub owner: Option<String>,
+}
+
+/// Reports older than this do not name an owner (processes report every 2 s).
+pub const OWNER_WINDOW_MS: i64 = 10_000;
+
+/// Who replicates which partition of `flow`: the newest report naming the partition, among
+/// reports of the last [`OWNER_WINDOW_MS`] before `now_ms`. Keyed by (source topic, partition).
+pub fn owners(reports: &[MetricsReport], flow: &str, now_ms: i64) -> HashMap<(String, i32), String> {
+    let mut newest: HashMap<(String, i32), (i64, String)> = HashMap::new();
+    for r in reports.iter().filter(|r| r.flow == flow && r.at_ms >= now_ms - OWNER_WINDOW_MS && r.failing.is_none()) {
+        for p in &r.partitions {
+            let entry = newest.entry((p.topic.clone(), p.partition)).or_insert((i64::MIN, String::new()));
+            if r.at_ms > entry.0 {
+                *entry = (r.at_ms, r.process.clone());
+            }
+        }
+    }
+    newest.into_iter().map(|(k, (_, process))| (k, process)).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +178,10 @@ fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, targ
         Some(target) => PositionStore::connect(target, &flow.source)?.fetch(&keys)?,
         None => HashMap::new(),
     };
+    let owners = match target {
+        Some(target) => owners(&recent_reports(target)?, &flow.name(), now_ms()),
+        None => HashMap::new(),
+    };
     let watermarks: BaseConsumer = source
         .client_config(ClientRole::Consumer)
         .set("client.id", format!("ferry-{}-status", source.alias))
@@ -170,11 +196,22 @@ fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, targ
                 .fetch_watermarks(&t.name, partition, Duration::from_secs(10))
                 .map_err(|e| ferry_kafka::Error::new(source, format!("read the end offset of {}[{partition}]", t.name), e))?
                 .1;
-            partitions.push(PartitionReport { partition, position, end: Some(end), lag: lag(position, Some(end)) });
+            let owner = owners.get(&(t.name.clone(), partition)).cloned();
+            partitions.push(PartitionReport { partition, position, end: Some(end), lag: lag(position, Some(end)), owner });
         }
         report.replicated.push(TopicReport { topic: t.name, remote_topic, partitions });
     }
     Ok(())
+}
+
+/// The metrics reports of the last moments on `target` (every flow into it).
+fn recent_reports(target: &ClusterClient) -> ferry_kafka::Result<Vec<MetricsReport>> {
+    let mut reports = Vec::new();
+    // Each process reports each flow every 2 s: 2000 records cover 10 s of 400 of them.
+    TopicTail::open_last(target, METRICS_TOPIC, 2000)?.catch_up(Duration::from_secs(30), |_, v, _| {
+        reports.extend(v.and_then(MetricsReport::decode));
+    })?;
+    Ok(reports)
 }
 
 /// Timestamp of the newest heartbeat `flow` wrote to its target.
@@ -223,5 +260,50 @@ mod tests {
         assert_eq!(lag(Some(30), Some(25)), Some(0));
         assert_eq!(lag(None, Some(25)), None);
         assert_eq!(lag(Some(3), None), None);
+    }
+
+    #[test]
+    fn the_owner_is_the_newest_recent_reporter_of_the_partition() {
+        let report = |process: &str, at_ms: i64, partitions: &[i32], failing: bool| MetricsReport {
+            version: crate::report::REPORT_VERSION,
+            flow: "a->b".into(),
+            source: "a".into(),
+            target: "b".into(),
+            process: process.into(),
+            started_ms: 0,
+            at_ms,
+            failing: failing.then(|| "down".to_string()),
+            heartbeat_ms: None,
+            latency: Default::default(),
+            partitions: partitions
+                .iter()
+                .map(|&partition| crate::report::PartitionMetrics {
+                    topic: "t".into(),
+                    remote_topic: "a.t".into(),
+                    partition,
+                    latency: Default::default(),
+                    records: 0,
+                    bytes: 0,
+                    position: 0,
+                    lag: 0,
+                    last_timestamp_ms: -1,
+                })
+                .collect(),
+            checkpoints: vec![],
+        };
+        let now = 100_000;
+        let reports = vec![
+            report("p1", now - 20_000, &[0, 1, 2, 3], false), // too old to count
+            report("p1", now - 3_000, &[0, 1], false),
+            report("p2", now - 4_000, &[1, 2], false), // p1 reported partition 1 later
+            report("p3", now - 1_000, &[3], true),     // a failing flow owns nothing
+            MetricsReport { flow: "b->a".into(), ..report("p4", now, &[0], false) },
+        ];
+        let owners = owners(&reports, "a->b", now);
+        assert_eq!(owners.get(&("t".into(), 0)).map(String::as_str), Some("p1"));
+        assert_eq!(owners.get(&("t".into(), 1)).map(String::as_str), Some("p1"));
+        assert_eq!(owners.get(&("t".into(), 2)).map(String::as_str), Some("p2"));
+        assert_eq!(owners.get(&("t".into(), 3)), None);
+        assert_eq!(owners.len(), 3);
     }
 }

@@ -1,0 +1,236 @@
+//! Sharing a flow's partitions among `ferry mirror` processes through Kafka's group protocol.
+//!
+//! Each flow of each process runs one member of the positions group
+//! (`ferry-mirror.<source>.internal`, on the target cluster). The member subscribes to the
+//! flow's remote topics with the cooperative-sticky assignor and never fetches (everything it
+//! is assigned is paused): an assigned remote-topic partition means "this process replicates
+//! the matching source partition". Positions are committed through this member, so they carry
+//! its generation: a process that was expelled from the group can no longer commit.
+//!
+//! Handover: the revoke callback (cooperative: only the partitions that move) asks the flow to
+//! stop those partitions, drain their in-flight records and store their offset runs, then
+//! commits their positions before the callback returns. The next owner starts exactly there.
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_kafka::{ClientRole, ClusterClient};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::positions::group_id;
+
+/// A remote-topic partition: the unit the group assigns.
+pub(crate) type RemotePartition = (String, i32);
+
+/// How long a revoke waits for the flow to stop and drain the partitions it gives away.
+/// Past it the partitions move anyway; the next owner re-sends from the last stored position
+/// (duplicates, never a gap).
+pub(crate) const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Ferry's defaults for the member; the user's `<target>.consumer.*` settings win.
+pub(crate) const SESSION_TIMEOUT_MS: &str = "10000";
+const HEARTBEAT_INTERVAL_MS: &str = "1000";
+/// New partitions of a subscribed remote topic are noticed within this.
+const METADATA_REFRESH_MS: &str = "5000";
+
+/// What the member tells the flow.
+pub(crate) enum MemberEvent {
+    /// These partitions are now this process's to replicate.
+    Assigned(Vec<RemotePartition>),
+    /// These partitions move to another process (or were lost, when the session expired).
+    /// The flow stops them and answers with the positions to commit (none when lost).
+    Revoked { partitions: Vec<RemotePartition>, lost: bool, reply: Sender<Vec<(String, i32, i64)>> },
+}
+
+pub(crate) struct MemberContext {
+    flow: String,
+    target: ClusterClient,
+    events: UnboundedSender<MemberEvent>,
+    /// Client errors repeat while a cluster is down: logged once per 10 s.
+    last_error: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl ClientContext for MemberContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let mut last = self.last_error.lock().unwrap();
+        if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            last.1 += 1;
+            return;
+        }
+        warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers, %error, reason, suppressed = last.1,
+            "group member client error (librdkafka retries; repeats suppressed for 10 s)");
+        *last = (Some(Instant::now()), 0);
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<RemotePartition> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        let partitions = partitions_of(tpl);
+        if partitions.is_empty() {
+            return;
+        }
+        let lost = consumer.assignment_lost();
+        let (reply, answer) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let count = partitions.len();
+        if self.events.send(MemberEvent::Revoked { partitions, lost, reply }).is_err() {
+            return; // the flow has stopped and stored its positions already
+        }
+        let positions = match answer.recv_timeout(HANDOVER_TIMEOUT) {
+            Ok(p) => p,
+            Err(_) => {
+                warn!(flow = %self.flow, partitions = count, waited = ?started.elapsed(),
+                    "handover not confirmed by the flow: the next owner resumes from the last stored positions");
+                return;
+            }
+        };
+        if lost {
+            warn!(flow = %self.flow, partitions = count,
+                "partitions lost (group session expired): another process resumes them from their last stored positions");
+            return;
+        }
+        let committed = match commit(consumer, &positions) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(flow = %self.flow, cluster = %self.target.alias, error = %e,
+                    "cannot commit the handed-over positions: the next owner resumes from the last stored ones");
+                false
+            }
+        };
+        info!(flow = %self.flow, partitions = count, positions = positions.len(), committed, took = ?started.elapsed(),
+            "partitions handed over to another process");
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions = partitions_of(tpl);
+                if partitions.is_empty() {
+                    return;
+                }
+                // The member only holds ownership; the relays fetch from the source.
+                if let Err(e) = consumer.pause(tpl) {
+                    debug!(flow = %self.flow, error = %e, "cannot pause the member's partitions");
+                }
+                let _ = self.events.send(MemberEvent::Assigned(partitions));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!(flow = %self.flow, cluster = %self.target.alias, error = %e, "group rebalance failed (retried)"),
+        }
+    }
+}
+
+pub(crate) type MemberConsumer = BaseConsumer<MemberContext>;
+
+fn commit(consumer: &MemberConsumer, positions: &[(String, i32, i64)]) -> Result<(), KafkaError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition, offset) in positions {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync)
+}
+
+/// The flow's handle on its member: commits positions with the member's generation.
+pub(crate) struct Member {
+    target: ClusterClient,
+    consumer: Arc<MemberConsumer>,
+}
+
+impl Member {
+    /// Stores positions (blocking, synchronous commit). Refused by the broker when this process
+    /// is no longer a member of the current generation.
+    pub(crate) fn commit(&self, positions: &[(String, i32, i64)]) -> ferry_kafka::Result<()> {
+        commit(&self.consumer, positions).map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
+    }
+}
+
+/// The member's thread: serves the group protocol (its callbacks run inside `poll`) and
+/// applies subscription changes.
+pub(crate) struct Membership {
+    flow: String,
+    consumer: Arc<MemberConsumer>,
+    topics: Receiver<Vec<String>>,
+    cancel: CancellationToken,
+}
+
+/// Creates the member of `source`'s positions group on `target`. Nothing is subscribed until
+/// the flow sends its remote topics on the returned sender.
+pub(crate) fn join(
+    flow: &str,
+    source_alias: &str,
+    target: &ClusterClient,
+    events: UnboundedSender<MemberEvent>,
+    cancel: CancellationToken,
+) -> ferry_kafka::Result<(Member, Membership, Sender<Vec<String>>)> {
+    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, last_error: Default::default() };
+    let consumer: MemberConsumer = target
+        .client_config_with_defaults(
+            ClientRole::Consumer,
+            &[
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("session.timeout.ms", SESSION_TIMEOUT_MS),
+                ("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS),
+                ("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS),
+                ("auto.offset.reset", "latest"),
+            ],
+        )
+        .set("group.id", group_id(source_alias))
+        .set("client.id", format!("ferry-{flow}-member"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .create_with_context(context)
+        .map_err(|e| ferry_kafka::Error::new(target, "create the group member", e))?;
+    let consumer = Arc::new(consumer);
+    let (tx, topics) = std::sync::mpsc::channel();
+    Ok((
+        Member { target: target.clone(), consumer: consumer.clone() },
+        Membership { flow: flow.to_string(), consumer, topics, cancel },
+        tx,
+    ))
+}
+
+impl Membership {
+    /// Runs until cancelled; then leaves the group so the others take over at once.
+    pub(crate) fn run(self) {
+        let mut subscribed: Vec<String> = Vec::new();
+        while !self.cancel.is_cancelled() {
+            while let Ok(topics) = self.topics.try_recv() {
+                if topics != subscribed {
+                    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    let result = if names.is_empty() { Ok(self.consumer.unsubscribe()) } else { self.consumer.subscribe(&names) };
+                    match result {
+                        Ok(()) => {
+                            debug!(flow = %self.flow, topics = names.len(), "group subscription changed");
+                            subscribed = topics;
+                        }
+                        Err(e) => warn!(flow = %self.flow, error = %e, "cannot subscribe the group member"),
+                    }
+                }
+            }
+            // Messages never arrive (every partition is paused); polling serves the callbacks.
+            let _ = self.consumer.poll(Duration::from_millis(100));
+        }
+        // Leave the group: the revoke callback finds the flow gone (its positions are stored)
+        // and the group reassigns at once instead of after the session timeout.
+        self.consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && self.consumer.assignment().map(|a| a.count() > 0).unwrap_or(false) {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+        }
+        info!(flow = %self.flow, "left the group");
+    }
+}
