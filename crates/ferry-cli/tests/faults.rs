@@ -1,13 +1,19 @@
 //! Broker stalls: SIGSTOP a tansu broker for 15 s mid-stream, then SIGCONT. Every record must
 //! arrive; duplicates are counted and printed. (tansu with memory storage loses its data on a
 //! restart, so a broker restart is not a fault a test can recover from here.)
+//!
+//! The tansu stalls run with a 30 s group session (`b.consumer.session.timeout.ms`), so the
+//! 15 s stall does not expire the mirror's membership of the positions group: tansu 0.6.0 never
+//! completes a rebalance once an expired member was its leader (measured; see tests/scale.rs).
+//! A target down for longer than the default 10 s session, membership lost and regained, is
+//! tested on librdkafka's mock cluster below.
 
 mod common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{start_mirror, two_clusters, write_config};
+use common::{mock_config, mock_topics, start_mirror, two_clusters, write_config, Mock};
 use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 3;
@@ -31,7 +37,7 @@ fn stall_and_check(name: &str, stall_source: bool) {
     let topic = unique(name);
     create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
     let records = sample_records(PARTITIONS, PER_PARTITION, 1_700_000_000_000);
-    let config = write_config(name, &two_clusters(&a, &b, "a->b.enabled = true\n"));
+    let config = write_config(name, &two_clusters(&a, &b, "a->b.enabled = true\nb.consumer.session.timeout.ms = 30000\n"));
     let mirror: Process = start_mirror(&config, &format!("{name}-mirror"));
     let remote = format!("a.{topic}");
     let total = records.len();
@@ -80,6 +86,17 @@ fn stall_and_check(name: &str, stall_source: bool) {
         resumed.elapsed(),
         got.len() - total
     );
+    // Replication goes on after the stall (a target stalled past the group session timeout
+    // cost this process its partitions; it must have rejoined and resumed them).
+    let more = sample_records(PARTITIONS, 300, 1_800_000_000_000);
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &more).unwrap();
+    let after = Instant::now();
+    let all = total + more.len();
+    wait_for(Duration::from_secs(60), || {
+        (consume_all(&b.bootstrap(), &remote, PARTITIONS, all, Duration::from_secs(3)).unwrap().len() >= all).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{name}: records produced after the stall never arrived:\n{}", mirror.output()));
+    println!("{name}: {} more records produced after the stall arrived within {:?}", more.len(), after.elapsed());
     // The log says what happened and to which cluster, and that it recovered.
     let log = mirror.output();
     let cluster = if stall_source { "cluster 'a' (" } else { "cluster 'b' (" };
@@ -102,4 +119,63 @@ fn target_broker_stalled_for_15s_loses_nothing() {
 #[test]
 fn source_broker_stalled_for_15s_loses_nothing() {
     stall_and_check("stall-source", true);
+}
+
+/// The target is down for 15 s, past the group session (10 s): the mirror loses its partitions,
+/// rejoins when the target is back, resumes from the stored positions, and nothing is lost.
+#[test]
+fn target_down_past_the_session_timeout_rejoins_and_loses_nothing() {
+    let a = Mock::new(1).unwrap();
+    let b = Mock::new(1).unwrap();
+    mock_topics(&a, &b, "orders", PARTITIONS);
+    let config = write_config("down-target", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    let mirror = start_mirror(&config, "down-target-mirror");
+    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+    let first = sample_records(PARTITIONS, 500, 1_700_000_000_000);
+    producer.send_all("orders", &first).unwrap();
+    wait_for(Duration::from_secs(60), || {
+        (consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, first.len(), Duration::from_secs(2)).unwrap().len() >= first.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("nothing replicated before the outage:\n{}", mirror.output()));
+
+    b.broker_down(1).unwrap();
+    let down = Instant::now();
+    // Records produced while the target is down wait on the source.
+    let second: Vec<TestRecord> = sample_records(PARTITIONS, 1_000, 1_700_000_000_000).split_off(first.len());
+    producer.send_all("orders", &second).unwrap();
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(down.elapsed()));
+    b.broker_up(1).unwrap();
+    let up = Instant::now();
+    println!("target down for {:?}", down.elapsed());
+
+    let total = first.len() + second.len();
+    let got = wait_for(Duration::from_secs(90), || {
+        let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, total, Duration::from_secs(3)).unwrap();
+        let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+        (distinct.len() >= total).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("records missing after the target came back:\n{}", mirror.output()));
+    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    let want: HashSet<(i32, String)> = first.iter().chain(&second).map(seq).collect();
+    assert_eq!(distinct, want);
+    println!("all {total} records arrived {:?} after the target came back; {} duplicates", up.elapsed(), got.len() - total);
+    // The records above were in flight when the session expired (librdkafka delivered them).
+    // Replication itself must come back: the mirror rejoins and replicates new records.
+    let rejoined = wait_for(Duration::from_secs(60), || {
+        let log = mirror.output();
+        let lost = log.find("partitions lost")?;
+        log[lost..].contains("group assigned partitions to this process").then(|| up.elapsed())
+    })
+    .unwrap_or_else(|| panic!("no rejoin after the expired session:\n{}", mirror.output()));
+    let third = sample_records(PARTITIONS, 1_200, 1_700_000_000_000).split_off(total);
+    producer.send_all("orders", &third).unwrap();
+    let all = total + third.len();
+    wait_for(Duration::from_secs(60), || {
+        let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, all, Duration::from_secs(3)).unwrap();
+        (got.iter().map(seq).collect::<HashSet<_>>().len() >= all).then_some(())
+    })
+    .unwrap_or_else(|| panic!("records produced after the rejoin never arrived:\n{}", mirror.output()));
+    println!("rejoined {rejoined:?} after the target came back (the mock holds a rebalance up to 9 s); {} later records arrived", third.len());
+    let log = mirror.output();
+    assert!(log.contains("target cluster acknowledges nothing"), "the outage was not reported:\n{log}");
 }

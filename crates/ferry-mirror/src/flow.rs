@@ -562,7 +562,7 @@ impl Running {
         .await;
         // 2. Their records in flight are acknowledged (or failed: the position stays before them).
         let drained = wait_drained(&released, if lost { Duration::ZERO } else { Duration::from_secs(10) }).await;
-        if !drained {
+        if !drained && !lost {
             warn!(flow = %self.name, partitions = released.len(), "records still in flight at handover: the next owner re-sends them (duplicates, no loss)");
         }
         for progress in &released {
@@ -1011,21 +1011,22 @@ async fn persist_progress(
 /// librdkafka keeps retrying either way: this is for the operator.
 async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterClient, target: ClusterClient, cancel: CancellationToken) {
     let (mut target_watch, mut source_watch) = (Watchdog::default(), Watchdog::default());
-    let after = Duration::from_secs(10);
+    // Before the group session (10 s) expires over a stalled target, so the cause is named
+    // before the partitions are lost.
+    let after = Duration::from_secs(5);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while !cancel.is_cancelled() {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (mut acknowledged, mut inflight, mut consumed, mut lag) = (0u64, 0u64, 0u64, 0i64);
+        let (mut inflight, mut lag) = (0u64, 0i64);
         for p in table.all() {
             let p = p.lock().unwrap();
-            acknowledged += p.records;
             inflight += p.inflight;
-            consumed = consumed.wrapping_add(p.consumed_next as u64);
             lag += p.lag();
         }
+        let (acknowledged, consumed) = (table.acknowledged.load(Ordering::Relaxed), table.consumed.load(Ordering::Relaxed));
         let now = Instant::now();
         match target_watch.observe(acknowledged, inflight > 0, now, after) {
             Some(Stall::Started(d)) => warn!(%flow, cluster = %target.alias, address = %target.bootstrap_servers, inflight, stalled = ?d,

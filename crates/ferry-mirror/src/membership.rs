@@ -54,9 +54,62 @@ pub(crate) struct MemberContext {
     events: UnboundedSender<MemberEvent>,
     /// Client errors repeat while a cluster is down: logged once per 10 s.
     last_error: std::sync::Mutex<(Option<Instant>, u64)>,
+    /// Whether the member is subscribed (an unsubscribed member is never "steady").
+    subscribed: std::sync::atomic::AtomicBool,
+    unsettled: std::sync::Mutex<Unsettled>,
+}
+
+/// How long a rebalance may take before it is reported (Kafka's take well under a session
+/// timeout; one that never completes leaves partitions unreplicated).
+pub(crate) const UNSETTLED_AFTER: Duration = Duration::from_secs(30);
+
+/// Follows the member's join state (from librdkafka's statistics) to report a rebalance that
+/// does not complete. Pure: the caller logs what it returns.
+#[derive(Debug, Default)]
+pub(crate) struct Unsettled {
+    since: Option<Instant>,
+    reported: Option<Instant>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// Not settled for this long (reported every `UNSETTLED_AFTER * 2` while it lasts).
+    Stuck(Duration),
+    /// Settled again after a reported stretch of this long.
+    Settled(Duration),
+}
+
+impl Unsettled {
+    pub(crate) fn observe(&mut self, steady: bool, now: Instant) -> Option<Settle> {
+        if steady {
+            let reported = self.reported.take().is_some();
+            return self.since.take().filter(|_| reported).map(|since| Settle::Settled(now - since));
+        }
+        let since = *self.since.get_or_insert(now);
+        let due = match self.reported {
+            None => now - since >= UNSETTLED_AFTER,
+            Some(at) => now - at >= UNSETTLED_AFTER * 2,
+        };
+        due.then(|| {
+            self.reported = Some(now);
+            Settle::Stuck(now - since)
+        })
+    }
 }
 
 impl ClientContext for MemberContext {
+    fn stats(&self, statistics: rdkafka::statistics::Statistics) {
+        let Some(cgrp) = statistics.cgrp else { return };
+        let steady = !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) || (cgrp.state == "up" && cgrp.join_state == "steady");
+        match self.unsettled.lock().unwrap().observe(steady, Instant::now()) {
+            Some(Settle::Stuck(d)) => warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers,
+                state = %cgrp.state, join_state = %cgrp.join_state, unsettled = ?d, rebalance_reason = %cgrp.rebalance_reason,
+                "GROUP REBALANCE NOT COMPLETING: the target cluster's group coordinator has not settled the positions group; partitions of this process wait unreplicated"),
+            Some(Settle::Settled(d)) => info!(flow = %self.flow, cluster = %self.target.alias, unsettled = ?d, "group rebalance completed"),
+            None => {}
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let mut last = self.last_error.lock().unwrap();
         if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
@@ -96,8 +149,8 @@ impl ConsumerContext for MemberContext {
             }
         };
         if lost {
-            warn!(flow = %self.flow, partitions = count,
-                "partitions lost (group session expired): another process resumes them from their last stored positions");
+            warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers, partitions = count,
+                "partitions lost: the group session on the target cluster expired; they resume from their last stored positions here or in another process");
             return;
         }
         let committed = match commit(consumer, &positions) {
@@ -176,7 +229,7 @@ pub(crate) fn join(
     events: UnboundedSender<MemberEvent>,
     cancel: CancellationToken,
 ) -> ferry_kafka::Result<(Member, Membership, Sender<Vec<String>>)> {
-    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, last_error: Default::default() };
+    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, last_error: Default::default(), subscribed: Default::default(), unsettled: Default::default() };
     let consumer: MemberConsumer = target
         .client_config_with_defaults(
             ClientRole::Consumer,
@@ -186,6 +239,8 @@ pub(crate) fn join(
                 ("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS),
                 ("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS),
                 ("auto.offset.reset", "latest"),
+                // The join state, to report a rebalance that does not complete.
+                ("statistics.interval.ms", "5000"),
             ],
         )
         .set("group.id", group_id(source_alias))
@@ -214,6 +269,7 @@ impl Membership {
                     let result = if names.is_empty() { Ok(self.consumer.unsubscribe()) } else { self.consumer.subscribe(&names) };
                     match result {
                         Ok(()) => {
+                            self.consumer.context().subscribed.store(!names.is_empty(), std::sync::atomic::Ordering::Relaxed);
                             debug!(flow = %self.flow, topics = names.len(), "group subscription changed");
                             subscribed = topics;
                         }
@@ -232,5 +288,28 @@ impl Membership {
             let _ = self.consumer.poll(Duration::from_millis(50));
         }
         info!(flow = %self.flow, "left the group");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rebalance_that_does_not_settle_is_reported_then_repeated_then_ended() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut u = Unsettled::default();
+        assert_eq!(u.observe(true, at(0)), None);
+        assert_eq!(u.observe(false, at(5)), None, "a rebalance in progress");
+        assert_eq!(u.observe(true, at(8)), None, "settled quickly: nothing to say");
+        assert_eq!(u.observe(false, at(10)), None);
+        assert_eq!(u.observe(false, at(39)), None);
+        assert_eq!(u.observe(false, at(40)), Some(Settle::Stuck(Duration::from_secs(30))));
+        assert_eq!(u.observe(false, at(60)), None, "not again at once");
+        assert_eq!(u.observe(false, at(100)), Some(Settle::Stuck(Duration::from_secs(90))));
+        assert_eq!(u.observe(true, at(101)), Some(Settle::Settled(Duration::from_secs(91))));
+        assert_eq!(u.observe(false, at(102)), None);
+        assert_eq!(u.observe(false, at(131)), None, "a new stretch counts from its own start");
     }
 }

@@ -266,11 +266,16 @@ impl TopicTail {
             // The topic did not exist when opened; it may now.
             let _ = self.assign();
         }
+        // A cluster that is down yields one error per broker connection and poll: one line.
+        let mut failed: Option<(rdkafka::error::KafkaError, u64)> = None;
         while let Some(message) = self.consumer.poll(Duration::ZERO) {
             match message {
                 Ok(m) => each(m.key().unwrap_or_default(), m.payload(), m.timestamp().to_millis().unwrap_or(-1)),
-                Err(e) => warn!(cluster = %self.cluster.alias, topic = %self.topic, error = %e, "reading internal topic"),
+                Err(e) => failed = Some((e, failed.map_or(1, |(_, n)| n + 1))),
             }
+        }
+        if let Some((error, errors)) = failed {
+            warn!(cluster = %self.cluster.alias, topic = %self.topic, %error, errors, "reading internal topic (librdkafka retries)");
         }
     }
 }

@@ -145,6 +145,10 @@ pub(crate) type SharedProgress = Arc<Mutex<PartitionProgress>>;
 pub(crate) struct ProgressTable {
     by_remote: RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>,
     by_source: RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>,
+    /// Records the target acknowledged and source records taken, over the flow's life (they
+    /// never go back when partitions leave the table): what the stall watchdog follows.
+    pub(crate) acknowledged: std::sync::atomic::AtomicU64,
+    pub(crate) consumed: std::sync::atomic::AtomicU64,
 }
 
 fn put(map: &RwLock<HashMap<Arc<str>, Vec<Option<SharedProgress>>>>, topic: Arc<str>, partition: usize, value: Option<SharedProgress>) {
@@ -212,10 +216,18 @@ impl Watchdog {
     pub(crate) fn observe(&mut self, counter: u64, pending: bool, now: Instant, after: Duration) -> Option<Stall> {
         let progressed = counter != self.last;
         self.last = counter;
-        if progressed || !pending {
+        if progressed {
             let ended = self.stalled_since.take().filter(|_| self.warned).map(|since| Stall::Ended(now - since));
             self.warned = false;
             return ended;
+        }
+        if !pending {
+            // Nothing waits: no stall begins. A reported stall ends only with progress (the work
+            // may have left, e.g. partitions lost, without the cluster answering).
+            if !self.warned {
+                self.stalled_since = None;
+            }
+            return None;
         }
         let since = *self.stalled_since.get_or_insert(now);
         if !self.warned && now - since >= after {
@@ -246,6 +258,11 @@ mod tests {
         assert_eq!(w.observe(6, false, s(40), after), None);
         assert_eq!(w.observe(6, true, s(41), after), None);
         assert_eq!(w.observe(7, true, s(45), after), None);
+        // Work that leaves during a reported stall does not end it: only progress does.
+        assert_eq!(w.observe(7, true, s(46), after), None);
+        assert_eq!(w.observe(7, true, s(56), after), Some(Stall::Started(Duration::from_secs(10))));
+        assert_eq!(w.observe(7, false, s(57), after), None, "nothing pending, nothing moved");
+        assert_eq!(w.observe(8, false, s(60), after), Some(Stall::Ended(Duration::from_secs(14))));
     }
 
     fn part() -> PartitionProgress {

@@ -68,7 +68,12 @@ impl ProducerContext for DeliveryContext {
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let (epoch, source_offset) = unpack(opaque);
         let message = match result {
-            Ok(m) => m,
+            Ok(m) => {
+                // Any acknowledgement shows the target answers (stall watchdog), including
+                // those of partitions that left this process meanwhile.
+                self.table.acknowledged.fetch_add(1, Ordering::Relaxed);
+                m
+            }
             Err((_, m)) => m,
         };
         let Some(progress) = self.table.get(message.topic(), message.partition()) else {
@@ -258,6 +263,7 @@ impl Relay {
                     continue;
                 }
             };
+            self.table.consumed.fetch_add(1, Ordering::Relaxed);
             self.forward(&message, &routes, &filtered);
         }
     }

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use ferry_testkit::{unique, Broker, Process};
 
+/// librdkafka's mock cluster, in the test process (the mirrors reach it over loopback TCP).
+pub(crate) type Mock = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
 pub(crate) fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
 }
@@ -32,4 +35,24 @@ pub(crate) fn two_clusters(a: &Broker, b: &Broker, extra: &str) -> String {
 pub(crate) fn ctl(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(ferry()).arg("ctl").args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Everything the flow `a->b` reads or writes, created on the mock clusters beforehand.
+pub(crate) fn mock_topics(a: &Mock, b: &Mock, topic: &str, partitions: i32) {
+    a.create_topic(topic, partitions, 1).unwrap();
+    for internal in ["mm2-offset-syncs.b.internal", "ferry-offset-runs.b.internal"] {
+        a.create_topic(internal, 1, 1).unwrap();
+        b.create_topic(internal, 1, 1).unwrap();
+    }
+    b.create_topic(&format!("a.{topic}"), partitions, 1).unwrap();
+    for internal in ["heartbeats", "ferry-metrics.internal", "ferry-control.internal"] {
+        b.create_topic(internal, 1, 1).unwrap();
+    }
+}
+
+pub(crate) fn mock_config(a: &str, b: &str) -> String {
+    format!(
+        "clusters = a, b\na.bootstrap.servers = {a}\nb.bootstrap.servers = {b}\nrefresh.topics.interval.seconds = 1\n\
+         a->b.enabled = true\nemit.checkpoints.enabled = false\nsync.topic.configs.enabled = false\n"
+    )
 }
