@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferry_testkit::{create_topic, free_port, unique, Broker, Process};
+use ferry_testkit::{create_topic, fill, free_port, scrape_records, unique, Broker, Process};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
@@ -28,27 +28,6 @@ fn cfg(bootstrap: &str) -> ClientConfig {
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// Produces `n` records of `size` bytes round-robin over the partitions, as fast as acks allow.
-fn fill(bootstrap: &str, topic: &str, n: usize, size: usize) {
-    let p: ThreadedProducer<DefaultProducerContext> =
-        cfg(bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "500000").create().unwrap();
-    let payload = vec![b'x'; size];
-    for i in 0..n {
-        let key = format!("{i:012}");
-        let mut rec = BaseRecord::to(topic).partition((i % PARTITIONS as usize) as i32).key(key.as_bytes()).payload(&payload[..]);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(300)).unwrap();
 }
 
 fn assign_all(c: &BaseConsumer, topic: &str) {
@@ -121,18 +100,6 @@ fn naive_relay(src: &str, topic: &str, dst: &str, out: &str, n: usize) -> (f64, 
     (start.elapsed().as_secs_f64(), self_cpu() - cpu0)
 }
 
-fn scrape(addr: &str) -> f64 {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0.0 };
-    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-    let mut body = String::new();
-    let _ = s.read_to_string(&mut body);
-    body.lines()
-        .filter(|l| l.starts_with("ferry_mirror_records_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 fn percentile(sorted: &[i64], q: f64) -> i64 {
     if sorted.is_empty() { return -1; }
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
@@ -155,7 +122,7 @@ fn main() {
         let b = Broker::start("bench-b").unwrap();
         let topic = unique("bench");
         create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
-        fill(&a.bootstrap(), &topic, n, size);
+        fill(&a.bootstrap(), &topic, PARTITIONS, n, size);
         let gb = (n * (size + 12)) as f64 / 1e9;
         let mb = gb * 1000.0;
 
@@ -185,7 +152,7 @@ fn main() {
         let trace = std::env::var("FERRY_BENCH_TRACE").is_ok();
         let mut tenths = Vec::new();
         loop {
-            let done = scrape(&metrics);
+            let done = scrape_records(&metrics);
             while trace && tenths.len() < 10 && done >= n as f64 * (tenths.len() + 1) as f64 / 10.0 {
                 tenths.push(launched.elapsed().as_millis());
             }

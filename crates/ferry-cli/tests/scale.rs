@@ -253,3 +253,53 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     let (on_target, duplicates) = all_arrived(&b.bootstrap_servers(), &remote, &records, &[&first, &second]);
     println!("all {} records arrived ({on_target} on the target): {duplicates} duplicates re-sent after kill -9", records.len());
 }
+
+/// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 120) while a process is killed
+/// (`kill -9`) and a new one started every 30 s; afterwards every record is on the target.
+/// On the mock cluster (see the module comment for why not tansu); 6 partitions keep each
+/// partition far below the mock's ~5 MiB retention.
+#[test]
+fn soak_with_periodic_kills_loses_nothing() {
+    const SOAK_PARTITIONS: i32 = 6;
+    let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let a = MockCluster::new(1).unwrap();
+    let b = MockCluster::new(1).unwrap();
+    mock_topics(&a, &b, "soak", SOAK_PARTITIONS);
+    let config = write_config("soak", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    // 300 records/s for `secs` seconds.
+    let per_partition = (secs as usize * 300) / SOAK_PARTITIONS as usize;
+    let records = sample_records(SOAK_PARTITIONS, per_partition, 1_700_000_000_000);
+    let chunks = (secs * 10) as usize;
+    let writer = produce_slowly(a.bootstrap_servers(), "soak".into(), records.clone(), records.len().div_ceil(chunks), Duration::from_millis(100));
+
+    let started = Instant::now();
+    let mut live = vec![start_mirror(&config, "soak-0"), start_mirror(&config, "soak-1")];
+    let mut killed = Vec::new();
+    let mut kills = 0;
+    while started.elapsed() < Duration::from_secs(secs.saturating_sub(20)) {
+        std::thread::sleep(Duration::from_secs(30).min(Duration::from_secs(secs)));
+        let mut victim = live.remove(0);
+        victim.kill_9();
+        kills += 1;
+        killed.push(victim);
+        live.push(start_mirror(&config, &format!("soak-{}", kills + 1)));
+        println!("soak: {:?}: kill -9 #{kills}, a new process started", started.elapsed());
+    }
+    writer.join().unwrap();
+    let total = records.len();
+    let mut logs: Vec<&Process> = live.iter().collect();
+    logs.extend(killed.iter());
+    let got = wait_for(Duration::from_secs(120), || {
+        let got = consume_all(&b.bootstrap_servers(), "a.soak", SOAK_PARTITIONS, total, Duration::from_secs(3)).unwrap();
+        (got.iter().map(seq).collect::<HashSet<_>>().len() >= total).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("records missing after the soak:\n{}", logs.iter().map(|p| p.output()).collect::<Vec<_>>().join("\n-----\n")));
+    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    assert_eq!(distinct, records.iter().map(seq).collect::<HashSet<_>>(), "the target holds other records than the source");
+    println!(
+        "soak: {:?}, {kills} kills: all {total} records arrived; {} on the target ({} duplicates re-sent after kills)",
+        started.elapsed(),
+        got.len(),
+        got.len() - total
+    );
+}

@@ -466,3 +466,43 @@ pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]
     consumer.commit(&tpl, rdkafka::consumer::CommitMode::Sync)?;
     Ok(())
 }
+
+/// Produces `n` records of `size` bytes round-robin over `partitions`, as fast as acks allow
+/// (benchmarks).
+pub fn fill(bootstrap: &str, topic: &str, partitions: i32, n: usize, size: usize) {
+    let p: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> = client_config(bootstrap)
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .unwrap();
+    let payload = vec![b'x'; size];
+    for i in 0..n {
+        let key = format!("{i:012}");
+        let mut rec = BaseRecord::to(topic).partition((i % partitions as usize) as i32).key(key.as_bytes()).payload(&payload[..]);
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    rdkafka::producer::Producer::flush(&p, Duration::from_secs(300)).unwrap();
+}
+
+/// The sum of `ferry_mirror_records_total` on a `ferry mirror --metrics-addr` endpoint (0 if it
+/// does not answer).
+pub fn scrape_records(addr: &str) -> f64 {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0.0 };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("ferry_mirror_records_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
