@@ -29,13 +29,14 @@ fn seq(r: &TestRecord) -> (i32, String) {
     (r.partition, String::from_utf8(v).unwrap())
 }
 
-/// Produces `records` in chunks with a pause between them, on its own thread.
+/// Produces `records` in chunks, one chunk per `pause`, on its own thread.
 fn produce_slowly(bootstrap: String, topic: String, records: Vec<TestRecord>, chunk: usize, pause: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let producer = RecordProducer::new(&bootstrap).unwrap();
         for c in records.chunks(chunk) {
+            let t0 = Instant::now();
             producer.send_all(&topic, c).unwrap();
-            std::thread::sleep(pause);
+            std::thread::sleep(pause.saturating_sub(t0.elapsed()));
         }
     })
 }
@@ -254,14 +255,14 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     println!("all {} records arrived ({on_target} on the target): {duplicates} duplicates re-sent after kill -9", records.len());
 }
 
-/// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 120) while a process is killed
+/// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 90) while a process is killed
 /// (`kill -9`) and a new one started every 30 s; afterwards every record is on the target.
 /// On the mock cluster (see the module comment for why not tansu); 6 partitions keep each
 /// partition far below the mock's ~5 MiB retention.
 #[test]
 fn soak_with_periodic_kills_loses_nothing() {
     const SOAK_PARTITIONS: i32 = 6;
-    let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(120);
+    let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(90);
     let a = MockCluster::new(1).unwrap();
     let b = MockCluster::new(1).unwrap();
     mock_topics(&a, &b, "soak", SOAK_PARTITIONS);

@@ -326,6 +326,7 @@ impl Flow {
                         let positions = run.hand_over(&partitions, lost).await;
                         let _ = reply.send(positions);
                     }
+                    MemberEvent::Refused(e) => break Err(e.into()),
                 },
                 _ = flush.tick() => run.flush().await,
                 _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),

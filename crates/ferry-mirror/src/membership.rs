@@ -46,6 +46,18 @@ pub(crate) enum MemberEvent {
     /// These partitions move to another process (or were lost, when the session expired).
     /// The flow stops them and answers with the positions to commit (none when lost).
     Revoked { partitions: Vec<RemotePartition>, lost: bool, reply: Sender<Vec<(String, i32, i64)>> },
+    /// The cluster refuses this process the group (authentication, authorization): the flow
+    /// cannot replicate anything and stops, loudly, with this reason.
+    Refused(ferry_kafka::Error),
+}
+
+/// Errors that no retry fixes: a member refused them can never be given partitions.
+fn refuses_membership(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(GroupAuthorizationFailed | TopicAuthorizationFailed | ClusterAuthorizationFailed | SaslAuthenticationFailed | Authentication)
+    )
 }
 
 pub(crate) struct MemberContext {
@@ -111,6 +123,10 @@ impl ClientContext for MemberContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if refuses_membership(&error) {
+            let _ = self.events.send(MemberEvent::Refused(ferry_kafka::Error::new(&self.target, format!("join the positions group ({reason})"), error)));
+            return;
+        }
         let mut last = self.last_error.lock().unwrap();
         if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
             last.1 += 1;
@@ -294,6 +310,16 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_authentication_and_authorization_refuse_membership() {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        assert!(refuses_membership(&KafkaError::Global(C::GroupAuthorizationFailed)));
+        assert!(refuses_membership(&KafkaError::Global(C::SaslAuthenticationFailed)));
+        assert!(!refuses_membership(&KafkaError::Global(C::AllBrokersDown)));
+        assert!(!refuses_membership(&KafkaError::Global(C::BrokerTransportFailure)));
+        assert!(!refuses_membership(&KafkaError::Global(C::RebalanceInProgress)));
+    }
 
     #[test]
     fn a_rebalance_that_does_not_settle_is_reported_then_repeated_then_ended() {
