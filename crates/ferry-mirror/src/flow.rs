@@ -490,16 +490,10 @@ impl Running {
 
     /// Starts the partitions that are wanted and owned, stops those that are no longer wanted.
     async fn reconcile(&mut self) -> Result<()> {
-        let gone: Vec<(String, i32)> = self.assigned.keys().filter(|k| !self.wanted.contains_key(*k)).cloned().collect();
+        let (new, gone) = membership::plan_assignment(&self.wanted, &self.owned, self.assigned.keys());
         if !gone.is_empty() {
             self.unassign(&gone);
         }
-        let new: Vec<((String, i32), String)> = self
-            .wanted
-            .iter()
-            .filter(|((topic, p), remote)| !self.assigned.contains_key(&(topic.clone(), *p)) && self.owned.contains(&((*remote).clone(), *p)))
-            .map(|(k, r)| (k.clone(), r.clone()))
-            .collect();
         if !new.is_empty() {
             self.assign(new).await?;
         }
@@ -811,7 +805,9 @@ impl Running {
                 self.table.remove(&a.progress);
                 per_relay[a.relay].push(a.progress);
                 let deleted = !self.source_names.contains(&key.0);
-                if deleted {
+                if self.wanted.contains_key(key) {
+                    info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer assigned to this process: replication stopped here");
+                } else if deleted {
                     warn!(flow = %self.name, topic = %key.0, partition = key.1, "source topic deleted: replication of it stopped (remote topic kept)");
                 } else {
                     info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer selected: replication stopped (remote topic kept)");
@@ -1001,7 +997,13 @@ async fn persist_progress(
         }
         Err(e) => {
             counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::POSITION_STORE).increment(1);
-            warn!(flow = %name, error = %e, "cannot store positions; retrying at the next flush");
+            use rdkafka::types::RDKafkaErrorCode::*;
+            if matches!(e.source.rdkafka_error_code(), Some(RebalanceInProgress | IllegalGeneration | UnknownMemberId)) {
+                // Expected while the group rebalances (the generation moves on under a commit).
+                info!(flow = %name, error = %e, "positions not stored during a group rebalance; retrying at the next flush");
+            } else {
+                warn!(flow = %name, error = %e, "cannot store positions; retrying at the next flush");
+            }
         }
     }
 }

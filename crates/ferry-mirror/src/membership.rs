@@ -11,6 +11,7 @@
 //! stop those partitions, drain their in-flight records and store their offset runs, then
 //! commits their positions before the callback returns. The next owner starts exactly there.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,25 @@ pub(crate) type RemotePartition = (String, i32);
 /// Past it the partitions move anyway; the next owner re-sends from the last stored position
 /// (duplicates, never a gap).
 pub(crate) const HANDOVER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a process replicates is what the flow wants (source partition -> remote topic) and the
+/// group gave it (remote partitions). Returns the source partitions to start (with their remote
+/// topic, sorted) and those to stop (sorted): assigned ones no longer wanted or no longer owned.
+pub(crate) fn plan_assignment<'a>(
+    wanted: &HashMap<(String, i32), String>,
+    owned: &HashSet<RemotePartition>,
+    assigned: impl Iterator<Item = &'a (String, i32)>,
+) -> (Vec<((String, i32), String)>, Vec<(String, i32)>) {
+    let assigned: HashSet<&(String, i32)> = assigned.collect();
+    let replicate = |key: &(String, i32), remote: &String| owned.contains(&(remote.clone(), key.1));
+    let mut start: Vec<((String, i32), String)> =
+        wanted.iter().filter(|(k, r)| !assigned.contains(k) && replicate(k, r)).map(|(k, r)| (k.clone(), r.clone())).collect();
+    let mut stop: Vec<(String, i32)> =
+        assigned.into_iter().filter(|k| !wanted.get(*k).is_some_and(|r| replicate(k, r))).cloned().collect();
+    start.sort();
+    stop.sort();
+    (start, stop)
+}
 
 /// Ferry's defaults for the member; the user's `<target>.consumer.*` settings win.
 pub(crate) const SESSION_TIMEOUT_MS: &str = "10000";
@@ -310,6 +330,23 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_replicates_what_is_wanted_and_owned() {
+        let key = |t: &str, p: i32| (t.to_string(), p);
+        let wanted: HashMap<(String, i32), String> =
+            [(key("orders", 0), "a.orders"), (key("orders", 1), "a.orders"), (key("audit", 0), "a.audit")].into_iter().map(|(k, r)| (k, r.to_string())).collect();
+        let owned: HashSet<RemotePartition> = [key("a.orders", 0), key("a.audit", 0), key("a.gone", 0)].into_iter().collect();
+        // orders-1 is wanted but owned by another process; payments-0 is no longer wanted;
+        // audit-0 already runs; a.gone is owned but not wanted (its topic was deselected).
+        let assigned = [key("audit", 0), key("payments", 0), key("orders", 1)];
+        let (start, stop) = plan_assignment(&wanted, &owned, assigned.iter());
+        assert_eq!(start, vec![(key("orders", 0), "a.orders".to_string())]);
+        assert_eq!(stop, vec![key("orders", 1), key("payments", 0)]);
+        // Nothing owned yet (before the first assignment): nothing starts.
+        let (start, stop) = plan_assignment(&wanted, &HashSet::new(), std::iter::empty());
+        assert!(start.is_empty() && stop.is_empty());
+    }
 
     #[test]
     fn only_authentication_and_authorization_refuse_membership() {
