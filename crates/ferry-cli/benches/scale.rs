@@ -34,20 +34,21 @@ fn write(text: &str) -> std::path::PathBuf {
     path
 }
 
-fn assigned(p: &Process) -> usize {
+/// The sum of `partitions=N` over the log lines of `p` that contain `event`.
+fn logged(p: &Process, event: &str) -> usize {
     p.output()
         .lines()
-        .filter(|l| l.contains("group assigned partitions to this process"))
+        .filter(|l| l.contains(event))
         .filter_map(|l| l.split("partitions=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
         .sum()
 }
 
+fn assigned(p: &Process) -> usize {
+    logged(p, "group assigned partitions to this process")
+}
+
 fn handed(p: &Process) -> usize {
-    p.output()
-        .lines()
-        .filter(|l| l.contains("partitions handed over to another process"))
-        .filter_map(|l| l.split("partitions=").nth(1)?.split_whitespace().next()?.parse::<usize>().ok())
-        .sum()
+    logged(p, "partitions handed over to another process")
 }
 
 /// Seconds to replicate `n` records with `processes` processes, and the steady rate (rec/s).

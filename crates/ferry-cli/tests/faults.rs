@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{mock_config, mock_topics, start_mirror, two_clusters, write_config, Mock};
+use common::{mock_pair, start_mirror, two_clusters, write_config};
 use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 3;
@@ -125,10 +125,7 @@ fn source_broker_stalled_for_15s_loses_nothing() {
 /// rejoins when the target is back, resumes from the stored positions, and nothing is lost.
 #[test]
 fn target_down_past_the_session_timeout_rejoins_and_loses_nothing() {
-    let a = Mock::new(1).unwrap();
-    let b = Mock::new(1).unwrap();
-    mock_topics(&a, &b, "orders", PARTITIONS);
-    let config = write_config("down-target", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    let (a, b, config) = mock_pair("down-target", "orders", PARTITIONS);
     let mirror = start_mirror(&config, "down-target-mirror");
     let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
     let first = sample_records(PARTITIONS, 500, 1_700_000_000_000);

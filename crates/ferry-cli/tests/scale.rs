@@ -18,9 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ctl, mock_config, mock_topics, start_mirror, two_clusters, write_config};
+use common::{ctl, mock_pair, start_mirror, two_clusters, write_config};
 use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
-use rdkafka::mocking::MockCluster;
 
 const PARTITIONS: i32 = 24;
 
@@ -191,10 +190,7 @@ fn processes_join_and_leave_on_tansu_and_every_record_arrives() {
 
 #[test]
 fn processes_join_and_leave_on_the_mock_cluster_and_handovers_are_exact() {
-    let a = MockCluster::new(1).unwrap();
-    let b = MockCluster::new(1).unwrap();
-    mock_topics(&a, &b, "orders", PARTITIONS);
-    let config = write_config("scale-mock-handover", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    let (a, b, config) = mock_pair("scale-mock-handover", "orders", PARTITIONS);
     let (duplicates, refused) = join_and_leave(&a.bootstrap_servers(), &b.bootstrap_servers(), &config, "orders", false);
     // The mock refuses commits while another member's rejoin holds the group in its JOINING
     // state (REBALANCE_IN_PROGRESS; Kafka accepts commits of the current generation while a
@@ -218,11 +214,8 @@ fn assigned_in_log(p: &Process) -> usize {
 
 #[test]
 fn a_killed_process_is_taken_over_within_the_session_timeout() {
-    let a = MockCluster::new(1).unwrap();
-    let b = MockCluster::new(1).unwrap();
     let topic = "orders";
-    mock_topics(&a, &b, topic, PARTITIONS);
-    let config = write_config("scale-mock", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    let (a, b, config) = mock_pair("scale-mock", topic, PARTITIONS);
     let remote = format!("a.{topic}");
     let records = sample_records(PARTITIONS, 600, 1_700_000_000_000);
     let writer = produce_slowly(a.bootstrap_servers(), topic.to_string(), records.clone(), 960, Duration::from_millis(1_000));
@@ -263,10 +256,7 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
 fn soak_with_periodic_kills_loses_nothing() {
     const SOAK_PARTITIONS: i32 = 6;
     let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(90);
-    let a = MockCluster::new(1).unwrap();
-    let b = MockCluster::new(1).unwrap();
-    mock_topics(&a, &b, "soak", SOAK_PARTITIONS);
-    let config = write_config("soak", &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    let (a, b, config) = mock_pair("soak", "soak", SOAK_PARTITIONS);
     // 300 records/s for `secs` seconds.
     let per_partition = (secs as usize * 300) / SOAK_PARTITIONS as usize;
     let records = sample_records(SOAK_PARTITIONS, per_partition, 1_700_000_000_000);

@@ -50,6 +50,16 @@ pub(crate) fn mock_topics(a: &Mock, b: &Mock, topic: &str, partitions: i32) {
     }
 }
 
+/// Two mock clusters `a` and `b` holding every topic flow `a->b` needs for `topic`, and a
+/// config file for the flow (named after `name`).
+pub(crate) fn mock_pair(name: &str, topic: &str, partitions: i32) -> (Mock, Mock, PathBuf) {
+    let a = Mock::new(1).unwrap();
+    let b = Mock::new(1).unwrap();
+    mock_topics(&a, &b, topic, partitions);
+    let config = write_config(name, &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
+    (a, b, config)
+}
+
 pub(crate) fn mock_config(a: &str, b: &str) -> String {
     format!(
         "clusters = a, b\na.bootstrap.servers = {a}\nb.bootstrap.servers = {b}\nrefresh.topics.interval.seconds = 1\n\
