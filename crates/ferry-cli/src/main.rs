@@ -63,6 +63,9 @@ fn init_tracing() {
 }
 
 /// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.
+/// How long a graceful shutdown may take before the process exits anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub(crate) fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
     tokio::spawn(async move {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -83,6 +86,15 @@ pub(crate) fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
             }
             tracing::info!("shutting down: draining in-flight records and storing positions");
             token.cancel();
+            // A cluster that does not answer must not hold the process: librdkafka's calls wait
+            // their own timeouts one after another. Nothing is lost by stopping here: what was
+            // not stored is re-sent on the next start (duplicates, never a gap).
+            tokio::spawn(async {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+                tracing::error!(grace = ?SHUTDOWN_GRACE,
+                    "shutdown did not finish (a cluster does not answer): exiting now; records replicated since the last stored position are re-sent at the next start");
+                std::process::exit(1);
+            });
         }
     });
 }

@@ -294,3 +294,49 @@ fn soak_with_periodic_kills_loses_nothing() {
         got.len() - total
     );
 }
+
+/// Partitions taken over while the flow is quiet (no offset runs written since this process
+/// started) start at once: reading the runs to their end must not wait for records that were
+/// read already. tansu, graceful moves only.
+#[test]
+fn partitions_taken_over_on_a_quiet_flow_start_at_once() {
+    let (a, b) = (Broker::start("quiet-a").unwrap(), Broker::start("quiet-b").unwrap());
+    let topic = unique("quiet");
+    create_topic(&a.bootstrap(), &topic, 4).unwrap();
+    let config = write_config("quiet", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let remote = format!("a.{topic}");
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    let first = sample_records(4, 100, 1_700_000_000_000);
+    producer.send_all(&topic, &first).unwrap();
+    let mut earlier = start_mirror(&config, "quiet-0");
+    wait_for(Duration::from_secs(60), || (consume_all(&b.bootstrap(), &remote, 4, 400, Duration::from_secs(2)).unwrap().len() >= 400).then_some(()))
+        .unwrap_or_else(|| panic!("not replicated:\n{}", earlier.output()));
+    assert!(earlier.terminate(Duration::from_secs(15)).unwrap().success());
+
+    // The offset runs now hold history; the next processes read it at start-up, then nothing new.
+    let stays = start_mirror(&config, "quiet-1");
+    let assigned = |p: &Process| p.output().matches("group assigned partitions to this process").count();
+    let started = |p: &Process| p.output().matches("replicating new partitions").count();
+    wait_for(Duration::from_secs(30), || (started(&stays) >= 1).then_some(())).unwrap_or_else(|| panic!("{}", stays.output()));
+    let mut leaves = start_mirror(&config, "quiet-2");
+    wait_for(Duration::from_secs(30), || (started(&leaves) >= 1).then_some(())).unwrap_or_else(|| panic!("{}", leaves.output()));
+    let (given, running) = (assigned(&stays), started(&stays));
+
+    let left = Instant::now();
+    assert!(leaves.terminate(Duration::from_secs(15)).unwrap().success());
+    let took = wait_for(Duration::from_secs(20), || (assigned(&stays) > given && started(&stays) > running).then(|| left.elapsed()))
+        .unwrap_or_else(|| panic!("the partitions given back were not started:\n{}", stays.output()));
+    println!("partitions given back on a quiet flow were replicating again {took:?} after SIGTERM of their owner");
+    assert!(!stays.output().contains("cannot start assigned partitions"), "{}", stays.output());
+
+    let second = sample_records(4, 150, 1_700_000_000_000).split_off(first.len());
+    producer.send_all(&topic, &second).unwrap();
+    let got = wait_for(Duration::from_secs(60), || {
+        let got = consume_all(&b.bootstrap(), &remote, 4, 600, Duration::from_secs(2)).unwrap();
+        (got.len() >= 600).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("later records missing:\n{}", stays.output()));
+    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    assert_eq!(distinct.len(), 600);
+    println!("all 600 records on the target, {} duplicates", got.len() - 600);
+}

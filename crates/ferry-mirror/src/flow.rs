@@ -139,6 +139,7 @@ impl Flow {
             last_latency_ms: last_latency_ms.clone(),
             delivery_errors: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::DELIVERY),
             unreachable: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::TARGET_UNREACHABLE),
+            errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
         };
         let producer: ThreadedProducer<DeliveryContext> = producer_config(&target)
             .create_with_context(context)
@@ -334,7 +335,10 @@ impl Flow {
             }
         };
 
-        // Shutdown: stop relays, drain in-flight records, store final positions.
+        // Shutdown: stop relays, drain in-flight records, store final positions. Group events
+        // are no longer served: a revoke from now on returns at once instead of waiting for an
+        // answer (the final store below covers every partition).
+        member_rx.close();
         relay_cancel.cancel();
         for t in threads.into_iter().chain(checkpointer).chain(run.control_thread.take()) {
             let _ = spawn_blocking(move || t.join()).await;

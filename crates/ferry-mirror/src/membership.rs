@@ -85,10 +85,12 @@ pub(crate) struct MemberContext {
     target: ClusterClient,
     events: UnboundedSender<MemberEvent>,
     /// Client errors repeat while a cluster is down: logged once per 10 s.
-    last_error: std::sync::Mutex<(Option<Instant>, u64)>,
+    errors_logged: crate::telemetry::Throttle,
     /// Whether the member is subscribed (an unsubscribed member is never "steady").
     subscribed: std::sync::atomic::AtomicBool,
     unsettled: std::sync::Mutex<Unsettled>,
+    /// A settled member with no partition at all (fine when other processes own them all).
+    idle: std::sync::Mutex<Unsettled>,
 }
 
 /// How long a rebalance may take before it is reported (Kafka's take well under a session
@@ -140,6 +142,17 @@ impl ClientContext for MemberContext {
             Some(Settle::Settled(d)) => info!(flow = %self.flow, cluster = %self.target.alias, unsettled = ?d, "group rebalance completed"),
             None => {}
         }
+        // Reported once per stretch: with more processes than partitions an idle member is normal.
+        let subscribed = self.subscribed.load(std::sync::atomic::Ordering::Relaxed);
+        let has_work = !subscribed || !steady || cgrp.assignment_size > 0;
+        let mut idle = self.idle.lock().unwrap();
+        let first_report = idle.reported.is_none();
+        match idle.observe(has_work, Instant::now()) {
+            Some(Settle::Stuck(d)) if first_report => warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers, idle = ?d,
+                "the group gave this process no partition: fine if other ferry mirror processes own them all (ferry ctl status shows owners); otherwise the target cluster's group coordinator is not assigning them"),
+            Some(Settle::Settled(d)) => info!(flow = %self.flow, idle = ?d, "the group gave this process partitions"),
+            _ => {}
+        }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -147,14 +160,10 @@ impl ClientContext for MemberContext {
             let _ = self.events.send(MemberEvent::Refused(ferry_kafka::Error::new(&self.target, format!("join the positions group ({reason})"), error)));
             return;
         }
-        let mut last = self.last_error.lock().unwrap();
-        if last.0.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
-            last.1 += 1;
-            return;
+        if let Some(suppressed) = self.errors_logged.allow(Instant::now()) {
+            warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers, %error, reason, suppressed,
+                "group member client error (librdkafka retries; repeats suppressed for 10 s)");
         }
-        warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers, %error, reason, suppressed = last.1,
-            "group member client error (librdkafka retries; repeats suppressed for 10 s)");
-        *last = (Some(Instant::now()), 0);
     }
 }
 
@@ -265,7 +274,7 @@ pub(crate) fn join(
     events: UnboundedSender<MemberEvent>,
     cancel: CancellationToken,
 ) -> ferry_kafka::Result<(Member, Membership, Sender<Vec<String>>)> {
-    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, last_error: Default::default(), subscribed: Default::default(), unsettled: Default::default() };
+    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, errors_logged: crate::telemetry::Throttle::new(Duration::from_secs(10)), subscribed: Default::default(), unsettled: Default::default(), idle: Default::default() };
     let consumer: MemberConsumer = target
         .client_config_with_defaults(
             ClientRole::Consumer,

@@ -229,8 +229,20 @@ impl TopicTail {
                 ends.insert(p, high);
             }
         }
+        // A tail read before (a second catch-up) may already be past the end: nothing will
+        // arrive there, so only partitions whose position is before their end are waited for.
+        if let Ok(positions) = self.consumer.position() {
+            for e in positions.elements() {
+                if let Offset::Offset(position) = e.offset() {
+                    if ends.get(&e.partition()).is_some_and(|&end| position >= end) {
+                        ends.remove(&e.partition());
+                    }
+                }
+            }
+        }
         if ends.is_empty() {
-            // Every partition is empty (or the topic does not exist yet): nothing to wait for.
+            // Every partition is empty or already read to its end (or the topic does not exist
+            // yet): nothing to wait for.
             return Ok(());
         }
         // tansu 0.6.0 reports the high watermark as the last batch's first offset + 1, so reach

@@ -49,12 +49,16 @@ pub(crate) struct DeliveryContext {
     pub(crate) last_latency_ms: Arc<AtomicI64>,
     pub(crate) delivery_errors: Counter,
     pub(crate) unreachable: Counter,
+    pub(crate) errors_logged: telemetry::Throttle,
 }
 
 impl ClientContext for DeliveryContext {
     fn error(&self, error: KafkaError, reason: &str) {
         self.unreachable.increment(1);
-        warn!(flow = %self.flow, cluster = %self.target, %error, reason, "target cluster client error (librdkafka retries)");
+        if let Some(suppressed) = self.errors_logged.allow(Instant::now()) {
+            warn!(flow = %self.flow, cluster = %self.target, %error, reason, suppressed,
+                "target cluster client error (librdkafka retries; repeats suppressed for 10 s)");
+        }
     }
 }
 
@@ -124,6 +128,7 @@ pub(crate) struct SourceContext {
     pub(crate) bootstrap: String,
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) unreachable: Counter,
+    pub(crate) errors_logged: telemetry::Throttle,
 }
 
 impl ClientContext for SourceContext {
@@ -148,8 +153,10 @@ impl ClientContext for SourceContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         self.unreachable.increment(1);
-        warn!(flow = %self.flow, cluster = %self.source, bootstrap = %self.bootstrap, %error, reason,
-            "source cluster client error (librdkafka retries)");
+        if let Some(suppressed) = self.errors_logged.allow(Instant::now()) {
+            warn!(flow = %self.flow, cluster = %self.source, bootstrap = %self.bootstrap, %error, reason, suppressed,
+                "source cluster client error (librdkafka retries; repeats suppressed for 10 s)");
+        }
     }
 }
 
@@ -202,6 +209,7 @@ impl Relay {
             bootstrap: self.source.bootstrap_servers.clone(),
             table: self.table.clone(),
             unreachable: counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_UNREACHABLE),
+            errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
         };
         let consumer: BaseConsumer<SourceContext> = match Self::consumer_config(&self.source).create_with_context(context) {
             Ok(c) => c,
