@@ -1,6 +1,7 @@
-//! Broker stalls: SIGSTOP a tansu broker for 15 s mid-stream, then SIGCONT. Every record must
-//! arrive; duplicates are counted and printed. (tansu with memory storage loses its data on a
-//! restart, so a broker restart is not a fault a test can recover from here.)
+//! Broker stalls: SIGSTOP a tansu broker for 15 s mid-stream, then SIGCONT. Broker restarts:
+//! SIGKILL a tansu broker mid-stream and start it again on its SQLite storage (tansu's `libsql`
+//! feature; its memory storage would come back empty). Every record must arrive; duplicates are
+//! counted and printed.
 //!
 //! The tansu stalls run with a 30 s group session (`b.consumer.session.timeout.ms`), so the
 //! 15 s stall does not expire the mirror's membership of the positions group: tansu 0.6.0 never
@@ -109,6 +110,57 @@ fn stall_and_check(name: &str, stall_source: bool) {
         assert!(log.contains("target cluster acknowledges nothing"), "{name}: the unacknowledged records were not reported:\n{log}");
         assert!(log.contains("target cluster acknowledges again"), "{name}: the end of the stall was not reported:\n{log}");
     }
+}
+
+/// Kills a broker (SIGKILL) mid-stream and starts it again on the same port and its SQLite
+/// storage (tansu's memory storage would come back empty): every record must arrive.
+fn restart_and_check(name: &str, restart_source: bool) {
+    let mut a = if restart_source { Broker::start_durable(&format!("{name}-a")) } else { Broker::start(&format!("{name}-a")) }.unwrap();
+    let mut b = if restart_source { Broker::start(&format!("{name}-b")) } else { Broker::start_durable(&format!("{name}-b")) }.unwrap();
+    let topic = unique(name);
+    create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
+    // tansu's SQLite storage writes far slower than its memory storage: fewer records here.
+    let records = sample_records(PARTITIONS, 1_000, 1_700_000_000_000);
+    let config = write_config(name, &two_clusters(&a, &b, "a->b.enabled = true\n"));
+    let mirror: Process = start_mirror(&config, &format!("{name}-mirror"));
+    let remote = format!("a.{topic}");
+    let total = records.len();
+    let started = Instant::now();
+    // Produced before the restart: the restart lands mid-stream, with records in flight.
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &records[..total / 2]).unwrap();
+    wait_for(Duration::from_secs(60), || {
+        (consume_all(&b.bootstrap(), &remote, PARTITIONS, total / 6, Duration::from_secs(1)).unwrap().len() >= total / 6).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no progress before the restart:\n{}", mirror.output()));
+    println!("{name}: {} records on the target {:?} after the start", total / 6, started.elapsed());
+    let down = Instant::now();
+    let broker = if restart_source { &mut a } else { &mut b };
+    broker.restart(Duration::from_secs(5)).unwrap();
+    println!("{name}: broker {} killed and back after {:?}", if restart_source { "a (source)" } else { "b (target)" }, down.elapsed());
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &records[total / 2..]).unwrap();
+
+    let back = Instant::now();
+    let got = wait_for(Duration::from_secs(120), || {
+        let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, total, Duration::from_secs(3)).unwrap();
+        (got.iter().map(seq).collect::<HashSet<_>>().len() >= total).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("{name}: records missing after the restart:\n{}", mirror.output()));
+    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    assert_eq!(distinct, records.iter().map(seq).collect::<HashSet<_>>(), "{name}: the target holds other records than the source");
+    println!("{name}: all {total} records arrived {:?} after the broker was back; {} duplicates", back.elapsed(), got.len() - total);
+    let log = mirror.output();
+    let cluster = if restart_source { "cluster=a" } else { "cluster=b" };
+    assert!(log.lines().any(|l| l.contains("WARN") && l.contains(cluster)), "{name}: no warning names the restarted cluster:\n{log}");
+}
+
+#[test]
+fn target_broker_restarted_mid_stream_loses_nothing() {
+    restart_and_check("restart-target", false);
+}
+
+#[test]
+fn source_broker_restarted_mid_stream_loses_nothing() {
+    restart_and_check("restart-source", true);
 }
 
 #[test]

@@ -38,7 +38,7 @@ pub fn tansu_binary() -> Result<PathBuf> {
             }
         }
     }
-    bail!("the tansu broker is not installed: run `scripts/install-tansu` (cargo install tansu --version {TANSU_VERSION} --locked --features dynostore)")
+    bail!("the tansu broker is not installed: run `scripts/install-tansu` (cargo install tansu --version {TANSU_VERSION} --locked --features dynostore,libsql)")
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -46,41 +46,70 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
 }
 
-/// A tansu broker process with in-memory storage on a loopback port; killed on drop.
+/// A tansu broker process on a loopback port, with in-memory storage or (`start_durable`) a
+/// SQLite file that survives a restart; killed on drop.
 pub struct Broker {
     pub name: String,
     pub port: u16,
+    /// `--storage-engine`.
+    storage: String,
     child: Option<Child>,
     log: PathBuf,
 }
 
 impl Broker {
-    /// Starts a broker and waits until it answers metadata requests.
+    /// Starts a broker with memory storage and waits until it answers metadata requests.
     pub fn start(name: &str) -> Result<Broker> {
-        let binary = tansu_binary()?;
+        Self::start_with(name, "memory://tansu/".to_string())
+    }
+
+    /// Starts a broker whose data lives in a SQLite file under the temp dir (tansu's `libsql`
+    /// feature), so [`Broker::restart`] keeps every record.
+    pub fn start_durable(name: &str) -> Result<Broker> {
+        Self::start_with(name, format!("sqlite://{}.db", unique(name)))
+    }
+
+    fn start_with(name: &str, storage: String) -> Result<Broker> {
         let mut last_error = None;
         for _ in 0..3 {
             let port = free_port();
             let log = std::env::temp_dir().join(format!("ferry-tansu-{name}-{port}.log"));
-            let out = std::fs::File::create(&log).with_context(|| format!("create {}", log.display()))?;
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(&binary)
-                .arg("broker")
-                .args(["--listener-url", &url, "--advertised-listener-url", &url])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdin(Stdio::null())
-                .stdout(out.try_clone()?)
-                .stderr(out)
-                .spawn()
-                .with_context(|| format!("start {}", binary.display()))?;
-            let mut broker = Broker { name: name.to_string(), port, child: Some(child), log };
-            match broker.wait_ready(Duration::from_secs(20)) {
+            let mut broker = Broker { name: name.to_string(), port, storage: storage.clone(), child: None, log };
+            match broker.spawn().and_then(|()| broker.wait_ready(Duration::from_secs(20))) {
                 Ok(()) => return Ok(broker),
                 Err(e) => last_error = Some(e),
             }
             broker.kill();
         }
         Err(last_error.unwrap())
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        let binary = tansu_binary()?;
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("create {}", self.log.display()))?;
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(&binary)
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &self.storage])
+            // A `sqlite://name.db` storage is a file relative to the working directory.
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the broker (SIGKILL), keeps it down for `down`, and starts it again on the same
+    /// port and storage.
+    pub fn restart(&mut self, down: Duration) -> Result<()> {
+        self.kill();
+        std::thread::sleep(down);
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(30))
     }
 
     pub fn bootstrap(&self) -> String {
