@@ -286,3 +286,41 @@ fn sigterm_with_a_stalled_target_stops_in_bounded_time() {
     }
     let _ = second;
 }
+
+/// The remote topic is deleted on the target while it is being replicated: Ferry says so
+/// loudly (the records it held are gone from the target), creates it again, and records
+/// produced afterwards arrive in it.
+#[test]
+fn a_remote_topic_deleted_under_us_is_reported_and_replication_goes_on() {
+    let (a, b) = (Broker::start("deleted-a").unwrap(), Broker::start("deleted-b").unwrap());
+    let topic = unique("deleted");
+    create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
+    let config = write_config("deleted", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let mirror = start_mirror(&config, "deleted-mirror");
+    let remote = format!("a.{topic}");
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    let records = sample_records(PARTITIONS, 200, 1_700_000_000_000);
+    let (before, after) = records.split_at(300);
+    producer.send_all(&topic, before).unwrap();
+    wait_for(Duration::from_secs(60), || {
+        (consume_all(&b.bootstrap(), &remote, PARTITIONS, before.len(), Duration::from_secs(1)).unwrap().len() >= before.len()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("not replicated:\n{}", mirror.output()));
+
+    ferry_testkit::delete_topic(&b.bootstrap(), &remote).unwrap();
+    let deleted = Instant::now();
+    let reported = wait_for(Duration::from_secs(30), || mirror.output().contains("REMOTE TOPIC DELETED").then(|| deleted.elapsed()))
+        .unwrap_or_else(|| panic!("the deletion was not reported:\n{}", mirror.output()));
+    let line = mirror.output().lines().find(|l| l.contains("REMOTE TOPIC DELETED")).unwrap().to_string();
+    println!("deleted on the target; reported {reported:?} later: {line}");
+    assert!(line.contains("ERROR") && line.contains(&remote) && line.contains("cluster=b"), "{line}");
+
+    producer.send_all(&topic, after).unwrap();
+    let got = wait_for(Duration::from_secs(60), || {
+        let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, after.len(), Duration::from_secs(2)).unwrap();
+        let seen: HashSet<(i32, String)> = got.iter().map(seq).collect();
+        after.iter().map(seq).all(|k| seen.contains(&k)).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("records produced after the deletion never arrived:\n{}", mirror.output()));
+    println!("the recreated {remote} holds {} records: all {} produced after the deletion", got.len(), after.len());
+}

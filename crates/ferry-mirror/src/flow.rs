@@ -429,6 +429,21 @@ impl Running {
             TopicAction::Create(spec) => Some(spec.clone()),
             _ => None,
         }).collect();
+        // A remote topic this process replicates into that the target no longer lists was
+        // deleted under us: the records it held are gone from the target although the stored
+        // positions count them. Said loudly; replication goes on into the recreated topic from
+        // the stored positions (re-copying would mix old and new target offsets in the runs).
+        for spec in &creates {
+            let replicating: Vec<i32> = self.assigned.values().filter_map(|a| {
+                let p = a.progress.lock().unwrap();
+                (*p.remote_topic == *spec.name).then_some(p.partition)
+            }).collect();
+            if !replicating.is_empty() {
+                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::REMOTE_TOPIC_DELETED).increment(1);
+                error!(flow = %self.name, cluster = %self.config.target, topic = %spec.name, partitions = replicating.len(),
+                    "REMOTE TOPIC DELETED: the target no longer has this topic although it was being replicated; the records it held are gone from the target. It is created again and replication goes on from the stored positions");
+            }
+        }
         if !creates.is_empty() {
             match self.target_admin.create_topics(&creates).await {
                 Ok(()) => {

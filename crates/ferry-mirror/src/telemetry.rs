@@ -25,6 +25,7 @@ pub mod kind {
     pub const TOPIC_ADMIN: &str = "topic_admin";
     pub const POSITION_STORE: &str = "position_store";
     pub const MISSING_PARTITIONS: &str = "missing_target_partitions";
+    pub const REMOTE_TOPIC_DELETED: &str = "remote_topic_deleted";
     pub const CONSUME: &str = "consume";
     pub const OFFSET_SYNC: &str = "offset_sync";
     pub const CHECKPOINT: &str = "checkpoint";

@@ -185,6 +185,18 @@ pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()>
     Ok(())
 }
 
+/// Deletes a topic.
+pub fn delete_topic(bootstrap: &str, topic: &str) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let results = block_on(admin.delete_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+    for r in results {
+        if let Err((t, code)) = r {
+            bail!("delete topic {t} on {bootstrap}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
 /// Minimal executor for rdkafka's admin futures (rdkafka's own thread completes them).
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     use std::sync::Arc;
