@@ -162,6 +162,32 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     wait_for(Duration::from_secs(20), || (TcpStream::connect(&addr2).is_ok() && get(&addr2, "/api/v1/ready", None).0 == 200).then_some(())).unwrap_or_else(|| panic!("second serve not ready:\n{}", serve2.output()));
     assert_eq!(topic_records(&addr2, token, "a->b", "orders"), 450, "the second serve instance disagrees");
 
+    // Two live processes share a->b's partitions (scale-out): the API shows both, each
+    // partition with its owner, and the totals keep adding up.
+    let third = Process::spawn(ferry(), &["mirror", "--config", cfg, "--clusters", "b"], &unique("serve-mirror-ab3")).unwrap();
+    wait_for(Duration::from_secs(30), || third.output().contains("group assigned partitions to this process").then_some(()))
+        .unwrap_or_else(|| panic!("the third process got no partition:\n{}", third.output()));
+    produce(&a.bootstrap(), "orders", &sample_records(3, 50, now_ms())).unwrap();
+    let (f, took) = until(&addr, token, "a->b", Duration::from_secs(40), |f| {
+        f["processes"] == 2 && f["lag_records"] == 0 && topic_records(&addr, token, "a->b", "orders") >= 600
+    });
+    let detail = json(&addr, "/api/v1/flows/a-%3Eb", token);
+    let owners: std::collections::BTreeSet<String> = detail["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["partitions"].as_array().unwrap().iter().map(|p| p["process"].as_str().unwrap().to_string()))
+        .collect();
+    println!("two processes share a->b: {} processes reporting, partition owners {owners:?}, {} replicated into a.orders, after {took:?}",
+        f["processes"], topic_records(&addr, token, "a->b", "orders"));
+    assert_eq!(owners.len(), 2, "both processes own partitions: {detail}");
+    // Counted once: what a process replicated of a partition it handed over stays in its run's
+    // totals (`released` in its reports), and the new owner counts from there on.
+    assert_eq!(topic_records(&addr, token, "a->b", "orders"), 600, "{detail}");
+    // Gracefully: its partitions go back at once (tansu cannot rebalance past a killed leader).
+    let mut third = third;
+    assert!(third.terminate(Duration::from_secs(20)).unwrap().success(), "{}", third.output());
+
     // The console in a real browser: sign in, topology edge a->b, the topic row, a screenshot.
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let (ok, seen) = browser(&addr, token, &screenshot, &[]);

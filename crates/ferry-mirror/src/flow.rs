@@ -26,7 +26,7 @@ use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
 use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
-use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
+use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
 use crate::topic_plan::{self, ConfigView, TopicAction, TopicFilter};
@@ -75,6 +75,9 @@ struct Running {
     history_tail: Option<TopicTail>,
     /// The history was read to its end and no partition was assigned since.
     history_current: bool,
+    /// Records and bytes this run replicated of partitions it no longer owns (source topic,
+    /// partition): reported so a run's totals never go back, and resumed if a partition returns.
+    released: HashMap<(String, i32), (u64, u64)>,
     /// Offset runs and MM2 offset syncs, on the `offset-syncs.topic.location` cluster.
     syncs: Arc<OffsetSyncWriter>,
     syncs_admin: Arc<Admin>,
@@ -226,6 +229,7 @@ impl Flow {
             source_names: HashSet::new(),
             history_tail: None,
             history_current: false,
+            released: HashMap::new(),
             name: name.to_string(),
             filter: TopicFilter::for_flow(&config),
             source_admin,
@@ -581,6 +585,8 @@ impl Running {
         }
         for progress in &released {
             self.table.remove(progress);
+            let p = progress.lock().unwrap();
+            self.released.insert((p.source_topic.to_string(), p.partition), (p.records, p.bytes));
         }
         self.publish_assignment();
         if lost {
@@ -794,6 +800,11 @@ impl Running {
                 None => warn!(flow = %self.name, topic = %source_topic, partition, position = start,
                     "no offset history before the stored position: groups behind it get checkpoints only once they pass it"),
             }
+            if let Some((records, bytes)) = self.released.remove(&(source_topic.clone(), partition)) {
+                // Back in this run: its counters go on from where they stopped.
+                progress.records = records;
+                progress.bytes = bytes;
+            }
             let labels = [("flow", self.name.clone()), ("topic", source_topic.clone()), ("partition", partition.to_string())];
             progress.counters = Some((counter!(telemetry::RECORDS, &labels), counter!(telemetry::BYTES, &labels)));
             let progress = Arc::new(Mutex::new(progress));
@@ -822,6 +833,10 @@ impl Running {
         for key in gone {
             if let Some(a) = self.assigned.remove(key) {
                 self.table.remove(&a.progress);
+                {
+                    let p = a.progress.lock().unwrap();
+                    self.released.insert(key.clone(), (p.records, p.bytes));
+                }
                 per_relay[a.relay].push(a.progress);
                 let deleted = !self.source_names.contains(&key.0);
                 if self.wanted.contains_key(key) {
@@ -933,6 +948,15 @@ impl Running {
             latency: LatencySummary::of(all_samples),
             partitions,
             checkpoints: status.checkpoints_checked_ms.into_iter().map(|(group, checked_ms)| GroupCheckpoint { group, checked_ms }).collect(),
+            released: {
+                let mut released: Vec<ReleasedCounts> = self
+                    .released
+                    .iter()
+                    .map(|((topic, partition), &(records, bytes))| ReleasedCounts { topic: topic.clone(), partition: *partition, records, bytes })
+                    .collect();
+                released.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+                released
+            },
         };
         let (key, value) = (report.key(), report.encode());
         let record = BaseRecord::with_opaque_to(METRICS_TOPIC, 0usize).key(&key).payload(&value).timestamp(report.at_ms);

@@ -44,6 +44,20 @@ pub struct MetricsReport {
     pub partitions: Vec<PartitionMetrics>,
     /// Per checkpointed group: when its checkpoints were last brought up to date.
     pub checkpoints: Vec<GroupCheckpoint>,
+    /// Records and bytes this run replicated of partitions it no longer owns (handed over to
+    /// another process, or deselected), so that a run's totals never go back. Absent in
+    /// reports of older versions of Ferry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<ReleasedCounts>,
+}
+
+/// What a run replicated of a partition before it stopped owning it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleasedCounts {
+    pub topic: String,
+    pub partition: i32,
+    pub records: u64,
+    pub bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +194,7 @@ mod tests {
             latency: LatencySummary::of(vec![5, 6]),
             partitions: vec![PartitionMetrics { topic: "t".into(), remote_topic: "a.t".into(), partition: 0, latency: LatencySummary::of(vec![5]), records: 9, bytes: 90, position: 9, lag: 0, last_timestamp_ms: 1 }],
             checkpoints: vec![GroupCheckpoint { group: "g".into(), checked_ms: 3 }],
+            released: vec![],
         };
         assert_eq!(MetricsReport::decode(&r.encode()), Some(r.clone()));
         assert_eq!(String::from_utf8(r.key()).unwrap(), r#"{"flow":"a->b","process":"h:1:2"}"#);

@@ -290,6 +290,7 @@ mod tests {
                 })
                 .collect(),
             checkpoints: vec![],
+            released: vec![],
         };
         let now = 100_000;
         let reports = vec![

@@ -146,6 +146,19 @@ pub struct Point {
     pub lag_records: i64,
 }
 
+/// A run's cumulative (records, bytes) per partition: those it owns and those it handed over.
+fn run_counts(report: &MetricsReport) -> HashMap<(&str, i32), (u64, u64)> {
+    let mut counts: HashMap<(&str, i32), (u64, u64)> = HashMap::new();
+    let owned = report.partitions.iter().map(|p| (p.topic.as_str(), p.partition, p.records, p.bytes));
+    let released = report.released.iter().map(|p| (p.topic.as_str(), p.partition, p.records, p.bytes));
+    for (topic, partition, records, bytes) in owned.chain(released) {
+        let c = counts.entry((topic, partition)).or_default();
+        c.0 += records;
+        c.1 += bytes;
+    }
+    counts
+}
+
 #[derive(Debug, Default)]
 struct Run {
     latest: Option<MetricsReport>,
@@ -185,18 +198,14 @@ impl Aggregator {
             self.ignored += 1;
             return;
         }
-        let previous: HashMap<(&str, i32), (u64, u64)> = run
-            .latest
-            .as_ref()
-            .map(|l| l.partitions.iter().map(|p| ((p.topic.as_str(), p.partition), (p.records, p.bytes))).collect())
-            .unwrap_or_default();
+        let previous: HashMap<(&str, i32), (u64, u64)> = run.latest.as_ref().map(run_counts).unwrap_or_default();
         let mut increments = Vec::new();
-        for p in &report.partitions {
+        for ((topic, partition), (records, bytes)) in run_counts(&report) {
             // A partition new to this run counts from 0 (the run started it).
-            let (r0, b0) = previous.get(&(p.topic.as_str(), p.partition)).copied().unwrap_or((0, 0));
-            let (dr, db) = (p.records.saturating_sub(r0), p.bytes.saturating_sub(b0));
+            let (r0, b0) = previous.get(&(topic, partition)).copied().unwrap_or((0, 0));
+            let (dr, db) = (records.saturating_sub(r0), bytes.saturating_sub(b0));
             if dr > 0 || db > 0 {
-                increments.push((report.at_ms, p.topic.clone(), p.partition, dr, db));
+                increments.push((report.at_ms, topic.to_string(), partition, dr, db));
             }
         }
         let bucket_start = report.at_ms - report.at_ms.rem_euclid(BUCKET_MS);
@@ -342,12 +351,12 @@ impl FlowAgg {
         owners.into_iter().map(|(k, (_, process, p))| (k, (process, p))).collect()
     }
 
-    /// Records replicated per partition over every run.
+    /// Records replicated per partition over every run (owned or since handed over).
     fn partition_totals(&self) -> HashMap<(String, i32), u64> {
         let mut totals = HashMap::new();
         for r in self.runs.values().filter_map(|r| r.latest.as_ref()) {
-            for p in &r.partitions {
-                *totals.entry((p.topic.clone(), p.partition)).or_insert(0) += p.records;
+            for ((topic, partition), (records, _)) in run_counts(r) {
+                *totals.entry((topic.to_string(), partition)).or_insert(0) += records;
             }
         }
         totals
@@ -392,8 +401,8 @@ impl FlowAgg {
             state,
             reason,
             processes: live.len(),
-            records_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| &r.partitions).map(|p| p.records).sum(),
-            bytes_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| &r.partitions).map(|p| p.bytes).sum(),
+            records_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(r, _)| r).sum(),
+            bytes_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(_, b)| b).sum(),
             records_per_sec: rates.values().map(|r| r.0).sum(),
             bytes_per_sec: rates.values().map(|r| r.1).sum(),
             latency: self.latency(now_ms, None),
@@ -437,6 +446,7 @@ mod tests {
                 })
                 .collect(),
             checkpoints: vec![GroupCheckpoint { group: "g".into(), checked_ms: at_ms - 100 }],
+            released: vec![],
         }
     }
 
@@ -477,6 +487,27 @@ mod tests {
         let series = agg.series("a->b").unwrap();
         assert_eq!(series.len(), 1, "all in one 10 s bucket");
         assert!((series[0].records_per_sec - 17.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_partition_handed_over_keeps_counting_in_the_run_that_replicated_it() {
+        use ferry_mirror::report::ReleasedCounts;
+        let mut agg = Aggregator::default();
+        agg.apply(report("p1", 100_000, &[("t", 0, 100, 0), ("t", 1, 100, 0)]));
+        // p1 handed partition 0 over to p2 after replicating 120 of it; it keeps partition 1.
+        let mut later = report("p1", 102_000, &[("t", 1, 150, 0)]);
+        later.released = vec![ReleasedCounts { topic: "t".into(), partition: 0, records: 120, bytes: 1200 }];
+        agg.apply(later);
+        agg.apply(report("p2", 103_000, &[("t", 0, 30, 0)]));
+        let now = 104_000;
+        let s = &agg.summaries(now)[0];
+        assert_eq!(s.records_total, 120 + 150 + 30, "what p1 replicated of partition 0 is not lost with the handover");
+        assert_eq!(s.bytes_total, 3000);
+        // Increments: p1 100 + 100, then +20 (partition 0) and +50 (partition 1); p2 30.
+        assert!((s.records_per_sec - 30.0).abs() < 1e-9, "{}", s.records_per_sec);
+        let d = agg.detail("a->b", now).unwrap();
+        let p0 = d.topics[0].partitions.iter().find(|p| p.partition == 0).unwrap();
+        assert_eq!((p0.process.as_str(), p0.records_total), ("p2", 150));
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn report(process: &str, at_ms: i64, records: u64, lag: i64) -> MetricsReport {
             last_timestamp_ms: at_ms - 1000,
         }],
         checkpoints: vec![GroupCheckpoint { group: "app".into(), checked_ms: at_ms - 300 }],
+        released: vec![],
     }
 }
 
