@@ -14,7 +14,7 @@ mod common;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{ctl, mock_pair, start_mirror, two_clusters, write_config};
+use common::{ctl, mock_pair, one_topic_flow, start_mirror, two_clusters, write_config};
 use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 3;
@@ -292,10 +292,7 @@ fn sigterm_with_a_stalled_target_stops_in_bounded_time() {
 /// produced afterwards arrive in it.
 #[test]
 fn a_remote_topic_deleted_under_us_is_reported_and_replication_goes_on() {
-    let (a, b) = (Broker::start("deleted-a").unwrap(), Broker::start("deleted-b").unwrap());
-    let topic = unique("deleted");
-    create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
-    let config = write_config("deleted", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let (a, b, topic, config) = one_topic_flow("deleted", PARTITIONS);
     let mirror = start_mirror(&config, "deleted-mirror");
     let remote = format!("a.{topic}");
     let producer = RecordProducer::new(&a.bootstrap()).unwrap();

@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ctl, mock_pair, start_mirror, two_clusters, write_config};
-use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
+use common::{ctl, mock_pair, one_topic_flow, start_mirror};
+use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 24;
 
@@ -175,10 +175,7 @@ fn leave(mut leaving: Process, staying: &[&Process], target: &str, remote: &str,
 
 #[test]
 fn processes_join_and_leave_on_tansu_and_every_record_arrives() {
-    let (a, b) = (Broker::start("scale-a").unwrap(), Broker::start("scale-b").unwrap());
-    let topic = unique("shared");
-    create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();
-    let config = write_config("scale", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let (a, b, topic, config) = one_topic_flow("shared", PARTITIONS);
     let (duplicates, refused) = join_and_leave(&a.bootstrap(), &b.bootstrap(), &config, &topic, true);
     // Not asserted to be 0 here: tansu 0.6.0 sometimes assigns a partition to the joining
     // process while its owner still holds it (measured: the third process started partitions
@@ -300,10 +297,7 @@ fn soak_with_periodic_kills_loses_nothing() {
 /// read already. tansu, graceful moves only.
 #[test]
 fn partitions_taken_over_on_a_quiet_flow_start_at_once() {
-    let (a, b) = (Broker::start("quiet-a").unwrap(), Broker::start("quiet-b").unwrap());
-    let topic = unique("quiet");
-    create_topic(&a.bootstrap(), &topic, 4).unwrap();
-    let config = write_config("quiet", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let (a, b, topic, config) = one_topic_flow("quiet", 4);
     let remote = format!("a.{topic}");
     let producer = RecordProducer::new(&a.bootstrap()).unwrap();
     let first = sample_records(4, 100, 1_700_000_000_000);

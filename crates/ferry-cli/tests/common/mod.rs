@@ -31,6 +31,16 @@ pub(crate) fn two_clusters(a: &Broker, b: &Broker, extra: &str) -> String {
     )
 }
 
+/// Two tansu brokers, a new topic on `a` with `partitions`, and a config (1 s refresh) that
+/// replicates only that topic from `a` to `b`: (a, b, topic, config).
+pub(crate) fn one_topic_flow(name: &str, partitions: i32) -> (Broker, Broker, String, PathBuf) {
+    let (a, b) = (Broker::start(&format!("{name}-a")).unwrap(), Broker::start(&format!("{name}-b")).unwrap());
+    let topic = unique(name);
+    ferry_testkit::create_topic(&a.bootstrap(), &topic, partitions).unwrap();
+    let config = write_config(name, &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    (a, b, topic, config)
+}
+
 /// Runs `ferry ctl ARGS`: (exit code, stdout, stderr).
 pub(crate) fn ctl(args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(ferry()).arg("ctl").args(args).output().unwrap();
