@@ -472,6 +472,16 @@ fn split_flow_key(key: &str) -> Option<((&str, &str), &str)> {
 fn classify_connector_key(p: &mut Parser<'_>, key: &str, name: &str, v: &Value, into: &mut HashMap<String, Value>) {
     if FLOW_KEYS.contains(&name) {
         into.insert(name.to_string(), v.clone());
+    } else if name == "exactly.once.support" {
+        // Promised delivery semantics must not be downgraded silently.
+        match v.value.trim().to_ascii_lowercase().as_str() {
+            "disabled" => {}
+            "preparing" => p.warn(v.line, key, "exactly-once is not implemented by this Ferry version yet; `preparing` has no effect"),
+            "enabled" => p.problem(Some(v.line), Some(key),
+                "exactly-once is not implemented by this Ferry version yet, and `enabled` asks for it: Ferry replicates at least once \
+                 (a crash re-sends, never loses). Set `disabled` to run at least once knowingly"),
+            other => p.problem(Some(v.line), Some(key), format!("expected enabled, preparing or disabled, got '{other}'")),
+        }
     } else if NOT_YET_KEYS.contains(&name) {
         p.warn(v.line, key, "recognised MM2 setting, not implemented by this Ferry version yet; ignored");
     } else if name == "offset.lag.max" {

@@ -62,11 +62,22 @@ fn client_properties_pass_through_by_role() {
 }
 
 #[test]
+fn exactly_once_enabled_is_refused_until_it_is_implemented() {
+    let e = parse(&format!("{BASE}exactly.once.support = enabled\n")).unwrap_err().to_string();
+    assert!(e.contains("mm2.properties:5: exactly.once.support: exactly-once is not implemented"), "{e}");
+    assert!(e.contains("Set `disabled`"), "{e}");
+    let e = parse(&format!("{BASE}exactly.once.support = maybe\n")).unwrap_err().to_string();
+    assert!(e.contains("expected enabled, preparing or disabled, got 'maybe'"), "{e}");
+    let c = parse(&format!("{BASE}exactly.once.support = disabled\n")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
 fn unknown_and_unsupported_keys_are_warned_with_their_line() {
-    let c = parse(&format!("{BASE}frobnicate = 1\nexactly.once.support = enabled\na.metric.reporters=x\nkey.converter=x\noffset.lag.max = 10\n")).unwrap();
+    let c = parse(&format!("{BASE}frobnicate = 1\nexactly.once.support = preparing\na.metric.reporters=x\nkey.converter=x\noffset.lag.max = 10\n")).unwrap();
     let w = c.warnings.join("\n");
     assert!(w.contains("mm2.properties:5: frobnicate: unknown key"), "{w}");
-    assert!(w.contains("mm2.properties:6: exactly.once.support: recognised MM2 setting, not implemented"), "{w}");
+    assert!(w.contains("mm2.properties:6: exactly.once.support: exactly-once is not implemented by this Ferry version yet; `preparing` has no effect"), "{w}");
     assert!(w.contains("mm2.properties:9: offset.lag.max: not needed: Ferry translates offsets exactly"), "{w}");
     assert!(w.contains("mm2.properties:7: a.metric.reporters: not a librdkafka client property"), "{w}");
     assert!(w.contains("mm2.properties:8: key.converter: Kafka Connect framework setting"), "{w}");
