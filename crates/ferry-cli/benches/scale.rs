@@ -19,8 +19,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{create_topic, fill, free_port, scrape_records, unique, wait_for, Broker, Process};
-use rdkafka::mocking::MockCluster;
+use ferry_testkit::{create_topic, fill, free_port, mock_flow_topics, scrape_records, unique, wait_for, Broker, Mock, Process};
 
 const PARTITIONS: i32 = 24;
 
@@ -110,17 +109,9 @@ fn throughput(processes: usize, n: usize, size: usize) -> (f64, f64) {
 
 /// Seconds from `kill -9` of one of two processes until the survivor holds every partition.
 fn takeover() -> f64 {
-    let a = MockCluster::new(1).unwrap();
-    let b = MockCluster::new(1).unwrap();
-    a.create_topic("orders", PARTITIONS, 1).unwrap();
-    b.create_topic("a.orders", PARTITIONS, 1).unwrap();
-    for t in ["mm2-offset-syncs.b.internal", "ferry-offset-runs.b.internal"] {
-        a.create_topic(t, 1, 1).unwrap();
-        b.create_topic(t, 1, 1).unwrap();
-    }
-    for t in ["heartbeats", "ferry-metrics.internal", "ferry-control.internal"] {
-        b.create_topic(t, 1, 1).unwrap();
-    }
+    let a = Mock::new(1).unwrap();
+    let b = Mock::new(1).unwrap();
+    mock_flow_topics(&a, &b, "orders", PARTITIONS);
     let config = write(&format!(
         "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\nrefresh.topics.interval.seconds = 1\n\
          emit.checkpoints.enabled = false\nsync.topic.configs.enabled = false\n",

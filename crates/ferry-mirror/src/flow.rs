@@ -584,9 +584,7 @@ impl Running {
             warn!(flow = %self.name, partitions = released.len(), "records still in flight at handover: the next owner re-sends them (duplicates, no loss)");
         }
         for progress in &released {
-            self.table.remove(progress);
-            let p = progress.lock().unwrap();
-            self.released.insert((p.source_topic.to_string(), p.partition), (p.records, p.bytes));
+            self.forget(progress);
         }
         self.publish_assignment();
         if lost {
@@ -832,11 +830,7 @@ impl Running {
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
         for key in gone {
             if let Some(a) = self.assigned.remove(key) {
-                self.table.remove(&a.progress);
-                {
-                    let p = a.progress.lock().unwrap();
-                    self.released.insert(key.clone(), (p.records, p.bytes));
-                }
+                self.forget(&a.progress);
                 per_relay[a.relay].push(a.progress);
                 let deleted = !self.source_names.contains(&key.0);
                 if self.wanted.contains_key(key) {
@@ -853,6 +847,14 @@ impl Running {
                 let _ = self.relays[relay].send(RelayCommand::Unassign(parts));
             }
         }
+    }
+
+    /// A partition leaves this process: out of the table (its late acknowledgements change
+    /// nothing), its counters kept for the run's reports.
+    fn forget(&mut self, progress: &SharedProgress) {
+        self.table.remove(progress);
+        let p = progress.lock().unwrap();
+        self.released.insert((p.source_topic.to_string(), p.partition), (p.records, p.bytes));
     }
 
     /// Stores safe positions and publishes per-partition metrics.

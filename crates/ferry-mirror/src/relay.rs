@@ -224,8 +224,7 @@ impl Relay {
         let mut routes: HashMap<Arc<str>, Vec<Option<Route>>> = HashMap::new();
         let mut last_truncation_check = Instant::now() - Duration::from_secs(60);
         // Consume errors repeat every poll while a cluster is down: log once per 10 s.
-        let mut last_warning: Option<Instant> = None;
-        let mut suppressed = 0u64;
+        let consume_warnings = telemetry::Throttle::new(Duration::from_secs(10));
 
         loop {
             if self.cancel.is_cancelled() {
@@ -260,13 +259,9 @@ impl Relay {
                 }
                 Some(Err(e)) => {
                     consume_errors.increment(1);
-                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    if let Some(suppressed) = consume_warnings.allow(Instant::now()) {
                         warn!(flow = %self.flow, cluster = %self.source.alias, bootstrap = %self.source.bootstrap_servers,
                             error = %e, suppressed, "consume error (librdkafka reconnects; repeats suppressed for 10 s)");
-                        last_warning = Some(Instant::now());
-                        suppressed = 0;
-                    } else {
-                        suppressed += 1;
                     }
                     continue;
                 }

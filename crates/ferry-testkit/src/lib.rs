@@ -547,3 +547,20 @@ pub fn scrape_records(addr: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// librdkafka's mock cluster, in the calling process (a `ferry mirror` reaches it over loopback).
+pub type Mock = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// Creates on mock clusters `a` and `b` every topic flow `a->b` reads or writes for `topic`
+/// (the mock has no CreateTopics; Ferry creates only missing topics).
+pub fn mock_flow_topics(a: &Mock, b: &Mock, topic: &str, partitions: i32) {
+    a.create_topic(topic, partitions, 1).unwrap();
+    for internal in ["mm2-offset-syncs.b.internal", "ferry-offset-runs.b.internal"] {
+        a.create_topic(internal, 1, 1).unwrap();
+        b.create_topic(internal, 1, 1).unwrap();
+    }
+    b.create_topic(&format!("a.{topic}"), partitions, 1).unwrap();
+    for internal in ["heartbeats", "ferry-metrics.internal", "ferry-control.internal"] {
+        b.create_topic(internal, 1, 1).unwrap();
+    }
+}

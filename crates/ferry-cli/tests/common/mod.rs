@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ferry_testkit::{unique, Broker, Process};
-
-/// librdkafka's mock cluster, in the test process (the mirrors reach it over loopback TCP).
-pub(crate) type Mock = rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+use ferry_testkit::{unique, Broker, Mock, Process};
 
 pub(crate) fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
@@ -47,25 +44,12 @@ pub(crate) fn ctl(args: &[&str]) -> (i32, String, String) {
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-/// Everything the flow `a->b` reads or writes, created on the mock clusters beforehand.
-pub(crate) fn mock_topics(a: &Mock, b: &Mock, topic: &str, partitions: i32) {
-    a.create_topic(topic, partitions, 1).unwrap();
-    for internal in ["mm2-offset-syncs.b.internal", "ferry-offset-runs.b.internal"] {
-        a.create_topic(internal, 1, 1).unwrap();
-        b.create_topic(internal, 1, 1).unwrap();
-    }
-    b.create_topic(&format!("a.{topic}"), partitions, 1).unwrap();
-    for internal in ["heartbeats", "ferry-metrics.internal", "ferry-control.internal"] {
-        b.create_topic(internal, 1, 1).unwrap();
-    }
-}
-
 /// Two mock clusters `a` and `b` holding every topic flow `a->b` needs for `topic`, and a
 /// config file for the flow (named after `name`).
 pub(crate) fn mock_pair(name: &str, topic: &str, partitions: i32) -> (Mock, Mock, PathBuf) {
     let a = Mock::new(1).unwrap();
     let b = Mock::new(1).unwrap();
-    mock_topics(&a, &b, topic, partitions);
+    ferry_testkit::mock_flow_topics(&a, &b, topic, partitions);
     let config = write_config(name, &mock_config(&a.bootstrap_servers(), &b.bootstrap_servers()));
     (a, b, config)
 }
