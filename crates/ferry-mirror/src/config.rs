@@ -64,6 +64,9 @@ pub struct FlowConfig {
     pub offset_syncs_location: OffsetSyncsLocation,
     /// Whether MM2-format offset syncs are written (Ferry's own offset runs always are).
     pub emit_offset_syncs_enabled: bool,
+    /// `exactly.once.support = enabled`: records and positions are committed in one
+    /// transaction on the target.
+    pub exactly_once: bool,
     /// Where `topics`, `topics.exclude`, `groups` and `groups.exclude` were set (None: the
     /// default), for `ferry ctl ... --list`.
     pub list_sources: ListSources,
@@ -251,12 +254,12 @@ const FLOW_KEYS: &[&str] = &[
     "offset-syncs.topic.replication.factor",
     "offset-syncs.topic.location",
     "emit.offset-syncs.enabled",
+    "exactly.once.support",
 ];
 
 /// MM2 keys Ferry recognises but does not act on yet (consumer-group checkpoints, offset
 /// syncs, exactly-once): a warning says so rather than "unknown key".
 const NOT_YET_KEYS: &[&str] = &[
-    "exactly.once.support",
     "sync.topic.acls.enabled",
 ];
 
@@ -472,16 +475,6 @@ fn split_flow_key(key: &str) -> Option<((&str, &str), &str)> {
 fn classify_connector_key(p: &mut Parser<'_>, key: &str, name: &str, v: &Value, into: &mut HashMap<String, Value>) {
     if FLOW_KEYS.contains(&name) {
         into.insert(name.to_string(), v.clone());
-    } else if name == "exactly.once.support" {
-        // Promised delivery semantics must not be downgraded silently.
-        match v.value.trim().to_ascii_lowercase().as_str() {
-            "disabled" => {}
-            "preparing" => p.warn(v.line, key, "exactly-once is not implemented by this Ferry version yet; `preparing` has no effect"),
-            "enabled" => p.problem(Some(v.line), Some(key),
-                "exactly-once is not implemented by this Ferry version yet, and `enabled` asks for it: Ferry replicates at least once \
-                 (a crash re-sends, never loses). Set `disabled` to run at least once knowingly"),
-            other => p.problem(Some(v.line), Some(key), format!("expected enabled, preparing or disabled, got '{other}'")),
-        }
     } else if NOT_YET_KEYS.contains(&name) {
         p.warn(v.line, key, "recognised MM2 setting, not implemented by this Ferry version yet; ignored");
     } else if name == "offset.lag.max" {
@@ -608,6 +601,24 @@ fn replication_factor(s: &str) -> Result<i32, String> {
     }
 }
 
+/// `exactly.once.support` (MM2 3.5+, KIP-618): `enabled` makes the flow transactional;
+/// `preparing` (a Connect worker's step towards `enabled`) has no meaning for Ferry and is
+/// warned about; anything else is an error.
+fn exactly_once(p: &mut Parser<'_>, look: &Lookup<'_>) -> bool {
+    let enabled = look.parse(p, "exactly.once.support", false, |s| match s.to_ascii_lowercase().as_str() {
+        "enabled" => Ok(true),
+        "disabled" | "preparing" => Ok(false),
+        other => Err(format!("expected enabled, preparing or disabled, got '{other}'")),
+    });
+    if let (value, Some(line)) = look.string(&["exactly.once.support"], "disabled") {
+        if value.trim().eq_ignore_ascii_case("preparing") {
+            let key = look.key_name("exactly.once.support");
+            p.warn(line, &key, "`preparing` is a Kafka Connect worker's rolling-upgrade step and has no effect in Ferry: the flow replicates at least once; set `enabled` for exactly-once");
+        }
+    }
+    enabled
+}
+
 fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> FlowConfig {
     let mut regexes = |keys: &[&str], default: &str| -> (RegexList, Option<KeyAt>) {
         let (value, line) = look.string(keys, default);
@@ -669,6 +680,7 @@ fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> F
             _ => Err(format!("expected source or target, got '{s}'")),
         }),
         emit_offset_syncs_enabled: look.parse(p, "emit.offset-syncs.enabled", true, parse_bool),
+        exactly_once: exactly_once(p, look),
         list_sources: ListSources { topics: topics_at, topics_exclude: topics_exclude_at, groups: groups_at, groups_exclude: groups_exclude_at },
     }
 }

@@ -29,6 +29,7 @@ use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
 use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
+use crate::txn::{self, Transactions};
 use crate::topic_plan::{self, ConfigView, TopicAction, TopicFilter};
 use crate::{Error, FlowStatus, Result};
 
@@ -61,6 +62,11 @@ struct Running {
     store: Arc<PositionStore>,
     /// This process's member of the positions group: commits positions, holds ownership.
     member: Arc<Member>,
+    /// Exactly-once mode: the transactional producer that commits records with positions.
+    txn: Option<Arc<Transactions>>,
+    /// Exactly-once mode: the producer cannot go on; the flow stops with this reason.
+    fatal: Option<String>,
+    committed_once: bool,
     /// Sends the flow's remote topics to the member's subscription.
     member_topics: Sender<Vec<String>>,
     subscribed: Option<Vec<String>>,
@@ -84,6 +90,7 @@ struct Running {
     syncs_topics_ready: bool,
     /// This flow's stored offset runs, read once before the first partition is assigned.
     history: Option<RunLog>,
+    /// Heartbeats and metrics reports (the data producer itself unless exactly-once).
     producer: Arc<ThreadedProducer<DeliveryContext>>,
     table: Arc<ProgressTable>,
     relays: Vec<Sender<RelayCommand>>,
@@ -107,12 +114,55 @@ struct Running {
     started_ms: i64,
 }
 
-fn producer_config(target: &ClusterClient) -> rdkafka::ClientConfig {
+fn producer_config(target: &ClusterClient, transactional_id: Option<&str>) -> rdkafka::ClientConfig {
     // Idempotence keeps each partition in order and free of duplicates across retries.
-    target.client_config_with_defaults(
-        ClientRole::Producer,
-        &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "10000")],
-    )
+    let mut defaults = vec![("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "5"), ("batch.num.messages", "10000")];
+    if transactional_id.is_some() {
+        // A transaction left open by a killed process holds back read_committed readers of its
+        // partitions until the coordinator aborts it: 10 s, the group session, not 60 s.
+        defaults.push(("transaction.timeout.ms", TRANSACTION_TIMEOUT_MS));
+    }
+    let mut config = target.client_config_with_defaults(ClientRole::Producer, &defaults);
+    if let Some(id) = transactional_id {
+        config.set("transactional.id", id);
+    }
+    config
+}
+
+/// Exactly-once mode: the default `transaction.timeout.ms` (`<target>.producer.*` overrides it).
+const TRANSACTION_TIMEOUT_MS: &str = "10000";
+
+/// One transactional id per flow and process run (as Kafka Streams' exactly-once v2): fencing
+/// across processes is by the group generation (KIP-447), not by the id, so ids never collide
+/// between processes that share a flow.
+fn transactional_id(flow: &str, process: &str) -> String {
+    format!("ferry-mirror.{flow}.{process}")
+}
+
+/// Exactly-once mode: registers the transactional id and opens the first transaction,
+/// retrying with backoff while the target does not answer. `Ok(false)`: cancelled first.
+async fn init_transactions(flow: &str, target: &ClusterClient, producer: &Arc<ThreadedProducer<DeliveryContext>>, cancel: &CancellationToken) -> Result<bool> {
+    let mut backoff = Backoff::default();
+    loop {
+        let p = producer.clone();
+        match spawn_blocking(move || txn::init(&p)).await.expect("transaction init panicked") {
+            Ok(()) => {
+                info!(flow, cluster = %target.alias, "exactly-once: records and positions are committed in transactions");
+                return Ok(true);
+            }
+            Err(e) if txn::failure(&e) == txn::Failure::Fatal => {
+                return Err(Error::Transactions { cluster: target.alias.clone(), address: target.bootstrap_servers.clone(), reason: format!("cannot start transactions: {e}") });
+            }
+            Err(e) => {
+                let wait = backoff.next();
+                warn!(flow, cluster = %target.alias, address = %target.bootstrap_servers, error = %e, retry_in = ?wait, "cannot start transactions on the target; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(false),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
 }
 
 impl Flow {
@@ -133,10 +183,10 @@ impl Flow {
         let (lists_tx, mut lists_rx) = watch::channel(None::<Arc<FlowLists>>);
         let rewind_pending = Arc::new(AtomicBool::new(false));
         let last_latency_ms = Arc::new(AtomicI64::new(-1));
-        let context = DeliveryContext {
+        let context = |table: Arc<ProgressTable>| DeliveryContext {
             flow: name.to_string(),
             target: target.alias.clone(),
-            table: table.clone(),
+            table,
             rewind_pending: rewind_pending.clone(),
             latency: histogram!(telemetry::LATENCY, "flow" => name.to_string()),
             last_latency_ms: last_latency_ms.clone(),
@@ -144,10 +194,26 @@ impl Flow {
             unreachable: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::TARGET_UNREACHABLE),
             errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
         };
-        let producer: ThreadedProducer<DeliveryContext> = producer_config(&target)
-            .create_with_context(context)
+        let transactional_id = config.exactly_once.then(|| transactional_id(name, &process));
+        let producer: ThreadedProducer<DeliveryContext> = producer_config(&target, transactional_id.as_deref())
+            .create_with_context(context(table.clone()))
             .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
         let producer = Arc::new(producer);
+        // Exactly-once mode: the data producer only ever writes inside transactions, so
+        // heartbeats, checkpoints and metrics reports go through a second, plain producer.
+        let internal = if config.exactly_once {
+            let internal: ThreadedProducer<DeliveryContext> = producer_config(&target, None)
+                .set("client.id", format!("ferry-{}-internal", target.alias))
+                .create_with_context(context(Arc::new(ProgressTable::default())))
+                .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
+            Arc::new(internal)
+        } else {
+            producer.clone()
+        };
+        let gate = config.exactly_once.then(|| Arc::new(txn::Gate::default()));
+        if config.exactly_once && !init_transactions(name, &target, &producer, &cancel).await? {
+            return Ok(());
+        }
         let watermarks: BaseConsumer = Relay::consumer_config(&source)
             .set("statistics.interval.ms", "0")
             .set("client.id", format!("ferry-{}-metadata", source.alias))
@@ -167,6 +233,7 @@ impl Flow {
                 table: table.clone(),
                 producer: producer.clone(),
                 rewind_pending: rewind_pending.clone(),
+                gate: gate.clone(),
                 commands: rx,
                 cancel: relay_cancel.clone(),
             };
@@ -196,7 +263,7 @@ impl Flow {
                 target: target.clone(),
                 table: table.clone(),
                 reverse_runs,
-                producer: producer.clone(),
+                producer: internal.clone(),
                 status: status.clone(),
                 runtime: tokio::runtime::Handle::current(),
                 cancel: relay_cancel.clone(),
@@ -220,8 +287,22 @@ impl Flow {
             .map_err(|e| Error::Internal(format!("cannot start the group member thread: {e}")))?;
 
         let table_for_watch = table.clone();
+        let member = Arc::new(member);
+        let txn = gate.map(|gate| Arc::new(Transactions {
+            flow: name.to_string(),
+            producer: producer.clone(),
+            gate,
+            member: member.clone(),
+            table: table.clone(),
+            syncs: syncs.clone(),
+            rewind_pending: rewind_pending.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        }));
         let mut run = Running {
-            member: Arc::new(member),
+            txn,
+            fatal: None,
+            committed_once: false,
+            member,
             member_topics,
             subscribed: None,
             wanted: HashMap::new(),
@@ -241,7 +322,7 @@ impl Flow {
             store: Arc::new(PositionStore::connect(&target, &source.alias)?),
             watermarks: Arc::new(watermarks),
             config: config.clone(),
-            producer: producer.clone(),
+            producer: internal.clone(),
             table,
             relays,
             assigned: HashMap::new(),
@@ -333,7 +414,12 @@ impl Flow {
                     }
                     MemberEvent::Refused(e) => break Err(e.into()),
                 },
-                _ = flush.tick() => run.flush().await,
+                _ = flush.tick() => {
+                    run.flush().await;
+                    if let Some(reason) = run.fatal.clone() {
+                        break Err(Error::Transactions { cluster: target.alias.clone(), address: target.bootstrap_servers.clone(), reason });
+                    }
+                }
                 _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),
                 _ = report.tick() => run.publish_metrics(),
             }
@@ -356,7 +442,7 @@ impl Flow {
             run.set_status(|s| { s.failing = Some(format!("stopped: {e}")); });
         }
         run.publish_metrics();
-        let p = producer.clone();
+        let p = internal.clone();
         let _ = spawn_blocking(move || p.flush(Duration::from_secs(5))).await;
         // Positions are stored: leave the group, so other processes take over at once.
         drop(run);
@@ -515,7 +601,7 @@ impl Running {
     async fn reconcile(&mut self) -> Result<()> {
         let (new, gone) = membership::plan_assignment(&self.wanted, &self.owned, self.assigned.keys());
         if !gone.is_empty() {
-            self.unassign(&gone);
+            self.unassign(&gone).await;
         }
         if !new.is_empty() {
             self.assign(new).await?;
@@ -563,21 +649,19 @@ impl Running {
                 released.push(a.progress);
             }
         }
-        let mut confirmations = Vec::new();
-        for (relay, parts) in per_relay.into_iter().enumerate() {
-            if !parts.is_empty() {
-                let (done, confirmed) = channel();
-                if self.relays[relay].send(RelayCommand::Release(parts, done)).is_ok() {
-                    confirmations.push(confirmed);
-                }
+        self.release(per_relay).await;
+        if self.txn.is_some() {
+            // Exactly-once: their positions are committed with their records, in the open
+            // transaction, while this process still holds them; the member commits nothing.
+            // Lost partitions are no longer this process's: their records must never become
+            // visible, so the whole transaction aborts.
+            self.commit_transaction(lost.then(|| "partitions lost: the group session expired".to_string())).await;
+            for progress in &released {
+                self.forget(progress);
             }
+            self.publish_assignment();
+            return Vec::new();
         }
-        let _ = spawn_blocking(move || {
-            for c in confirmations {
-                let _ = c.recv_timeout(Duration::from_secs(5));
-            }
-        })
-        .await;
         // 2. Their records in flight are acknowledged (or failed: the position stays before them).
         let drained = wait_drained(&released, if lost { Duration::ZERO } else { Duration::from_secs(10) }).await;
         if !drained && !lost {
@@ -826,12 +910,13 @@ impl Running {
         Ok(())
     }
 
-    fn unassign(&mut self, gone: &[(String, i32)]) {
+    async fn unassign(&mut self, gone: &[(String, i32)]) {
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
+        let mut leaving = Vec::new();
         for key in gone {
             if let Some(a) = self.assigned.remove(key) {
-                self.forget(&a.progress);
-                per_relay[a.relay].push(a.progress);
+                per_relay[a.relay].push(a.progress.clone());
+                leaving.push(a.progress);
                 let deleted = !self.source_names.contains(&key.0);
                 if self.wanted.contains_key(key) {
                     info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer assigned to this process: replication stopped here");
@@ -842,11 +927,40 @@ impl Running {
                 }
             }
         }
-        for (relay, parts) in per_relay.into_iter().enumerate() {
-            if !parts.is_empty() {
-                let _ = self.relays[relay].send(RelayCommand::Unassign(parts));
+        if self.txn.is_some() {
+            // Exactly-once: their last records and positions are committed together before
+            // they leave the table, so adding them back later resumes exactly.
+            self.release(per_relay).await;
+            self.commit_transaction(None).await;
+        } else {
+            for (relay, parts) in per_relay.into_iter().enumerate() {
+                if !parts.is_empty() {
+                    let _ = self.relays[relay].send(RelayCommand::Unassign(parts));
+                }
             }
         }
+        for progress in &leaving {
+            self.forget(progress);
+        }
+    }
+
+    /// Asks each relay to stop sending these partitions and waits for the confirmations.
+    async fn release(&self, per_relay: Vec<Vec<SharedProgress>>) {
+        let mut confirmations = Vec::new();
+        for (relay, parts) in per_relay.into_iter().enumerate() {
+            if !parts.is_empty() {
+                let (done, confirmed) = channel();
+                if self.relays[relay].send(RelayCommand::Release(parts, done)).is_ok() {
+                    confirmations.push(confirmed);
+                }
+            }
+        }
+        let _ = spawn_blocking(move || {
+            for c in confirmations {
+                let _ = c.recv_timeout(Duration::from_secs(5));
+            }
+        })
+        .await;
     }
 
     /// A partition leaves this process: out of the table (its late acknowledgements change
@@ -859,9 +973,14 @@ impl Running {
 
     /// Stores safe positions and publishes per-partition metrics.
     async fn flush(&mut self) {
+        if self.txn.is_some() {
+            // Exactly-once: records, runs and positions are committed together.
+            self.commit_transaction(None).await;
+        }
         // Storing runs and positions takes broker round trips; it runs beside the control task
         // so metrics, heartbeats and refreshes keep their cadence. One store at a time.
         let persist = match &self.persisting {
+            _ if self.txn.is_some() => false,
             Some(h) if !h.is_finished() => false,
             _ => {
                 self.finish_persisting().await;
@@ -900,6 +1019,36 @@ impl Running {
         }
         let (name, syncs, member, table) = (self.name.clone(), self.syncs.clone(), self.member.clone(), self.table.clone());
         self.persisting = Some(tokio::spawn(persist_progress(name, syncs, member, table, history, to_store)));
+    }
+
+    /// Exactly-once mode: commits the open transaction, or aborts it (`abort`: why) and rolls
+    /// every partition back to its committed position. Nothing more once the producer failed.
+    async fn commit_transaction(&mut self, abort: Option<String>) {
+        let Some(txn) = self.txn.clone() else { return };
+        if self.fatal.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        let outcome = spawn_blocking(move || txn.commit(abort.as_deref())).await.expect("transaction commit panicked");
+        match outcome {
+            txn::Outcome::Idle => {}
+            txn::Outcome::Committed { partitions } => {
+                counter!(telemetry::TRANSACTIONS, "flow" => self.name.clone(), "outcome" => "committed").increment(1);
+                if !std::mem::replace(&mut self.committed_once, true) {
+                    info!(flow = %self.name, partitions, took = ?started.elapsed(), "first transaction committed: records and positions");
+                }
+                debug!(flow = %self.name, partitions, took = ?started.elapsed(), "transaction committed");
+            }
+            txn::Outcome::Aborted { reason, discarded } => {
+                counter!(telemetry::TRANSACTIONS, "flow" => self.name.clone(), "outcome" => "aborted").increment(1);
+                warn!(flow = %self.name, %reason, discarded, took = ?started.elapsed(),
+                    "TRANSACTION ABORTED: its records are discarded (read_committed consumers never see them) and re-sent from the last committed positions");
+            }
+            txn::Outcome::Fatal { reason } => {
+                error!(flow = %self.name, %reason, "the transactional producer cannot go on; the flow stops");
+                self.fatal = Some(reason);
+            }
+        }
     }
 
     /// Waits for the store in flight, if any.

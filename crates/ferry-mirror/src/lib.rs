@@ -33,6 +33,7 @@ pub mod provenance;
 pub mod records;
 pub mod report;
 mod relay;
+mod txn;
 pub mod replication_policy;
 pub mod status;
 pub mod telemetry;
@@ -66,6 +67,9 @@ pub enum Error {
     AllFlowsStopped(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The flow's transactional producer cannot go on (exactly-once mode).
+    #[error("exactly-once on cluster {cluster} ({address}): {reason}")]
+    Transactions { cluster: String, address: String, reason: String },
 }
 
 impl Error {

@@ -254,6 +254,12 @@ impl Member {
     pub(crate) fn commit(&self, positions: &[(String, i32, i64)]) -> ferry_kafka::Result<()> {
         commit(&self.consumer, positions).map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
     }
+
+    /// The member's group id, generation and member id, which a transactional commit of the
+    /// positions carries (KIP-447 fencing).
+    pub(crate) fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
 }
 
 /// The member's thread: serves the group protocol (its callbacks run inside `poll`) and

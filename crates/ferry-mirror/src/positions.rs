@@ -43,6 +43,9 @@ impl PositionStore {
         config.set("group.id", group_id(source_alias));
         config.set("client.id", format!("ferry-{}-positions", target.alias));
         config.set("enable.auto.commit", "false");
+        // Exactly-once mode commits positions in transactions: a fetch must wait for one still
+        // pending (librdkafka asks for stable offsets, KIP-447, only under read_committed).
+        config.set("isolation.level", "read_committed");
         let consumer = config
             .create()
             .map_err(|e| ferry_kafka::Error::new(target, "create position store client", e))?;

@@ -171,6 +171,9 @@ pub(crate) struct Relay {
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) producer: Arc<ThreadedProducer<DeliveryContext>>,
     pub(crate) rewind_pending: Arc<AtomicBool>,
+    /// Exactly-once mode: held (shared) while a record is handed to the producer, closed while
+    /// a transaction commits.
+    pub(crate) gate: Option<Arc<crate::txn::Gate>>,
     pub(crate) commands: Receiver<RelayCommand>,
     pub(crate) cancel: CancellationToken,
 }
@@ -275,6 +278,9 @@ impl Relay {
         let Some(Some(route)) = routes.get(message.topic()).and_then(|r| r.get(message.partition() as usize)) else {
             return; // a message fetched just before its partition was unassigned
         };
+        // From the partition's state to the producer's queue in one pass of the gate: a roll-back
+        // (under the closed gate) cannot slip between them.
+        let _pass = self.gate.as_deref().map(|g| g.read().unwrap_or_else(|e| e.into_inner()));
         let offset = message.offset();
         let headers = if self.identity_policy {
             match self.provenance_headers(message) {

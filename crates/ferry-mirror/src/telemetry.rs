@@ -15,6 +15,8 @@ pub const CHECKPOINTS: &str = "ferry_mirror_checkpoints_total";
 pub const CHECKPOINT_AGE: &str = "ferry_mirror_checkpoint_age_seconds";
 pub const GROUP_OFFSETS_SYNCED: &str = "ferry_mirror_group_offsets_synced_total";
 pub const GROUPS: &str = "ferry_mirror_groups";
+/// Exactly-once mode: transactions ended, by `outcome` (`committed`, `aborted`).
+pub const TRANSACTIONS: &str = "ferry_mirror_transactions_total";
 
 /// Error kinds used as the `kind` label of [`ERRORS`].
 pub mod kind {

@@ -62,12 +62,16 @@ fn client_properties_pass_through_by_role() {
 }
 
 #[test]
-fn exactly_once_enabled_is_refused_until_it_is_implemented() {
-    let e = parse(&format!("{BASE}exactly.once.support = enabled\n")).unwrap_err().to_string();
-    assert!(e.contains("mm2.properties:5: exactly.once.support: exactly-once is not implemented"), "{e}");
-    assert!(e.contains("Set `disabled`"), "{e}");
+fn exactly_once_is_a_flow_setting() {
+    let c = parse(&format!("{BASE}exactly.once.support = enabled\n")).unwrap();
+    assert!(c.flows.iter().all(|f| f.exactly_once), "global `enabled` applies to every flow");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = parse(&format!("{BASE}a->b.exactly.once.support = Enabled\n")).unwrap();
+    assert!(c.flows.iter().any(|f| f.exactly_once));
+    let c = parse(BASE).unwrap();
+    assert!(c.flows.iter().all(|f| !f.exactly_once), "disabled by default, as in MM2");
     let e = parse(&format!("{BASE}exactly.once.support = maybe\n")).unwrap_err().to_string();
-    assert!(e.contains("expected enabled, preparing or disabled, got 'maybe'"), "{e}");
+    assert!(e.contains("mm2.properties:5: exactly.once.support: expected enabled, preparing or disabled, got 'maybe'"), "{e}");
     let c = parse(&format!("{BASE}exactly.once.support = disabled\n")).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -77,7 +81,7 @@ fn unknown_and_unsupported_keys_are_warned_with_their_line() {
     let c = parse(&format!("{BASE}frobnicate = 1\nexactly.once.support = preparing\na.metric.reporters=x\nkey.converter=x\noffset.lag.max = 10\n")).unwrap();
     let w = c.warnings.join("\n");
     assert!(w.contains("mm2.properties:5: frobnicate: unknown key"), "{w}");
-    assert!(w.contains("mm2.properties:6: exactly.once.support: exactly-once is not implemented by this Ferry version yet; `preparing` has no effect"), "{w}");
+    assert!(w.contains("mm2.properties:6: exactly.once.support: `preparing` is a Kafka Connect worker's rolling-upgrade step and has no effect in Ferry"), "{w}");
     assert!(w.contains("mm2.properties:9: offset.lag.max: not needed: Ferry translates offsets exactly"), "{w}");
     assert!(w.contains("mm2.properties:7: a.metric.reporters: not a librdkafka client property"), "{w}");
     assert!(w.contains("mm2.properties:8: key.converter: Kafka Connect framework setting"), "{w}");
