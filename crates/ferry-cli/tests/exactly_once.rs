@@ -155,6 +155,42 @@ fn a_fenced_position_commit_aborts_and_resends_from_the_committed_positions() {
     assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
 }
 
+/// A producer the coordinator fenced (what Kafka does to one whose transaction timed out, for
+/// example over a stalled target) cannot be used again: Ferry replaces it under the same
+/// transactional id, rolls back to the committed positions and goes on.
+#[test]
+fn a_fenced_producer_is_replaced_and_replication_goes_on() {
+    let (a, b, config) = mock_pair("eos-replace", "orders", PARTITIONS);
+    let config = eos(&config);
+    let records = sample_records(PARTITIONS, 400, 1_700_000_000_000);
+    let (first, second) = records.split_at(records.len() / 2);
+    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+    let mut mirror = start_mirror(&config, "eos-replace");
+    producer.send_all("orders", first).unwrap();
+    arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
+    wait_for(Duration::from_secs(10), || mirror.output().contains("first transaction committed").then_some(()))
+        .unwrap_or_else(|| panic!("no transaction committed:\n{}", mirror.output()));
+    std::thread::sleep(Duration::from_secs(2));
+
+    b.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
+    producer.send_all("orders", second).unwrap();
+    let log = wait_for(Duration::from_secs(30), || {
+        let log = mirror.output();
+        log.contains("producer replaced").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("the fenced producer was not replaced:\n{}", mirror.output()));
+    let (aborts, discarded) = aborted(&log);
+    let expected = records.len() + discarded as usize;
+    arrived(&b.bootstrap_servers(), "a.orders", &records, expected, &mirror);
+    std::thread::sleep(Duration::from_secs(2));
+    let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, expected, Duration::from_secs(3)).unwrap();
+    println!("producer fenced and replaced ({aborts} rolled-back transactions, {discarded} records discarded and re-sent); target holds {} (sent {})", got.len(), records.len());
+    assert_eq!(got.len(), expected, "{}", mirror.output());
+    assert!(!mirror.output().contains("FLOW STOPPED"), "{}", mirror.output());
+    let status = mirror.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
+}
+
 #[test]
 fn a_target_without_transactions_stops_the_flow_loudly() {
     let (a, _b, topic, config) = one_topic_flow("eos-tansu", 1);
@@ -169,4 +205,33 @@ fn a_target_without_transactions_stops_the_flow_loudly() {
     println!("{}", log.lines().filter(|l| l.contains("FLOW STOPPED") || l.contains("exactly-once")).collect::<Vec<_>>().join("\n"));
     assert!(log.contains("exactly-once on cluster b"), "{log}");
     let _ = mirror.terminate(Duration::from_secs(30));
+}
+
+/// Two processes share an exactly-once flow; one leaves with SIGTERM while records flow. Its
+/// partitions' last records and positions are committed in its final transaction before the
+/// group moves them. On the mock the next owner cannot read those positions back (TxnOffsetCommit
+/// is not stored there), so it starts at the log start and the copies it re-sends are counted,
+/// not asserted; what is asserted is that the handover neither hangs nor loses a record.
+#[test]
+fn an_exactly_once_flow_is_shared_and_handed_over_without_loss() {
+    let (a, b, config) = mock_pair("eos-share", "orders", PARTITIONS);
+    let config = eos(&config);
+    let records = sample_records(PARTITIONS, 1_000, 1_700_000_000_000);
+    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+    let (early, late) = records.split_at(records.len() / 2);
+    producer.send_all("orders", early).unwrap();
+    let mut first = start_mirror(&config, "eos-share-1");
+    arrived(&b.bootstrap_servers(), "a.orders", early, early.len(), &first);
+    let mut second = start_mirror(&config, "eos-share-2");
+    wait_for(Duration::from_secs(30), || first.output().contains("partitions handed over to another process").then_some(()))
+        .unwrap_or_else(|| panic!("no partition moved to the second process:\n{}\n-----\n{}", first.output(), second.output()));
+    producer.send_all("orders", late).unwrap();
+    let stopped = Instant::now();
+    let status = first.terminate(Duration::from_secs(30)).unwrap();
+    println!("SIGTERM: the first process exited {status:?} after {:?}", stopped.elapsed());
+    assert!(status.success(), "exit {status:?}:\n{}", first.output());
+    let got = arrived(&b.bootstrap_servers(), "a.orders", &records, records.len(), &second);
+    println!("shared exactly-once flow: all {} records arrived; {} copies on the mock, which does not store transactional positions", records.len(), got.len() - records.len());
+    let status = second.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", second.output());
 }

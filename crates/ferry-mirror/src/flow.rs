@@ -25,7 +25,7 @@ use crate::membership::{self, Member, MemberEvent, RemotePartition};
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
-use crate::relay::{now_ms, DeliveryContext, Relay, RelayCommand};
+use crate::relay::{now_ms, DataProducer, DeliveryContext, Relay, RelayCommand, Sink};
 use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
@@ -183,37 +183,46 @@ impl Flow {
         let (lists_tx, mut lists_rx) = watch::channel(None::<Arc<FlowLists>>);
         let rewind_pending = Arc::new(AtomicBool::new(false));
         let last_latency_ms = Arc::new(AtomicI64::new(-1));
-        let context = |table: Arc<ProgressTable>| DeliveryContext {
-            flow: name.to_string(),
-            target: target.alias.clone(),
-            table,
-            rewind_pending: rewind_pending.clone(),
-            latency: histogram!(telemetry::LATENCY, "flow" => name.to_string()),
-            last_latency_ms: last_latency_ms.clone(),
-            delivery_errors: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::DELIVERY),
-            unreachable: counter!(telemetry::ERRORS, "flow" => name.to_string(), "kind" => kind::TARGET_UNREACHABLE),
-            errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
+        // The data producer: idempotent, or transactional in exactly-once mode, where it is made
+        // again when it must be replaced. Exactly-once mode also needs a plain producer for
+        // heartbeats, checkpoints and metrics reports (the transactional one writes only inside
+        // transactions); it reports no partition progress (its own empty table).
+        let make_producer = {
+            let (name, target, rewind_pending, last_latency_ms) = (name.to_string(), target.clone(), rewind_pending.clone(), last_latency_ms.clone());
+            let transactional_id = config.exactly_once.then(|| transactional_id(&name, &process));
+            move |table: Arc<ProgressTable>, data: bool| -> std::result::Result<DataProducer, rdkafka::error::KafkaError> {
+                let transactional_id = transactional_id.as_deref().filter(|_| data);
+                let context = DeliveryContext {
+                    flow: name.clone(),
+                    target: target.alias.clone(),
+                    table,
+                    rewind_pending: rewind_pending.clone(),
+                    latency: histogram!(telemetry::LATENCY, "flow" => name.clone()),
+                    last_latency_ms: last_latency_ms.clone(),
+                    delivery_errors: counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::DELIVERY),
+                    unreachable: counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::TARGET_UNREACHABLE),
+                    errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
+                    transactional: transactional_id.is_some(),
+                };
+                let mut client = producer_config(&target, transactional_id);
+                if !data {
+                    client.set("client.id", format!("ferry-{}-internal", target.alias));
+                }
+                client.create_with_context(context)
+            }
         };
-        let transactional_id = config.exactly_once.then(|| transactional_id(name, &process));
-        let producer: ThreadedProducer<DeliveryContext> = producer_config(&target, transactional_id.as_deref())
-            .create_with_context(context(table.clone()))
-            .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
-        let producer = Arc::new(producer);
-        // Exactly-once mode: the data producer only ever writes inside transactions, so
-        // heartbeats, checkpoints and metrics reports go through a second, plain producer.
-        let internal = if config.exactly_once {
-            let internal: ThreadedProducer<DeliveryContext> = producer_config(&target, None)
-                .set("client.id", format!("ferry-{}-internal", target.alias))
-                .create_with_context(context(Arc::new(ProgressTable::default())))
-                .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e)))?;
-            Arc::new(internal)
+        let created = |e| Error::Kafka(ferry_kafka::Error::new(&target, "create producer", e));
+        let producer = Arc::new(make_producer(table.clone(), true).map_err(created)?);
+        let internal = if config.exactly_once { Arc::new(make_producer(Arc::new(ProgressTable::default()), false).map_err(created)?) } else { producer.clone() };
+        let sink = if config.exactly_once {
+            if !init_transactions(name, &target, &producer, &cancel).await? {
+                return Ok(());
+            }
+            Sink::Transactional(Arc::new(txn::Gate::new(producer)))
         } else {
-            producer.clone()
+            Sink::Plain(producer)
         };
-        let gate = config.exactly_once.then(|| Arc::new(txn::Gate::default()));
-        if config.exactly_once && !init_transactions(name, &target, &producer, &cancel).await? {
-            return Ok(());
-        }
+        let make_producer = Arc::new(make_producer);
         let watermarks: BaseConsumer = Relay::consumer_config(&source)
             .set("statistics.interval.ms", "0")
             .set("client.id", format!("ferry-{}-metadata", source.alias))
@@ -231,9 +240,8 @@ impl Flow {
                 target_alias: target.alias.clone(),
                 identity_policy: config.policy.kind == PolicyKind::Identity,
                 table: table.clone(),
-                producer: producer.clone(),
+                sink: sink.clone(),
                 rewind_pending: rewind_pending.clone(),
-                gate: gate.clone(),
                 commands: rx,
                 cancel: relay_cancel.clone(),
             };
@@ -288,16 +296,23 @@ impl Flow {
 
         let table_for_watch = table.clone();
         let member = Arc::new(member);
-        let txn = gate.map(|gate| Arc::new(Transactions {
-            flow: name.to_string(),
-            producer: producer.clone(),
-            gate,
-            member: member.clone(),
-            table: table.clone(),
-            syncs: syncs.clone(),
-            rewind_pending: rewind_pending.clone(),
-            runtime: tokio::runtime::Handle::current(),
-        }));
+        let txn = match &sink {
+            Sink::Plain(_) => None,
+            Sink::Transactional(gate) => Some(Arc::new(Transactions {
+                flow: name.to_string(),
+                gate: gate.clone(),
+                factory: {
+                    let (make, table) = (make_producer.clone(), table.clone());
+                    Box::new(move || make(table.clone(), true))
+                },
+                broken: AtomicBool::new(false),
+                member: member.clone(),
+                table: table.clone(),
+                syncs: syncs.clone(),
+                rewind_pending: rewind_pending.clone(),
+                runtime: tokio::runtime::Handle::current(),
+            })),
+        };
         let mut run = Running {
             txn,
             fatal: None,
@@ -433,8 +448,9 @@ impl Flow {
         for t in threads.into_iter().chain(checkpointer).chain(run.control_thread.take()) {
             let _ = spawn_blocking(move || t.join()).await;
         }
-        let p = producer.clone();
+        let p = sink.current();
         let _ = spawn_blocking(move || p.flush(Duration::from_secs(10))).await;
+        drop(sink);
         run.finish_persisting().await;
         run.flush().await;
         run.finish_persisting().await;

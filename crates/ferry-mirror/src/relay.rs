@@ -39,6 +39,28 @@ pub(crate) enum RelayCommand {
     Release(Vec<SharedProgress>, std::sync::mpsc::Sender<()>),
 }
 
+/// The flow's data producer.
+pub(crate) type DataProducer = ThreadedProducer<DeliveryContext>;
+
+/// Where relays hand records to.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// At least once: the flow's idempotent producer.
+    Plain(Arc<DataProducer>),
+    /// Exactly once: the transactional producer behind the gate (see [`crate::txn::Gate`]).
+    Transactional(Arc<crate::txn::Gate>),
+}
+
+impl Sink {
+    /// The producer in use now (a transactional one may have been replaced since).
+    pub(crate) fn current(&self) -> Arc<DataProducer> {
+        match self {
+            Sink::Plain(p) => p.clone(),
+            Sink::Transactional(gate) => gate.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
 /// The target producer's callbacks: acknowledgements update partition progress.
 pub(crate) struct DeliveryContext {
     pub(crate) flow: String,
@@ -50,6 +72,14 @@ pub(crate) struct DeliveryContext {
     pub(crate) delivery_errors: Counter,
     pub(crate) unreachable: Counter,
     pub(crate) errors_logged: telemetry::Throttle,
+    /// Exactly-once mode: a failure of the producer itself (fenced, fatal) is not the
+    /// partition's; the transaction is aborted and the producer replaced.
+    pub(crate) transactional: bool,
+}
+
+/// Whether a failed delivery stops its partition for good.
+pub(crate) fn stops_partition(error: &KafkaError, transactional: bool) -> bool {
+    ferry_kafka::classify(error) == ferry_kafka::ErrorKind::Fatal && !(transactional && crate::txn::producer_failed(error))
 }
 
 impl ClientContext for DeliveryContext {
@@ -103,10 +133,7 @@ impl ProducerContext for DeliveryContext {
             }
             Err((e, _)) => {
                 self.delivery_errors.increment(1);
-                let fatal = match ferry_kafka::classify(e) {
-                    ferry_kafka::ErrorKind::Fatal => Some(e.to_string()),
-                    ferry_kafka::ErrorKind::Retriable => None,
-                };
+                let fatal = stops_partition(e, self.transactional).then(|| e.to_string());
                 if let Some(reason) = &fatal {
                     error!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, %reason,
                         "delivery failed permanently: partition stopped, nothing after it is replicated");
@@ -169,11 +196,8 @@ pub(crate) struct Relay {
     pub(crate) target_alias: String,
     pub(crate) identity_policy: bool,
     pub(crate) table: Arc<ProgressTable>,
-    pub(crate) producer: Arc<ThreadedProducer<DeliveryContext>>,
+    pub(crate) sink: Sink,
     pub(crate) rewind_pending: Arc<AtomicBool>,
-    /// Exactly-once mode: held (shared) while a record is handed to the producer, closed while
-    /// a transaction commits.
-    pub(crate) gate: Option<Arc<crate::txn::Gate>>,
     pub(crate) commands: Receiver<RelayCommand>,
     pub(crate) cancel: CancellationToken,
 }
@@ -280,7 +304,14 @@ impl Relay {
         };
         // From the partition's state to the producer's queue in one pass of the gate: a roll-back
         // (under the closed gate) cannot slip between them.
-        let _pass = self.gate.as_deref().map(|g| g.read().unwrap_or_else(|e| e.into_inner()));
+        let pass;
+        let producer: &DataProducer = match &self.sink {
+            Sink::Plain(p) => p,
+            Sink::Transactional(gate) => {
+                pass = gate.read().unwrap_or_else(|e| e.into_inner());
+                &pass
+            }
+        };
         let offset = message.offset();
         let headers = if self.identity_policy {
             match self.provenance_headers(message) {
@@ -319,7 +350,7 @@ impl Relay {
             record = record.headers(headers);
         }
         loop {
-            match self.producer.send(record) {
+            match producer.send(record) {
                 Ok(()) => return,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     // Backpressure: the producer's queue is full; wait for acknowledgements.
@@ -332,7 +363,7 @@ impl Relay {
                 }
                 Err((e, _)) => {
                     error!(flow = %self.flow, topic = %route.remote, partition = message.partition(), offset, error = %e, "cannot enqueue record");
-                    let fatal = (ferry_kafka::classify(&e) == ferry_kafka::ErrorKind::Fatal).then(|| e.to_string());
+                    let fatal = stops_partition(&e, matches!(self.sink, Sink::Transactional(_))).then(|| e.to_string());
                     route.progress.lock().unwrap().delivery_failed(epoch, offset, fatal);
                     self.rewind_pending.store(true, Ordering::Release);
                     return;

@@ -11,31 +11,38 @@
 //! while it is closed), waits for every record in flight, stores the offset runs, commits the
 //! positions with the records, and opens the next transaction. Whatever goes wrong before the
 //! commit is acknowledged aborts the transaction, and [`roll_back`] returns every partition to
-//! its last committed position, from where the relays send again.
+//! its last committed position, from where the relays send again. A producer that can no
+//! longer be used (fenced after its transaction timed out over a stalled target, or any other
+//! fatal producer error) is replaced by a new one under the same transactional id.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{Producer, ThreadedProducer};
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use crate::membership::Member;
 use crate::offset_store::OffsetSyncWriter;
 use crate::progress::ProgressTable;
-use crate::relay::DeliveryContext;
+use crate::relay::DataProducer;
 
 /// How long a commit waits for the records in flight before it gives up and aborts.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// librdkafka's own timeout for each transactional call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Closed while a transaction commits or aborts: a relay holds it open (shared) for the whole
-/// of one record, from reading the partition's state to handing the record to the producer, so
-/// no record can slip into the next transaction from a position that was rolled back.
-pub(crate) type Gate = RwLock<()>;
+/// The transactional producer, behind a lock that is the gate between relays and commits: a
+/// relay holds it (shared) for the whole of one record, from reading the partition's state to
+/// handing the record to the producer, and a commit holds it (exclusive) from the flush to the
+/// next `begin_transaction`. So no record slips into the next transaction from a position that
+/// was rolled back, and a replaced producer is never used half-way.
+pub(crate) type Gate = RwLock<Arc<DataProducer>>;
+
+/// Makes a new transactional producer (same configuration and transactional id).
+pub(crate) type ProducerFactory = Box<dyn Fn() -> Result<DataProducer, KafkaError> + Send + Sync>;
 
 /// What a commit did.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,10 +51,10 @@ pub(crate) enum Outcome {
     Idle,
     /// Records and the positions of this many partitions are committed.
     Committed { partitions: usize },
-    /// The transaction was aborted and every partition rolled back to its committed position;
-    /// `discarded` records had been sent in it (they are re-sent).
+    /// The transaction was aborted (or its producer replaced) and every partition rolled back
+    /// to its committed position; `discarded` records had been sent in it (they are re-sent).
     Aborted { reason: String, discarded: u64 },
-    /// The producer cannot go on (fenced, not authorized): the flow must stop.
+    /// The target refuses transactions (not supported, not authorized): the flow must stop.
     Fatal { reason: String },
 }
 
@@ -58,7 +65,9 @@ pub(crate) enum Failure {
     Retry,
     /// The transaction cannot commit; abort it and carry on.
     Abort,
-    /// The producer is unusable.
+    /// The producer is unusable (fenced, fatal): replace it.
+    Replace,
+    /// No retry and no new producer can help.
     Fatal,
 }
 
@@ -66,51 +75,65 @@ pub(crate) enum Failure {
 pub(crate) fn failure(error: &KafkaError) -> Failure {
     use rdkafka::types::RDKafkaErrorCode::{UnsupportedFeature, UnsupportedVersion};
     // A broker without transactions (tansu 0.6.0 has no EndTxn): librdkafka calls that
-    // retriable, but no retry can help.
-    if matches!(error.rdkafka_error_code(), Some(UnsupportedFeature | UnsupportedVersion)) {
+    // retriable, but no retry can help. Authorization and configuration errors neither.
+    if matches!(error.rdkafka_error_code(), Some(UnsupportedFeature | UnsupportedVersion))
+        || (ferry_kafka::classify(error) == ferry_kafka::ErrorKind::Fatal && !producer_failed(error))
+    {
         return Failure::Fatal;
     }
     match error {
-        KafkaError::Transaction(e) if e.is_fatal() => Failure::Fatal,
+        KafkaError::Transaction(e) if e.is_fatal() => Failure::Replace,
         KafkaError::Transaction(e) if e.txn_requires_abort() => Failure::Abort,
         KafkaError::Transaction(e) if e.is_retriable() => Failure::Retry,
-        _ => match ferry_kafka::classify(error) {
-            ferry_kafka::ErrorKind::Fatal => Failure::Fatal,
-            ferry_kafka::ErrorKind::Retriable => Failure::Abort,
-        },
+        _ if producer_failed(error) => Failure::Replace,
+        _ => Failure::Abort,
     }
+}
+
+/// Errors that mean the producer itself is done for (librdkafka's fatal error state, fencing),
+/// not that the cluster refuses: a new producer fixes them.
+pub(crate) fn producer_failed(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{Fatal, Fenced, InvalidProducerEpoch, ProducerFenced};
+    matches!(error.rdkafka_error_code(), Some(Fatal | Fenced | InvalidProducerEpoch | ProducerFenced))
+}
+
+/// Registers the transactional id (fencing any earlier producer with the same id and aborting
+/// its open transaction) and opens the first transaction. Blocking.
+pub(crate) fn init(producer: &DataProducer) -> Result<(), KafkaError> {
+    producer.init_transactions(CALL_TIMEOUT)?;
+    producer.begin_transaction()
 }
 
 /// The flow's transactional producer and what it commits with.
 pub(crate) struct Transactions {
     pub(crate) flow: String,
-    pub(crate) producer: Arc<ThreadedProducer<DeliveryContext>>,
     pub(crate) gate: Arc<Gate>,
+    pub(crate) factory: ProducerFactory,
     pub(crate) member: Arc<Member>,
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) syncs: Arc<OffsetSyncWriter>,
     pub(crate) rewind_pending: Arc<AtomicBool>,
     pub(crate) runtime: tokio::runtime::Handle,
+    /// The producer in the gate failed and could not be replaced yet.
+    pub(crate) broken: AtomicBool,
 }
 
-/// Registers the transactional id (fencing any earlier producer with the same id and aborting
-/// its open transaction) and opens the first transaction. Blocking.
-pub(crate) fn init(producer: &ThreadedProducer<DeliveryContext>) -> Result<(), KafkaError> {
-    producer.init_transactions(CALL_TIMEOUT)?;
-    producer.begin_transaction()
-}
+type Closed<'a> = std::sync::RwLockWriteGuard<'a, Arc<DataProducer>>;
 
 impl Transactions {
     /// Commits the open transaction with the positions of every partition in the table, or
     /// aborts it and rolls back. `abort` forces the abort (partitions were lost: records of
     /// theirs in the transaction must never become visible). Blocking.
     pub(crate) fn commit(&self, abort: Option<&str>) -> Outcome {
-        let _closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(reason) = abort {
-            return self.abort(reason.to_string());
+        let mut closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        if self.broken.load(Ordering::Acquire) {
+            return self.replace(&mut closed, "the previous producer failed".into());
         }
-        if let Err(e) = self.producer.flush(FLUSH_TIMEOUT) {
-            return self.abort(format!("records still in flight after {FLUSH_TIMEOUT:?}: {e}"));
+        if let Some(reason) = abort {
+            return self.abort(&mut closed, reason.to_string());
+        }
+        if let Err(e) = closed.flush(FLUSH_TIMEOUT) {
+            return self.abort(&mut closed, format!("records still in flight after {FLUSH_TIMEOUT:?}: {e}"));
         }
         // Taken under each partition's lock: the runs cover every record before the position.
         let mut positions = Vec::new();
@@ -130,7 +153,7 @@ impl Transactions {
             }
         }
         if let Some(reason) = unsettled {
-            return self.abort(reason);
+            return self.abort(&mut closed, reason);
         }
         if positions.is_empty() {
             return Outcome::Idle;
@@ -151,18 +174,18 @@ impl Transactions {
             }
         }
         let Some(group) = self.member.group_metadata() else {
-            return self.abort("this process is not a member of the positions group".into());
+            return self.abort(&mut closed, "this process is not a member of the positions group".into());
         };
         let mut tpl = TopicPartitionList::new();
         for (topic, partition, position) in &positions {
             if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*position)) {
-                return self.abort(format!("bad position {topic}[{partition}] {position}: {e}"));
+                return self.abort(&mut closed, format!("bad position {topic}[{partition}] {position}: {e}"));
             }
         }
-        if let Err(outcome) = self.call("send the positions", || self.producer.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)) {
+        if let Err(outcome) = self.call(&mut closed, "send the positions", |p| p.send_offsets_to_transaction(&tpl, &group, CALL_TIMEOUT)) {
             return outcome;
         }
-        if let Err(outcome) = self.call("commit", || self.producer.commit_transaction(CALL_TIMEOUT)) {
+        if let Err(outcome) = self.call(&mut closed, "commit", |p| p.commit_transaction(CALL_TIMEOUT)) {
             return outcome;
         }
         for (topic, partition, position) in &positions {
@@ -170,49 +193,75 @@ impl Transactions {
                 progress.lock().unwrap().stored = *position;
             }
         }
-        if let Err(e) = self.producer.begin_transaction() {
-            return Outcome::Fatal { reason: format!("cannot begin the next transaction: {e}") };
+        if let Err(e) = closed.begin_transaction() {
+            return self.replace(&mut closed, format!("cannot begin the next transaction: {e}"));
         }
         Outcome::Committed { partitions: positions.len() }
     }
 
     /// Runs a transactional call, retrying what librdkafka calls retriable (3 attempts); a
     /// call that cannot succeed aborts the transaction.
-    fn call(&self, what: &str, f: impl Fn() -> Result<(), KafkaError>) -> Result<(), Outcome> {
+    fn call(&self, closed: &mut Closed<'_>, what: &str, f: impl Fn(&DataProducer) -> Result<(), KafkaError>) -> Result<(), Outcome> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match f() {
+            match f(closed) {
                 Ok(()) => return Ok(()),
                 Err(e) => match failure(&e) {
                     Failure::Retry if attempt < 3 => {
                         info!(flow = %self.flow, error = %e, attempt, "transaction {what}: retrying");
                     }
                     Failure::Fatal => return Err(Outcome::Fatal { reason: format!("cannot {what}: {e}") }),
-                    Failure::Retry | Failure::Abort => return Err(self.abort(format!("cannot {what}: {e}"))),
+                    Failure::Replace => return Err(self.replace(closed, format!("cannot {what}: {e}"))),
+                    Failure::Retry | Failure::Abort => return Err(self.abort(closed, format!("cannot {what}: {e}"))),
                 },
             }
         }
     }
 
-    fn abort(&self, reason: String) -> Outcome {
+    fn abort(&self, closed: &mut Closed<'_>, reason: String) -> Outcome {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.producer.abort_transaction(CALL_TIMEOUT) {
+            match closed.abort_transaction(CALL_TIMEOUT) {
                 Ok(()) => break,
-                Err(e) if failure(&e) == Failure::Retry && attempt < 5 => {
-                    info!(flow = %self.flow, error = %e, attempt, "transaction abort: retrying");
-                }
-                Err(e) => return Outcome::Fatal { reason: format!("{reason}; then the abort failed: {e}") },
+                Err(e) => match failure(&e) {
+                    Failure::Retry if attempt < 5 => info!(flow = %self.flow, error = %e, attempt, "transaction abort: retrying"),
+                    Failure::Fatal => return Outcome::Fatal { reason: format!("{reason}; then the abort failed: {e}") },
+                    _ => return self.replace(closed, format!("{reason}; then the abort failed: {e}")),
+                },
             }
         }
         let discarded = roll_back(&self.table);
         self.rewind_pending.store(true, Ordering::Release);
-        if let Err(e) = self.producer.begin_transaction() {
-            return Outcome::Fatal { reason: format!("{reason}; then no transaction could begin: {e}") };
+        if let Err(e) = closed.begin_transaction() {
+            return self.replace(closed, format!("{reason}; then no transaction could begin: {e}"));
         }
         Outcome::Aborted { reason, discarded }
+    }
+
+    /// Replaces a failed producer: the new one registers the same transactional id, which
+    /// fences the old one and aborts its open transaction on the coordinator. Every partition
+    /// rolls back. If the new one cannot start (target unreachable), the next commit tries again.
+    fn replace(&self, closed: &mut Closed<'_>, reason: String) -> Outcome {
+        let discarded = roll_back(&self.table);
+        self.rewind_pending.store(true, Ordering::Release);
+        let fresh = match (self.factory)() {
+            Ok(p) => p,
+            Err(e) => return Outcome::Fatal { reason: format!("{reason}; then no new producer could be created: {e}") },
+        };
+        match init(&fresh) {
+            Ok(()) => {
+                **closed = Arc::new(fresh);
+                self.broken.store(false, Ordering::Release);
+                Outcome::Aborted { reason: format!("{reason}; producer replaced"), discarded }
+            }
+            Err(e) if failure(&e) == Failure::Fatal => Outcome::Fatal { reason: format!("{reason}; then the new producer was refused: {e}") },
+            Err(e) => {
+                self.broken.store(true, Ordering::Release);
+                Outcome::Aborted { reason: format!("{reason}; a new producer cannot start yet ({e}), retried at the next commit"), discarded }
+            }
+        }
     }
 }
 
@@ -239,11 +288,20 @@ mod tests {
     use crate::progress::PartitionProgress;
 
     #[test]
-    fn a_broker_without_transactions_is_fatal_other_failures_abort() {
+    fn a_broker_without_transactions_is_fatal_a_failed_producer_is_replaced_others_abort() {
         let unsupported = KafkaError::MessageProduction(RDKafkaErrorCode::UnsupportedFeature);
         assert_eq!(failure(&unsupported), Failure::Fatal);
         let denied = KafkaError::MessageProduction(RDKafkaErrorCode::TransactionalIdAuthorizationFailed);
         assert_eq!(failure(&denied), Failure::Fatal);
+        // The producer itself is done for (fenced after a transaction timeout): a new one helps.
+        let fenced = KafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
+        assert_eq!(failure(&fenced), Failure::Replace);
+        let fatal_state = KafkaError::MessageProduction(RDKafkaErrorCode::Fatal);
+        assert_eq!(failure(&fatal_state), Failure::Replace);
+        // ... and such a failure never stops a partition for good in exactly-once mode.
+        assert!(!crate::relay::stops_partition(&fatal_state, true));
+        assert!(crate::relay::stops_partition(&fatal_state, false));
+        assert!(crate::relay::stops_partition(&denied, true));
         // A flush that timed out: the transaction cannot commit, but the producer is fine.
         let timed_out = KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut);
         assert_eq!(failure(&timed_out), Failure::Abort);
