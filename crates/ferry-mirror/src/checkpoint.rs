@@ -295,7 +295,9 @@ impl Checkpointer {
                     Some(map) => map.reverse(upstream),
                     None => self.table.by_source(&topic, partition).and_then(|p| {
                         let p = p.lock().unwrap();
-                        p.offset_map.translate(upstream, p.safe_position())
+                        // Exactly-once: only what is committed is there for a read_committed reader.
+                        let replicated_to = if self.config.exactly_once { p.stored } else { p.safe_position() };
+                        p.offset_map.translate(upstream, replicated_to)
                     }),
                 };
                 let Some(downstream_offset) = downstream else {

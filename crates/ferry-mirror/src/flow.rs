@@ -898,6 +898,17 @@ impl Running {
                 None => warn!(flow = %self.name, topic = %source_topic, partition, position = start,
                     "no offset history before the stored position: groups behind it get checkpoints only once they pass it"),
             }
+            progress.transactional = self.config.exactly_once;
+            if self.config.exactly_once {
+                // Every copy of an offset from the committed position on belongs to a
+                // transaction that never committed (a process that died or was fenced stored
+                // its runs before its commit): no read_committed reader sees them.
+                let dropped = progress.offset_map.discard_from(start);
+                if dropped > 0 {
+                    info!(flow = %self.name, topic = %source_topic, partition, position = start, dropped,
+                        "offset history of records never committed dropped (an earlier owner's aborted transaction)");
+                }
+            }
             if let Some((records, bytes)) = self.released.remove(&(source_topic.clone(), partition)) {
                 // Back in this run: its counters go on from where they stopped.
                 progress.records = records;

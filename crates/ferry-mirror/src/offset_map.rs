@@ -30,12 +30,15 @@ impl OffsetRun {
     }
 }
 
-/// What changed since the last successful store: the start marker (if unsaved) and the runs
-/// from `runs_from` on (the last stored run may have grown).
+/// What changed since the last successful store: the start marker (if unsaved), the runs
+/// from `runs_from` on (the last stored run may have grown), and stored runs to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unsaved {
     pub start: Option<i64>,
     pub runs: Vec<OffsetRun>,
+    /// First target offsets of stored runs that no longer exist (aborted or pruned), and
+    /// [`START_KEY`] for a start marker that no longer holds: their records are deleted.
+    pub dropped: Vec<i64>,
     /// Pass back to [`OffsetMap::mark_saved`] once `runs` and `start` are stored.
     pub token: SaveToken,
 }
@@ -44,7 +47,20 @@ pub struct Unsaved {
 pub struct SaveToken {
     written: usize,
     last_len: i64,
+    dropped: usize,
+    generation: u64,
 }
+
+/// The key (in place of a first target offset) of the start marker.
+pub const START_KEY: i64 = -1;
+
+/// Runs kept per partition. Exactly-once mode starts a run per transaction (each commit marker
+/// shifts the target offsets), so without a bound a busy partition would add 86,400 runs a day
+/// at the default 1 s commit interval. Beyond this the oldest tenth is dropped (and deleted
+/// from storage); positions older than what is kept are no longer translated (no checkpoint
+/// rather than a wrong one). 20,000 runs are at most 960 KB per partition and cover about
+/// 5.5 hours of continuous transactions at the default interval; far more without them.
+pub const MAX_RUNS: usize = 20_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OffsetMap {
@@ -56,6 +72,10 @@ pub struct OffsetMap {
     /// `written[..saved]` are stored with their current lengths.
     saved: usize,
     start_saved: bool,
+    /// Stored runs (by first target offset) to delete.
+    dropped: Vec<i64>,
+    /// Bumped when runs are removed: a save token from before no longer describes `written`.
+    generation: u64,
 }
 
 impl OffsetMap {
@@ -69,6 +89,7 @@ impl OffsetMap {
             map.written.push(run);
         }
         map.saved = map.written.len();
+        map.prune();
         map
     }
 
@@ -92,7 +113,12 @@ impl OffsetMap {
                 last.len += 1;
                 self.saved = self.saved.min(self.written.len() - 1);
             }
-            _ => self.written.push(OffsetRun { source, target, len: 1 }),
+            _ => {
+                self.written.push(OffsetRun { source, target, len: 1 });
+                if self.written.len() > MAX_RUNS {
+                    self.prune();
+                }
+            }
         }
         match self.effective.back_mut() {
             Some(last) if last.source_end() == source && last.target_end() == target => last.len += 1,
@@ -112,6 +138,65 @@ impl OffsetMap {
             }
         }
         self.effective.push_back(run);
+    }
+
+    /// Drops the oldest tenth of the runs when there are more than [`MAX_RUNS`]. The start
+    /// marker goes too: the history no longer reaches back to where replication began.
+    fn prune(&mut self) {
+        if self.written.len() <= MAX_RUNS {
+            return;
+        }
+        let n = self.written.len() - MAX_RUNS + MAX_RUNS / 10;
+        for (i, run) in self.written.drain(..n).enumerate() {
+            if i < self.saved {
+                self.dropped.push(run.target);
+            }
+        }
+        self.saved = self.saved.saturating_sub(n);
+        if self.start.take().is_some() && self.start_saved {
+            self.dropped.push(START_KEY);
+        }
+        self.start_saved = true;
+        self.rebuild_effective();
+    }
+
+    /// Forgets every copy of the source offsets from `source` on (exactly-once mode: records of
+    /// an aborted transaction, which no `read_committed` reader ever sees). Stored runs among
+    /// them are deleted, and a run that reached past `source` is stored again, shortened.
+    /// Returns how many mappings were dropped.
+    pub fn discard_from(&mut self, source: i64) -> i64 {
+        let mut dropped = 0;
+        let mut i = 0;
+        while i < self.written.len() {
+            let run = self.written[i];
+            if run.source >= source {
+                dropped += run.len;
+                if i < self.saved {
+                    self.dropped.push(run.target);
+                    self.saved -= 1;
+                }
+                self.written.remove(i);
+                continue;
+            }
+            if run.source_end() > source {
+                dropped += run.source_end() - source;
+                self.written[i].len = source - run.source;
+                self.saved = self.saved.min(i);
+            }
+            i += 1;
+        }
+        if dropped > 0 {
+            self.rebuild_effective();
+        }
+        dropped
+    }
+
+    fn rebuild_effective(&mut self) {
+        self.generation += 1;
+        self.effective.clear();
+        for i in 0..self.written.len() {
+            self.push_effective(self.written[i]);
+        }
     }
 
     /// Runs in the order their records were written to the target.
@@ -174,18 +259,31 @@ impl OffsetMap {
     /// What must be stored so that a restart rebuilds this map.
     pub fn unsaved(&self) -> Option<Unsaved> {
         let start = (!self.start_saved).then_some(self.start).flatten();
-        if start.is_none() && self.saved == self.written.len() {
+        if start.is_none() && self.saved == self.written.len() && self.dropped.is_empty() {
             return None;
         }
         Some(Unsaved {
             start,
             runs: self.written[self.saved..].to_vec(),
-            token: SaveToken { written: self.written.len(), last_len: self.written.last().map_or(0, |r| r.len) },
+            dropped: self.dropped.clone(),
+            token: SaveToken {
+                written: self.written.len(),
+                last_len: self.written.last().map_or(0, |r| r.len),
+                dropped: self.dropped.len(),
+                generation: self.generation,
+            },
         })
     }
 
     /// The runs of `token` are stored; runs written or grown since stay unsaved.
     pub fn mark_saved(&mut self, token: SaveToken) {
+        if token.generation != self.generation {
+            // Runs were removed meanwhile: what was stored no longer lines up with `written`.
+            // The deletions stay pending (deleting twice is harmless); the runs from the last
+            // known-stored one on are stored again.
+            return;
+        }
+        self.dropped.drain(..token.dropped.min(self.dropped.len()));
         self.start_saved = true;
         let unchanged = token.written > 0
             && self.written.len() == token.written
@@ -307,5 +405,77 @@ mod tests {
         assert_eq!(m.unsaved(), None);
         let loaded = OffsetMap::from_runs(Some(0), m.runs().copied());
         assert_eq!(loaded.unsaved(), None, "a loaded map has nothing to store");
+    }
+
+    #[test]
+    fn copies_of_an_aborted_transaction_are_dropped_and_deleted_from_storage() {
+        let mut m = OffsetMap::default();
+        m.set_start(0);
+        // Transaction 1 commits source 0..5 at target 0..5 (marker at 5); transaction 2 writes
+        // 5..8 at 6..9 and aborts (marker at 9); 5..8 are re-sent at 10..13.
+        for s in 0..5 {
+            m.record(s, s);
+        }
+        for s in 5..8 {
+            m.record(s, s + 1);
+        }
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.runs.len(), 2);
+        m.mark_saved(u.token);
+        assert_eq!(m.discard_from(5), 3);
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.dropped, vec![6], "the stored run of the aborted transaction is deleted");
+        assert!(u.runs.is_empty());
+        m.mark_saved(u.token);
+        assert_eq!(m.unsaved(), None);
+        for s in 5..8 {
+            m.record(s, s + 5);
+        }
+        // A read_committed consumer at target 10 read source 0..5 only (6..9 were aborted):
+        // failback resumes it at 5, not at 8 as the aborted copies would make it.
+        assert_eq!(m.reverse(10), Some(5));
+        assert_eq!(m.reverse(11), Some(6));
+        assert_eq!(m.translate(5, 8), Some(10));
+        assert_eq!(m.translate(6, 8), Some(11));
+    }
+
+    #[test]
+    fn a_run_reaching_past_the_discard_point_is_shortened_and_stored_again() {
+        let mut m = OffsetMap::default();
+        for s in 0..10 {
+            m.record(s, s); // no marker between the committed and the aborted part (mock cluster)
+        }
+        let u = m.unsaved().unwrap();
+        m.mark_saved(u.token);
+        assert_eq!(m.discard_from(6), 4);
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.runs, vec![OffsetRun { source: 0, target: 0, len: 6 }]);
+        assert!(u.dropped.is_empty(), "same key, stored again shortened");
+        assert_eq!(m.reverse(6), Some(6));
+        assert_eq!(m.reverse(8), None, "beyond what is kept");
+    }
+
+    #[test]
+    fn history_is_bounded_and_positions_before_it_are_not_translated() {
+        let mut m = OffsetMap::default();
+        m.set_start(0);
+        // One run per transaction: every record is followed by a commit marker.
+        let runs = MAX_RUNS as i64 + 1;
+        for s in 0..runs {
+            m.record(s, 2 * s);
+            if s == 10 {
+                let u = m.unsaved().unwrap();
+                m.mark_saved(u.token);
+            }
+        }
+        assert_eq!(m.run_count(), MAX_RUNS - MAX_RUNS / 10);
+        let first = *m.runs().next().unwrap();
+        assert_eq!(first.source, runs - m.run_count() as i64);
+        assert_eq!(m.start(), None, "the history no longer reaches back to the start");
+        assert_eq!(m.translate(first.source - 1, runs), None, "older than the kept history: no translation");
+        assert_eq!(m.translate(first.source, runs), Some(first.target));
+        let u = m.unsaved().unwrap();
+        assert_eq!(u.dropped.len(), 12, "the 11 stored runs among the dropped ones and the start marker are deleted");
+        assert!(u.dropped.contains(&START_KEY));
     }
 }

@@ -34,7 +34,7 @@ pub(crate) fn compacted_topic(name: String, replication_factor: i32) -> NewTopic
 }
 
 /// Key offset of the start marker record.
-const START_MARKER: i64 = -1;
+const START_MARKER: i64 = crate::offset_map::START_KEY;
 
 /// Writes offset runs and MM2 offset syncs.
 pub(crate) struct OffsetSyncWriter {
@@ -61,7 +61,12 @@ impl OffsetSyncWriter {
     /// acknowledged (or the first failure).
     pub(crate) async fn write(&self, items: &[(String, i32, Unsaved)]) -> ferry_kafka::Result<()> {
         let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut tombstones: Vec<Vec<u8>> = Vec::new();
         for (topic, partition, unsaved) in items {
+            for &target in &unsaved.dropped {
+                let gone = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: 0, target, len: 0 } };
+                tombstones.push(gone.encode_key());
+            }
             if let Some(start) = unsaved.start {
                 let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: start, target: START_MARKER, len: 0 } };
                 records.push((self.runs_topic.clone(), marker.encode_key(), marker.encode_value()));
@@ -81,7 +86,13 @@ impl OffsetSyncWriter {
                 }
             }
         }
-        let records: Vec<OutRecord<'_>> = records.iter().map(|(t, k, v)| (t.as_str(), k.as_slice(), Some(v.as_slice()))).collect();
+        // Deletions first: a run dropped and then written again (same first target offset,
+        // shortened) must end with its new value.
+        let records: Vec<OutRecord<'_>> = tombstones
+            .iter()
+            .map(|k| (self.runs_topic.as_str(), k.as_slice(), None))
+            .chain(records.iter().map(|(t, k, v)| (t.as_str(), k.as_slice(), Some(v.as_slice()))))
+            .collect();
         send_all(&self.producer, &self.cluster, &format!("write offset runs to {}", self.runs_topic), &records).await
     }
 }
@@ -133,7 +144,22 @@ struct PartitionRuns {
 
 impl RunLog {
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) {
-        let Some(value) = value else { return };
+        let Some(value) = value else {
+            // A run deleted (aborted or pruned).
+            match RunRecord::decode_key(key) {
+                Ok((topic, partition, target)) => {
+                    if let Some(entry) = self.partitions.get_mut(&(topic, partition)) {
+                        if target == START_MARKER {
+                            entry.start = None;
+                        } else {
+                            entry.runs.remove(&target);
+                        }
+                    }
+                }
+                Err(_) => self.malformed += 1,
+            }
+            return;
+        };
         match RunRecord::decode(key, value) {
             Ok(r) => {
                 let entry = self.partitions.entry((r.topic, r.partition)).or_default();
@@ -304,7 +330,7 @@ mod tests {
             log.apply(&r.encode_key(), Some(&r.encode_value()));
         }
         log.apply(b"junk", Some(b"junk"));
-        log.apply(&rec(0, 0, 1).encode_key(), None);
+        log.apply(&rec(0, 99, 1).encode_key(), None); // deleting a run never stored: nothing
         assert_eq!(log.malformed, 1);
         assert_eq!(log.run_count(), 2);
         let m = log.map("t", 0).unwrap();
@@ -314,5 +340,11 @@ mod tests {
         assert_eq!(m.translate(16, 24), Some(10), "in the gap 15..20");
         assert_eq!(m.reverse(12), Some(22));
         assert!(log.map("t", 1).is_none());
+        // Deleted (an aborted transaction's run, or pruned): gone, as is a deleted start.
+        log.apply(&rec(0, 10, 0).encode_key(), None);
+        log.apply(&rec(0, START_MARKER, 0).encode_key(), None);
+        let m = log.map("t", 0).unwrap();
+        assert_eq!((m.run_count(), m.start()), (1, None));
+        assert_eq!(m.translate(16, 24), Some(10), "after the last run: its end");
     }
 }

@@ -36,8 +36,11 @@ pub(crate) struct PartitionProgress {
     pub(crate) rewind_to: Option<i64>,
     /// A non-retriable failure stopped this partition.
     pub(crate) failed: Option<String>,
-    /// Last position stored durably.
+    /// Last position stored durably (in exactly-once mode: the last committed one).
     pub(crate) stored: i64,
+    /// Exactly-once mode: an acknowledgement of an older epoch is a record of an aborted
+    /// transaction, so it is not a copy any reader sees and stays out of the offset map.
+    pub(crate) transactional: bool,
     /// Exact source -> target mapping of every acknowledged record (checkpoint hook).
     pub(crate) offset_map: OffsetMap,
     pub(crate) records: u64,
@@ -69,6 +72,7 @@ impl PartitionProgress {
             rewind_to: None,
             failed: None,
             stored: start,
+            transactional: false,
             offset_map: OffsetMap::default(),
             records: 0,
             bytes: 0,
@@ -103,7 +107,9 @@ impl PartitionProgress {
     /// A delivery succeeded at `target_offset`.
     pub(crate) fn acknowledged(&mut self, epoch: u16, source_offset: i64, target_offset: i64, bytes: usize) {
         self.inflight = self.inflight.saturating_sub(1);
-        self.offset_map.record(source_offset, target_offset);
+        if !self.transactional || (epoch == self.epoch && self.rewind_to.is_none()) {
+            self.offset_map.record(source_offset, target_offset);
+        }
         self.records += 1;
         self.bytes += bytes as u64;
         if let Some((records, bytes_total)) = &self.counters {

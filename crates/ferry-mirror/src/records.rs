@@ -119,10 +119,16 @@ impl RunRecord {
         w.into_bytes()
     }
 
-    pub fn decode(key: &[u8], value: &[u8]) -> Result<RunRecord, String> {
+    /// The key's source topic, partition and first target offset (a tombstone has no value).
+    pub fn decode_key(key: &[u8]) -> Result<(String, i32, i64), String> {
         let mut k = Reader::new(key);
         let (topic, partition, target) = (k.string()?, k.i32()?, k.i64()?);
         k.finish()?;
+        Ok((topic, partition, target))
+    }
+
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<RunRecord, String> {
+        let (topic, partition, target) = Self::decode_key(key)?;
         let mut v = Reader::new(value);
         v.version_0("offset run")?;
         let (source, len) = (v.i64()?, v.i64()?);

@@ -97,6 +97,21 @@ pub(crate) fn producer_failed(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(Fatal | Fenced | InvalidProducerEpoch | ProducerFenced))
 }
 
+/// Waits until every record handed to the producer is acknowledged and its delivery report
+/// served (the positions come from those reports). Not rust-rdkafka's `flush`: its loop waits
+/// on the event queue in 100 ms steps, which the producer's own polling thread drains first,
+/// so every flush took at least 100 ms (measured: commits every 100 ms ran at 1 % throughput).
+fn drained(producer: &DataProducer, timeout: Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    true
+}
+
 /// Registers the transactional id (fencing any earlier producer with the same id and aborting
 /// its open transaction) and opens the first transaction. Blocking.
 pub(crate) fn init(producer: &DataProducer) -> Result<(), KafkaError> {
@@ -132,8 +147,8 @@ impl Transactions {
         if let Some(reason) = abort {
             return self.abort(&mut closed, reason.to_string());
         }
-        if let Err(e) = closed.flush(FLUSH_TIMEOUT) {
-            return self.abort(&mut closed, format!("records still in flight after {FLUSH_TIMEOUT:?}: {e}"));
+        if !drained(&closed, FLUSH_TIMEOUT) {
+            return self.abort(&mut closed, format!("records still in flight after {FLUSH_TIMEOUT:?}"));
         }
         // Taken under each partition's lock: the runs cover every record before the position.
         let mut positions = Vec::new();
@@ -265,15 +280,20 @@ impl Transactions {
     }
 }
 
-/// After an abort: every partition goes back to its last committed position. The relay seeks
-/// there in a new epoch, so acknowledgements and failures of the aborted records, which arrive
-/// late, change nothing any more. Returns how many records were sent after those positions.
+/// After an abort: every partition goes back to its last committed position, in a new epoch,
+/// so acknowledgements and failures of the aborted records, which arrive late, change nothing
+/// any more; the copies of them already in the offset map are dropped (no `read_committed`
+/// reader sees them, so translation must not count them). Returns how many records were sent
+/// after the committed positions.
 pub(crate) fn roll_back(table: &ProgressTable) -> u64 {
     let mut discarded = 0;
     for progress in table.all() {
         let mut p = progress.lock().unwrap();
         discarded += (p.consumed_next - p.stored).max(0) as u64;
-        p.rewind_to = Some(p.stored);
+        p.epoch = p.epoch.wrapping_add(1);
+        let stored = p.stored;
+        p.offset_map.discard_from(stored);
+        p.rewind_to = Some(stored);
     }
     discarded
 }

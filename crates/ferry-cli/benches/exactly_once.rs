@@ -1,0 +1,77 @@
+//! Exactly-once cost benchmark (not a timed test): the same flow replicated at least once and
+//! exactly once, measured in the same run on the same kind of brokers.
+//!
+//!   cargo bench -p ferry-cli --bench exactly_once
+//!   FERRY_BENCH_RECORDS=200000 cargo bench -p ferry-cli --bench exactly_once   (quicker)
+//!
+//! librdkafka's mock cluster (in this process), because tansu 0.6.0 has no transactions. The
+//! mock runs the transactional protocol but writes no markers and stores no transactional
+//! offsets, so this measures Ferry's side of the cost (the gate, a flush and four transactional
+//! round trips per commit), not a Kafka transaction coordinator's. The topic is filled first;
+//! then `ferry mirror` starts and is timed until every record is replicated (its
+//! `ferry_mirror_records_total`); the steady rate is taken between 10 % and 100 %. Commit
+//! interval (`offset.flush.interval.ms`) 1000 ms, the default, and 100 ms.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ferry_testkit::{fill, free_port, mock_flow_topics, scrape_records, unique, Mock, Process};
+
+const PARTITIONS: i32 = 24;
+
+fn ferry() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// Seconds to replicate `n` records and the steady rate (rec/s).
+fn run(exactly_once: bool, flush_ms: u64, n: usize, size: usize) -> (f64, f64) {
+    let a = Mock::new(1).unwrap();
+    let b = Mock::new(1).unwrap();
+    mock_flow_topics(&a, &b, "orders", PARTITIONS);
+    fill(&a.bootstrap_servers(), "orders", PARTITIONS, n, size);
+    let config = std::env::temp_dir().join(format!("{}.properties", unique("bench-eos")));
+    std::fs::write(
+        &config,
+        format!(
+            "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\nrefresh.topics.interval.seconds = 1\n\
+             emit.checkpoints.enabled = false\nsync.topic.configs.enabled = false\noffset.flush.interval.ms = {flush_ms}\nexactly.once.support = {}\n",
+            a.bootstrap_servers(),
+            b.bootstrap_servers(),
+            if exactly_once { "enabled" } else { "disabled" }
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let started = Instant::now();
+    let mut mirror = Process::spawn(ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &addr], &unique("bench-eos")).unwrap();
+    let mut tenth = None;
+    loop {
+        let done = scrape_records(&addr);
+        if tenth.is_none() && done >= n as f64 / 10.0 {
+            tenth = Some(started.elapsed());
+        }
+        if done >= n as f64 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(started.elapsed() < Duration::from_secs(600), "not finished:\n{}", mirror.output());
+    }
+    let total = started.elapsed();
+    let steady = 0.9 * n as f64 / (total - tenth.unwrap()).as_secs_f64();
+    let _ = mirror.terminate(Duration::from_secs(20));
+    (total.as_secs_f64(), steady)
+}
+
+fn main() {
+    let n: usize = std::env::var("FERRY_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(500_000);
+    let size = 100;
+    println!("# Ferry exactly-once benchmark: {n} records of {size} B, {PARTITIONS} partitions, librdkafka mock cluster, 2 cores");
+    println!("| mode | commit interval | total s | steady rec/s | ratio to at-least-once |");
+    println!("|---|---|---|---|---|");
+    let (base_total, base) = run(false, 1000, n, size);
+    println!("| at least once | 1000 ms | {base_total:.2} | {base:.0} | 1.00x |");
+    for flush_ms in [1000, 100] {
+        let (total, steady) = run(true, flush_ms, n, size);
+        println!("| exactly once | {flush_ms} ms | {total:.2} | {steady:.0} | {:.2}x |", steady / base);
+    }
+}
