@@ -671,7 +671,13 @@ impl Running {
             // transaction, while this process still holds them; the member commits nothing.
             // Lost partitions are no longer this process's: their records must never become
             // visible, so the whole transaction aborts.
-            self.commit_transaction(lost.then(|| "partitions lost: the group session expired".to_string())).await;
+            let committed = self.commit_transaction(lost.then(|| "partitions lost: the group session expired".to_string())).await;
+            if lost {
+            } else if committed {
+                info!(flow = %self.name, partitions = released.len(), "handover: their last records and positions are committed in this process's transaction");
+            } else {
+                warn!(flow = %self.name, partitions = released.len(), "handover: their last transaction did not commit; the next owner resumes from the last committed positions");
+            }
             for progress in &released {
                 self.forget(progress);
             }
@@ -1050,30 +1056,34 @@ impl Running {
 
     /// Exactly-once mode: commits the open transaction, or aborts it (`abort`: why) and rolls
     /// every partition back to its committed position. Nothing more once the producer failed.
-    async fn commit_transaction(&mut self, abort: Option<String>) {
-        let Some(txn) = self.txn.clone() else { return };
+    /// Returns whether everything sent is committed.
+    async fn commit_transaction(&mut self, abort: Option<String>) -> bool {
+        let Some(txn) = self.txn.clone() else { return false };
         if self.fatal.is_some() {
-            return;
+            return false;
         }
         let started = Instant::now();
         let outcome = spawn_blocking(move || txn.commit(abort.as_deref())).await.expect("transaction commit panicked");
         match outcome {
-            txn::Outcome::Idle => {}
+            txn::Outcome::Idle => true,
             txn::Outcome::Committed { partitions } => {
                 counter!(telemetry::TRANSACTIONS, "flow" => self.name.clone(), "outcome" => "committed").increment(1);
                 if !std::mem::replace(&mut self.committed_once, true) {
                     info!(flow = %self.name, partitions, took = ?started.elapsed(), "first transaction committed: records and positions");
                 }
                 debug!(flow = %self.name, partitions, took = ?started.elapsed(), "transaction committed");
+                true
             }
             txn::Outcome::Aborted { reason, discarded } => {
                 counter!(telemetry::TRANSACTIONS, "flow" => self.name.clone(), "outcome" => "aborted").increment(1);
                 warn!(flow = %self.name, %reason, discarded, took = ?started.elapsed(),
                     "TRANSACTION ABORTED: its records are discarded (read_committed consumers never see them) and re-sent from the last committed positions");
+                false
             }
             txn::Outcome::Fatal { reason } => {
                 error!(flow = %self.name, %reason, "the transactional producer cannot go on; the flow stops");
                 self.fatal = Some(reason);
+                false
             }
         }
     }

@@ -147,6 +147,10 @@ impl Transactions {
         if let Some(reason) = abort {
             return self.abort(&mut closed, reason.to_string());
         }
+        // The generation as the commit starts: at a handover the member is still inside its
+        // revoke callback, so a commit that outlasts the callback's wait carries the old
+        // generation and is refused, never applied to partitions that moved meanwhile.
+        let group = self.member.group_metadata();
         if !drained(&closed, FLUSH_TIMEOUT) {
             return self.abort(&mut closed, format!("records still in flight after {FLUSH_TIMEOUT:?}"));
         }
@@ -188,7 +192,7 @@ impl Transactions {
                 Err(e) => warn!(flow = %self.flow, error = %e, "cannot store offset runs; committing the records, the runs are retried at the next commit"),
             }
         }
-        let Some(group) = self.member.group_metadata() else {
+        let Some(group) = group else {
             return self.abort(&mut closed, "this process is not a member of the positions group".into());
         };
         let mut tpl = TopicPartitionList::new();
