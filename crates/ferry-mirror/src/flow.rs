@@ -26,7 +26,7 @@ use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
 use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
 use crate::relay::{now_ms, DataProducer, DeliveryContext, Relay, RelayCommand, Sink};
-use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC, REPORT_VERSION};
+use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
 use crate::txn::{self, Transactions};
@@ -1124,13 +1124,6 @@ impl Running {
         partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         let status = self.status.lock().unwrap().clone();
         let report = MetricsReport {
-            version: REPORT_VERSION,
-            flow: self.name.clone(),
-            source: self.config.source.clone(),
-            target: self.config.target.clone(),
-            process: self.process.clone(),
-            started_ms: self.started_ms,
-            at_ms: now_ms(),
             failing: status.failing,
             heartbeat_ms: status.last_heartbeat_ms,
             latency: LatencySummary::of(all_samples),
@@ -1145,6 +1138,7 @@ impl Running {
                 released.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
                 released
             },
+            ..MetricsReport::new(&self.config.source, &self.config.target, &self.process, self.started_ms, now_ms())
         };
         let (key, value) = (report.key(), report.encode());
         let record = BaseRecord::with_opaque_to(METRICS_TOPIC, 0usize).key(&key).payload(&value).timestamp(report.at_ms);

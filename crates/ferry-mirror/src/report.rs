@@ -78,6 +78,38 @@ pub struct PartitionMetrics {
     pub last_timestamp_ms: i64,
 }
 
+/// Each partition's freshest report among `reports`: the report (its process is the
+/// partition's owner) and the partition's metrics in it. Keyed by (source topic, partition).
+pub fn freshest<'a>(reports: impl IntoIterator<Item = &'a MetricsReport>) -> std::collections::BTreeMap<(&'a str, i32), (&'a MetricsReport, &'a PartitionMetrics)> {
+    let mut newest: std::collections::BTreeMap<(&str, i32), (&MetricsReport, &PartitionMetrics)> = std::collections::BTreeMap::new();
+    for r in reports {
+        for p in &r.partitions {
+            let e = newest.entry((p.topic.as_str(), p.partition)).or_insert((r, p));
+            if r.at_ms > e.0.at_ms {
+                *e = (r, p);
+            }
+        }
+    }
+    newest
+}
+
+impl PartitionMetrics {
+    /// A partition with nothing replicated yet.
+    pub fn new(topic: &str, remote_topic: &str, partition: i32) -> PartitionMetrics {
+        PartitionMetrics {
+            topic: topic.to_string(),
+            remote_topic: remote_topic.to_string(),
+            partition,
+            latency: LatencySummary::default(),
+            records: 0,
+            bytes: 0,
+            position: 0,
+            lag: 0,
+            last_timestamp_ms: -1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupCheckpoint {
     pub group: String,
@@ -93,6 +125,26 @@ pub struct LatencySummary {
 }
 
 impl MetricsReport {
+    /// A report of `process` (started at `started_ms`) on flow `source->target` at `at_ms`, with
+    /// nothing measured in it yet.
+    pub fn new(source: &str, target: &str, process: &str, started_ms: i64, at_ms: i64) -> MetricsReport {
+        MetricsReport {
+            version: REPORT_VERSION,
+            flow: format!("{source}->{target}"),
+            source: source.to_string(),
+            target: target.to_string(),
+            process: process.to_string(),
+            started_ms,
+            at_ms,
+            failing: None,
+            heartbeat_ms: None,
+            latency: LatencySummary::default(),
+            partitions: Vec::new(),
+            checkpoints: Vec::new(),
+            released: Vec::new(),
+        }
+    }
+
     pub fn key(&self) -> Vec<u8> {
         record_key(&self.flow, &self.process)
     }

@@ -82,16 +82,8 @@ pub const OWNER_WINDOW_MS: i64 = 10_000;
 /// Who replicates which partition of `flow`: the newest report naming the partition, among
 /// reports of the last [`OWNER_WINDOW_MS`] before `now_ms`. Keyed by (source topic, partition).
 pub fn owners(reports: &[MetricsReport], flow: &str, now_ms: i64) -> HashMap<(String, i32), String> {
-    let mut newest: HashMap<(String, i32), (i64, String)> = HashMap::new();
-    for r in reports.iter().filter(|r| r.flow == flow && r.at_ms >= now_ms - OWNER_WINDOW_MS && r.failing.is_none()) {
-        for p in &r.partitions {
-            let entry = newest.entry((p.topic.clone(), p.partition)).or_insert((i64::MIN, String::new()));
-            if r.at_ms > entry.0 {
-                *entry = (r.at_ms, r.process.clone());
-            }
-        }
-    }
-    newest.into_iter().map(|(k, (_, process))| (k, process)).collect()
+    let recent = reports.iter().filter(|r| r.flow == flow && r.at_ms >= now_ms - OWNER_WINDOW_MS && r.failing.is_none());
+    crate::report::freshest(recent).into_iter().map(|((topic, partition), (r, _))| ((topic.to_string(), partition), r.process.clone())).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -265,32 +257,9 @@ mod tests {
     #[test]
     fn the_owner_is_the_newest_recent_reporter_of_the_partition() {
         let report = |process: &str, at_ms: i64, partitions: &[i32], failing: bool| MetricsReport {
-            version: crate::report::REPORT_VERSION,
-            flow: "a->b".into(),
-            source: "a".into(),
-            target: "b".into(),
-            process: process.into(),
-            started_ms: 0,
-            at_ms,
             failing: failing.then(|| "down".to_string()),
-            heartbeat_ms: None,
-            latency: Default::default(),
-            partitions: partitions
-                .iter()
-                .map(|&partition| crate::report::PartitionMetrics {
-                    topic: "t".into(),
-                    remote_topic: "a.t".into(),
-                    partition,
-                    latency: Default::default(),
-                    records: 0,
-                    bytes: 0,
-                    position: 0,
-                    lag: 0,
-                    last_timestamp_ms: -1,
-                })
-                .collect(),
-            checkpoints: vec![],
-            released: vec![],
+            partitions: partitions.iter().map(|&partition| crate::report::PartitionMetrics::new("t", "a.t", partition)).collect(),
+            ..MetricsReport::new("a", "b", process, 0, at_ms)
         };
         let now = 100_000;
         let reports = vec![

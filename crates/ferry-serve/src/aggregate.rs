@@ -339,16 +339,10 @@ impl FlowAgg {
 
     /// Each partition's freshest report: (process, metrics).
     fn partition_owners(&self) -> BTreeMap<(&str, i32), (&str, &ferry_mirror::report::PartitionMetrics)> {
-        let mut owners: BTreeMap<(&str, i32), (i64, &str, &ferry_mirror::report::PartitionMetrics)> = BTreeMap::new();
-        for r in self.runs.values().filter_map(|r| r.latest.as_ref()) {
-            for p in &r.partitions {
-                let e = owners.entry((p.topic.as_str(), p.partition)).or_insert((r.at_ms, &r.process, p));
-                if r.at_ms > e.0 {
-                    *e = (r.at_ms, &r.process, p);
-                }
-            }
-        }
-        owners.into_iter().map(|(k, (_, process, p))| (k, (process, p))).collect()
+        ferry_mirror::report::freshest(self.runs.values().filter_map(|r| r.latest.as_ref()))
+            .into_iter()
+            .map(|(k, (r, p))| (k, (r.process.as_str(), p)))
+            .collect()
     }
 
     /// Records replicated per partition over every run (owned or since handed over).
@@ -417,36 +411,26 @@ impl FlowAgg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_mirror::report::{GroupCheckpoint, PartitionMetrics, REPORT_VERSION};
+    use ferry_mirror::report::{GroupCheckpoint, PartitionMetrics};
 
     fn report(process: &str, at_ms: i64, parts: &[(&str, i32, u64, i64)]) -> MetricsReport {
         MetricsReport {
-            version: REPORT_VERSION,
-            flow: "a->b".into(),
-            source: "a".into(),
-            target: "b".into(),
-            process: process.into(),
-            started_ms: 0,
-            at_ms,
-            failing: None,
             heartbeat_ms: Some(at_ms - 500),
             latency: LatencySummary { samples: 3, p50_ms: Some(10), p99_ms: Some(40), max_ms: Some(50) },
             partitions: parts
                 .iter()
                 .map(|&(topic, partition, records, lag)| PartitionMetrics {
-                    topic: topic.into(),
-                    remote_topic: format!("a.{topic}"),
-                    partition,
                     latency: LatencySummary::of(vec![5, 9]),
                     records,
                     bytes: records * 10,
                     position: records as i64,
                     lag,
                     last_timestamp_ms: at_ms - 3000,
+                    ..PartitionMetrics::new(topic, &format!("a.{topic}"), partition)
                 })
                 .collect(),
             checkpoints: vec![GroupCheckpoint { group: "g".into(), checked_ms: at_ms - 100 }],
-            released: vec![],
+            ..MetricsReport::new("a", "b", process, 0, at_ms)
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use ferry_mirror::report::{now_ms, GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, REPORT_VERSION};
+use ferry_mirror::report::{now_ms, GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics};
 use ferry_mirror::MirrorConfig;
 use ferry_serve::{router, Shared, Token};
 use http_body_util::BodyExt;
@@ -15,30 +15,21 @@ const CONFIG: &str = "clusters = a, b\na.bootstrap.servers = 127.0.0.1:1\nb.boot
     a.security.protocol = SASL_PLAINTEXT\na.sasl.mechanism = PLAIN\na.sasl.username = u\na.sasl.password = supersecret\na->b.enabled = true\n";
 
 fn report(process: &str, at_ms: i64, records: u64, lag: i64) -> MetricsReport {
+    let latency = LatencySummary { samples: 2, p50_ms: Some(12), p99_ms: Some(80), max_ms: Some(95) };
     MetricsReport {
-        version: REPORT_VERSION,
-        flow: "a->b".into(),
-        source: "a".into(),
-        target: "b".into(),
-        process: process.into(),
-        started_ms: at_ms - 60_000,
-        at_ms,
-        failing: None,
         heartbeat_ms: Some(at_ms - 200),
-        latency: LatencySummary { samples: 2, p50_ms: Some(12), p99_ms: Some(80), max_ms: Some(95) },
+        latency: latency.clone(),
         partitions: vec![PartitionMetrics {
-            topic: "orders".into(),
-            remote_topic: "a.orders".into(),
-            partition: 0,
-            latency: LatencySummary { samples: 2, p50_ms: Some(12), p99_ms: Some(80), max_ms: Some(95) },
+            latency,
             records,
             bytes: records * 100,
             position: records as i64,
             lag,
             last_timestamp_ms: at_ms - 1000,
+            ..PartitionMetrics::new("orders", "a.orders", 0)
         }],
         checkpoints: vec![GroupCheckpoint { group: "app".into(), checked_ms: at_ms - 300 }],
-        released: vec![],
+        ..MetricsReport::new("a", "b", process, at_ms - 60_000, at_ms)
     }
 }
 
