@@ -207,9 +207,7 @@ fn main() {
                     if let Timestamp::CreateTime(ts) = m.timestamp() { lat.push(now_ms() - ts); }
                     idle_since = None;
                 }
-                _ if feeder.is_finished() => {
-                    if idle_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) { break; }
-                }
+                _ if feeder.is_finished() && idle_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(3) => break,
                 _ => {}
             }
         }

@@ -317,7 +317,12 @@ impl Membership {
             while let Ok(topics) = self.topics.try_recv() {
                 if topics != subscribed {
                     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    let result = if names.is_empty() { Ok(self.consumer.unsubscribe()) } else { self.consumer.subscribe(&names) };
+                    let result = if names.is_empty() {
+                        self.consumer.unsubscribe();
+                        Ok(())
+                    } else {
+                        self.consumer.subscribe(&names)
+                    };
                     match result {
                         Ok(()) => {
                             self.consumer.context().subscribed.store(!names.is_empty(), std::sync::atomic::Ordering::Relaxed);

@@ -275,9 +275,7 @@ impl Relay {
             let message = match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Ok(m)) => m,
-                Some(Err(KafkaError::MessageConsumption(code)))
-                    if matches!(code, RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset) =>
-                {
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset))) => {
                     if last_truncation_check.elapsed() > Duration::from_secs(1) {
                         last_truncation_check = Instant::now();
                         self.check_truncation(&consumer, &routes, &truncated);
@@ -336,7 +334,7 @@ impl Relay {
             p.consumed_next = offset + 1;
             p.epoch
         };
-        let mut record = BaseRecord::with_opaque_to(&*route.remote, pack(epoch, offset)).partition(message.partition());
+        let mut record = BaseRecord::with_opaque_to(&route.remote, pack(epoch, offset)).partition(message.partition());
         if let Some(key) = message.key() {
             record = record.key(key);
         }
