@@ -191,6 +191,43 @@ fn a_fenced_producer_is_replaced_and_replication_goes_on() {
     assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
 }
 
+/// The target is down for 15 s, past the group session: the open transaction cannot commit or
+/// even abort until it is back, the partitions are lost, and the flow must come back by itself
+/// (abort, roll back, rejoin) without stopping and without losing a record. The mock shows
+/// aborted copies, so copies are counted, not asserted.
+#[test]
+fn an_exactly_once_flow_survives_the_target_down_past_the_session() {
+    let (a, b, config) = mock_pair("eos-down", "orders", PARTITIONS);
+    let config = eos(&config);
+    let mut mirror = start_mirror(&config, "eos-down");
+    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+    let records = sample_records(PARTITIONS, 600, 1_700_000_000_000);
+    let (first, rest) = records.split_at(1_200);
+    let (second, third) = rest.split_at(1_200);
+    producer.send_all("orders", first).unwrap();
+    arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
+
+    b.broker_down(1).unwrap();
+    let down = Instant::now();
+    producer.send_all("orders", second).unwrap();
+    std::thread::sleep(Duration::from_secs(15).saturating_sub(down.elapsed()));
+    b.broker_up(1).unwrap();
+    let up = Instant::now();
+    let before: Vec<TestRecord> = first.iter().chain(second).cloned().collect();
+    arrived(&b.bootstrap_servers(), "a.orders", &before, before.len(), &mirror);
+    println!("target down {:?}: the records produced meanwhile arrived {:?} after it came back", up - down, up.elapsed());
+    producer.send_all("orders", third).unwrap();
+    let got = arrived(&b.bootstrap_servers(), "a.orders", &records, records.len(), &mirror);
+    let log = mirror.output();
+    let (aborts, discarded) = aborted(&log);
+    println!("all {} records arrived {:?} after the target came back; {aborts} transactions aborted ({discarded} records discarded and re-sent); {} copies on the mock",
+        records.len(), up.elapsed(), got.len() - records.len());
+    assert!(!log.contains("FLOW STOPPED"), "{log}");
+    assert!(aborts > 0, "the outage aborted no transaction:\n{log}");
+    let status = mirror.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
+}
+
 #[test]
 fn a_target_without_transactions_stops_the_flow_loudly() {
     let (a, _b, topic, config) = one_topic_flow("eos-tansu", 1);

@@ -23,7 +23,9 @@
 mod admin;
 mod client;
 mod error;
+mod quiet;
 
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
 pub use error::{classify, Error, ErrorKind, Result};
+pub use quiet::QuietContext;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use ferry_kafka::{Admin, ClusterClient};
 use metrics::{counter, gauge};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{FlowConfig, RegexList};
 use crate::control::{FlowLists, ListKind, ListName};
-use crate::failover::{apply_offsets, group_client, Applied, FailoverError};
+use crate::failover::{apply_offsets, group_client, Applied, FailoverError, GroupClient};
 use crate::offset_map::OffsetMap;
 use crate::offset_store::{compacted_topic, RunLog, TopicTail};
 use crate::progress::ProgressTable;
@@ -85,10 +85,10 @@ pub(crate) struct Checkpointer {
 }
 
 struct State {
-    source_lister: BaseConsumer,
+    source_lister: GroupClient,
     groups: BTreeSet<String>,
-    source_clients: HashMap<String, BaseConsumer>,
-    target_clients: HashMap<String, BaseConsumer>,
+    source_clients: HashMap<String, GroupClient>,
+    target_clients: HashMap<String, GroupClient>,
     emitted: HashMap<Key, (Checkpoint, Instant)>,
     reverse: Option<(TopicTail, RunLog)>,
     topic: String,
@@ -107,7 +107,7 @@ struct State {
 }
 
 /// The cached client acting for `group` (created on first use).
-fn cached<'m>(clients: &'m mut HashMap<String, BaseConsumer>, cluster: &ClusterClient, group: &str, purpose: &str) -> ferry_kafka::Result<&'m BaseConsumer> {
+fn cached<'m>(clients: &'m mut HashMap<String, GroupClient>, cluster: &ClusterClient, group: &str, purpose: &str) -> ferry_kafka::Result<&'m GroupClient> {
     if !clients.contains_key(group) {
         let client = group_client(cluster, group, &format!("ferry-{purpose}"))?;
         clients.insert(group.to_string(), client);

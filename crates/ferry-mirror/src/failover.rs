@@ -98,19 +98,23 @@ pub fn plan(offsets: &[(String, i32, i64)], current: &HashMap<(String, i32), i64
 }
 
 /// A client acting for `group` on `cluster`: reads and commits its offsets, never joins.
-pub(crate) fn group_client(cluster: &ClusterClient, group: &str, client_id: &str) -> ferry_kafka::Result<BaseConsumer> {
+/// A consumer that only reads or commits a group's offsets (never joins, never fetches): its
+/// failures come back as call results, so librdkafka's error events are not logged one by one.
+pub(crate) type GroupClient = BaseConsumer<ferry_kafka::QuietContext>;
+
+pub(crate) fn group_client(cluster: &ClusterClient, group: &str, client_id: &str) -> ferry_kafka::Result<GroupClient> {
     cluster
         .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
         .set("group.id", group)
         .set("client.id", client_id)
-        .create()
+        .create_with_context(ferry_kafka::QuietContext)
         .map_err(|e| ferry_kafka::Error::new(cluster, format!("create client for group '{group}'"), e))
 }
 
 /// Commits `offsets` (topic, partition, offset) to the group of `consumer` on `cluster`:
 /// refused while the group has active members there; never moves a partition back (see
 /// [`plan`]). Returns what happened to each offset, in order.
-pub(crate) fn apply_offsets(consumer: &BaseConsumer, cluster: &ClusterClient, group: &str, offsets: &[(String, i32, i64)]) -> Result<Vec<Applied>, FailoverError> {
+pub(crate) fn apply_offsets(consumer: &GroupClient, cluster: &ClusterClient, group: &str, offsets: &[(String, i32, i64)]) -> Result<Vec<Applied>, FailoverError> {
     let err = |op: &str, e| ferry_kafka::Error::new(cluster, format!("{op} of group '{group}'"), e);
     let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10)).map_err(|e| err("describe", e))?;
     if let Some(g) = list.groups().iter().find(|g| g.name() == group && !g.members().is_empty()) {

@@ -58,7 +58,7 @@ struct Running {
     config: FlowConfig,
     source_admin: Arc<Admin>,
     target_admin: Arc<Admin>,
-    watermarks: Arc<BaseConsumer>,
+    watermarks: Arc<BaseConsumer<ferry_kafka::QuietContext>>,
     store: Arc<PositionStore>,
     /// This process's member of the positions group: commits positions, holds ownership.
     member: Arc<Member>,
@@ -223,10 +223,10 @@ impl Flow {
             Sink::Plain(producer)
         };
         let make_producer = Arc::new(make_producer);
-        let watermarks: BaseConsumer = Relay::consumer_config(&source)
+        let watermarks: BaseConsumer<ferry_kafka::QuietContext> = Relay::consumer_config(&source)
             .set("statistics.interval.ms", "0")
             .set("client.id", format!("ferry-{}-metadata", source.alias))
-            .create()
+            .create_with_context(ferry_kafka::QuietContext)
             .map_err(|e| Error::Kafka(ferry_kafka::Error::new(&source, "create metadata client", e)))?;
 
         let relay_cancel = cancel.child_token();

@@ -193,7 +193,7 @@ impl RunLog {
 pub struct TopicTail {
     cluster: ClusterClient,
     topic: String,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ferry_kafka::QuietContext>,
     /// Where reading starts in each partition.
     start: Offset,
 }
@@ -211,11 +211,11 @@ impl TopicTail {
     }
 
     fn open_at(cluster: &ClusterClient, topic: &str, start: Offset) -> ferry_kafka::Result<TopicTail> {
-        let consumer: BaseConsumer = cluster
+        let consumer: BaseConsumer<ferry_kafka::QuietContext> = cluster
             .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false"), ("fetch.wait.max.ms", crate::relay_defaults::FETCH_WAIT_MAX_MS)])
             .set("group.id", format!("ferry-reader-{}", std::process::id()))
             .set("enable.partition.eof", "false")
-            .create()
+            .create_with_context(ferry_kafka::QuietContext)
             .map_err(|e| ferry_kafka::Error::new(cluster, format!("create reader of {topic}"), e))?;
         let tail = TopicTail { cluster: cluster.clone(), topic: topic.to_string(), consumer, start };
         tail.assign()?;

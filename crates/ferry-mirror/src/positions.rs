@@ -34,7 +34,7 @@ pub(crate) fn offsets_by_partition(committed: &TopicPartitionList) -> HashMap<(S
 
 pub(crate) struct PositionStore {
     target: ClusterClient,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ferry_kafka::QuietContext>,
 }
 
 impl PositionStore {
@@ -47,7 +47,7 @@ impl PositionStore {
         // pending (librdkafka asks for stable offsets, KIP-447, only under read_committed).
         config.set("isolation.level", "read_committed");
         let consumer = config
-            .create()
+            .create_with_context(ferry_kafka::QuietContext)
             .map_err(|e| ferry_kafka::Error::new(target, "create position store client", e))?;
         Ok(PositionStore { target: target.clone(), consumer })
     }
