@@ -115,44 +115,55 @@ fn transactions_commit_records_and_positions_on_the_mock_cluster() {
     assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
 }
 
-#[test]
-fn a_fenced_position_commit_aborts_and_resends_from_the_committed_positions() {
-    let (a, b, config) = mock_pair("eos-fence", "orders", PARTITIONS);
+/// Replicates half the records and waits until they are committed; then `fault` is injected
+/// into the target, the other half is produced, and the log must show `until`. The mock shows
+/// aborted records to every reader, so afterwards the target must hold every record once plus
+/// exactly the copies Ferry reports discarded: more would mean a re-send from before the
+/// committed position (duplicates for a read_committed reader), a missing record a restart after
+/// it (loss). Returns (transactions aborted, records discarded, the mirror's log).
+fn resends_exactly_after_a_fault(name: &str, fault: impl FnOnce(&ferry_testkit::Mock), until: impl Fn(&str) -> bool) -> (usize, u64, String) {
+    let (a, b, config) = mock_pair(name, "orders", PARTITIONS);
     let config = eos(&config);
     let records = sample_records(PARTITIONS, 400, 1_700_000_000_000);
     let (first, second) = records.split_at(records.len() / 2);
     let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
-    let mut mirror = start_mirror(&config, "eos-fence");
+    let mut mirror = start_mirror(&config, name);
     producer.send_all("orders", first).unwrap();
     arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
     wait_for(Duration::from_secs(10), || mirror.output().contains("first transaction committed").then_some(()))
         .unwrap_or_else(|| panic!("no transaction committed:\n{}", mirror.output()));
     std::thread::sleep(Duration::from_secs(2)); // every record of `first` committed
 
-    // The next two position commits are refused as from a stale generation: what Kafka answers
-    // a process that was expelled from the group (KIP-447). Each aborts its transaction.
-    b.request_errors(RDKafkaApiKey::TxnOffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION; 2]);
+    fault(&b);
     producer.send_all("orders", second).unwrap();
     let log = wait_for(Duration::from_secs(30), || {
         let log = mirror.output();
-        (aborted(&log).0 >= 2).then_some(log)
+        until(&log).then_some(log)
     })
-    .unwrap_or_else(|| panic!("no transaction aborted:\n{}", mirror.output()));
+    .unwrap_or_else(|| panic!("the fault had no effect:\n{}", mirror.output()));
     let (aborts, discarded) = aborted(&log);
-    assert!(discarded > 0, "the aborted transactions held no records:\n{log}");
-
-    // The mock shows aborted records to every reader: the target holds every record once,
-    // plus exactly the copies Ferry discarded. More would mean a re-send from before the
-    // committed position (a read_committed reader would see duplicates); a missing record
-    // would mean it restarted after it (loss).
     let expected = records.len() + discarded as usize;
-    let got = arrived(&b.bootstrap_servers(), "a.orders", &records, expected, &mirror);
+    arrived(&b.bootstrap_servers(), "a.orders", &records, expected, &mirror);
     std::thread::sleep(Duration::from_secs(2));
-    let got_later = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, expected, Duration::from_secs(3)).unwrap();
-    println!("{aborts} transactions aborted by a fenced position commit, {discarded} records discarded and re-sent; target holds {} (sent {})", got.len(), records.len());
-    assert_eq!(got_later.len(), expected, "target holds {} records: {} sent + {discarded} discarded copies expected\n{}", got_later.len(), records.len(), mirror.output());
+    let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, expected, Duration::from_secs(3)).unwrap();
+    println!("{name}: {aborts} transactions rolled back, {discarded} records discarded and re-sent; target holds {} (sent {})", got.len(), records.len());
+    assert_eq!(got.len(), expected, "{} sent + {discarded} discarded copies expected:\n{}", records.len(), mirror.output());
     let status = mirror.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
+    let log = mirror.output();
+    assert!(status.success(), "exit {status:?}:\n{log}");
+    (aborts, discarded, log)
+}
+
+#[test]
+fn a_fenced_position_commit_aborts_and_resends_from_the_committed_positions() {
+    // The next two position commits are refused as from a stale generation: what Kafka answers
+    // a process that was expelled from the group (KIP-447). Each aborts its transaction.
+    let (_, discarded, log) = resends_exactly_after_a_fault(
+        "eos-fence",
+        |b| b.request_errors(RDKafkaApiKey::TxnOffsetCommit, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_ILLEGAL_GENERATION; 2]),
+        |log| aborted(log).0 >= 2,
+    );
+    assert!(discarded > 0, "the aborted transactions held no records:\n{log}");
 }
 
 /// A producer the coordinator fenced (what Kafka does to one whose transaction timed out, for
@@ -160,35 +171,12 @@ fn a_fenced_position_commit_aborts_and_resends_from_the_committed_positions() {
 /// transactional id, rolls back to the committed positions and goes on.
 #[test]
 fn a_fenced_producer_is_replaced_and_replication_goes_on() {
-    let (a, b, config) = mock_pair("eos-replace", "orders", PARTITIONS);
-    let config = eos(&config);
-    let records = sample_records(PARTITIONS, 400, 1_700_000_000_000);
-    let (first, second) = records.split_at(records.len() / 2);
-    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
-    let mut mirror = start_mirror(&config, "eos-replace");
-    producer.send_all("orders", first).unwrap();
-    arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
-    wait_for(Duration::from_secs(10), || mirror.output().contains("first transaction committed").then_some(()))
-        .unwrap_or_else(|| panic!("no transaction committed:\n{}", mirror.output()));
-    std::thread::sleep(Duration::from_secs(2));
-
-    b.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]);
-    producer.send_all("orders", second).unwrap();
-    let log = wait_for(Duration::from_secs(30), || {
-        let log = mirror.output();
-        log.contains("producer replaced").then_some(log)
-    })
-    .unwrap_or_else(|| panic!("the fenced producer was not replaced:\n{}", mirror.output()));
-    let (aborts, discarded) = aborted(&log);
-    let expected = records.len() + discarded as usize;
-    arrived(&b.bootstrap_servers(), "a.orders", &records, expected, &mirror);
-    std::thread::sleep(Duration::from_secs(2));
-    let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, expected, Duration::from_secs(3)).unwrap();
-    println!("producer fenced and replaced ({aborts} rolled-back transactions, {discarded} records discarded and re-sent); target holds {} (sent {})", got.len(), records.len());
-    assert_eq!(got.len(), expected, "{}", mirror.output());
-    assert!(!mirror.output().contains("FLOW STOPPED"), "{}", mirror.output());
-    let status = mirror.terminate(Duration::from_secs(30)).unwrap();
-    assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
+    let (_, _, log) = resends_exactly_after_a_fault(
+        "eos-replace",
+        |b| b.request_errors(RDKafkaApiKey::EndTxn, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED]),
+        |log| log.contains("producer replaced"),
+    );
+    assert!(!log.contains("FLOW STOPPED"), "{log}");
 }
 
 /// The target is down for 15 s, past the group session: the open transaction cannot commit or
