@@ -672,11 +672,10 @@ impl Running {
             // Lost partitions are no longer this process's: their records must never become
             // visible, so the whole transaction aborts.
             let committed = self.commit_transaction(lost.then(|| "partitions lost: the group session expired".to_string())).await;
-            if lost {
-            } else if committed {
-                info!(flow = %self.name, partitions = released.len(), "handover: their last records and positions are committed in this process's transaction");
-            } else {
-                warn!(flow = %self.name, partitions = released.len(), "handover: their last transaction did not commit; the next owner resumes from the last committed positions");
+            match (lost, committed) {
+                (true, _) => {}
+                (false, true) => info!(flow = %self.name, partitions = released.len(), "handover: their last records and positions are committed in this process's transaction"),
+                (false, false) => warn!(flow = %self.name, partitions = released.len(), "handover: their last transaction did not commit; the next owner resumes from the last committed positions"),
             }
             for progress in &released {
                 self.forget(progress);
