@@ -44,6 +44,16 @@ fn run(exactly_once: bool, flush_ms: u64, n: usize, size: usize) -> (f64, f64) {
     let addr = format!("127.0.0.1:{}", free_port());
     let started = Instant::now();
     let mut mirror = Process::spawn(ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &addr], &unique("bench-eos")).unwrap();
+    // FERRY_BENCH_PERF=DIR: `perf record` the mirror process (call graphs) into DIR, one file
+    // per run, for profiling; the numbers of such a run are not comparable.
+    let perf = std::env::var("FERRY_BENCH_PERF").ok().map(|dir| {
+        let out = format!("{dir}/ferry-{}-{flush_ms}.perf", if exactly_once { "eos" } else { "alo" });
+        std::process::Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &mirror.pid().to_string()])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     let mut tenth = None;
     loop {
         let done = scrape_records(&addr);
@@ -58,6 +68,10 @@ fn run(exactly_once: bool, flush_ms: u64, n: usize, size: usize) -> (f64, f64) {
     }
     let total = started.elapsed();
     let steady = 0.9 * n as f64 / (total - tenth.unwrap()).as_secs_f64();
+    if let Some(mut perf) = perf {
+        let _ = std::process::Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     let _ = mirror.terminate(Duration::from_secs(20));
     (total.as_secs_f64(), steady)
 }
