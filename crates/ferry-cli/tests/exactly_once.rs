@@ -127,7 +127,8 @@ fn resends_exactly_after_a_fault(name: &str, fault: impl FnOnce(&ferry_testkit::
     let records = sample_records(PARTITIONS, 400, 1_700_000_000_000);
     let (first, second) = records.split_at(records.len() / 2);
     let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
-    let mut mirror = start_mirror(&config, name);
+    let metrics = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut mirror = Process::spawn(common::ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &ferry_testkit::unique(name)).unwrap();
     producer.send_all("orders", first).unwrap();
     arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
     wait_for(Duration::from_secs(10), || mirror.output().contains("first transaction committed").then_some(()))
@@ -148,6 +149,13 @@ fn resends_exactly_after_a_fault(name: &str, fault: impl FnOnce(&ferry_testkit::
     let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, expected, Duration::from_secs(3)).unwrap();
     println!("{name}: {aborts} transactions rolled back, {discarded} records discarded and re-sent; target holds {} (sent {})", got.len(), records.len());
     assert_eq!(got.len(), expected, "{} sent + {discarded} discarded copies expected:\n{}", records.len(), mirror.output());
+    // Replicated counts only what committed: the discarded copies are not counted.
+    let counted = wait_for(Duration::from_secs(10), || {
+        let n = ferry_testkit::scrape_records(&metrics);
+        (n as usize == records.len()).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("ferry_mirror_records_total is {}, not {}", ferry_testkit::scrape_records(&metrics), records.len()));
+    println!("{name}: ferry_mirror_records_total {counted} (the discarded copies are not counted)");
     let status = mirror.terminate(Duration::from_secs(30)).unwrap();
     let log = mirror.output();
     assert!(status.success(), "exit {status:?}:\n{log}");

@@ -41,6 +41,9 @@ pub(crate) struct PartitionProgress {
     /// Exactly-once mode: an acknowledgement of an older epoch is a record of an aborted
     /// transaction, so it is not a copy any reader sees and stays out of the offset map.
     pub(crate) transactional: bool,
+    /// Exactly-once mode: records and bytes acknowledged in the open transaction, counted in
+    /// `records`/`bytes` (and the metrics) once it commits, dropped if it aborts.
+    pub(crate) uncommitted: (u64, u64),
     /// Exact source -> target mapping of every acknowledged record (checkpoint hook).
     pub(crate) offset_map: OffsetMap,
     pub(crate) records: u64,
@@ -73,6 +76,7 @@ impl PartitionProgress {
             failed: None,
             stored: start,
             transactional: false,
+            uncommitted: (0, 0),
             offset_map: OffsetMap::default(),
             records: 0,
             bytes: 0,
@@ -107,19 +111,34 @@ impl PartitionProgress {
     /// A delivery succeeded at `target_offset`.
     pub(crate) fn acknowledged(&mut self, epoch: u16, source_offset: i64, target_offset: i64, bytes: usize) {
         self.inflight = self.inflight.saturating_sub(1);
-        if !self.transactional || (epoch == self.epoch && self.rewind_to.is_none()) {
+        let current = epoch == self.epoch && self.rewind_to.is_none();
+        if !self.transactional {
             self.offset_map.record(source_offset, target_offset);
-        }
-        self.records += 1;
-        self.bytes += bytes as u64;
-        if let Some((records, bytes_total)) = &self.counters {
-            records.increment(1);
-            bytes_total.increment(bytes as u64);
+            self.count(1, bytes as u64);
+        } else if current {
+            self.offset_map.record(source_offset, target_offset);
+            self.uncommitted.0 += 1;
+            self.uncommitted.1 += bytes as u64;
         }
         self.deliveries += 1;
         if epoch == self.epoch && self.rewind_to.is_none() && source_offset >= self.acked_next {
             self.acked_next = source_offset + 1;
         }
+    }
+
+    fn count(&mut self, records: u64, bytes: u64) {
+        self.records += records;
+        self.bytes += bytes;
+        if let Some((records_total, bytes_total)) = &self.counters {
+            records_total.increment(records);
+            bytes_total.increment(bytes);
+        }
+    }
+
+    /// Exactly-once mode: the open transaction committed; what it replicated now counts.
+    pub(crate) fn transaction_committed(&mut self) {
+        let (records, bytes) = std::mem::take(&mut self.uncommitted);
+        self.count(records, bytes);
     }
 
     /// A delivery failed: re-send from `source_offset` (retriable) or stop (fatal).

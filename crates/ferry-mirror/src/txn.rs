@@ -212,6 +212,9 @@ impl Transactions {
                 progress.lock().unwrap().stored = *position;
             }
         }
+        for progress in self.table.all() {
+            progress.lock().unwrap().transaction_committed();
+        }
         if let Err(e) = closed.begin_transaction() {
             return self.replace(&mut closed, format!("cannot begin the next transaction: {e}"));
         }
@@ -294,6 +297,7 @@ pub(crate) fn roll_back(table: &ProgressTable) -> u64 {
     for progress in table.all() {
         let mut p = progress.lock().unwrap();
         discarded += (p.consumed_next - p.stored).max(0) as u64;
+        p.uncommitted = (0, 0);
         p.epoch = p.epoch.wrapping_add(1);
         let stored = p.stored;
         p.offset_map.discard_from(stored);
@@ -358,5 +362,41 @@ mod tests {
         p.acknowledged(old_epoch, 125, 130, 10);
         assert_eq!((p.consumed_next, p.acked_next), (100, 100));
         assert_eq!(idle.lock().unwrap().take_rewind(), Some(7), "an idle partition restarts where it is");
+    }
+
+    #[test]
+    fn records_count_once_their_transaction_commits() {
+        let table = ProgressTable::default();
+        let mut p = PartitionProgress::new("orders".into(), "a.orders".into(), 0, 0);
+        p.transactional = true;
+        let p = Arc::new(Mutex::new(p));
+        table.insert(p.clone());
+        let send = |from: i64, to: i64| {
+            let mut p = p.lock().unwrap();
+            for offset in from..to {
+                p.consumed_next = offset + 1;
+                let epoch = p.epoch;
+                p.acknowledged(epoch, offset, offset, 10);
+            }
+        };
+        send(0, 5);
+        assert_eq!(p.lock().unwrap().records, 0, "not before the commit");
+        p.lock().unwrap().stored = 5;
+        p.lock().unwrap().transaction_committed();
+        let counted = {
+            let p = p.lock().unwrap();
+            (p.records, p.bytes)
+        };
+        assert_eq!(counted, (5, 50));
+        send(5, 8);
+        assert_eq!(roll_back(&table), 3);
+        p.lock().unwrap().transaction_committed();
+        assert_eq!(p.lock().unwrap().records, 5, "an aborted transaction's records never count");
+        // A late acknowledgement of an aborted record neither counts nor enters the offset map.
+        let mut q = p.lock().unwrap();
+        let stale = q.epoch.wrapping_sub(1);
+        q.acknowledged(stale, 7, 7, 10);
+        assert_eq!(q.uncommitted, (0, 0));
+        assert_eq!(q.offset_map.runs().map(|r| r.source_end()).max(), Some(5), "only the committed copies are mapped");
     }
 }
