@@ -513,6 +513,13 @@ fn cluster_property(
         Some(("admin", prop)) => (&mut cluster.admin, prop),
         _ => (&mut cluster.common, rest),
     };
+    if prop == "transactional.id" {
+        // One id shared by every producer of every process would fence them against each other,
+        // and would make the at-least-once producers transactional (they write outside
+        // transactions): Ferry derives its own per flow and process run.
+        p.warn(v.line, key, "ignored: Ferry sets its own transactional.id per flow and process run (exactly.once.support = enabled)");
+        return;
+    }
     if prop == "sasl.jaas.config" {
         match ClusterClient::translate_jaas(&v.value) {
             Some(props) => bucket.extend(props),

@@ -74,6 +74,10 @@ fn exactly_once_is_a_flow_setting() {
     assert!(e.contains("mm2.properties:5: exactly.once.support: expected enabled, preparing or disabled, got 'maybe'"), "{e}");
     let c = parse(&format!("{BASE}exactly.once.support = disabled\n")).unwrap();
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A transactional id of the user's would be shared by every producer of every process.
+    let c = parse(&format!("{BASE}b.producer.transactional.id = mine\nexactly.once.support = enabled\n")).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("mm2.properties:5: b.producer.transactional.id: ignored: Ferry sets its own")), "{:?}", c.warnings);
+    assert!(c.cluster("b").producer.iter().all(|(k, _)| k != "transactional.id"));
 }
 
 #[test]
