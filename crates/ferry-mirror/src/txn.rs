@@ -144,6 +144,11 @@ impl Transactions {
         if self.broken.load(Ordering::Acquire) {
             return self.replace(&mut closed, "the previous producer failed".into());
         }
+        // A producer fenced or failed while sending has nothing to commit (its records failed,
+        // the relays went back to the committed positions), so nothing below would notice it.
+        if let Some((code, reason)) = closed.client().fatal_error() {
+            return self.replace(&mut closed, format!("the producer failed: {code:?}: {reason}"));
+        }
         if let Some(reason) = abort {
             return self.abort(&mut closed, reason.to_string());
         }
@@ -274,7 +279,14 @@ impl Transactions {
         };
         match init(&fresh) {
             Ok(()) => {
+                // Dropping the old producer purges what it still held and serves those delivery
+                // reports (for at most 500 ms). Any it did not serve never come: nothing of the
+                // old producer is in flight any more, and the relays send nothing until the gate
+                // opens.
                 **closed = Arc::new(fresh);
+                for progress in self.table.all() {
+                    progress.lock().unwrap().inflight = 0;
+                }
                 self.broken.store(false, Ordering::Release);
                 Outcome::Aborted { reason: format!("{reason}; producer replaced"), discarded }
             }
