@@ -24,7 +24,7 @@ use crate::heartbeat::Heartbeat;
 use crate::membership::{self, Member, MemberEvent, RemotePartition};
 use crate::offset_store::{compacted_topic, OffsetSyncWriter, RunLog, TopicTail};
 use crate::positions::PositionStore;
-use crate::progress::{PartitionProgress, ProgressTable, SharedProgress, Stall, Watchdog};
+use crate::progress::{PartitionProgress, Position, ProgressTable, SharedProgress, Stall, UnsavedRuns, Watchdog};
 use crate::relay::{now_ms, DataProducer, DeliveryContext, Relay, RelayCommand, Sink};
 use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMetrics, ReleasedCounts, METRICS_INTERVAL, METRICS_RETENTION_MS, METRICS_TOPIC};
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
@@ -1026,15 +1026,9 @@ impl Running {
         for a in self.assigned.values_mut() {
             let p = a.progress.lock().unwrap();
             if persist {
-                // Taken together under the lock: the history below covers every record before
-                // `position`.
-                let position = p.safe_position();
-                if let Some(unsaved) = p.offset_map.unsaved() {
-                    history.push((p.source_topic.to_string(), p.partition, unsaved));
-                }
-                if position != p.stored {
-                    to_store.push((p.remote_topic.to_string(), p.partition, position));
-                }
+                let (runs, position) = p.pending_store();
+                history.extend(runs);
+                to_store.extend(position);
             }
             a.lag.set(p.lag() as f64);
             records += p.records;
@@ -1192,8 +1186,8 @@ async fn persist_progress(
     syncs: Arc<OffsetSyncWriter>,
     member: Arc<Member>,
     table: Arc<ProgressTable>,
-    history: Vec<(String, i32, crate::offset_map::Unsaved)>,
-    to_store: Vec<(String, i32, i64)>,
+    history: Vec<UnsavedRuns>,
+    to_store: Vec<Position>,
 ) {
     if !history.is_empty() {
         if let Err(e) = syncs.write(&history).await {
@@ -1201,11 +1195,7 @@ async fn persist_progress(
             warn!(flow = %name, error = %e, "cannot store offset runs; positions are held back until they are stored");
             return;
         }
-        for (topic, partition, unsaved) in history {
-            if let Some(progress) = table.by_source(&topic, partition) {
-                progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
-            }
-        }
+        table.runs_saved(history);
     }
     if to_store.is_empty() {
         return;

@@ -63,10 +63,7 @@ impl OffsetSyncWriter {
         let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut tombstones: Vec<Vec<u8>> = Vec::new();
         for (topic, partition, unsaved) in items {
-            for &target in &unsaved.dropped {
-                let gone = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: 0, target, len: 0 } };
-                tombstones.push(gone.encode_key());
-            }
+            tombstones.extend(unsaved.dropped.iter().map(|&target| RunRecord::key(topic, *partition, target)));
             if let Some(start) = unsaved.start {
                 let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: start, target: START_MARKER, len: 0 } };
                 records.push((self.runs_topic.clone(), marker.encode_key(), marker.encode_value()));

@@ -121,9 +121,18 @@ impl PartitionProgress {
             self.uncommitted.1 += bytes as u64;
         }
         self.deliveries += 1;
-        if epoch == self.epoch && self.rewind_to.is_none() && source_offset >= self.acked_next {
+        if current && source_offset >= self.acked_next {
             self.acked_next = source_offset + 1;
         }
+    }
+
+    /// What a store of this partition must write now: its offset runs not stored yet, and its
+    /// position if it moved since the last store. Taken together under the partition's lock, so
+    /// the runs cover every record before the position.
+    pub(crate) fn pending_store(&self) -> (Option<UnsavedRuns>, Option<Position>) {
+        let runs = self.offset_map.unsaved().map(|unsaved| (self.source_topic.to_string(), self.partition, unsaved));
+        let position = self.safe_position();
+        (runs, (position != self.stored).then(|| (self.remote_topic.to_string(), self.partition, position)))
     }
 
     fn count(&mut self, records: u64, bytes: u64) {
@@ -164,6 +173,11 @@ impl PartitionProgress {
 }
 
 pub(crate) type SharedProgress = Arc<Mutex<PartitionProgress>>;
+
+/// A source partition's offset runs not stored yet: (source topic, partition, runs).
+pub(crate) type UnsavedRuns = (String, i32, crate::offset_map::Unsaved);
+/// A position to store: (remote topic, partition, next source offset).
+pub(crate) type Position = (String, i32, i64);
 
 /// All partitions of a flow, by remote topic (what delivery reports name) and partition.
 #[derive(Default)]
@@ -211,6 +225,15 @@ impl ProgressTable {
     /// Every assigned partition.
     pub(crate) fn all(&self) -> Vec<SharedProgress> {
         self.by_source.read().unwrap().values().flatten().flatten().cloned().collect()
+    }
+
+    /// `history` is stored: its runs count as saved in the partitions still in the table.
+    pub(crate) fn runs_saved(&self, history: Vec<UnsavedRuns>) {
+        for (topic, partition, unsaved) in history {
+            if let Some(progress) = self.by_source(&topic, partition) {
+                progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
+            }
+        }
     }
 
     pub(crate) fn get(&self, remote_topic: &str, partition: i32) -> Option<SharedProgress> {

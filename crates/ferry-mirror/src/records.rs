@@ -104,10 +104,16 @@ pub struct RunRecord {
 
 impl RunRecord {
     pub fn encode_key(&self) -> Vec<u8> {
+        Self::key(&self.topic, self.partition, self.run.target)
+    }
+
+    /// The key of the run of `topic`/`partition` starting at target offset `target` (what a
+    /// deletion names).
+    pub fn key(topic: &str, partition: i32, target: i64) -> Vec<u8> {
         let mut w = Writer::default();
-        w.string(&self.topic);
-        w.i32(self.partition);
-        w.i64(self.run.target);
+        w.string(topic);
+        w.i32(partition);
+        w.i64(target);
         w.into_bytes()
     }
 

@@ -159,7 +159,6 @@ impl Transactions {
         if !drained(&closed, FLUSH_TIMEOUT) {
             return self.abort(&mut closed, format!("records still in flight after {FLUSH_TIMEOUT:?}"));
         }
-        // Taken under each partition's lock: the runs cover every record before the position.
         let mut positions = Vec::new();
         let mut history = Vec::new();
         let mut unsettled = None;
@@ -168,13 +167,9 @@ impl Transactions {
             if p.inflight > 0 || p.rewind_to.is_some() {
                 unsettled = Some(format!("a delivery to {}[{}] failed", p.remote_topic, p.partition));
             }
-            let position = p.safe_position();
-            if position != p.stored {
-                positions.push((p.remote_topic.to_string(), p.partition, position));
-            }
-            if let Some(unsaved) = p.offset_map.unsaved() {
-                history.push((p.source_topic.to_string(), p.partition, unsaved));
-            }
+            let (runs, position) = p.pending_store();
+            history.extend(runs);
+            positions.extend(position);
         }
         if let Some(reason) = unsettled {
             return self.abort(&mut closed, reason);
@@ -187,13 +182,7 @@ impl Transactions {
         // time: aborting would stop replication for a store that only serves checkpoints.
         if !history.is_empty() {
             match self.runtime.block_on(self.syncs.write(&history)) {
-                Ok(()) => {
-                    for (topic, partition, unsaved) in history {
-                        if let Some(progress) = self.table.by_source(&topic, partition) {
-                            progress.lock().unwrap().offset_map.mark_saved(unsaved.token);
-                        }
-                    }
-                }
+                Ok(()) => self.table.runs_saved(history),
                 Err(e) => warn!(flow = %self.flow, error = %e, "cannot store offset runs; committing the records, the runs are retried at the next commit"),
             }
         }
@@ -259,20 +248,25 @@ impl Transactions {
                 },
             }
         }
-        let discarded = roll_back(&self.table);
-        self.rewind_pending.store(true, Ordering::Release);
+        let discarded = self.roll_back();
         if let Err(e) = closed.begin_transaction() {
             return self.replace(closed, format!("{reason}; then no transaction could begin: {e}"));
         }
         Outcome::Aborted { reason, discarded }
     }
 
+    /// Rolls every partition back ([`roll_back`]) and has the relays seek there.
+    fn roll_back(&self) -> u64 {
+        let discarded = roll_back(&self.table);
+        self.rewind_pending.store(true, Ordering::Release);
+        discarded
+    }
+
     /// Replaces a failed producer: the new one registers the same transactional id, which
     /// fences the old one and aborts its open transaction on the coordinator. Every partition
     /// rolls back. If the new one cannot start (target unreachable), the next commit tries again.
     fn replace(&self, closed: &mut Closed<'_>, reason: String) -> Outcome {
-        let discarded = roll_back(&self.table);
-        self.rewind_pending.store(true, Ordering::Release);
+        let discarded = self.roll_back();
         let fresh = match (self.factory)() {
             Ok(p) => p,
             Err(e) => return Outcome::Fatal { reason: format!("{reason}; then no new producer could be created: {e}") },
