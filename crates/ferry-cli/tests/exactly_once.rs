@@ -20,7 +20,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{mock_pair, one_topic_flow, start_mirror, write_config};
@@ -31,28 +31,14 @@ use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
 
-fn seq(r: &TestRecord) -> (i32, String) {
-    let v = r.headers.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.clone()).unwrap();
-    (r.partition, String::from_utf8(v).unwrap())
-}
-
 fn eos(config: &std::path::Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(config).unwrap();
     write_config("eos", &format!("{text}exactly.once.support = enabled\n"))
 }
 
-/// Waits until the target holds every source record; returns what it holds.
+/// Waits until the target holds every source record (and `at_least` records); returns what it holds.
 fn arrived(bootstrap: &str, remote: &str, records: &[TestRecord], at_least: usize, mirror: &Process) -> Vec<TestRecord> {
-    let want: HashSet<(i32, String)> = records.iter().map(seq).collect();
-    let got = wait_for(Duration::from_secs(60), || {
-        let got = consume_all(bootstrap, remote, PARTITIONS, at_least, Duration::from_secs(3)).unwrap();
-        let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-        (distinct.is_superset(&want) && got.len() >= at_least).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("records missing on the target:\n{}", mirror.output()));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-    assert_eq!(distinct, want, "the target holds other records than the source");
-    got
+    common::all_arrived(bootstrap, remote, PARTITIONS, records, at_least, Duration::from_secs(60), &[mirror])
 }
 
 /// Sum of `discarded=N` over the log's TRANSACTION ABORTED lines, and how many there were.

@@ -25,11 +25,6 @@ fn signal(pid: u32, sig: &str) {
     assert!(ok, "kill {sig} {pid}");
 }
 
-fn seq(r: &TestRecord) -> (i32, String) {
-    let v = r.headers.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.clone()).unwrap();
-    (r.partition, String::from_utf8(v).unwrap())
-}
-
 /// Produces in the background (about 10 s), stalls `victim` for 15 s once a third is on b, and
 /// checks that every record arrives.
 fn stall_and_check(name: &str, stall_source: bool) {
@@ -69,19 +64,11 @@ fn stall_and_check(name: &str, stall_source: bool) {
     writer.join().unwrap();
 
     let resumed = Instant::now();
-    let got = wait_for(Duration::from_secs(120), || {
-        let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, total, Duration::from_secs(3)).unwrap();
-        let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-        (distinct.len() >= total).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("{name}: records missing after the stall:\n{}", mirror.output()));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    let got = common::all_arrived(&b.bootstrap(), &remote, PARTITIONS, &records, total, Duration::from_secs(120), &[&mirror]);
     let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
     for r in &got {
         *per_partition.entry(r.partition).or_default() += 1;
     }
-    let want: HashSet<(i32, String)> = records.iter().map(seq).collect();
-    assert_eq!(distinct, want, "{name}: the target holds other records than the source");
     println!(
         "{name}: all {total} records arrived {:?} after SIGCONT; {} duplicates; per partition {per_partition:?}",
         resumed.elapsed(),
@@ -140,13 +127,7 @@ fn restart_and_check(name: &str, restart_source: bool) {
     RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &records[total / 2..]).unwrap();
 
     let back = Instant::now();
-    let got = wait_for(Duration::from_secs(120), || {
-        let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, total, Duration::from_secs(3)).unwrap();
-        (got.iter().map(seq).collect::<HashSet<_>>().len() >= total).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("{name}: records missing after the restart:\n{}", mirror.output()));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-    assert_eq!(distinct, records.iter().map(seq).collect::<HashSet<_>>(), "{name}: the target holds other records than the source");
+    let got = common::all_arrived(&b.bootstrap(), &remote, PARTITIONS, &records, total, Duration::from_secs(120), &[&mirror]);
     println!("{name}: all {total} records arrived {:?} after the broker was back; {} duplicates", back.elapsed(), got.len() - total);
     let log = mirror.output();
     let cluster = if restart_source { "cluster=a" } else { "cluster=b" };
@@ -198,15 +179,8 @@ fn target_down_past_the_session_timeout_rejoins_and_loses_nothing() {
     println!("target down for {:?}", down.elapsed());
 
     let total = first.len() + second.len();
-    let got = wait_for(Duration::from_secs(90), || {
-        let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, total, Duration::from_secs(3)).unwrap();
-        let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-        (distinct.len() >= total).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("records missing after the target came back:\n{}", mirror.output()));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-    let want: HashSet<(i32, String)> = first.iter().chain(&second).map(seq).collect();
-    assert_eq!(distinct, want);
+    let both: Vec<TestRecord> = first.iter().chain(&second).cloned().collect();
+    let got = common::all_arrived(&b.bootstrap_servers(), "a.orders", PARTITIONS, &both, total, Duration::from_secs(90), &[&mirror]);
     println!("all {total} records arrived {:?} after the target came back; {} duplicates", up.elapsed(), got.len() - total);
     // The records above were in flight when the session expired (librdkafka delivered them).
     // Replication itself must come back: the mirror rejoins and replicates new records.
@@ -221,7 +195,7 @@ fn target_down_past_the_session_timeout_rejoins_and_loses_nothing() {
     let all = total + third.len();
     wait_for(Duration::from_secs(60), || {
         let got = consume_all(&b.bootstrap_servers(), "a.orders", PARTITIONS, all, Duration::from_secs(3)).unwrap();
-        (got.iter().map(seq).collect::<HashSet<_>>().len() >= all).then_some(())
+        (got.iter().map(TestRecord::seq).collect::<HashSet<_>>().len() >= all).then_some(())
     })
     .unwrap_or_else(|| panic!("records produced after the rejoin never arrived:\n{}", mirror.output()));
     println!("rejoined {rejoined:?} after the target came back (the mock holds a rebalance up to 9 s); {} later records arrived", third.len());
@@ -315,8 +289,8 @@ fn a_remote_topic_deleted_under_us_is_reported_and_replication_goes_on() {
     producer.send_all(&topic, after).unwrap();
     let got = wait_for(Duration::from_secs(60), || {
         let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, after.len(), Duration::from_secs(2)).unwrap();
-        let seen: HashSet<(i32, String)> = got.iter().map(seq).collect();
-        after.iter().map(seq).all(|k| seen.contains(&k)).then_some(got)
+        let seen: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
+        after.iter().map(TestRecord::seq).all(|k| seen.contains(&k)).then_some(got)
     })
     .unwrap_or_else(|| panic!("records produced after the deletion never arrived:\n{}", mirror.output()));
     println!("the recreated {remote} holds {} records: all {} produced after the deletion", got.len(), after.len());

@@ -23,11 +23,6 @@ use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProduc
 
 const PARTITIONS: i32 = 24;
 
-fn seq(r: &TestRecord) -> (i32, String) {
-    let v = r.headers.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.clone()).unwrap();
-    (r.partition, String::from_utf8(v).unwrap())
-}
-
 /// Produces `records` in chunks, one chunk per `pause`, on its own thread.
 fn produce_slowly(bootstrap: String, topic: String, records: Vec<TestRecord>, chunk: usize, pause: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
@@ -43,18 +38,7 @@ fn produce_slowly(bootstrap: String, topic: String, records: Vec<TestRecord>, ch
 /// Waits until the remote topic holds every record; returns (records on the target, duplicates).
 fn all_arrived(bootstrap: &str, remote: &str, records: &[TestRecord], logs: &[&Process]) -> (usize, usize) {
     let total = records.len();
-    let got = wait_for(Duration::from_secs(120), || {
-        let got = consume_all(bootstrap, remote, PARTITIONS, total, Duration::from_secs(3)).unwrap();
-        let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-        (distinct.len() >= total).then_some(got)
-    })
-    .unwrap_or_else(|| {
-        let logs: Vec<String> = logs.iter().map(|p| p.output()).collect();
-        panic!("records missing on the target:\n{}", logs.join("\n-----\n"))
-    });
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-    let want: HashSet<(i32, String)> = records.iter().map(seq).collect();
-    assert_eq!(distinct, want, "the target holds other records than the source");
+    let got = common::all_arrived(bootstrap, remote, PARTITIONS, records, total, Duration::from_secs(120), logs);
     let mut per_partition: BTreeMap<i32, usize> = BTreeMap::new();
     for r in &got {
         *per_partition.entry(r.partition).or_default() += 1;
@@ -277,13 +261,7 @@ fn soak_with_periodic_kills_loses_nothing() {
     let total = records.len();
     let mut logs: Vec<&Process> = live.iter().collect();
     logs.extend(killed.iter());
-    let got = wait_for(Duration::from_secs(120), || {
-        let got = consume_all(&b.bootstrap_servers(), "a.soak", SOAK_PARTITIONS, total, Duration::from_secs(3)).unwrap();
-        (got.iter().map(seq).collect::<HashSet<_>>().len() >= total).then_some(got)
-    })
-    .unwrap_or_else(|| panic!("records missing after the soak:\n{}", logs.iter().map(|p| p.output()).collect::<Vec<_>>().join("\n-----\n")));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
-    assert_eq!(distinct, records.iter().map(seq).collect::<HashSet<_>>(), "the target holds other records than the source");
+    let got = common::all_arrived(&b.bootstrap_servers(), "a.soak", SOAK_PARTITIONS, &records, total, Duration::from_secs(120), &logs);
     println!(
         "soak: {:?}, {kills} kills: all {total} records arrived; {} on the target ({} duplicates re-sent after kills)",
         started.elapsed(),
@@ -330,7 +308,7 @@ fn partitions_taken_over_on_a_quiet_flow_start_at_once() {
         (got.len() >= 600).then_some(got)
     })
     .unwrap_or_else(|| panic!("later records missing:\n{}", stays.output()));
-    let distinct: HashSet<(i32, String)> = got.iter().map(seq).collect();
+    let distinct: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
     assert_eq!(distinct.len(), 600);
     println!("all 600 records on the target, {} duplicates", got.len() - 600);
 }

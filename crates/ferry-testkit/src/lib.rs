@@ -235,6 +235,12 @@ impl TestRecord {
         let headers = self.headers.iter().filter(|(k, _)| k != "ferry.provenance").cloned().collect();
         (self.partition, self.key.as_deref(), self.value.as_deref(), headers, self.timestamp)
     }
+
+    /// A [`sample_records`] record's identity: its partition and `seq` header.
+    pub fn seq(&self) -> (i32, String) {
+        let v = self.headers.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.clone()).expect("a sample record has a seq header");
+        (self.partition, String::from_utf8(v).expect("seq is UTF-8"))
+    }
 }
 
 /// A long-lived producer for tests and the demo.

@@ -1,9 +1,11 @@
 //! What every `ferry` integration test needs: the binary, a config file, a running mirror.
 #![allow(dead_code)] // each test file uses a different subset
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use ferry_testkit::{unique, Broker, Mock, Process};
+use ferry_testkit::{consume_all, unique, wait_for, Broker, Mock, Process, TestRecord};
 
 pub(crate) fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
@@ -36,6 +38,26 @@ pub(crate) fn one_topic_flow(name: &str, partitions: i32) -> (Broker, Broker, St
     ferry_testkit::create_topic(&a.bootstrap(), &topic, partitions).unwrap();
     let config = write_config(name, &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
     (a, b, topic, config)
+}
+
+/// Waits up to `timeout` until `remote` (`partitions` partitions) on `bootstrap` holds every one of
+/// the sample `records`, and at least `at_least` records in all; then asserts that it holds no
+/// record the source did not have. Panics with the processes' logs when records are missing.
+/// Returns everything the target holds.
+pub(crate) fn all_arrived(bootstrap: &str, remote: &str, partitions: i32, records: &[TestRecord], at_least: usize, timeout: Duration, logs: &[&Process]) -> Vec<TestRecord> {
+    let want: HashSet<(i32, String)> = records.iter().map(TestRecord::seq).collect();
+    let got = wait_for(timeout, || {
+        let got = consume_all(bootstrap, remote, partitions, at_least, Duration::from_secs(3)).unwrap();
+        let distinct: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
+        (distinct.is_superset(&want) && got.len() >= at_least).then_some(got)
+    })
+    .unwrap_or_else(|| {
+        let logs: Vec<String> = logs.iter().map(|p| p.output()).collect();
+        panic!("records missing on {remote} after {timeout:?}:\n{}", logs.join("\n-----\n"))
+    });
+    let distinct: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
+    assert_eq!(distinct, want, "the target holds other records than the source");
+    got
 }
 
 /// Runs `ferry ctl ARGS`: (exit code, stdout, stderr).
