@@ -183,7 +183,10 @@ impl Transactions {
         if !history.is_empty() {
             match self.runtime.block_on(self.syncs.write(&history)) {
                 Ok(()) => self.table.runs_saved(history),
-                Err(e) => warn!(flow = %self.flow, error = %e, "cannot store offset runs; committing the records, the runs are retried at the next commit"),
+                Err(e) => {
+                    metrics::counter!(crate::telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => crate::telemetry::kind::OFFSET_SYNC).increment(1);
+                    warn!(flow = %self.flow, error = %e, "cannot store offset runs; committing the records, the runs are retried at the next commit");
+                }
             }
         }
         let Some(group) = group else {
