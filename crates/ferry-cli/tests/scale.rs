@@ -1,9 +1,11 @@
 //! Several `ferry mirror` processes share one flow through Kafka's group protocol.
 //!
-//! - On tansu (two broker processes): processes join and leave gracefully while records flow.
-//!   Each owns about half, a third takes only what it must (cooperative), SIGTERM hands the
-//!   partitions over, and every record arrives exactly once (handover is exact).
-//! - On librdkafka's mock cluster: `kill -9` of a process mid-stream; the survivor takes over
+//! - Processes join and leave gracefully while records flow, on tansu (two broker processes)
+//!   and on librdkafka's mock cluster. Each owns about half, then a third; SIGTERM hands the
+//!   partitions over and every record arrives. On the mock cluster the third takes only what
+//!   it must (cooperative, sticky) and a handover whose commit was accepted re-sends nothing;
+//!   tansu's coordinator cannot promise either (see `Coordinator::Tansu`).
+//! - On the mock cluster: `kill -9` of a process mid-stream; the survivor takes over
 //!   after the session timeout and every record arrives (duplicates counted and printed).
 //!   tansu 0.6.0 cannot host that part: when a group's leader dies, tansu keeps naming the dead
 //!   member as leader in every later JoinGroup answer, so the survivors' SyncGroup fails with
@@ -90,10 +92,30 @@ fn sizes(o: &BTreeMap<u32, BTreeSet<i32>>) -> Vec<usize> {
     o.values().map(BTreeSet::len).collect()
 }
 
-/// Two processes join one after another, then, if `third`, a third joins; the last one leaves
-/// (SIGTERM) while records flow from `topic` on `source`. Returns the duplicates on the target and
-/// the handover commits the broker refused.
-fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str, third: bool) -> (usize, usize) {
+/// Whose group coordinator a test runs against: what its protocol lets the test assert.
+#[derive(Clone, Copy, PartialEq)]
+enum Coordinator {
+    /// tansu 0.6.0. It accepts a revoking member's commit while others rejoin (as Kafka does),
+    /// so every handover commit must land. The third process's move is not asserted to be
+    /// sticky, only printed: tansu's coordinator sometimes completes a generation before a
+    /// member's pending rejoin is answered and hands the leader that member's metadata from
+    /// its previous join (measured with librdkafka's cgrp debug log: the leader saw a member
+    /// that owned 12 partitions with "0 owned partition(s)", while that member's JoinGroup,
+    /// sent 1 s earlier with its 12 owned partitions, was answered 3 s later, two generations
+    /// on). The assignor then rightly treats those partitions as free; 1 run in 8 measured.
+    Tansu,
+    /// librdkafka's mock cluster. Its join barrier waits for every member, so the third
+    /// process's move must be incremental and sticky: the first two keep what they had except
+    /// what the third took. It refuses commits while another member's rejoin holds the group
+    /// in its JOINING state (REBALANCE_IN_PROGRESS; Kafka accepts commits of the current
+    /// generation while a rebalance is prepared), so handover commits may be refused.
+    Mock,
+}
+
+/// Two processes join one after another, then a third joins; the last one leaves (SIGTERM)
+/// while records flow from `topic` on `source`. Returns the duplicates on the target and the
+/// handover commits the broker refused.
+fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str, coordinator: Coordinator) -> (usize, usize) {
     let remote = format!("a.{topic}");
     // About 25 s of production: joins and leaves happen while records flow.
     let records = sample_records(PARTITIONS, 1_000, 1_700_000_000_000);
@@ -108,26 +130,30 @@ fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str, third:
     let two = wait_owned_by(config, &[first.pid(), second.pid()], &[&first, &second]);
     println!("two processes own {:?} partitions ({:?} after the second started)", sizes(&two), joined.elapsed());
 
-    if !third {
-        return leave(second, &[&first], target, &remote, &records, writer);
-    }
     let third = start_mirror(config, "scale-3");
     let three = wait_owned_by(config, &[first.pid(), second.pid(), third.pid()], &[&first, &second, &third]);
     println!("three processes own {:?} partitions", sizes(&three));
     // Incremental and sticky: the first two keep what they had except what the third took.
-    let mut moved = 0;
-    for pid in [first.pid(), second.pid()] {
-        assert!(three[&pid].is_subset(&two[&pid]), "process {pid} was given partitions it did not own: {two:?} -> {three:?}");
-        moved += two[&pid].len() - three[&pid].len();
+    let regained: Vec<u32> = [first.pid(), second.pid()].into_iter().filter(|pid| !three[pid].is_subset(&two[pid])).collect();
+    let moved: usize = [first.pid(), second.pid()].iter().map(|pid| two[pid].difference(&three[pid]).count()).sum();
+    match coordinator {
+        Coordinator::Mock => {
+            assert!(regained.is_empty(), "processes {regained:?} were given partitions they did not own: {two:?} -> {three:?}");
+            assert_eq!(moved, three[&third.pid()].len());
+        }
+        Coordinator::Tansu => {
+            if !regained.is_empty() {
+                println!("not sticky (the tansu coordinator gave the leader stale member metadata): {two:?} -> {three:?}");
+            }
+            // Whoever gave partitions away handed them over (runs stored, positions committed
+            // under its generation).
+            for p in [&first, &second] {
+                let log = p.output();
+                assert!(log.lines().filter(|l| l.contains("partitions handed over to another process")).all(|l| l.contains("committed=true")), "{log}");
+            }
+        }
     }
-    assert_eq!(moved, three[&third.pid()].len());
-    // Whoever gave partitions away handed them over (runs stored, positions committed under
-    // its generation).
-    for p in [&first, &second] {
-        let log = p.output();
-        assert!(log.lines().filter(|l| l.contains("partitions handed over to another process")).all(|l| l.contains("committed=true")), "{log}");
-    }
-    println!("the third process took {moved} partitions; the other {} kept replicating", PARTITIONS as usize - moved);
+    println!("{moved} partitions moved; the other {} kept replicating where they were", PARTITIONS as usize - moved);
     leave(third, &[&first, &second], target, &remote, &records, writer)
 }
 
@@ -160,24 +186,23 @@ fn leave(mut leaving: Process, staying: &[&Process], target: &str, remote: &str,
 #[test]
 fn processes_join_and_leave_on_tansu_and_every_record_arrives() {
     let (a, b, topic, config) = one_topic_flow("shared", PARTITIONS);
-    let (duplicates, refused) = join_and_leave(&a.bootstrap(), &b.bootstrap(), &config, &topic, true);
+    let (duplicates, refused) = join_and_leave(&a.bootstrap(), &b.bootstrap(), &config, &topic, Coordinator::Tansu);
     // Not asserted to be 0 here: tansu 0.6.0 sometimes assigns a partition to the joining
     // process while its owner still holds it (measured: the third process started partitions
-    // 3 s before their owner was asked to revoke them), so both replicate it for that time.
-    // Kafka's cooperative protocol never does that; the exact handover is asserted on the
-    // mock cluster below.
+    // 3 s before their owner was asked to revoke them; the cause is the stale member metadata
+    // described at `Coordinator::Tansu`), so both replicate it for that time. Kafka's cooperative
+    // protocol never does that; the exact handover is asserted on the mock cluster below.
     println!("tansu: {duplicates} duplicates; handover commits refused: {refused}");
 }
 
 #[test]
 fn processes_join_and_leave_on_the_mock_cluster_and_handovers_are_exact() {
     let (a, b, config) = mock_pair("scale-mock-handover", "orders", PARTITIONS);
-    let (duplicates, refused) = join_and_leave(&a.bootstrap_servers(), &b.bootstrap_servers(), &config, "orders", false);
-    // The mock refuses commits while another member's rejoin holds the group in its JOINING
-    // state (REBALANCE_IN_PROGRESS; Kafka accepts commits of the current generation while a
-    // rebalance is prepared), and that state lasts up to session timeout - 1 s there. A handover
-    // whose commit was refused leaves the next owner at the last stored position: duplicates,
-    // never a gap (asserted above). When every handover commit was accepted, none may be re-sent.
+    let (duplicates, refused) = join_and_leave(&a.bootstrap_servers(), &b.bootstrap_servers(), &config, "orders", Coordinator::Mock);
+    // A handover whose commit the mock refused (see `Coordinator::Mock`; its JOINING state
+    // lasts up to session timeout - 1 s) leaves the next owner at the last stored position:
+    // duplicates, never a gap (asserted above). When every handover commit was accepted, none
+    // may be re-sent.
     println!("handover commits refused by the mock cluster: {refused}");
     if refused == 0 {
         assert_eq!(duplicates, 0, "every handover was committed, yet records were re-sent");
