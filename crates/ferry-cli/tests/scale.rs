@@ -226,22 +226,24 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     let records = sample_records(PARTITIONS, 600, 1_700_000_000_000);
     let writer = produce_slowly(a.bootstrap_servers(), topic.to_string(), records.clone(), 960, Duration::from_millis(1_000));
 
+    // Both start together, so the mock usually forms the group in one round. A process that
+    // joins an existing group costs two cooperative rounds there, each held open for session
+    // timeout - 1 s, and once (a CI run under load) the joining member missed three rounds in
+    // a row: the mock answers the leader with every member, including one whose rejoin it has
+    // not received, and that member's late rejoin starts the next round (read in
+    // `rdkafka_mock_cgrp.c`). That is the mock's join, not the takeover this test is about.
     let mut first = start_mirror(&config, "scale-mock-1");
-    wait_for(Duration::from_secs(30), || (assigned_in_log(&first) == PARTITIONS as usize).then_some(()))
-        .unwrap_or_else(|| panic!("the first process never owned every partition:\n{}", first.output()));
     let second = start_mirror(&config, "scale-mock-2");
-    let half = wait_for(Duration::from_secs(30), || {
-        let n = assigned_in_log(&second);
-        (n > 0 && first.output().contains("partitions handed over to another process")).then_some(n)
-    })
-    .unwrap_or_else(|| panic!("the second process never got partitions:\n{}\n-----\n{}", first.output(), second.output()));
-    println!("the second process took {half} of {PARTITIONS} partitions");
+    let shares = wait_owned_by(&config, &[first.pid(), second.pid()], &[&first, &second]);
+    println!("two processes own {:?} partitions", sizes(&shares));
 
     // Killed in a steady state: both own their share and store positions every second.
     std::thread::sleep(Duration::from_secs(5));
+    // The survivor is done when the group has given it the killed process's share as well.
+    let owed = assigned_in_log(&second) + shares[&first.pid()].len();
     first.kill_9();
     let killed = Instant::now();
-    let took = wait_for(Duration::from_secs(40), || (assigned_in_log(&second) == PARTITIONS as usize).then(|| killed.elapsed()))
+    let took = wait_for(Duration::from_secs(40), || (assigned_in_log(&second) >= owed).then(|| killed.elapsed()))
         .unwrap_or_else(|| panic!("no takeover after kill -9:\n{}", second.output()));
     // Kafka moves the partitions once the session times out (10 s) and the survivor rejoins.
     // The mock cluster then holds the rebalance open for another session timeout - 1 s (its
