@@ -104,11 +104,15 @@ enum Coordinator {
     /// sent 1 s earlier with its 12 owned partitions, was answered 3 s later, two generations
     /// on). The assignor then rightly treats those partitions as free; 1 run in 8 measured.
     Tansu,
-    /// librdkafka's mock cluster. Its join barrier waits for every member, so the third
-    /// process's move must be incremental and sticky: the first two keep what they had except
-    /// what the third took. It refuses commits while another member's rejoin holds the group
-    /// in its JOINING state (REBALANCE_IN_PROGRESS; Kafka accepts commits of the current
-    /// generation while a rebalance is prepared), so handover commits may be refused.
+    /// librdkafka's mock cluster. It holds each join round open for session timeout - 1 s (9 s),
+    /// far longer than members take to rejoin (1 s heartbeats), so the leader sees current
+    /// owned partitions and the third process's move must be incremental and sticky: the first
+    /// two keep what they had except what the third took. (A member that missed a round would
+    /// be sent to the leader with its old metadata, as on tansu; under CI load that was seen
+    /// once in the kill -9 test's join, never in this one.) It refuses commits while another
+    /// member's rejoin holds the group in its JOINING state (REBALANCE_IN_PROGRESS; Kafka
+    /// accepts commits of the current generation while a rebalance is prepared), so handover
+    /// commits may be refused.
     Mock,
 }
 
