@@ -1,5 +1,10 @@
-//! `ferry demo`: two local tansu brokers `a` and `b` on loopback (memory storage), sample
-//! traffic into `a`, and `ferry mirror` for `a->b`, with a live status line until Ctrl-C.
+//! `ferry demo`: two local Apache Kafka brokers `a` and `b` on loopback (from the jars
+//! `scripts/install-kafka` installs), sample traffic into `a`, and `ferry mirror` for `a->b`,
+//! with a live status line until Ctrl-C.
+//!
+//! Ctrl-C in a terminal sends SIGINT to the whole foreground process group. The brokers run in
+//! a process group of their own, so they keep serving while the mirror drains and stores its
+//! positions; then the demo stops them (SIGTERM, Kafka's clean shutdown).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_mirror::{Mirror, MirrorConfig};
-use ferry_testkit::{create_topic, list_topics, Broker, RecordProducer, TestRecord};
+use ferry_testkit::{create_topic, list_topics, Broker, BrokerOptions, RecordProducer, TestRecord};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
@@ -38,9 +43,14 @@ pub(crate) async fn run(args: Args) -> ExitCode {
 }
 
 async fn demo(args: Args) -> anyhow::Result<()> {
-    println!("starting local brokers (tansu, memory storage) ...");
-    let a = tokio::task::spawn_blocking(|| Broker::start("a")).await??;
-    let b = tokio::task::spawn_blocking(|| Broker::start("b")).await??;
+    println!("starting local brokers (Apache Kafka, KRaft, one node each) ...");
+    let options = BrokerOptions { own_process_group: true, ..BrokerOptions::default() };
+    let (a, b) = {
+        let (oa, ob) = (options.clone(), options);
+        let a = tokio::task::spawn_blocking(move || Broker::start_with("a", oa));
+        let b = tokio::task::spawn_blocking(move || Broker::start_with("b", ob));
+        (a.await??, b.await??)
+    };
     println!("  a: {}   b: {}", a.bootstrap(), b.bootstrap());
 
     let properties = format!(
@@ -79,14 +89,14 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let flow = mirror.flows()[0].clone();
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
-    {
+    let console = {
         let (config, cancel, addr) = (config_for_serve, cancel.clone(), args.console_addr);
         tokio::spawn(async move {
             if let Err(e) = ferry_serve::serve(&config, addr, ferry_serve::Token::default(), cancel).await {
                 println!("(console not served on {addr}: {e})");
             }
-        });
-    }
+        })
+    };
     println!("console: http://{}/   (REST API /api/v1/flows, OpenAPI /api/docs)", args.console_addr);
     let engine = tokio::spawn(mirror.run(cancel.clone()));
     println!("mirroring a->b; Ctrl-C to stop\n");
@@ -133,9 +143,17 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let _ = tokio::task::spawn_blocking(move || producer.join()).await;
     engine.await??;
+    // The console's clients go before the brokers do.
+    let _ = console.await;
     let final_status = flow.status();
-    println!("replicated {} records; stopping brokers", final_status.records);
-    drop((a, b));
+    println!("replicated {} records; positions stored; stopping brokers", final_status.records);
+    let (mut a, mut b) = (a, b);
+    tokio::task::spawn_blocking(move || {
+        a.stop(Duration::from_secs(20));
+        b.stop(Duration::from_secs(20));
+    })
+    .await?;
+    println!("stopped");
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `ferry ctl topics|groups|status` against running `ferry mirror` processes and real tansu
+//! `ferry ctl topics|groups|status` against running `ferry mirror` processes and Apache Kafka
 //! brokers on loopback.
 //!
 //! The flows here refresh topics only every 60 s, so a change that shows within 5 s was applied
@@ -181,12 +181,10 @@ fn group_lists_change_live_and_status_reports_lag_heartbeats_and_checkpoints() {
     println!("{table}");
     assert!(table.contains("flow a->b: a (") && table.contains("lag 0 record(s) over 1 topic(s)"), "{table}");
     // Columns: topic, remote topic, partition, position, end, lag, owner (the mirror process,
-    // host:pid:start, from its metrics reports). The end column is what the
-    // broker reports: tansu 0.6.0 reports the last batch's first offset + 1 (here 1), so it is
-    // not compared; lag never goes negative.
+    // host:pid:start, from its metrics reports).
     assert!(table.lines().any(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        cols.len() == 7 && cols[..4] == ["orders", "a.orders", "1", "40"] && cols[5] == "0" && cols[6].contains(':')
+        cols.len() == 7 && cols[..6] == ["orders", "a.orders", "1", "40", "40", "0"] && cols[6].contains(':')
     }), "{table}");
 
     // A group removed from the list is no longer checkpointed; status says so.
@@ -219,6 +217,7 @@ fn unknown_flows_and_unreachable_clusters_are_named() {
     let (code, out, _) = ctl(&["status", "--config", config_str]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains(&format!("ERROR cluster 'b' (127.0.0.1:{pb})")) && out.contains(&format!("ERROR cluster 'a' (127.0.0.1:{pa})")), "{out}");
-    // Missing permissions: tansu 0.6.0 has no ACLs, so the hint for an authorization error is
-    // covered by ferry-kafka's unit test `permission_errors_carry_a_hint_naming_the_cluster_properties`.
+    // Missing permissions: the test brokers run without an authorizer, so the hint for an
+    // authorization error is covered by ferry-kafka's unit test
+    // `permission_errors_carry_a_hint_naming_the_cluster_properties`.
 }

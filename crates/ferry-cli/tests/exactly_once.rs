@@ -11,8 +11,8 @@
 //!   aborts the transaction and re-sends exactly from the last committed positions (on the
 //!   mock, the aborted copies stay visible and are counted against what Ferry says it
 //!   discarded); and no position is ever committed outside a transaction.
-//! - **tansu 0.6.0** has no EndTxn: a flow asking for exactly-once must stop loudly there,
-//!   never fall back to at-least-once.
+//! - A target that refuses transactions (injected on the mock) stops the flow loudly, never
+//!   falling back to at-least-once.
 //! - **Not verified here: `kill -9` and restart under read_committed with 0 duplicates.** It
 //!   needs a broker that stores transactional offset commits and hides aborted records; the
 //!   mock does neither and tansu has no transactions. The design (ARCHITECTURE.md) rests on
@@ -23,7 +23,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{mock_pair, one_topic_flow, start_mirror, write_config};
+use common::{mock_pair, start_mirror, write_config};
 use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -239,12 +239,16 @@ fn an_exactly_once_flow_survives_the_target_down_past_the_session() {
     assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
 }
 
+/// A target that refuses transactions (here: every InitProducerId answered "transactional id
+/// not authorized", as Kafka answers a principal without WRITE on the transactional id) stops
+/// the flow loudly; it never falls back to at-least-once.
 #[test]
-fn a_target_without_transactions_stops_the_flow_loudly() {
-    let (a, _b, topic, config) = one_topic_flow("eos-tansu", 1);
+fn a_target_refusing_transactions_stops_the_flow_loudly() {
+    let (a, b, config) = mock_pair("eos-refused", "orders", 1);
     let config = eos(&config);
-    ferry_testkit::produce(&a.bootstrap(), &topic, &sample_records(1, 10, 1_700_000_000_000)).unwrap();
-    let mut mirror = start_mirror(&config, "eos-tansu");
+    b.request_errors(RDKafkaApiKey::InitProducerId, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED; 1000]);
+    ferry_testkit::produce(&a.bootstrap_servers(), "orders", &sample_records(1, 10, 1_700_000_000_000)).unwrap();
+    let mut mirror = start_mirror(&config, "eos-refused");
     let log = wait_for(Duration::from_secs(60), || {
         let log = mirror.output();
         log.contains("FLOW STOPPED").then_some(log)
@@ -252,6 +256,8 @@ fn a_target_without_transactions_stops_the_flow_loudly() {
     .unwrap_or_else(|| panic!("the flow did not stop:\n{}", mirror.output()));
     println!("{}", log.lines().filter(|l| l.contains("FLOW STOPPED") || l.contains("exactly-once")).collect::<Vec<_>>().join("\n"));
     assert!(log.contains("exactly-once on cluster b"), "{log}");
+    let copied = consume_all(&b.bootstrap_servers(), "a.orders", 1, 10, Duration::from_secs(2)).unwrap();
+    assert!(copied.is_empty(), "records were copied without a transaction: {copied:?}");
     let _ = mirror.terminate(Duration::from_secs(30));
 }
 

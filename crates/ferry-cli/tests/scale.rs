@@ -1,18 +1,12 @@
-//! Several `ferry mirror` processes share one flow through Kafka's group protocol.
+//! Several `ferry mirror` processes share one flow through Kafka's group protocol, on Apache
+//! Kafka brokers (its coordinator is the one users run).
 //!
-//! - Processes join and leave gracefully while records flow, on tansu (two broker processes)
-//!   and on librdkafka's mock cluster. Each owns about half, then a third; SIGTERM hands the
-//!   partitions over and every record arrives. On the mock cluster the third takes only what
-//!   it must (cooperative, sticky) and a handover whose commit was accepted re-sends nothing;
-//!   tansu's coordinator cannot promise either (see `Coordinator::Tansu`).
-//! - On the mock cluster: `kill -9` of a process mid-stream; the survivor takes over
-//!   after the session timeout and every record arrives (duplicates counted and printed).
-//!   tansu 0.6.0 cannot host that part: when a group's leader dies, tansu keeps naming the dead
-//!   member as leader in every later JoinGroup answer, so the survivors' SyncGroup fails with
-//!   REBALANCE_IN_PROGRESS until tansu expires them too (measured with librdkafka's cgrp debug
-//!   log and tansu's own log). The mock cluster has no CreateTopics, so the test creates every
-//!   topic the flow needs first (Ferry creates only missing topics), and checkpoints and config
-//!   sync are off (no ListGroups, no DescribeConfigs there).
+//! - Processes join and leave gracefully while records flow. Each owns about half, then a third;
+//!   the third takes only what it must (cooperative, sticky); SIGTERM hands the partitions over;
+//!   every record arrives and a handover re-sends nothing (0 duplicates, asserted).
+//! - `kill -9` of a process mid-stream: the survivor takes over after the session timeout and
+//!   every record arrives; the takeover time on Kafka's coordinator is printed and bounded.
+//! - A soak with periodic kills.
 
 mod common;
 
@@ -20,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ctl, mock_pair, one_topic_flow, start_mirror};
+use common::{ctl, one_topic_flow, start_mirror};
 use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 24;
@@ -92,34 +86,10 @@ fn sizes(o: &BTreeMap<u32, BTreeSet<i32>>) -> Vec<usize> {
     o.values().map(BTreeSet::len).collect()
 }
 
-/// Whose group coordinator a test runs against: what its protocol lets the test assert.
-#[derive(Clone, Copy, PartialEq)]
-enum Coordinator {
-    /// tansu 0.6.0. It accepts a revoking member's commit while others rejoin (as Kafka does),
-    /// so every handover commit must land. The third process's move is not asserted to be
-    /// sticky, only printed: tansu's coordinator sometimes completes a generation before a
-    /// member's pending rejoin is answered and hands the leader that member's metadata from
-    /// its previous join (measured with librdkafka's cgrp debug log: the leader saw a member
-    /// that owned 12 partitions with "0 owned partition(s)", while that member's JoinGroup,
-    /// sent 1 s earlier with its 12 owned partitions, was answered 3 s later, two generations
-    /// on). The assignor then rightly treats those partitions as free; 1 run in 8 measured.
-    Tansu,
-    /// librdkafka's mock cluster. It holds each join round open for session timeout - 1 s (9 s),
-    /// far longer than members take to rejoin (1 s heartbeats), so the leader sees current
-    /// owned partitions and the third process's move must be incremental and sticky: the first
-    /// two keep what they had except what the third took. (A member that missed a round would
-    /// be sent to the leader with its old metadata, as on tansu; under CI load that was seen
-    /// once in the kill -9 test's join, never in this one.) It refuses commits while another
-    /// member's rejoin holds the group in its JOINING state (REBALANCE_IN_PROGRESS; Kafka
-    /// accepts commits of the current generation while a rebalance is prepared), so handover
-    /// commits may be refused.
-    Mock,
-}
-
 /// Two processes join one after another, then a third joins; the last one leaves (SIGTERM)
 /// while records flow from `topic` on `source`. Returns the duplicates on the target and the
 /// handover commits the broker refused.
-fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str, coordinator: Coordinator) -> (usize, usize) {
+fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str) -> (usize, usize) {
     let remote = format!("a.{topic}");
     // About 25 s of production: joins and leaves happen while records flow.
     let records = sample_records(PARTITIONS, 1_000, 1_700_000_000_000);
@@ -140,22 +110,13 @@ fn join_and_leave(source: &str, target: &str, config: &Path, topic: &str, coordi
     // Incremental and sticky: the first two keep what they had except what the third took.
     let regained: Vec<u32> = [first.pid(), second.pid()].into_iter().filter(|pid| !three[pid].is_subset(&two[pid])).collect();
     let moved: usize = [first.pid(), second.pid()].iter().map(|pid| two[pid].difference(&three[pid]).count()).sum();
-    match coordinator {
-        Coordinator::Mock => {
-            assert!(regained.is_empty(), "processes {regained:?} were given partitions they did not own: {two:?} -> {three:?}");
-            assert_eq!(moved, three[&third.pid()].len());
-        }
-        Coordinator::Tansu => {
-            if !regained.is_empty() {
-                println!("not sticky (the tansu coordinator gave the leader stale member metadata): {two:?} -> {three:?}");
-            }
-            // Whoever gave partitions away handed them over (runs stored, positions committed
-            // under its generation).
-            for p in [&first, &second] {
-                let log = p.output();
-                assert!(log.lines().filter(|l| l.contains("partitions handed over to another process")).all(|l| l.contains("committed=true")), "{log}");
-            }
-        }
+    assert!(regained.is_empty(), "processes {regained:?} were given partitions they did not own: {two:?} -> {three:?}");
+    assert_eq!(moved, three[&third.pid()].len());
+    // Whoever gave partitions away handed them over (runs stored, positions committed under its
+    // generation): Kafka accepts a revoking member's commit while the others rejoin.
+    for p in [&first, &second] {
+        let log = p.output();
+        assert!(log.lines().filter(|l| l.contains("partitions handed over to another process")).all(|l| l.contains("committed=true")), "{log}");
     }
     println!("{moved} partitions moved; the other {} kept replicating where they were", PARTITIONS as usize - moved);
     leave(third, &[&first, &second], target, &remote, &records, writer)
@@ -188,29 +149,11 @@ fn leave(mut leaving: Process, staying: &[&Process], target: &str, remote: &str,
 }
 
 #[test]
-fn processes_join_and_leave_on_tansu_and_every_record_arrives() {
+fn processes_join_and_leave_and_handovers_are_exact() {
     let (a, b, topic, config) = one_topic_flow("shared", PARTITIONS);
-    let (duplicates, refused) = join_and_leave(&a.bootstrap(), &b.bootstrap(), &config, &topic, Coordinator::Tansu);
-    // Not asserted to be 0 here: tansu 0.6.0 sometimes assigns a partition to the joining
-    // process while its owner still holds it (measured: the third process started partitions
-    // 3 s before their owner was asked to revoke them; the cause is the stale member metadata
-    // described at `Coordinator::Tansu`), so both replicate it for that time. Kafka's cooperative
-    // protocol never does that; the exact handover is asserted on the mock cluster below.
-    println!("tansu: {duplicates} duplicates; handover commits refused: {refused}");
-}
-
-#[test]
-fn processes_join_and_leave_on_the_mock_cluster_and_handovers_are_exact() {
-    let (a, b, config) = mock_pair("scale-mock-handover", "orders", PARTITIONS);
-    let (duplicates, refused) = join_and_leave(&a.bootstrap_servers(), &b.bootstrap_servers(), &config, "orders", Coordinator::Mock);
-    // A handover whose commit the mock refused (see `Coordinator::Mock`; its JOINING state
-    // lasts up to session timeout - 1 s) leaves the next owner at the last stored position:
-    // duplicates, never a gap (asserted above). When every handover commit was accepted, none
-    // may be re-sent.
-    println!("handover commits refused by the mock cluster: {refused}");
-    if refused == 0 {
-        assert_eq!(duplicates, 0, "every handover was committed, yet records were re-sent");
-    }
+    let (duplicates, refused) = join_and_leave(&a.bootstrap(), &b.bootstrap(), &config, &topic);
+    assert_eq!(refused, 0, "Kafka refused a handover commit");
+    assert_eq!(duplicates, 0, "every handover was committed, yet records were re-sent");
 }
 
 /// How many partitions a process was given, from its log.
@@ -224,20 +167,13 @@ fn assigned_in_log(p: &Process) -> usize {
 
 #[test]
 fn a_killed_process_is_taken_over_within_the_session_timeout() {
-    let topic = "orders";
-    let (a, b, config) = mock_pair("scale-mock", topic, PARTITIONS);
+    let (a, b, topic, config) = one_topic_flow("takeover", PARTITIONS);
     let remote = format!("a.{topic}");
     let records = sample_records(PARTITIONS, 600, 1_700_000_000_000);
-    let writer = produce_slowly(a.bootstrap_servers(), topic.to_string(), records.clone(), 960, Duration::from_millis(1_000));
+    let writer = produce_slowly(a.bootstrap(), topic.clone(), records.clone(), 960, Duration::from_millis(1_000));
 
-    // Both start together, so the mock usually forms the group in one round. A process that
-    // joins an existing group costs two cooperative rounds there, each held open for session
-    // timeout - 1 s, and once (a CI run under load) the joining member missed three rounds in
-    // a row: the mock answers the leader with every member, including one whose rejoin it has
-    // not received, and that member's late rejoin starts the next round (read in
-    // `rdkafka_mock_cgrp.c`). That is the mock's join, not the takeover this test is about.
-    let mut first = start_mirror(&config, "scale-mock-1");
-    let second = start_mirror(&config, "scale-mock-2");
+    let mut first = start_mirror(&config, "takeover-1");
+    let second = start_mirror(&config, "takeover-2");
     let shares = wait_owned_by(&config, &[first.pid(), second.pid()], &[&first, &second]);
     println!("two processes own {:?} partitions", sizes(&shares));
 
@@ -249,31 +185,29 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     let killed = Instant::now();
     let took = wait_for(Duration::from_secs(40), || (assigned_in_log(&second) >= owed).then(|| killed.elapsed()))
         .unwrap_or_else(|| panic!("no takeover after kill -9:\n{}", second.output()));
-    // Kafka moves the partitions once the session times out (10 s) and the survivor rejoins.
-    // The mock cluster then holds the rebalance open for another session timeout - 1 s (its
-    // `rd_kafka_mock_cgrp_classic_rebalance`), so about 20 s is expected here.
-    println!("kill -9: the survivor owned all {PARTITIONS} partitions {took:?} after the kill (session timeout 10 s; the mock adds 9 s)");
+    // Kafka's coordinator moves the partitions once the session times out (10 s) and the
+    // survivor rejoins.
+    println!("kill -9: the survivor owned all {PARTITIONS} partitions {took:?} after the kill (session timeout 10 s)");
     assert!(took < Duration::from_secs(25), "takeover took {took:?}");
 
     writer.join().unwrap();
-    let (on_target, duplicates) = all_arrived(&b.bootstrap_servers(), &remote, &records, &[&first, &second]);
+    let (on_target, duplicates) = all_arrived(&b.bootstrap(), &remote, &records, &[&first, &second]);
     println!("all {} records arrived ({on_target} on the target): {duplicates} duplicates re-sent after kill -9", records.len());
 }
 
 /// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 90) while a process is killed
 /// (`kill -9`) and a new one started every 30 s; afterwards every record is on the target.
-/// On the mock cluster (see the module comment for why not tansu); 6 partitions keep each
-/// partition far below the mock's ~5 MiB retention.
+/// 6 partitions.
 #[test]
 fn soak_with_periodic_kills_loses_nothing() {
     const SOAK_PARTITIONS: i32 = 6;
     let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(90);
-    let (a, b, config) = mock_pair("soak", "soak", SOAK_PARTITIONS);
+    let (a, b, topic, config) = one_topic_flow("soak", SOAK_PARTITIONS);
     // 300 records/s for `secs` seconds.
     let per_partition = (secs as usize * 300) / SOAK_PARTITIONS as usize;
     let records = sample_records(SOAK_PARTITIONS, per_partition, 1_700_000_000_000);
     let chunks = (secs * 10) as usize;
-    let writer = produce_slowly(a.bootstrap_servers(), "soak".into(), records.clone(), records.len().div_ceil(chunks), Duration::from_millis(100));
+    let writer = produce_slowly(a.bootstrap(), topic.clone(), records.clone(), records.len().div_ceil(chunks), Duration::from_millis(100));
 
     let started = Instant::now();
     let mut live = vec![start_mirror(&config, "soak-0"), start_mirror(&config, "soak-1")];
@@ -292,7 +226,7 @@ fn soak_with_periodic_kills_loses_nothing() {
     let total = records.len();
     let mut logs: Vec<&Process> = live.iter().collect();
     logs.extend(killed.iter());
-    let got = common::all_arrived(&b.bootstrap_servers(), "a.soak", SOAK_PARTITIONS, &records, total, Duration::from_secs(120), &logs);
+    let got = common::all_arrived(&b.bootstrap(), &format!("a.{topic}"), SOAK_PARTITIONS, &records, total, Duration::from_secs(120), &logs);
     println!(
         "soak: {:?}, {kills} kills: all {total} records arrived; {} on the target ({} duplicates re-sent after kills)",
         started.elapsed(),
@@ -303,7 +237,7 @@ fn soak_with_periodic_kills_loses_nothing() {
 
 /// Partitions taken over while the flow is quiet (no offset runs written since this process
 /// started) start at once: reading the runs to their end must not wait for records that were
-/// read already. tansu, graceful moves only.
+/// read already.
 #[test]
 fn partitions_taken_over_on_a_quiet_flow_start_at_once() {
     let (a, b, topic, config) = one_topic_flow("quiet", 4);

@@ -1,4 +1,4 @@
-//! `ferry serve` against running `ferry mirror` processes and real tansu brokers on loopback:
+//! `ferry serve` against running `ferry mirror` processes and Apache Kafka brokers on loopback:
 //! the API's numbers, aggregation across processes and restarts, the token, the OpenAPI
 //! document (validated by Python's openapi-spec-validator), and the console in headless
 //! Chromium (Debian's, driven by playwright-core; see scripts/install-test-tools).
@@ -183,7 +183,7 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     // Counted once: what a process replicated of a partition it handed over stays in its run's
     // totals (`released` in its reports), and the new owner counts from there on.
     assert_eq!(topic_records(&addr, token, "a->b", "orders"), 600, "{detail}");
-    // Gracefully: its partitions go back at once (tansu cannot rebalance past a killed leader).
+    // Gracefully: its partitions go back at once.
     let mut third = third;
     assert!(third.terminate(Duration::from_secs(20)).unwrap().success(), "{}", third.output());
 

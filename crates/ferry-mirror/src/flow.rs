@@ -885,7 +885,21 @@ impl Running {
                     // New topic: replicate from the earliest offset still in the source log.
                     let wm = self.watermarks.clone();
                     let (t, p) = (source_topic.clone(), partition);
-                    match spawn_blocking(move || wm.fetch_watermarks(&t, p, Duration::from_secs(10))).await.expect("watermark task panicked") {
+                    let read = move || {
+                        use rdkafka::types::RDKafkaErrorCode::UnknownPartition;
+                        match wm.fetch_watermarks(&t, p, Duration::from_secs(10)) {
+                            // A partition added since this client last loaded the topic's
+                            // metadata: librdkafka refreshes only topics it consumes, so this
+                            // client would never learn of it (measured on Kafka: a grown topic's
+                            // new partitions were refused for good). Load it and ask again.
+                            Err(e) if e.rdkafka_error_code() == Some(UnknownPartition) => {
+                                wm.fetch_metadata(Some(&t), Duration::from_secs(10))?;
+                                wm.fetch_watermarks(&t, p, Duration::from_secs(10))
+                            }
+                            other => other,
+                        }
+                    };
+                    match spawn_blocking(read).await.expect("watermark task panicked") {
                         Ok((low, _)) => low,
                         Err(e) => {
                             warn!(flow = %self.name, topic = %source_topic, partition, error = %e, "cannot read the source log start; retrying next refresh");

@@ -359,6 +359,19 @@ impl Relay {
                         return;
                     }
                 }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition), _)) => {
+                    // A partition added to the remote topic after this producer loaded its
+                    // metadata: librdkafka's producer keeps refusing it locally and never
+                    // reloads the topic by itself (measured on Kafka: a grown topic's new
+                    // partitions were refused for over a minute). Reload it, then re-send.
+                    warn!(flow = %self.flow, topic = %route.remote, partition = message.partition(), "remote partition not yet known to the producer; reloading the topic's metadata");
+                    if let Err(e) = rdkafka::producer::Producer::client(producer).fetch_metadata(Some(&route.remote), Duration::from_secs(5)) {
+                        warn!(flow = %self.flow, topic = %route.remote, error = %e, "cannot load the remote topic's metadata");
+                    }
+                    route.progress.lock().unwrap().delivery_failed(epoch, offset, None);
+                    self.rewind_pending.store(true, Ordering::Release);
+                    return;
+                }
                 Err((e, _)) => {
                     error!(flow = %self.flow, topic = %route.remote, partition = message.partition(), offset, error = %e, "cannot enqueue record");
                     let fatal = stops_partition(&e, matches!(self.sink, Sink::Transactional(_))).then(|| e.to_string());

@@ -1,7 +1,7 @@
-//! Local Kafka-protocol brokers for tests, the demo and benchmarks: `tansu` 0.6.0 processes on
-//! free loopback ports with in-memory storage, plus helpers to create topics, produce and read
-//! back records, and wait for conditions. A missing broker binary is an error that says how to
-//! install it, never a skipped test.
+//! Local Apache Kafka brokers for tests, the demo and benchmarks (single-node KRaft clusters on
+//! free loopback ports, from the jars `scripts/install-kafka` installs), Kafka's Java tools, and
+//! helpers to create topics, produce and read back records, and wait for conditions. A missing
+//! Kafka installation is an error that says how to install it, never a skipped test.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -14,146 +14,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
 
-pub const TANSU_VERSION: &str = "0.6.0";
+mod kafka;
 
-/// Where the tansu binary is: `$FERRY_TANSU_BIN`, else `tansu` in `~/.cargo/bin`, else on PATH.
-pub fn tansu_binary() -> Result<PathBuf> {
-    if let Ok(path) = std::env::var("FERRY_TANSU_BIN") {
-        return Ok(PathBuf::from(path));
-    }
-    if let Some(home) = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo"))) {
-        let candidate = home.join("bin").join("tansu");
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    if let Some(paths) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("tansu");
-            if candidate.exists() {
-                return Ok(candidate);
-            }
-        }
-    }
-    bail!("the tansu broker is not installed: run `scripts/install-tansu` (cargo install tansu --version {TANSU_VERSION} --locked --features dynostore,libsql)")
-}
+pub use kafka::{kafka_home, kafka_java, kafka_java_with, kafka_tool, Broker, BrokerOptions};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free loopback port")
-}
-
-/// A tansu broker process on a loopback port, with in-memory storage or (`start_durable`) a
-/// SQLite file that survives a restart; killed on drop.
-pub struct Broker {
-    pub name: String,
-    pub port: u16,
-    /// `--storage-engine`.
-    storage: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Broker {
-    /// Starts a broker with memory storage and waits until it answers metadata requests.
-    pub fn start(name: &str) -> Result<Broker> {
-        Self::start_with(name, "memory://tansu/".to_string())
-    }
-
-    /// Starts a broker whose data lives in a SQLite file under the temp dir (tansu's `libsql`
-    /// feature), so [`Broker::restart`] keeps every record.
-    pub fn start_durable(name: &str) -> Result<Broker> {
-        Self::start_with(name, format!("sqlite://{}.db", unique(name)))
-    }
-
-    fn start_with(name: &str, storage: String) -> Result<Broker> {
-        let mut last_error = None;
-        for _ in 0..3 {
-            let port = free_port();
-            let log = std::env::temp_dir().join(format!("ferry-tansu-{name}-{port}.log"));
-            let mut broker = Broker { name: name.to_string(), port, storage: storage.clone(), child: None, log };
-            match broker.spawn().and_then(|()| broker.wait_ready(Duration::from_secs(20))) {
-                Ok(()) => return Ok(broker),
-                Err(e) => last_error = Some(e),
-            }
-            broker.kill();
-        }
-        Err(last_error.unwrap())
-    }
-
-    fn spawn(&mut self) -> Result<()> {
-        let binary = tansu_binary()?;
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).with_context(|| format!("create {}", self.log.display()))?;
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(&binary)
-            .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &self.storage])
-            // A `sqlite://name.db` storage is a file relative to the working directory.
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    /// Kills the broker (SIGKILL), keeps it down for `down`, and starts it again on the same
-    /// port and storage.
-    pub fn restart(&mut self, down: Duration) -> Result<()> {
-        self.kill();
-        std::thread::sleep(down);
-        self.spawn()?;
-        self.wait_ready(Duration::from_secs(30))
-    }
-
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn log_path(&self) -> &std::path::Path {
-        &self.log
-    }
-
-    fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let start = Instant::now();
-        let admin: AdminClient<DefaultClientContext> = client_config(&self.bootstrap()).create()?;
-        loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                bail!("broker {} exited with {status} during start-up:\n{log}", self.name);
-            }
-            if admin.inner().fetch_metadata(None, Duration::from_secs(1)).is_ok() {
-                return Ok(());
-            }
-            if start.elapsed() > timeout {
-                bail!("broker {} on {} not ready after {timeout:?} (log: {})", self.name, self.bootstrap(), self.log.display());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -172,17 +42,88 @@ pub fn client_config(bootstrap: &str) -> ClientConfig {
 
 /// Creates a topic (replication factor 1).
 pub fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> Result<()> {
+    create_topic_with(bootstrap, topic, partitions, &[])
+}
+
+/// Creates a topic (replication factor 1) with topic configs.
+pub fn create_topic_with(bootstrap: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
-    let rt = block_on(admin.create_topics(
-        &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-    ))?;
-    for r in rt {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    for r in block_on(admin.create_topics(&[new], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))? {
         if let Err((t, code)) = r {
             bail!("create topic {t} on {bootstrap}: {code:?}");
         }
     }
     Ok(())
+}
+
+/// A topic's configs that are set on the topic itself (not broker or default values).
+pub fn topic_configs(bootstrap: &str, topic: &str) -> Result<std::collections::BTreeMap<String, String>> {
+    use rdkafka::admin::{ConfigSource, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let results = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &AdminOptions::new()))?;
+    let mut out = std::collections::BTreeMap::new();
+    for r in results {
+        let resource = r.map_err(|e| anyhow::anyhow!("describe configs of {topic} on {bootstrap}: {e:?}"))?;
+        for e in resource.entries {
+            if matches!(e.source, ConfigSource::DynamicTopic) {
+                out.insert(e.name, e.value.unwrap_or_default());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Sets a topic's dynamic configs to exactly `configs` (AlterConfigs replaces the whole set).
+pub fn set_topic_configs(bootstrap: &str, topic: &str, configs: &[(&str, &str)]) -> Result<()> {
+    use rdkafka::admin::{AlterConfig, ResourceSpecifier};
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    for r in block_on(admin.alter_configs(&[alter], &AdminOptions::new()))? {
+        if let Err((_, code)) = r {
+            bail!("alter configs of {topic} on {bootstrap}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Grows a topic to `total` partitions.
+pub fn add_partitions(bootstrap: &str, topic: &str, total: usize) -> Result<()> {
+    use rdkafka::admin::NewPartitions;
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    for r in block_on(admin.create_partitions(&[NewPartitions::new(topic, total)], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))? {
+        if let Err((t, code)) = r {
+            bail!("create partitions of {t} on {bootstrap}: {code:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the records of `topic`/`partition` before `offset` (DeleteRecords); returns the new
+/// log start offset.
+pub fn delete_records(bootstrap: &str, topic: &str, partition: i32, offset: i64) -> Result<i64> {
+    let admin: AdminClient<DefaultClientContext> = client_config(bootstrap).create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    let result = block_on(admin.delete_records(&tpl, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))))?;
+    let e = result.find_partition(topic, partition).context("DeleteRecords answered without the partition")?;
+    e.error().map_err(|err| anyhow::anyhow!("delete records of {topic}[{partition}] on {bootstrap}: {err}"))?;
+    match e.offset() {
+        Offset::Offset(low) => Ok(low),
+        other => bail!("DeleteRecords of {topic}[{partition}] answered {other:?}"),
+    }
+}
+
+/// A partition's (log start, high watermark).
+pub fn watermarks(bootstrap: &str, topic: &str, partition: i32) -> Result<(i64, i64)> {
+    let consumer: BaseConsumer = client_config(bootstrap).create()?;
+    Ok(consumer.fetch_watermarks(topic, partition, Duration::from_secs(10))?)
 }
 
 /// Deletes a topic.
@@ -243,14 +184,35 @@ impl TestRecord {
     }
 }
 
+/// Counts failed deliveries and keeps the first error, so a record the broker refused (a
+/// timestamp too far in the future, a missing topic) fails the test that sent it.
+#[derive(Default)]
+struct DeliveryCheck {
+    failed: std::sync::atomic::AtomicU64,
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryCheck {}
+
+impl rdkafka::producer::ProducerContext for DeliveryCheck {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first.lock().unwrap().get_or_insert_with(|| format!("{}[{}]: {e}", m.topic(), m.partition()));
+        }
+    }
+}
+
 /// A long-lived producer for tests and the demo.
 pub struct RecordProducer {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<DeliveryCheck>,
 }
 
 impl RecordProducer {
     pub fn new(bootstrap: &str) -> Result<Self> {
-        let producer = client_config(bootstrap).set("linger.ms", "5").set("enable.idempotence", "true").create()?;
+        let producer = client_config(bootstrap).set("linger.ms", "5").set("enable.idempotence", "true").create_with_context(DeliveryCheck::default())?;
         Ok(RecordProducer { producer })
     }
 
@@ -286,6 +248,12 @@ impl RecordProducer {
             }
         }
         self.producer.flush(Duration::from_secs(60))?;
+        let check = self.producer.context();
+        let failed = check.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let first = check.first.lock().unwrap().take().unwrap_or_default();
+            bail!("{failed} records to {topic} were not delivered; first: {first}");
+        }
         Ok(())
     }
 }
@@ -517,11 +485,11 @@ pub fn commit_offsets(bootstrap: &str, group: &str, offsets: &[(&str, i32, i64)]
 /// Produces `n` records of `size` bytes round-robin over `partitions`, as fast as acks allow
 /// (benchmarks).
 pub fn fill(bootstrap: &str, topic: &str, partitions: i32, n: usize, size: usize) {
-    let p: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext> = client_config(bootstrap)
+    let p: ThreadedProducer<DeliveryCheck> = client_config(bootstrap)
         .set("linger.ms", "20")
         .set("batch.num.messages", "10000")
         .set("queue.buffering.max.messages", "500000")
-        .create()
+        .create_with_context(DeliveryCheck::default())
         .unwrap();
     let payload = vec![b'x'; size];
     for i in 0..n {
@@ -537,7 +505,9 @@ pub fn fill(bootstrap: &str, topic: &str, partitions: i32, n: usize, size: usize
             }
         }
     }
-    rdkafka::producer::Producer::flush(&p, Duration::from_secs(300)).unwrap();
+    p.flush(Duration::from_secs(300)).unwrap();
+    let failed = p.context().failed.load(Ordering::Relaxed);
+    assert_eq!(failed, 0, "{failed} records to {topic} not delivered; first: {:?}", p.context().first.lock().unwrap());
 }
 
 /// The sum of `ferry_mirror_records_total` on a `ferry mirror --metrics-addr` endpoint (0 if it
