@@ -1,29 +1,22 @@
 //! Exactly-once mode (`exactly.once.support = enabled`): records and the source positions they
 //! advance are committed in one transaction on the target.
 //!
-//! What each test broker can show, and what neither can:
-//! - **librdkafka's mock cluster** runs the transactional protocol (InitProducerId,
-//!   AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn) and fences stale producer
-//!   epochs, but it writes no commit or abort markers, shows aborted records to every reader
-//!   (no read_committed isolation), and acknowledges TxnOffsetCommit without storing the
-//!   offsets. So here: transactions commit under load with every record exactly once; a refused
-//!   position commit (ILLEGAL_GENERATION, the KIP-447 fence of a process that left the group)
-//!   aborts the transaction and re-sends exactly from the last committed positions (on the
-//!   mock, the aborted copies stay visible and are counted against what Ferry says it
-//!   discarded); and no position is ever committed outside a transaction.
-//! - A target that refuses transactions (injected on the mock) stops the flow loudly, never
-//!   falling back to at-least-once.
-//! - **Not verified here: `kill -9` and restart under read_committed with 0 duplicates.** It
-//!   needs a broker that stores transactional offset commits and hides aborted records; the
-//!   mock does neither and tansu has no transactions. The design (ARCHITECTURE.md) rests on
-//!   Kafka's documented KIP-98/KIP-447 semantics for that part.
+//! - **On Apache Kafka** (what read_committed readers see): transactions under load leave every
+//!   record exactly once and the positions committed with them; `kill -9` in the middle of
+//!   transactions, several times over, leaves every source record exactly once; a shared flow
+//!   handed over with SIGTERM re-sends nothing.
+//! - **On librdkafka's mock cluster**, for the faults it injects: a refused position commit
+//!   (ILLEGAL_GENERATION, the KIP-447 fence of a process that left the group) aborts the
+//!   transaction and re-sends exactly from the last committed positions; a fenced producer is
+//!   replaced; the target down past the session; a target refusing transactions stops the flow
+//!   loudly. The mock writes no commit or abort markers and shows aborted records to every
+//!   reader, so there the aborted copies are counted against what Ferry says it discarded.
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{mock_pair, start_mirror, write_config};
+use common::{mock_pair, one_topic_flow, start_mirror, write_config};
 use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -63,40 +56,81 @@ fn stored_positions(bootstrap: &str, remote: &str) -> Vec<Option<i64>> {
 }
 
 #[test]
-fn transactions_commit_records_and_positions_on_the_mock_cluster() {
-    let (a, b, config) = mock_pair("eos-mock", "orders", PARTITIONS);
+fn transactions_commit_records_and_positions_together() {
+    let (a, b, topic, config) = one_topic_flow("eos-load", PARTITIONS);
+    let remote = format!("a.{topic}");
     let config = eos(&config);
     let records = sample_records(PARTITIONS, 2_000, 1_700_000_000_000);
-    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
-    let mut mirror = start_mirror(&config, "eos-mock");
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    let mut mirror = start_mirror(&config, "eos-load");
     let started = Instant::now();
     for chunk in records.chunks(1_200) {
-        producer.send_all("orders", chunk).unwrap();
+        producer.send_all(&topic, chunk).unwrap();
         std::thread::sleep(Duration::from_millis(300));
     }
-    let got = arrived(&b.bootstrap_servers(), "a.orders", &records, records.len(), &mirror);
-    println!("exactly-once on the mock: {} records on the target for {} sent, {:?} after the start", got.len(), records.len(), started.elapsed());
+    // A read_committed reader (librdkafka's default isolation) sees each record once.
+    let got = arrived(&b.bootstrap(), &remote, &records, records.len(), &mirror);
+    println!("exactly-once: {} records on the target for {} sent, {:?} after the start", got.len(), records.len(), started.elapsed());
     let log = mirror.output();
     assert!(log.contains("exactly-once: records and positions are committed in transactions"), "{log}");
-    assert!(log.contains("first transaction committed"), "{log}");
-    let (aborts, discarded) = aborted(&log);
-    // No abort happened, so the mock (which shows aborted records) must hold each record once.
+    let (aborts, _) = aborted(&log);
     assert_eq!(aborts, 0, "{log}");
-    assert_eq!(got.len(), records.len(), "duplicates without any abort");
-    let mut per_partition: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
-    for r in &got {
-        per_partition.entry(r.partition).or_default().push(r.offset);
+    assert_eq!(got.len(), records.len(), "duplicates for a read_committed reader");
+    // Commit markers take target offsets: one per partition per transaction.
+    let last: Vec<i64> = (0..PARTITIONS).map(|p| got.iter().filter(|r| r.partition == p).map(|r| r.offset).max().unwrap()).collect();
+    println!("last target offset per partition: {last:?} for {} records each (the rest are commit markers)", records.len() / PARTITIONS as usize);
+    assert!(last.iter().all(|&o| o >= 2_000), "no commit markers on the target: {last:?}");
+    // The positions committed in the last transaction are the source's ends.
+    let ends: Vec<Option<i64>> = (0..PARTITIONS).map(|p| Some(ferry_testkit::watermarks(&a.bootstrap(), &topic, p).unwrap().1)).collect();
+    let stored = wait_for(Duration::from_secs(10), || Some(stored_positions(&b.bootstrap(), &remote)).filter(|s| *s == ends));
+    assert_eq!(stored, Some(ends), "positions committed with the records");
+    let status = mirror.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
+}
+
+/// `kill -9` of the mirror in the middle of transactions, three times while records flow: the
+/// killed process's open transaction is aborted by the coordinator, its successor resumes from
+/// the positions committed with the last transaction, and a read_committed reader of the target
+/// sees every source record exactly once.
+#[test]
+fn kill_9_in_the_middle_of_transactions_leaves_every_record_exactly_once() {
+    let (a, b, topic, config) = one_topic_flow("eos-kill", PARTITIONS);
+    let remote = format!("a.{topic}");
+    let config = eos(&config);
+    let records = sample_records(PARTITIONS, 2_000, 1_700_000_000_000);
+    let writer = {
+        let (bootstrap, topic, records) = (a.bootstrap(), topic.clone(), records.clone());
+        std::thread::spawn(move || {
+            let producer = RecordProducer::new(&bootstrap).unwrap();
+            // About 50 s of records: every kill, and every takeover after it, lands mid-stream.
+            for chunk in records.chunks(60) {
+                producer.send_all(&topic, chunk).unwrap();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        })
+    };
+    let mut mirror = start_mirror(&config, "eos-kill-0");
+    let mut killed = Vec::new();
+    for kill in 1..=3 {
+        wait_for(Duration::from_secs(60), || mirror.output().contains("first transaction committed").then_some(()))
+            .unwrap_or_else(|| panic!("no transaction committed:\n{}", mirror.output()));
+        // Mid-stream: transactions of about a second each are open all the time.
+        std::thread::sleep(Duration::from_millis(1_500));
+        mirror.kill_9();
+        let on_target = consume_all(&b.bootstrap(), &remote, PARTITIONS, records.len(), Duration::from_secs(1)).unwrap().len();
+        println!("kill -9 #{kill} with {on_target} of {} records on the target (read_committed)", records.len());
+        assert!(on_target < records.len(), "kill #{kill} came after the last record");
+        killed.push(std::mem::replace(&mut mirror, start_mirror(&config, &format!("eos-kill-{kill}"))));
     }
-    // Commit markers take target offsets (Kafka writes one per partition per transaction); the
-    // mock writes none, so its offsets stay dense: this documents what the mock did.
-    println!("aborts: {aborts} ({discarded} records discarded); target offsets per partition end at {:?}",
-        per_partition.values().map(|o| o.iter().max().copied().unwrap_or(-1)).collect::<Vec<_>>());
-
-    // Positions are only ever committed inside transactions. The mock acknowledges
-    // TxnOffsetCommit without storing it, so any stored position would be a plain commit.
-    let stored = stored_positions(&b.bootstrap_servers(), "a.orders");
-    assert!(stored.iter().all(Option::is_none), "a position was committed outside a transaction: {stored:?}");
-
+    writer.join().unwrap();
+    let mut logs: Vec<&Process> = killed.iter().collect();
+    logs.push(&mirror);
+    let got = common::all_arrived(&b.bootstrap(), &remote, PARTITIONS, &records, records.len(), Duration::from_secs(120), &logs);
+    std::thread::sleep(Duration::from_secs(2));
+    let got_later = consume_all(&b.bootstrap(), &remote, PARTITIONS, records.len() + 1, Duration::from_secs(3)).unwrap();
+    println!("after 3 kills: {} records for {} sent ({} read later)", got.len(), records.len(), got_later.len());
+    assert_eq!(got.len(), records.len(), "duplicates seen by a read_committed reader after kill -9");
+    assert_eq!(got_later.len(), records.len(), "duplicates seen by a read_committed reader after kill -9");
     let status = mirror.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "exit {status:?}:\n{}", mirror.output());
 }
@@ -263,29 +297,32 @@ fn a_target_refusing_transactions_stops_the_flow_loudly() {
 
 /// Two processes share an exactly-once flow; one leaves with SIGTERM while records flow. Its
 /// partitions' last records and positions are committed in its final transaction before the
-/// group moves them. On the mock the next owner cannot read those positions back (TxnOffsetCommit
-/// is not stored there), so it starts at the log start and the copies it re-sends are counted,
-/// not asserted; what is asserted is that the handover neither hangs nor loses a record.
+/// group moves them, so the next owner resumes exactly there: a read_committed reader sees each
+/// record once.
 #[test]
-fn an_exactly_once_flow_is_shared_and_handed_over_without_loss() {
-    let (a, b, config) = mock_pair("eos-share", "orders", PARTITIONS);
+fn an_exactly_once_flow_is_shared_and_handed_over_exactly() {
+    let (a, b, topic, config) = one_topic_flow("eos-share", PARTITIONS);
+    let remote = format!("a.{topic}");
     let config = eos(&config);
     let records = sample_records(PARTITIONS, 1_000, 1_700_000_000_000);
-    let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
     let (early, late) = records.split_at(records.len() / 2);
-    producer.send_all("orders", early).unwrap();
+    producer.send_all(&topic, early).unwrap();
     let mut first = start_mirror(&config, "eos-share-1");
-    arrived(&b.bootstrap_servers(), "a.orders", early, early.len(), &first);
+    arrived(&b.bootstrap(), &remote, early, early.len(), &first);
     let mut second = start_mirror(&config, "eos-share-2");
     wait_for(Duration::from_secs(30), || first.output().contains("partitions handed over to another process").then_some(()))
         .unwrap_or_else(|| panic!("no partition moved to the second process:\n{}\n-----\n{}", first.output(), second.output()));
-    producer.send_all("orders", late).unwrap();
+    producer.send_all(&topic, late).unwrap();
     let stopped = Instant::now();
     let status = first.terminate(Duration::from_secs(30)).unwrap();
     println!("SIGTERM: the first process exited {status:?} after {:?}", stopped.elapsed());
     assert!(status.success(), "exit {status:?}:\n{}", first.output());
-    let got = arrived(&b.bootstrap_servers(), "a.orders", &records, records.len(), &second);
-    println!("shared exactly-once flow: all {} records arrived; {} copies on the mock, which does not store transactional positions", records.len(), got.len() - records.len());
+    let got = arrived(&b.bootstrap(), &remote, &records, records.len(), &second);
+    std::thread::sleep(Duration::from_secs(2));
+    let got_later = consume_all(&b.bootstrap(), &remote, PARTITIONS, records.len() + 1, Duration::from_secs(3)).unwrap();
+    println!("shared exactly-once flow: {} records for {} sent", got_later.len(), records.len());
+    assert_eq!((got.len(), got_later.len()), (records.len(), records.len()), "a handover re-sent records");
     let status = second.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "exit {status:?}:\n{}", second.output());
 }

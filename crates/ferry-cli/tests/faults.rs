@@ -10,15 +10,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::{ctl, one_topic_flow, start_mirror, two_clusters, write_config};
-use ferry_testkit::{consume_all, create_topic, sample_records, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
+use ferry_testkit::{consume_all, create_topic, sample_records, signal, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 3;
 const PER_PARTITION: usize = 6_000;
-
-fn signal(pid: u32, sig: &str) {
-    let ok = std::process::Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success();
-    assert!(ok, "kill {sig} {pid}");
-}
 
 /// Produces in the background (about 10 s), stalls `victim` for 15 s once a third is on b, and
 /// checks that every record arrives.

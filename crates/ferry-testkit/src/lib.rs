@@ -349,6 +349,12 @@ pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> O
     }
 }
 
+/// Sends a signal (`-STOP`, `-CONT`, `-TERM`, ...) to a process; panics if `kill` fails.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill").args([sig, &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
 /// A child process (e.g. `ferry mirror`) with its output in a log file; killed on drop.
 pub struct Process {
     child: Option<Child>,
@@ -513,13 +519,18 @@ pub fn fill(bootstrap: &str, topic: &str, partitions: i32, n: usize, size: usize
 /// The sum of `ferry_mirror_records_total` on a `ferry mirror --metrics-addr` endpoint (0 if it
 /// does not answer).
 pub fn scrape_records(addr: &str) -> f64 {
+    scrape(addr, "ferry_mirror_records_total")
+}
+
+/// The sum of a metric's series on a Prometheus endpoint (0 if it does not answer or has none).
+pub fn scrape(addr: &str, metric: &str) -> f64 {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0.0 };
     let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
     let mut body = String::new();
     let _ = s.read_to_string(&mut body);
     body.lines()
-        .filter(|l| l.starts_with("ferry_mirror_records_total{"))
+        .filter(|l| l.strip_prefix(metric).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }

@@ -1,0 +1,111 @@
+//! Records lost on the source before Ferry read them are never lost silently, on Apache Kafka:
+//! DeleteRecords past Ferry's position (while the mirror runs and while it is stopped) and a
+//! source topic deleted and created again are errors naming the topic, the partition and the
+//! count lost, raise `ferry_mirror_source_truncated_records_total`, and replication goes on.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{one_topic_flow, two_clusters, write_config};
+use ferry_testkit::{create_topic, delete_records, delete_topic, sample_records, scrape, signal, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
+
+const LOST_METRIC: &str = "ferry_mirror_source_truncated_records_total";
+
+fn mirror_with_metrics(config: &std::path::Path, name: &str) -> (Process, String) {
+    let metrics = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let p = Process::spawn(common::ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &unique(name)).unwrap();
+    (p, metrics)
+}
+
+/// Records `from..to` (by seq) of every partition of a two-partition sample.
+fn slice(from: usize, to: usize) -> Vec<TestRecord> {
+    sample_records(2, to, 1_700_000_000_000).into_iter().filter(|r| r.seq().1.parse::<usize>().unwrap() >= from).collect()
+}
+
+/// The mirror's log line that reports the loss on `partition`, once it is there.
+fn reported(mirror: &Process, what: &str, partition: i32) -> String {
+    wait_for(Duration::from_secs(30), || mirror.output().lines().find(|l| l.contains(what) && l.contains(&format!("partition={partition} "))).map(str::to_string))
+        .unwrap_or_else(|| panic!("no {what} for partition {partition}:\n{}", mirror.output()))
+}
+
+#[test]
+fn records_deleted_past_the_position_are_reported_with_the_count_lost_and_replication_goes_on() {
+    let (a, b, topic, config) = one_topic_flow("trunc", 2);
+    let remote = format!("a.{topic}");
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    producer.send_all(&topic, &slice(0, 100)).unwrap();
+    let (mirror, metrics) = mirror_with_metrics(&config, "trunc-mirror");
+    common::all_arrived(&b.bootstrap(), &remote, 2, &slice(0, 100), 200, Duration::from_secs(60), &[&mirror]);
+
+    // While the mirror runs (frozen for a moment, so it cannot read ahead): offsets 100..150 of
+    // partition 0 are deleted before it read them.
+    signal(mirror.pid(), "-STOP");
+    producer.send_all(&topic, &slice(100, 200)).unwrap();
+    assert_eq!(delete_records(&a.bootstrap(), &topic, 0, 150).unwrap(), 150);
+    signal(mirror.pid(), "-CONT");
+    let line = reported(&mirror, "SOURCE TRUNCATED", 0);
+    println!("while running: {line}");
+    assert!(line.contains("ERROR") && line.contains(&format!("topic={topic}")) && line.contains("lost=50") && line.contains("cluster=a"), "{line}");
+    let lost = wait_for(Duration::from_secs(10), || Some(scrape(&metrics, LOST_METRIC)).filter(|n| *n == 50.0));
+    assert_eq!(lost, Some(50.0), "{LOST_METRIC} is {}", scrape(&metrics, LOST_METRIC));
+    // Everything that still exists arrives: partition 0 from 150 on, partition 1 whole.
+    let survivors: Vec<TestRecord> = slice(0, 200).into_iter().filter(|r| r.partition == 1 || !(100..150).contains(&r.seq().1.parse::<usize>().unwrap())).collect();
+    common::all_arrived(&b.bootstrap(), &remote, 2, &survivors, survivors.len(), Duration::from_secs(60), &[&mirror]);
+
+    // While the mirror is stopped: offsets 200..250 of partition 1 go.
+    let mut mirror = mirror;
+    assert!(mirror.terminate(Duration::from_secs(20)).unwrap().success(), "{}", mirror.output());
+    producer.send_all(&topic, &slice(200, 300)).unwrap();
+    assert_eq!(delete_records(&a.bootstrap(), &topic, 1, 250).unwrap(), 250);
+    let (restarted, metrics) = mirror_with_metrics(&config, "trunc-mirror-2");
+    let line = reported(&restarted, "SOURCE TRUNCATED", 1);
+    println!("while stopped: {line}");
+    assert!(line.contains(&format!("topic={topic}")) && line.contains("lost=50"), "{line}");
+    let lost = wait_for(Duration::from_secs(10), || Some(scrape(&metrics, LOST_METRIC)).filter(|n| *n == 50.0));
+    assert_eq!(lost, Some(50.0), "{LOST_METRIC} is {}", scrape(&metrics, LOST_METRIC));
+    let survivors: Vec<TestRecord> = slice(0, 300)
+        .into_iter()
+        .filter(|r| {
+            let seq = r.seq().1.parse::<usize>().unwrap();
+            let deleted = match r.partition {
+                0 => 100..150,
+                _ => 200..250,
+            };
+            !deleted.contains(&seq)
+        })
+        .collect();
+    let got = common::all_arrived(&b.bootstrap(), &remote, 2, &survivors, survivors.len(), Duration::from_secs(60), &[&restarted]);
+    println!("after two truncations: {} records on the target, all {} that still exist on the source", got.len(), survivors.len());
+}
+
+#[test]
+fn a_source_topic_deleted_and_created_again_is_reported_and_its_new_records_arrive() {
+    let (a, b) = (Broker::start("recreate-a").unwrap(), Broker::start("recreate-b").unwrap());
+    let topic = unique("recreated");
+    let remote = format!("a.{topic}");
+    create_topic(&a.bootstrap(), &topic, 2).unwrap();
+    let config = write_config("recreate", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let (mirror, metrics) = mirror_with_metrics(&config, "recreate-mirror");
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &slice(0, 100)).unwrap();
+    common::all_arrived(&b.bootstrap(), &remote, 2, &slice(0, 100), 200, Duration::from_secs(60), &[&mirror]);
+
+    delete_topic(&a.bootstrap(), &topic).unwrap();
+    wait_for(Duration::from_secs(30), || create_topic(&a.bootstrap(), &topic, 2).ok()).expect("topic created again");
+    // The new topic holds fewer records than the mirror had replicated of the old one.
+    let fresh: Vec<TestRecord> = sample_records(2, 10, 1_710_000_000_000);
+    wait_for(Duration::from_secs(30), || RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &fresh).ok()).expect("produced to the new topic");
+    for partition in [0, 1] {
+        let line = reported(&mirror, "SOURCE REWOUND", partition);
+        println!("{line}");
+        assert!(line.contains("ERROR") && line.contains(&format!("topic={topic}")), "{line}");
+    }
+    let on_target = wait_for(Duration::from_secs(60), || {
+        let got = ferry_testkit::consume_all(&b.bootstrap(), &remote, 2, 220, Duration::from_secs(2)).unwrap();
+        (got.len() >= 220).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("the new topic's records never arrived:\n{}", mirror.output()));
+    let new_ones = on_target.iter().filter(|r| r.timestamp.is_some_and(|t| t >= 1_710_000_000_000)).count();
+    assert_eq!(new_ones, 20, "the new topic's 20 records arrive once each");
+    println!("recreated topic: its {new_ones} records arrived after the {} of the old one; {LOST_METRIC} {}", on_target.len() - new_ones, scrape(&metrics, LOST_METRIC));
+}
