@@ -290,3 +290,73 @@ fn group_offset_sync_commits_translated_offsets_but_never_rewinds_or_touches_an_
     member.close();
     drop(mirror);
 }
+
+/// A transactional source with aborted transactions: the remote topic holds exactly the
+/// committed records (a read_committed reader sees nothing else), and group offsets translate
+/// exactly across the commit markers and the aborted records' gaps.
+#[test]
+fn a_transactional_source_replicates_committed_records_and_groups_translate_across_gaps() {
+    let (a, b) = (Broker::start("txn-a").unwrap(), Broker::start("txn-b").unwrap());
+    let topic = unique("ledger");
+    let remote = format!("a.{topic}");
+    create_topic(&a.bootstrap(), &topic, 1).unwrap();
+    // seq 0..30 committed in three transactions, 15 records aborted in two; source offsets:
+    // 0-9 seq 0-9, 10 marker, 11-20 aborted, 21 marker, 22-31 seq 10-19, 32 marker,
+    // 33-37 aborted, 38 marker, 39-48 seq 20-29, 49 marker.
+    let committed: Vec<TestRecord> = sample_records(1, 30, 1_700_000_000_000);
+    let aborted: Vec<TestRecord> = sample_records(1, 10, 1_700_000_100_000).into_iter().map(|mut r| {
+        r.headers[0].1 = Some(b"aborted".to_vec());
+        r
+    }).collect();
+    let txn = ferry_testkit::TxnProducer::new(&a.bootstrap()).unwrap();
+    txn.transaction(&topic, &committed[0..10], true).unwrap();
+    txn.transaction(&topic, &aborted, false).unwrap();
+    txn.transaction(&topic, &committed[10..20], true).unwrap();
+    txn.transaction(&topic, &aborted[0..5], false).unwrap();
+    txn.transaction(&topic, &committed[20..30], true).unwrap();
+    assert_eq!(ferry_testkit::watermarks(&a.bootstrap(), &topic, 0).unwrap(), (0, 50));
+
+    let config = write_config("txn", &two_clusters(&a, &b, &format!(
+        "a->b.enabled = true\na->b.topics = {topic}\nrefresh.groups.interval.seconds = 1\nemit.checkpoints.interval.seconds = 1\n")));
+    let config = config.to_str().unwrap();
+    let mirror = start_mirror(std::path::Path::new(config), "mirror-txn");
+    let got = common::all_arrived(&b.bootstrap(), &remote, 1, &committed, committed.len(), Duration::from_secs(60), &[&mirror]);
+    let seqs: Vec<i64> = got.iter().map(seq).collect();
+    assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "exactly the committed records, in order");
+
+    // Three groups on a: read 15 records and committed (offset 27, inside the second committed
+    // transaction); read everything (offset at the last marker or past it); committed by hand
+    // inside the first abort gap (offset 15).
+    let (half, all, gap) = (unique("half"), unique("all"), unique("gap"));
+    let c = GroupConsumer::new(&a.bootstrap(), &half, &[&topic]).unwrap();
+    let read = c.read_until(Duration::from_secs(30), |got| got.len() >= 15).unwrap();
+    assert_eq!(read.len(), 15);
+    c.commit().unwrap();
+    let half_committed = c.committed(&[(&topic, 0)]).unwrap();
+    c.close();
+    let c = GroupConsumer::new(&a.bootstrap(), &all, &[&topic]).unwrap();
+    assert_eq!(c.read_until(Duration::from_secs(30), |got| got.len() >= 30).unwrap().len(), 30);
+    c.commit().unwrap();
+    let all_committed = c.committed(&[(&topic, 0)]).unwrap();
+    c.close();
+    commit_offsets(&a.bootstrap(), &gap, &[(&topic, 0, 15)]).unwrap();
+    println!("committed on a: half {half_committed:?}, all {all_committed:?}, gap 15");
+    assert_eq!(half_committed[0].2, Some(27));
+
+    // On b the remote topic is dense: seq i is at offset i.
+    for (group, committed, want) in [(&half, half_committed, 15), (&all, all_committed, 30), (&gap, vec![(topic.clone(), 0, Some(15))], 10)] {
+        let rows = wait_for_checkpoints(config, "a", "b", group, &committed);
+        println!("{group}: source offset {} -> target offset {}", rows[0].source_offset, rows[0].offset);
+        assert_eq!((rows[0].topic.as_str(), rows[0].offset), (remote.as_str(), want), "{group}: {rows:?}");
+    }
+
+    // A real consumer of the failed-over group resumes at the next committed record.
+    let (code, out, err) = ctl(&["failover", "--config", config, "--group", &half, "--from", "a", "--to", "b"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let c = GroupConsumer::new(&b.bootstrap(), &half, &[&remote]).unwrap();
+    let rest = read_rest(&c, 15);
+    let seqs: Vec<i64> = rest.iter().map(|(_, r)| seq(r)).collect();
+    assert_eq!(seqs, (15..30).collect::<Vec<_>>(), "after failover the group reads seq 15..30 exactly");
+    c.close();
+    drop(mirror);
+}

@@ -177,6 +177,28 @@ impl TestRecord {
         (self.partition, self.key.as_deref(), self.value.as_deref(), headers, self.timestamp)
     }
 
+    /// The record as a producer sends it to `topic` (its partition, key, value, timestamp, headers).
+    pub fn to_base_record<'a>(&'a self, topic: &'a str) -> BaseRecord<'a, [u8], [u8]> {
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(self.partition);
+        if let Some(k) = &self.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &self.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(ts) = self.timestamp {
+            rec = rec.timestamp(ts);
+        }
+        if !self.headers.is_empty() {
+            let mut h = OwnedHeaders::new();
+            for (k, v) in &self.headers {
+                h = h.insert(Header { key: k, value: v.as_deref() });
+            }
+            rec = rec.headers(h);
+        }
+        rec
+    }
+
     /// A [`sample_records`] record's identity: its partition and `seq` header.
     pub fn seq(&self) -> (i32, String) {
         let v = self.headers.iter().find(|(k, _)| k == "seq").and_then(|(_, v)| v.clone()).expect("a sample record has a seq header");
@@ -219,23 +241,7 @@ impl RecordProducer {
     /// Sends records (partition, key, value, headers, timestamp) and waits for all acknowledgements.
     pub fn send_all(&self, topic: &str, records: &[TestRecord]) -> Result<()> {
         for r in records {
-            let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).partition(r.partition);
-            if let Some(k) = &r.key {
-                rec = rec.key(k.as_slice());
-            }
-            if let Some(v) = &r.value {
-                rec = rec.payload(v.as_slice());
-            }
-            if let Some(ts) = r.timestamp {
-                rec = rec.timestamp(ts);
-            }
-            if !r.headers.is_empty() {
-                let mut h = OwnedHeaders::new();
-                for (k, v) in &r.headers {
-                    h = h.insert(Header { key: k, value: v.as_deref() });
-                }
-                rec = rec.headers(h);
-            }
+            let mut rec = r.to_base_record(topic);
             loop {
                 match self.producer.send(rec) {
                     Ok(()) => break,
@@ -253,6 +259,36 @@ impl RecordProducer {
         if failed > 0 {
             let first = check.first.lock().unwrap().take().unwrap_or_default();
             bail!("{failed} records to {topic} were not delivered; first: {first}");
+        }
+        Ok(())
+    }
+}
+
+/// A transactional producer: each batch of records is committed or aborted as one transaction.
+pub struct TxnProducer {
+    producer: ThreadedProducer<DeliveryCheck>,
+}
+
+impl TxnProducer {
+    pub fn new(bootstrap: &str) -> Result<Self> {
+        let producer: ThreadedProducer<DeliveryCheck> =
+            client_config(bootstrap).set("transactional.id", unique("test-txn")).set("linger.ms", "5").create_with_context(DeliveryCheck::default())?;
+        producer.init_transactions(Duration::from_secs(30))?;
+        Ok(TxnProducer { producer })
+    }
+
+    /// Sends `records` in one transaction and commits it (`commit`) or aborts it.
+    pub fn transaction(&self, topic: &str, records: &[TestRecord], commit: bool) -> Result<()> {
+        self.producer.begin_transaction()?;
+        for r in records {
+            let rec = r.to_base_record(topic);
+            self.producer.send(rec).map_err(|(e, _)| anyhow::anyhow!("produce to {topic}: {e}"))?;
+        }
+        if commit {
+            self.producer.commit_transaction(Duration::from_secs(30))?;
+        } else {
+            self.producer.flush(Duration::from_secs(30))?;
+            self.producer.abort_transaction(Duration::from_secs(30))?;
         }
         Ok(())
     }
