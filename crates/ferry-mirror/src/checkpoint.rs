@@ -40,13 +40,23 @@ use crate::replication_policy::{PolicyKind, ReplicationPolicy};
 use crate::telemetry::{self, kind};
 use crate::FlowStatus;
 
-/// The topic on the target a checkpoint's offset applies to (MM2's `MirrorClient` rule): a
-/// topic that came from the target goes back to its upstream name there, any other topic to
-/// its remote name.
+/// The topic on the target a checkpoint's offset applies to, which is the topic a checkpoint
+/// record names (MM2's `MirrorCheckpointTask.renameTopicPartition`): a topic that came from the
+/// target goes back to its upstream name there, any other topic to its remote name.
 pub fn downstream_topic(policy: &ReplicationPolicy, source: &str, target: &str, topic: &str) -> String {
     match (policy.topic_source(topic), policy.upstream_topic(topic)) {
         (Some(s), Some(upstream)) if s == target => upstream.to_string(),
         _ => policy.remote_topic(source, topic),
+    }
+}
+
+/// The source topic of a checkpoint naming `downstream` (the inverse of [`downstream_topic`]):
+/// a remote topic of the source goes back to its upstream name, any other topic came home from
+/// the target and is the target's remote topic on the source.
+pub fn upstream_topic_of(policy: &ReplicationPolicy, source: &str, target: &str, downstream: &str) -> String {
+    match (policy.topic_source(downstream), policy.upstream_topic(downstream)) {
+        (Some(s), Some(upstream)) if s == source => upstream.to_string(),
+        _ => policy.remote_topic(target, downstream),
     }
 }
 
@@ -304,6 +314,8 @@ impl Checkpointer {
                     debug!(flow = %self.flow, %group, %topic, partition, upstream, "not translatable yet");
                     continue;
                 };
+                // Named by the target topic, as MM2 writes it (RemoteClusterUtils reads it so).
+                let topic = downstream_topic(&self.config.policy, &self.config.source, &self.config.target, &topic);
                 let checkpoint = Checkpoint { group: group.clone(), topic, partition, upstream_offset: upstream, downstream_offset, metadata: e.metadata().to_string() };
                 let key = (group.clone(), checkpoint.topic.clone(), partition);
                 let last = state.emitted.get(&key).map(|(c, _)| c);
@@ -336,7 +348,7 @@ impl Checkpointer {
                     .emitted
                     .iter()
                     .filter(|((g, _, _), _)| *g == group)
-                    .map(|((_, t, p), (c, _))| (downstream_topic(&self.config.policy, &self.config.source, &self.config.target, t), *p, c.downstream_offset))
+                    .map(|((_, t, p), (c, _))| (t.clone(), *p, c.downstream_offset))
                     .collect();
                 to_sync.push((group, translated));
             }
@@ -409,6 +421,10 @@ mod tests {
         assert_eq!(downstream_topic(&p, "a", "b", "b.orders"), "orders", "a topic that came from the target goes home");
         assert_eq!(downstream_topic(&p, "a", "b", "b.c.orders"), "c.orders", "one hop back, not to the original");
         assert_eq!(downstream_topic(&p, "a", "b", "c.orders"), "a.c.orders");
+        for t in ["orders", "b.orders", "b.c.orders", "c.orders", "a.orders"] {
+            let down = downstream_topic(&p, "a", "b", t);
+            assert_eq!(upstream_topic_of(&p, "a", "b", &down), t, "round trip of {t} through {down}");
+        }
     }
 
     #[test]

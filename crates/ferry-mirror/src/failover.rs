@@ -10,7 +10,7 @@ use ferry_kafka::{ClientRole, ClusterClient};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::checkpoint::downstream_topic;
+use crate::checkpoint::upstream_topic_of;
 use crate::config::FlowConfig;
 use crate::offset_store::TopicTail;
 use crate::positions::offsets_by_partition;
@@ -67,10 +67,10 @@ pub fn translated_offsets(flow: &FlowConfig, target: &ClusterClient, group: &str
     Ok(latest
         .into_values()
         .map(|(c, ts)| TranslatedOffset {
-            topic: downstream_topic(&flow.policy, &flow.source, &flow.target, &c.topic),
+            source_topic: upstream_topic_of(&flow.policy, &flow.source, &flow.target, &c.topic),
+            topic: c.topic,
             partition: c.partition,
             offset: c.downstream_offset,
-            source_topic: c.topic,
             source_offset: c.upstream_offset,
             age_ms: if ts >= 0 { (now - ts).max(0) } else { -1 },
         })

@@ -2,7 +2,9 @@
 //!
 //! - [`Checkpoint`]: `<source>.checkpoints.internal` on the target. Key `{group: STRING, topic:
 //!   STRING, partition: INT32}`, value `{version: INT16 = 0, upstreamOffset: INT64, offset:
-//!   INT64, metadata: STRING}`. `topic` is the source topic; `offset` applies to its remote topic.
+//!   INT64, metadata: STRING}`. `topic` is the topic on the target that `offset` applies to
+//!   (the source topic's remote name, or its upstream name when it came from the target), as
+//!   MM2's `MirrorCheckpointTask` writes it and `RemoteClusterUtils` reads it.
 //! - [`OffsetSync`]: `mm2-offset-syncs.<target>.internal`. Key `{topic: STRING, partition:
 //!   INT32}`, value `{upstreamOffset: INT64, offset: INT64}`, no version header.
 //! - [`RunRecord`]: Ferry's `ferry-offset-runs.<target>.internal`, next to the offset syncs.
@@ -18,7 +20,7 @@ use crate::offset_map::OffsetRun;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub group: String,
-    /// The source topic.
+    /// The topic on the target (see the module documentation).
     pub topic: String,
     pub partition: i32,
     /// The group's committed offset on the source.
@@ -96,7 +98,7 @@ impl OffsetSync {
 /// One exact offset run of a replicated partition, as Ferry stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
-    /// The source topic.
+    /// The topic on the target (see the module documentation).
     pub topic: String,
     pub partition: i32,
     pub run: OffsetRun,

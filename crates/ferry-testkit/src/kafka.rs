@@ -266,7 +266,14 @@ impl Drop for Broker {
 
 /// [`kafka_java`] with extra JVM flags (they must precede the main class).
 pub fn kafka_java_with(heap: &str, jvm_flags: &[&str], main_class: &str) -> Result<Command> {
+    kafka_java_cp(heap, jvm_flags, &[], main_class)
+}
+
+/// [`kafka_java_with`] with more classpath entries before Kafka's jars.
+fn kafka_java_cp(heap: &str, jvm_flags: &[&str], classpath: &[&Path], main_class: &str) -> Result<Command> {
     let home = kafka_home()?;
+    let mut cp: Vec<String> = classpath.iter().map(|p| p.display().to_string()).collect();
+    cp.push(format!("{}/*", home.join("lib").display()));
     let mut cmd = Command::new(java());
     cmd.arg(format!("-Xmx{heap}"))
         .args(["-XX:+UseSerialGC", "-XX:-UsePerfData", "-Djava.awt.headless=true"])
@@ -274,10 +281,41 @@ pub fn kafka_java_with(heap: &str, jvm_flags: &[&str], main_class: &str) -> Resu
         .arg(format!("-Dlog4j2.configurationFile={}", home.join("log4j2.properties").display()))
         .arg(format!("-Dkafka.logs.dir={}", std::env::temp_dir().display()))
         .arg("-cp")
-        .arg(format!("{}/*", home.join("lib").display()))
+        .arg(cp.join(":"))
         .arg(main_class)
         .stdin(Stdio::null());
     Ok(cmd)
+}
+
+/// Compiles a single-file Java program against Kafka's jars (`javac` from `$JAVA_HOME` or PATH)
+/// into a fresh directory; returns that directory, the classpath entry for [`java_program`].
+pub fn compile_java(source: &Path) -> Result<PathBuf> {
+    let out = std::env::temp_dir().join(unique("ferry-java"));
+    std::fs::create_dir_all(&out)?;
+    let javac = std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from("javac"), |h| PathBuf::from(h).join("bin/javac"));
+    let status = Command::new(&javac)
+        .arg("-cp")
+        .arg(format!("{}/*", kafka_home()?.join("lib").display()))
+        .arg("-d")
+        .arg(&out)
+        .arg(source)
+        .status()
+        .with_context(|| format!("start {}", javac.display()))?;
+    if !status.success() {
+        bail!("javac {} failed with {status}", source.display());
+    }
+    Ok(out)
+}
+
+/// Runs `main_class` from `classes` (see [`compile_java`]) with Kafka's jars: its stdout, or an
+/// error with its output.
+pub fn java_program(classes: &Path, main_class: &str, args: &[&str]) -> Result<String> {
+    let out = kafka_java_cp("256m", &[], &[classes], main_class)?.args(args).output().with_context(|| format!("start {main_class}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!("{main_class} {} exited with {}:\n{stdout}\n{}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(stdout)
 }
 
 /// A log dir formatted by Kafka's `StorageTool` (node 1, static voter), once per process.
