@@ -400,16 +400,16 @@ pub struct Process {
 impl Process {
     pub fn spawn(program: &std::path::Path, args: &[&str], log_name: &str) -> Result<Process> {
         let log = std::env::temp_dir().join(format!("{log_name}.log"));
-        let out = std::fs::File::create(&log)?;
-        let child = Command::new(program)
-            .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .with_context(|| format!("start {}", program.display()))?;
-        Ok(Process { child: Some(child), log })
+        let mut cmd = Command::new(program);
+        cmd.args(args).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        Self::spawn_command(cmd, &log)
+    }
+
+    /// Starts `cmd` with its output in `log` (e.g. a Kafka JVM from [`kafka_java`]).
+    pub fn spawn_command(mut cmd: Command, log: &std::path::Path) -> Result<Process> {
+        let out = std::fs::File::create(log)?;
+        let child = cmd.stdin(Stdio::null()).stdout(out.try_clone()?).stderr(out).spawn().with_context(|| format!("start {:?}", cmd.get_program()))?;
+        Ok(Process { child: Some(child), log: log.to_path_buf() })
     }
 
     pub fn pid(&self) -> u32 {
