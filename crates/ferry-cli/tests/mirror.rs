@@ -180,9 +180,11 @@ fn kill_9_then_restart_loses_nothing_and_resends_at_most_one_window() {
         let (bootstrap, t, records) = (a.bootstrap(), t.clone(), records.clone());
         std::thread::spawn(move || {
             let producer = ferry_testkit::RecordProducer::new(&bootstrap).unwrap();
-            for chunk in records.chunks(2_000) {
+            // About 20 s: Kafka replicates as fast as this produces, so only a long stream keeps
+            // records coming after the first 12,000 arrived.
+            for chunk in records.chunks(1_000) {
                 producer.send_all(&t, chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(150));
+                std::thread::sleep(Duration::from_millis(300));
             }
         })
     };

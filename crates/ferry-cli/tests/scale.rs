@@ -50,7 +50,7 @@ fn all_arrived(bootstrap: &str, remote: &str, records: &[TestRecord], logs: &[&P
 /// Partitions per owning process (by pid), from `ferry ctl status --json`.
 fn owners(config: &Path) -> BTreeMap<u32, BTreeSet<i32>> {
     let (code, json, err) = ctl(&["status", "--config", config.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 0, "ctl status: {err}");
+    assert_eq!(code, 0, "ctl status: {err}{json}");
     let status: serde_json::Value = serde_json::from_str(&json).unwrap();
     let mut out: BTreeMap<u32, BTreeSet<i32>> = BTreeMap::new();
     for t in status["flows"][0]["replicated"].as_array().unwrap() {

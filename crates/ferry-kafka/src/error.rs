@@ -83,6 +83,31 @@ pub fn classify(error: &KafkaError) -> ErrorKind {
     }
 }
 
+/// The group coordinator is moving, loading or not yet known: Kafka answers OffsetFetch and
+/// OffsetCommit so for a few seconds after a broker (re)start or a coordinator move, and
+/// librdkafka hands the error to the caller. Asking again shortly after succeeds.
+pub fn coordinator_moving(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::{CoordinatorLoadInProgress, CoordinatorNotAvailable, NotCoordinator};
+    matches!(error.rdkafka_error_code(), Some(NotCoordinator | CoordinatorLoadInProgress | CoordinatorNotAvailable))
+}
+
+/// A group's committed offsets of `partitions` (OffsetFetch), asked again while the coordinator
+/// is moving ([`coordinator_moving`]) until `within` has passed.
+pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &rdkafka::consumer::BaseConsumer<C>,
+    partitions: &rdkafka::TopicPartitionList,
+    within: std::time::Duration,
+) -> rdkafka::error::KafkaResult<rdkafka::TopicPartitionList> {
+    use rdkafka::consumer::Consumer;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match consumer.committed_offsets(partitions.clone(), within) {
+            Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(200)),
+            other => return other,
+        }
+    }
+}
+
 fn classify_code(code: RDKafkaErrorCode) -> ErrorKind {
     use RDKafkaErrorCode::*;
     match code {

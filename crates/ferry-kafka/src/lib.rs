@@ -27,5 +27,5 @@ mod quiet;
 
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
-pub use error::{classify, Error, ErrorKind, Result};
+pub use error::{classify, committed_offsets, coordinator_moving, Error, ErrorKind, Result};
 pub use quiet::QuietContext;

@@ -129,7 +129,7 @@ pub(crate) fn apply_offsets(consumer: &GroupClient, cluster: &ClusterClient, gro
     for (t, p, _) in offsets {
         tpl.add_partition(t, *p);
     }
-    let current = offsets_by_partition(&consumer.committed_offsets(tpl, Duration::from_secs(10)).map_err(|e| err("read offsets", e))?);
+    let current = offsets_by_partition(&ferry_kafka::committed_offsets(consumer, &tpl, Duration::from_secs(10)).map_err(|e| err("read offsets", e))?);
     let applied = plan(offsets, &current);
     let mut commit = TopicPartitionList::new();
     for ((t, p, o), a) in offsets.iter().zip(&applied) {

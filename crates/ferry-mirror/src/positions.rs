@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use ferry_kafka::{ClientRole, ClusterClient};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::{Offset, TopicPartitionList};
 
 pub fn group_id(source_alias: &str) -> String {
@@ -58,9 +58,7 @@ impl PositionStore {
         for (topic, partition) in partitions {
             tpl.add_partition(topic, *partition);
         }
-        let committed = self
-            .consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
+        let committed = ferry_kafka::committed_offsets(&self.consumer, &tpl, Duration::from_secs(10))
             .map_err(|e| ferry_kafka::Error::new(&self.target, "fetch stored positions", e))?;
         Ok(offsets_by_partition(&committed))
     }

@@ -499,7 +499,7 @@ impl GroupConsumer {
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
         }
-        let c = self.consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let c = ferry_kafka::committed_offsets(&self.consumer, &tpl, Duration::from_secs(10))?;
         Ok(c.elements().iter().map(|e| (e.topic().to_string(), e.partition(), match e.offset() {
             Offset::Offset(o) => Some(o),
             _ => None,

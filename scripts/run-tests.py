@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Runs every test binary of the workspace, several at a time, and prints each one's time.
+
+`cargo test` runs test binaries one after another; most of Ferry's integration tests wait on
+brokers (session timeouts, stalls, restarts) rather than compute, so running a few binaries at
+once shortens the run without changing any test. Each binary runs in its package's directory,
+as `cargo test` runs it, with its output kept and printed whole when it ends (failures last).
+
+usage: scripts/run-tests.py [--jobs N] [--test-threads N]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+# Longest first, so the pool ends together (measured per file in the serial run).
+SLOW_FIRST = ["faults", "scale", "exactly_once", "mirror", "serve", "checkpoints", "java_tools", "control", "truncation", "topics", "broker"]
+
+
+def test_binaries():
+    out = subprocess.run(
+        ["cargo", "test", "--workspace", "--locked", "--no-run", "--message-format=json"],
+        check=True, stdout=subprocess.PIPE, text=True,
+    ).stdout
+    found = []
+    for line in out.splitlines():
+        try:
+            m = json.loads(line)
+        except ValueError:
+            continue
+        if m.get("reason") == "compiler-artifact" and m.get("profile", {}).get("test") and m.get("executable"):
+            name = m["target"]["name"]
+            kind = m["target"]["kind"][0]
+            label = f"{m['package_id'].split('#')[0].rsplit('/', 1)[-1]}::{name}" if kind == "test" else f"{name} (unit)"
+            found.append((label, name, m["executable"], os.path.dirname(m["manifest_path"])))
+    rank = {n: i for i, n in enumerate(SLOW_FIRST)}
+    found.sort(key=lambda b: rank.get(b[1], len(SLOW_FIRST)))
+    return found
+
+
+def run(binary, test_threads):
+    label, _, exe, cwd = binary
+    started = time.monotonic()
+    p = subprocess.run([exe, "--test-threads", str(test_threads)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return label, p.returncode, time.monotonic() - started, p.stdout
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--test-threads", type=int, default=3)
+    args = parser.parse_args()
+    binaries = test_binaries()
+    print(f"running {len(binaries)} test binaries, {args.jobs} at a time, {args.test_threads} tests each", flush=True)
+    results = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for label, code, took, output in pool.map(lambda b: run(b, args.test_threads), binaries):
+            results.append((label, code, took, output))
+    for label, code, took, output in sorted(results, key=lambda r: r[1] != 0):
+        print(f"\n===== {label}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {took:.1f} s =====")
+        print(output)
+    print("\ntime per test binary:")
+    for label, code, took, _ in sorted(results, key=lambda r: -r[2]):
+        print(f"  {took:7.1f} s  {'ok    ' if code == 0 else 'FAILED'}  {label}")
+    failed = [r[0] for r in results if r[1] != 0]
+    if failed:
+        print(f"\nFAILED: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
