@@ -91,23 +91,6 @@ pub fn coordinator_moving(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(NotCoordinator | CoordinatorLoadInProgress | CoordinatorNotAvailable))
 }
 
-/// A group's committed offsets of `partitions` (OffsetFetch), asked again while the coordinator
-/// is moving ([`coordinator_moving`]) until `within` has passed.
-pub fn committed_offsets<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &rdkafka::consumer::BaseConsumer<C>,
-    partitions: &rdkafka::TopicPartitionList,
-    within: std::time::Duration,
-) -> rdkafka::error::KafkaResult<rdkafka::TopicPartitionList> {
-    use rdkafka::consumer::Consumer;
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        match consumer.committed_offsets(partitions.clone(), within) {
-            Err(e) if coordinator_moving(&e) && std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(200)),
-            other => return other,
-        }
-    }
-}
-
 fn classify_code(code: RDKafkaErrorCode) -> ErrorKind {
     use RDKafkaErrorCode::*;
     match code {

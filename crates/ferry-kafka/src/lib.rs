@@ -23,9 +23,11 @@
 mod admin;
 mod client;
 mod error;
+mod offsets;
 mod quiet;
 
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
-pub use error::{classify, committed_offsets, coordinator_moving, Error, ErrorKind, Result};
+pub use error::{classify, coordinator_moving, Error, ErrorKind, Result};
+pub use offsets::{committed_offsets, watermarks};
 pub use quiet::QuietContext;

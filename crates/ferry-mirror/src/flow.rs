@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ferry_kafka::{Admin, ClientRole, ClusterClient, NewTopicSpec, TopicMeta};
 use metrics::{counter, gauge, histogram, Gauge};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio::sync::watch;
 use tokio::task::spawn_blocking;
@@ -885,20 +885,10 @@ impl Running {
                     // New topic: replicate from the earliest offset still in the source log.
                     let wm = self.watermarks.clone();
                     let (t, p) = (source_topic.clone(), partition);
-                    let read = move || {
-                        use rdkafka::types::RDKafkaErrorCode::UnknownPartition;
-                        match wm.fetch_watermarks(&t, p, Duration::from_secs(10)) {
-                            // A partition added since this client last loaded the topic's
-                            // metadata: librdkafka refreshes only topics it consumes, so this
-                            // client would never learn of it (measured on Kafka: a grown topic's
-                            // new partitions were refused for good). Load it and ask again.
-                            Err(e) if e.rdkafka_error_code() == Some(UnknownPartition) => {
-                                wm.fetch_metadata(Some(&t), Duration::from_secs(10))?;
-                                wm.fetch_watermarks(&t, p, Duration::from_secs(10))
-                            }
-                            other => other,
-                        }
-                    };
+                    // A partition added since this client loaded the topic: it is loaded and
+                    // asked again (found on Kafka: a grown topic's new partitions were refused
+                    // for good before).
+                    let read = move || ferry_kafka::watermarks(&wm, &t, p, Duration::from_secs(10));
                     match spawn_blocking(read).await.expect("watermark task panicked") {
                         Ok((low, _)) => low,
                         Err(e) => {

@@ -244,9 +244,7 @@ impl TopicTail {
         }
         let mut ends: HashMap<i32, i64> = HashMap::new();
         for p in 0..self.partitions()? {
-            let (low, high) = self
-                .consumer
-                .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+            let (low, high) = ferry_kafka::watermarks(&self.consumer, &self.topic, p, Duration::from_secs(10))
                 .map_err(|e| ferry_kafka::Error::new(&self.cluster, format!("read the end of {}", self.topic), e))?;
             if high > low {
                 ends.insert(p, high);

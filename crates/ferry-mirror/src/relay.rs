@@ -477,7 +477,7 @@ impl Relay {
                 let p = route.progress.lock().unwrap();
                 (p.source_topic.clone(), p.partition, p.consumed_next)
             };
-            let (low, high) = match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(5)) {
+            let (low, high) = match ferry_kafka::watermarks(consumer, &topic, partition, Duration::from_secs(5)) {
                 Ok(w) => w,
                 Err(e) => {
                     warn!(flow = %self.flow, %topic, partition, error = %e, "cannot read watermarks");

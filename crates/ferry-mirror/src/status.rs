@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use ferry_kafka::{Admin, ClientRole, ClusterClient};
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use serde::Serialize;
 
 use crate::checkpoint::group_selected;
@@ -184,8 +184,7 @@ fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, targ
         let mut partitions = Vec::new();
         for partition in 0..t.partitions {
             let position = positions.get(&(remote_topic.clone(), partition)).copied();
-            let end = watermarks
-                .fetch_watermarks(&t.name, partition, Duration::from_secs(10))
+            let end = ferry_kafka::watermarks(&watermarks, &t.name, partition, Duration::from_secs(10))
                 .map_err(|e| ferry_kafka::Error::new(source, format!("read the end offset of {}[{partition}]", t.name), e))?
                 .1;
             let owner = owners.get(&(t.name.clone(), partition)).cloned();

@@ -43,7 +43,12 @@ pub fn kafka_java(heap: &str, main_class: &str) -> Result<Command> {
 /// Runs one of Kafka's Java tools (`main_class` with `args`) to completion: its stdout, or an
 /// error with its output when it exits non-zero.
 pub fn kafka_tool(main_class: &str, args: &[&str]) -> Result<String> {
-    let out = kafka_java("256m", main_class)?.args(args).output().with_context(|| format!("start {main_class}"))?;
+    run_to_completion(kafka_java("256m", main_class)?, main_class, args)
+}
+
+/// Runs a JVM command with `args`: its stdout, or an error with its output when it fails.
+fn run_to_completion(mut cmd: Command, main_class: &str, args: &[&str]) -> Result<String> {
+    let out = cmd.args(args).output().with_context(|| format!("start {main_class}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
         bail!("{main_class} {} exited with {}:\n{stdout}\n{}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
@@ -310,12 +315,7 @@ pub fn compile_java(source: &Path) -> Result<PathBuf> {
 /// Runs `main_class` from `classes` (see [`compile_java`]) with Kafka's jars: its stdout, or an
 /// error with its output.
 pub fn java_program(classes: &Path, main_class: &str, args: &[&str]) -> Result<String> {
-    let out = kafka_java_cp("256m", &[], &[classes], main_class)?.args(args).output().with_context(|| format!("start {main_class}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() {
-        bail!("{main_class} {} exited with {}:\n{stdout}\n{}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(stdout)
+    run_to_completion(kafka_java_cp("256m", &[], &[classes], main_class)?, main_class, args)
 }
 
 /// A log dir formatted by Kafka's `StorageTool` (node 1, static voter), once per process.
