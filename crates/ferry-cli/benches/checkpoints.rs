@@ -1,5 +1,5 @@
 //! Checkpoint benchmark (not a timed test): how fresh checkpoints are, and what a failover
-//! under load costs in duplicates and misses, against local tansu brokers.
+//! under load costs in duplicates and misses, against local Apache Kafka brokers.
 //!
 //!   cargo bench -p ferry-cli --bench checkpoints
 //!
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_mirror::records::Checkpoint;
-use ferry_testkit::{client_config, commit_offsets, create_topic, unique, Broker, GroupConsumer, Process, RecordProducer, TestRecord};
+use ferry_testkit::{client_config, commit_offsets, create_topic, unique, Broker, BrokerOptions, GroupConsumer, Process, RecordProducer, TestRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -57,7 +57,7 @@ fn seq_of(r: &TestRecord) -> i64 {
 }
 
 fn main() {
-    let (a, b) = (Broker::start("a").unwrap(), Broker::start("b").unwrap());
+    let (a, b) = (Broker::start_with("a", BrokerOptions::benchmark()).unwrap(), Broker::start_with("b", BrokerOptions::benchmark()).unwrap());
     let topic = unique("bench");
     let remote = format!("a.{topic}");
     create_topic(&a.bootstrap(), &topic, PARTITIONS).unwrap();

@@ -175,16 +175,19 @@ fn kill_9_then_restart_loses_nothing_and_resends_at_most_one_window() {
     let per_partition = 20_000;
     create_topic(&a.bootstrap(), &t, 3).unwrap();
     let records = sample_records(3, per_partition, 1_700_000_000_000);
-    // Produce in the background so the crash lands mid-stream.
+    // Produce in the background so the crash lands mid-stream: the second half waits for the
+    // kill, so the stream goes on across it however fast (or slowly, under load) the mirror is.
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (bootstrap, t, records) = (a.bootstrap(), t.clone(), records.clone());
+        let (bootstrap, t, records, killed) = (a.bootstrap(), t.clone(), records.clone(), killed.clone());
         std::thread::spawn(move || {
             let producer = ferry_testkit::RecordProducer::new(&bootstrap).unwrap();
-            // About 20 s: Kafka replicates as fast as this produces, so only a long stream keeps
-            // records coming after the first 12,000 arrived.
-            for chunk in records.chunks(1_000) {
+            for (i, chunk) in records.chunks(1_000).enumerate() {
+                while i >= 30 && !killed.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 producer.send_all(&t, chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(Duration::from_millis(100));
             }
         })
     };
@@ -198,6 +201,7 @@ fn kill_9_then_restart_loses_nothing_and_resends_at_most_one_window() {
     })
     .unwrap_or_else(|| panic!("no progress before the crash:\n{}", first.output()));
     first.kill_9();
+    killed.store(true, std::sync::atomic::Ordering::Relaxed);
     let at_crash = count(&b.bootstrap(), &remote, 3, 3 * per_partition, Duration::from_secs(2));
     println!("killed -9 mid-stream with {at_crash} of {} records on b", 3 * per_partition);
     assert!(at_crash < 3 * per_partition, "the crash must land mid-stream");
