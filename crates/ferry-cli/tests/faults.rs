@@ -213,6 +213,18 @@ fn sigterm_with_a_stalled_target_stops_in_bounded_time() {
         (consume_all(&b.bootstrap(), &remote, PARTITIONS, first.len(), Duration::from_secs(1)).unwrap().len() >= first.len()).then_some(())
     })
     .unwrap_or_else(|| panic!("nothing replicated:\n{}", mirror.output()));
+    // The positions of what was replicated are stored (every 1 s; later under load) before the
+    // target stalls: what follows must not lose them.
+    let stored = |config: &std::path::Path| -> Vec<Option<i64>> {
+        let (_, json, _) = ctl(&["status", "--config", config.to_str().unwrap(), "--json"]);
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        status["flows"][0]["replicated"][0]["partitions"].as_array().map_or_else(Vec::new, |ps| ps.iter().map(|p| p["position"].as_i64()).collect())
+    };
+    wait_for(Duration::from_secs(30), || {
+        let s = stored(&config);
+        (s.len() == PARTITIONS as usize && s.iter().all(|p| p.is_some_and(|p| p >= first.len() as i64 / PARTITIONS as i64))).then_some(())
+    })
+    .unwrap_or_else(|| panic!("positions never stored: {:?}\n{}", stored(&config), mirror.output()));
     let pid = b.pid().unwrap();
     signal(pid, "-STOP");
     // Records the mirror takes from the source but cannot deliver: in flight, not stored.
