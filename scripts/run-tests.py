@@ -51,7 +51,7 @@ def run(binary, test_threads):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--test-threads", type=int, default=3)
     args = parser.parse_args()
     binaries = test_binaries()

@@ -4,10 +4,8 @@
 //!   cargo bench -p ferry-cli --bench exactly_once
 //!   FERRY_BENCH_RECORDS=200000 FERRY_BENCH_ROUNDS=1 cargo bench -p ferry-cli --bench exactly_once   (quicker)
 //!
-//! librdkafka's mock cluster (in this process), because tansu 0.6.0 has no transactions. The
-//! mock runs the transactional protocol but writes no markers and stores no transactional
-//! offsets, so this measures Ferry's side of the cost (the gate, a flush and four transactional
-//! round trips per commit), not a Kafka transaction coordinator's. The topic is filled first;
+//! Apache Kafka brokers (`BrokerOptions::benchmark()`), fresh for each run, so the cost includes
+//! Kafka's transaction coordinator (markers, transaction log). The topic is filled first;
 //! then `ferry mirror` starts and is timed from its "replicating new partitions" log line until
 //! its `ferry_mirror_records_total` reaches every record (in exactly-once mode records count
 //! when their transaction commits, so this includes the wait for the last commit). Commit
@@ -16,7 +14,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{fill, free_port, mock_flow_topics, scrape_records, unique, Mock, Process};
+use ferry_testkit::{create_topic, fill, free_port, scrape_records, unique, Broker, BrokerOptions, Process};
 
 const PARTITIONS: i32 = 24;
 
@@ -26,18 +24,18 @@ fn ferry() -> &'static Path {
 
 /// Seconds to replicate `n` records and the steady rate (rec/s).
 fn run(exactly_once: bool, flush_ms: u64, n: usize, size: usize) -> (f64, f64) {
-    let a = Mock::new(1).unwrap();
-    let b = Mock::new(1).unwrap();
-    mock_flow_topics(&a, &b, "orders", PARTITIONS);
-    fill(&a.bootstrap_servers(), "orders", PARTITIONS, n, size);
+    let a = Broker::start_with("bench-eos-a", BrokerOptions::benchmark()).unwrap();
+    let b = Broker::start_with("bench-eos-b", BrokerOptions::benchmark()).unwrap();
+    create_topic(&a.bootstrap(), "orders", PARTITIONS).unwrap();
+    fill(&a.bootstrap(), "orders", PARTITIONS, n, size);
     let config = std::env::temp_dir().join(format!("{}.properties", unique("bench-eos")));
     std::fs::write(
         &config,
         format!(
-            "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\nrefresh.topics.interval.seconds = 1\n\
-             emit.checkpoints.enabled = false\nsync.topic.configs.enabled = false\noffset.flush.interval.ms = {flush_ms}\nexactly.once.support = {}\n",
-            a.bootstrap_servers(),
-            b.bootstrap_servers(),
+            "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\na->b.enabled = true\na->b.topics = orders\nrefresh.topics.interval.seconds = 1\n\
+             offset.flush.interval.ms = {flush_ms}\nexactly.once.support = {}\n",
+            a.bootstrap(),
+            b.bootstrap(),
             if exactly_once { "enabled" } else { "disabled" }
         ),
     )
@@ -86,12 +84,10 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    // The mock cluster keeps about 5 MiB per partition: 800,000 records of 100 B on 24
-    // partitions stay under it.
     let n: usize = std::env::var("FERRY_BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(800_000);
     let rounds: usize = std::env::var("FERRY_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let size = 100;
-    println!("# Ferry exactly-once benchmark: {n} records of {size} B, {PARTITIONS} partitions, librdkafka mock cluster, 2 cores, median of {rounds} rounds (modes interleaved)");
+    println!("# Ferry exactly-once benchmark: {n} records of {size} B, {PARTITIONS} partitions, Apache Kafka 4.1.1 (one KRaft node per cluster), 2 cores, median of {rounds} rounds (modes interleaved)");
     let modes = [(false, 1000), (true, 1000), (true, 100)];
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
