@@ -540,10 +540,20 @@ impl Running {
         // positions count them. Said loudly; replication goes on into the recreated topic from
         // the stored positions (re-copying would mix old and new target offsets in the runs).
         for spec in &creates {
-            let replicating: Vec<i32> = self.assigned.values().filter_map(|a| {
+            let mut replicating: Vec<i32> = self.assigned.values().filter_map(|a| {
                 let p = a.progress.lock().unwrap();
                 (*p.remote_topic == *spec.name).then_some(p.partition)
             }).collect();
+            if replicating.is_empty() {
+                // Kafka's coordinator may have taken the partitions away already (their topic
+                // vanished from the subscription) before this refresh saw it missing: stored
+                // positions say that the topic was replicated into all the same.
+                let keys: Vec<(String, i32)> = (0..spec.partitions).map(|p| (spec.name.clone(), p)).collect();
+                let store = self.store.clone();
+                if let Ok(Ok(stored)) = spawn_blocking(move || store.fetch(&keys)).await {
+                    replicating = stored.into_keys().map(|(_, p)| p).collect();
+                }
+            }
             if !replicating.is_empty() {
                 counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::REMOTE_TOPIC_DELETED).increment(1);
                 error!(flow = %self.name, cluster = %self.config.target, topic = %spec.name, partitions = replicating.len(),

@@ -342,7 +342,7 @@ fn format_template() -> Result<PathBuf> {
             data.display()
         ),
     )?;
-    kafka_tool("kafka.tools.StorageTool", &["format", "-t", &random_id(), "-c", props.to_str().context("temp dir is not UTF-8")?])?;
+    kafka_tool("kafka.tools.StorageTool", &["format", &format!("--cluster-id={}", random_id()), "-c", props.to_str().context("temp dir is not UTF-8")?])?;
     Ok(data)
 }
 
@@ -375,8 +375,19 @@ fn copy_template(template: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A Kafka UUID as its tools print it: 16 random bytes, base64url without padding.
+/// A Kafka UUID as its tools print it: 16 random bytes, base64url without padding, never
+/// starting with `-` (Kafka's `Uuid.randomUuid` makes the same promise: a leading `-` reads as
+/// an option on a command line).
 fn random_id() -> String {
+    loop {
+        let id = random_base64_id();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn random_base64_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut bytes = [0u8; 16];
     for half in bytes.chunks_mut(8) {
@@ -407,6 +418,7 @@ mod tests {
     fn random_ids_are_22_base64url_characters_and_differ() {
         let (a, b) = (super::random_id(), super::random_id());
         assert_eq!(a.len(), 22);
+        assert!((0..200).all(|_| !super::random_id().starts_with('-')));
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
         assert_ne!(a, b);
     }
