@@ -98,7 +98,7 @@ impl OffsetSync {
 /// One exact offset run of a replicated partition, as Ferry stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRecord {
-    /// The topic on the target (see the module documentation).
+    /// The source topic.
     pub topic: String,
     pub partition: i32,
     pub run: OffsetRun,
