@@ -296,10 +296,8 @@ fn group_offset_sync_commits_translated_offsets_but_never_rewinds_or_touches_an_
 /// exactly across the commit markers and the aborted records' gaps.
 #[test]
 fn a_transactional_source_replicates_committed_records_and_groups_translate_across_gaps() {
-    let (a, b) = (Broker::start("txn-a").unwrap(), Broker::start("txn-b").unwrap());
-    let topic = unique("ledger");
+    let (a, b, topic, config) = common::one_topic_flow_with("ledger", 1, "refresh.groups.interval.seconds = 1\nemit.checkpoints.interval.seconds = 1\n");
     let remote = format!("a.{topic}");
-    create_topic(&a.bootstrap(), &topic, 1).unwrap();
     // seq 0..30 committed in three transactions, 15 records aborted in two; source offsets:
     // 0-9 seq 0-9, 10 marker, 11-20 aborted, 21 marker, 22-31 seq 10-19, 32 marker,
     // 33-37 aborted, 38 marker, 39-48 seq 20-29, 49 marker.
@@ -316,8 +314,6 @@ fn a_transactional_source_replicates_committed_records_and_groups_translate_acro
     txn.transaction(&topic, &committed[20..30], true).unwrap();
     assert_eq!(ferry_testkit::watermarks(&a.bootstrap(), &topic, 0).unwrap(), (0, 50));
 
-    let config = write_config("txn", &two_clusters(&a, &b, &format!(
-        "a->b.enabled = true\na->b.topics = {topic}\nrefresh.groups.interval.seconds = 1\nemit.checkpoints.interval.seconds = 1\n")));
     let config = config.to_str().unwrap();
     let mirror = start_mirror(std::path::Path::new(config), "mirror-txn");
     let got = common::all_arrived(&b.bootstrap(), &remote, 1, &committed, committed.len(), Duration::from_secs(60), &[&mirror]);

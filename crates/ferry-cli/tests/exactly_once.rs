@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{mock_pair, one_topic_flow, start_mirror, write_config};
 use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use rdkafka::{Offset, TopicPartitionList};
 
 const PARTITIONS: i32 = 6;
 
@@ -46,13 +44,9 @@ fn aborted(log: &str) -> (usize, u64) {
 
 /// The positions group's committed offsets on the target (no group join: OffsetFetch only).
 fn stored_positions(bootstrap: &str, remote: &str) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = ferry_testkit::client_config(bootstrap).set("group.id", "ferry-mirror.a.internal").create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition(remote, p);
-    }
-    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    committed.elements().iter().map(|e| match e.offset() { Offset::Offset(o) => Some(o), _ => None }).collect()
+    let partitions: Vec<(&str, i32)> = (0..PARTITIONS).map(|p| (remote, p)).collect();
+    let consumer = ferry_testkit::GroupConsumer::new(bootstrap, "ferry-mirror.a.internal", &[]).unwrap();
+    consumer.committed(&partitions).unwrap().into_iter().map(|(_, _, o)| o).collect()
 }
 
 #[test]
@@ -98,17 +92,8 @@ fn kill_9_in_the_middle_of_transactions_leaves_every_record_exactly_once() {
     let remote = format!("a.{topic}");
     let config = eos(&config);
     let records = sample_records(PARTITIONS, 2_000, 1_700_000_000_000);
-    let writer = {
-        let (bootstrap, topic, records) = (a.bootstrap(), topic.clone(), records.clone());
-        std::thread::spawn(move || {
-            let producer = RecordProducer::new(&bootstrap).unwrap();
-            // About 50 s of records: every kill, and every takeover after it, lands mid-stream.
-            for chunk in records.chunks(60) {
-                producer.send_all(&topic, chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        })
-    };
+    // About 50 s of records: every kill, and every takeover after it, lands mid-stream.
+    let writer = common::produce_slowly(a.bootstrap(), topic.clone(), records.clone(), 60, Duration::from_millis(250));
     let mut mirror = start_mirror(&config, "eos-kill-0");
     let mut killed = Vec::new();
     for kill in 1..=3 {

@@ -28,17 +28,8 @@ fn stall_and_check(name: &str, stall_source: bool) {
     let remote = format!("a.{topic}");
     let total = records.len();
 
-    let writer = {
-        let (bootstrap, topic, records) = (a.bootstrap(), topic.clone(), records.clone());
-        std::thread::spawn(move || {
-            let producer = RecordProducer::new(&bootstrap).unwrap();
-            for chunk in records.chunks(600) {
-                // A stalled source holds the producer's requests; librdkafka retries them.
-                producer.send_all(&topic, chunk).unwrap();
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-    };
+    // A stalled source holds the producer's requests; librdkafka retries them.
+    let writer = common::produce_slowly(a.bootstrap(), topic.clone(), records.clone(), 600, Duration::from_millis(300));
     wait_for(Duration::from_secs(60), || {
         (consume_all(&b.bootstrap(), &remote, PARTITIONS, total / 3, Duration::from_secs(1)).unwrap().len() >= total / 3).then_some(())
     })

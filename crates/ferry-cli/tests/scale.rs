@@ -14,22 +14,10 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ctl, one_topic_flow, start_mirror};
+use common::{ctl, one_topic_flow, produce_slowly, start_mirror};
 use ferry_testkit::{consume_all, sample_records, wait_for, Process, RecordProducer, TestRecord};
 
 const PARTITIONS: i32 = 24;
-
-/// Produces `records` in chunks, one chunk per `pause`, on its own thread.
-fn produce_slowly(bootstrap: String, topic: String, records: Vec<TestRecord>, chunk: usize, pause: Duration) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let producer = RecordProducer::new(&bootstrap).unwrap();
-        for c in records.chunks(chunk) {
-            let t0 = Instant::now();
-            producer.send_all(&topic, c).unwrap();
-            std::thread::sleep(pause.saturating_sub(t0.elapsed()));
-        }
-    })
-}
 
 /// Waits until the remote topic holds every record; returns (records on the target, duplicates).
 fn all_arrived(bootstrap: &str, remote: &str, records: &[TestRecord], logs: &[&Process]) -> (usize, usize) {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{start_mirror, two_clusters, write_config};
+use common::{one_topic_flow, start_mirror, two_clusters, write_config};
 use ferry_testkit::{add_partitions, consume_all, create_topic_with, list_topics, sample_records, set_topic_configs, topic_configs, unique, wait_for, Broker, RecordProducer};
 
 fn configs(bootstrap: &str, topic: &str) -> BTreeMap<String, String> {
@@ -18,7 +18,8 @@ fn a_compacted_source_makes_a_compacted_remote_topic_and_config_changes_follow()
     let (a, b) = (Broker::start("cfg-a").unwrap(), Broker::start("cfg-b").unwrap());
     let topic = unique("accounts");
     let remote = format!("a.{topic}");
-    // min.insync.replicas is in MM2's default config.properties.exclude.
+    // min.insync.replicas is in MM2's default config.properties.exclude. The topic is created
+    // with its configs (one_topic_flow creates a plain one).
     create_topic_with(&a.bootstrap(), &topic, 2, &[("cleanup.policy", "compact"), ("min.compaction.lag.ms", "60000"), ("min.insync.replicas", "1")]).unwrap();
     let config = write_config("cfg", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\nsync.topic.configs.interval.seconds = 2\n")));
     let mirror = start_mirror(&config, "cfg-mirror");
@@ -46,14 +47,11 @@ fn a_compacted_source_makes_a_compacted_remote_topic_and_config_changes_follow()
 
 #[test]
 fn partitions_added_on_the_source_are_added_on_the_target_and_their_records_arrive() {
-    let (a, b) = (Broker::start("grow-a").unwrap(), Broker::start("grow-b").unwrap());
-    let topic = unique("grow");
+    let (a, b, topic, config) = one_topic_flow("grow", 2);
     let remote = format!("a.{topic}");
-    create_topic_with(&a.bootstrap(), &topic, 2, &[]).unwrap();
     let producer = RecordProducer::new(&a.bootstrap()).unwrap();
     let before = sample_records(2, 100, 1_700_000_000_000);
     producer.send_all(&topic, &before).unwrap();
-    let config = write_config("grow", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
     let mirror = start_mirror(&config, "grow-mirror");
     common::all_arrived(&b.bootstrap(), &remote, 2, &before, before.len(), Duration::from_secs(60), &[&mirror]);
 

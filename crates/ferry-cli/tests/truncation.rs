@@ -7,8 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{one_topic_flow, two_clusters, write_config};
-use ferry_testkit::{create_topic, delete_records, delete_topic, sample_records, scrape, signal, unique, wait_for, Broker, Process, RecordProducer, TestRecord};
+use common::one_topic_flow;
+use ferry_testkit::{create_topic, delete_records, delete_topic, sample_records, scrape, signal, unique, wait_for, Process, RecordProducer, TestRecord};
 
 const LOST_METRIC: &str = "ferry_mirror_source_truncated_records_total";
 
@@ -81,11 +81,8 @@ fn records_deleted_past_the_position_are_reported_with_the_count_lost_and_replic
 
 #[test]
 fn a_source_topic_deleted_and_created_again_is_reported_and_its_new_records_arrive() {
-    let (a, b) = (Broker::start("recreate-a").unwrap(), Broker::start("recreate-b").unwrap());
-    let topic = unique("recreated");
+    let (a, b, topic, config) = one_topic_flow("recreated", 2);
     let remote = format!("a.{topic}");
-    create_topic(&a.bootstrap(), &topic, 2).unwrap();
-    let config = write_config("recreate", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
     let (mirror, metrics) = mirror_with_metrics(&config, "recreate-mirror");
     RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &slice(0, 100)).unwrap();
     common::all_arrived(&b.bootstrap(), &remote, 2, &slice(0, 100), 200, Duration::from_secs(60), &[&mirror]);

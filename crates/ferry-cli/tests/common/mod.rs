@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ferry_testkit::{consume_all, unique, wait_for, Broker, Mock, Process, TestRecord};
+use ferry_testkit::{consume_all, unique, wait_for, Broker, Mock, Process, RecordProducer, TestRecord};
 
 pub(crate) fn ferry() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ferry"))
@@ -30,14 +30,31 @@ pub(crate) fn two_clusters(a: &Broker, b: &Broker, extra: &str) -> String {
     )
 }
 
-/// Two tansu brokers, a new topic on `a` with `partitions`, and a config (1 s refresh) that
+/// Two Kafka brokers, a new topic on `a` with `partitions`, and a config (1 s refresh) that
 /// replicates only that topic from `a` to `b`: (a, b, topic, config).
 pub(crate) fn one_topic_flow(name: &str, partitions: i32) -> (Broker, Broker, String, PathBuf) {
+    one_topic_flow_with(name, partitions, "")
+}
+
+/// [`one_topic_flow`] with `extra` lines in the config.
+pub(crate) fn one_topic_flow_with(name: &str, partitions: i32, extra: &str) -> (Broker, Broker, String, PathBuf) {
     let (a, b) = (Broker::start(&format!("{name}-a")).unwrap(), Broker::start(&format!("{name}-b")).unwrap());
     let topic = unique(name);
     ferry_testkit::create_topic(&a.bootstrap(), &topic, partitions).unwrap();
-    let config = write_config(name, &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n")));
+    let config = write_config(name, &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\n{extra}")));
     (a, b, topic, config)
+}
+
+/// Produces `records` in chunks, one chunk per `pause`, on its own thread.
+pub(crate) fn produce_slowly(bootstrap: String, topic: String, records: Vec<TestRecord>, chunk: usize, pause: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let producer = RecordProducer::new(&bootstrap).unwrap();
+        for c in records.chunks(chunk) {
+            let t0 = std::time::Instant::now();
+            producer.send_all(&topic, c).unwrap();
+            std::thread::sleep(pause.saturating_sub(t0.elapsed()));
+        }
+    })
 }
 
 /// Waits up to `timeout` until `remote` (`partitions` partitions) on `bootstrap` holds every one of
