@@ -70,8 +70,21 @@ fn topic_lists_change_live_persist_across_restarts_and_reach_every_mirror() {
     let (code, _, err) = topics_ctl(config_str, &["--add", "payments", "--add", "bad("]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("invalid regex 'bad(' for topics") && err.contains("nothing was changed"), "{err}");
+    // Validated as it is matched (anchored): in (?x) mode '#' comments out the anchor's ')$'.
+    let (code, _, err) = topics_ctl(config_str, &["--add", "(?x)orders#x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid regex '(?x)orders#x' for topics"), "{err}");
     let (_, after, _) = topics_ctl(config_str, &["--list", "--json"]);
     assert_eq!(before, after, "a rejected command wrote something");
+    // A record no ctl would write (older version, written by hand) is reported and skipped;
+    // the mirror keeps running and applies the next change.
+    let bad_key = br#"{"flow":"a->b","list":"topics","kind":"allow","regex":"(?x)orders#x"}"#.to_vec();
+    let bad_value = br#"{"action":"add","at_ms":5,"by":"hand"}"#.to_vec();
+    let bad = ferry_testkit::TestRecord { partition: 0, offset: 0, key: Some(bad_key), value: Some(bad_value), headers: vec![], timestamp: None };
+    produce(&b.bootstrap(), "ferry-control.internal", &[bad]).unwrap();
+    assert!(logged(&mirror, "ignored records in the control topic", 1, Duration::from_secs(5)), "{}", mirror.output());
+    assert!(mirror.output().contains("invalid regex '(?x)orders#x' for flow a->b"), "{}", mirror.output());
+    assert!(mirror.is_running(), "{}", mirror.output());
     // So does removing what is not an entry, with a pointer to what works.
     let (code, _, err) = topics_ctl(config_str, &["--remove", "payments"]);
     assert_eq!(code, 2, "{err}");
@@ -114,6 +127,8 @@ fn topic_lists_change_live_persist_across_restarts_and_reach_every_mirror() {
     let (code, _, err) = topics_ctl(config_str, &["--add", "audit"]);
     assert_eq!(code, 0, "{err}");
     let mirror = start_mirror(&config, "ctl-mirror-1b");
+    // The bad record is still in the topic: reported at start, not a crash loop.
+    assert!(logged(&mirror, "ignored records in the control topic", 1, Duration::from_secs(10)), "{}", mirror.output());
     filled(&b.bootstrap(), "a.audit", 2, 150, Duration::from_secs(30)).expect("audit resumed after restart");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(count(&b.bootstrap(), "a.audit", 2), 150, "re-copied or lost records after restart");

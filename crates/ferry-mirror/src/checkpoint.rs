@@ -61,6 +61,17 @@ pub fn upstream_topic_of(policy: &ReplicationPolicy, source: &str, target: &str,
 }
 
 /// Whether a group is checkpointed.
+/// Commit metadata as a checkpoint can carry it: MM2's format holds at most 32,767 bytes, so
+/// longer metadata (a broker may allow it) is cut at a character boundary. The offsets, which
+/// failover uses, are never cut.
+fn fitting_metadata(metadata: &str) -> String {
+    let mut end = metadata.len().min(i16::MAX as usize);
+    while !metadata.is_char_boundary(end) {
+        end -= 1;
+    }
+    metadata[..end].to_string()
+}
+
 pub fn group_selected(groups: &RegexList, exclude: &RegexList, group: &str) -> bool {
     groups.is_match(group) && !exclude.is_match(group)
 }
@@ -316,7 +327,7 @@ impl Checkpointer {
                 };
                 // Named by the target topic, as MM2 writes it (RemoteClusterUtils reads it so).
                 let topic = downstream_topic(&self.config.policy, &self.config.source, &self.config.target, &topic);
-                let checkpoint = Checkpoint { group: group.clone(), topic, partition, upstream_offset: upstream, downstream_offset, metadata: e.metadata().to_string() };
+                let checkpoint = Checkpoint { group: group.clone(), topic, partition, upstream_offset: upstream, downstream_offset, metadata: fitting_metadata(e.metadata()) };
                 let key = (group.clone(), checkpoint.topic.clone(), partition);
                 let last = state.emitted.get(&key).map(|(c, _)| c);
                 if !should_emit(last, &checkpoint) {
@@ -326,7 +337,14 @@ impl Checkpointer {
                     warn!(flow = %self.flow, %group, topic = %checkpoint.topic, partition, upstream = checkpoint.upstream_offset,
                         "group was rewound on the source; its checkpoint follows it back");
                 }
-                let (k, v) = (checkpoint.encode_key(), checkpoint.encode_value());
+                let (k, v) = match (checkpoint.encode_key(), checkpoint.encode_value()) {
+                    (Ok(k), Ok(v)) => (k, v),
+                    (Err(e), _) | (_, Err(e)) => {
+                        counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => kind::CHECKPOINT).increment(1);
+                        self.report_once(state, format!("encode {group}"), || warn!(flow = %self.flow, %group, error = %e, "cannot write this group's checkpoints"));
+                        continue;
+                    }
+                };
                 let record = BaseRecord::with_opaque_to(&state.topic, 0usize).key(&k).payload(&v).timestamp(now_ms());
                 match self.producer.send(record) {
                     Ok(()) => {
@@ -412,6 +430,14 @@ mod tests {
 
     fn policy() -> ReplicationPolicy {
         ReplicationPolicy { kind: PolicyKind::Default, separator: ".".into(), internal_separator_enabled: true }
+    }
+
+    #[test]
+    fn metadata_is_cut_to_what_mm2_can_hold_at_a_character_boundary() {
+        assert_eq!(fitting_metadata("m"), "m");
+        let cut = fitting_metadata(&"é".repeat(20_000)); // 2 bytes each
+        assert_eq!(cut.len(), 32_766);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 
     #[test]

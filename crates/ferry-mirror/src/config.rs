@@ -10,9 +10,13 @@ use std::fmt;
 use std::time::Duration;
 
 use ferry_kafka::{ClusterClient, PropertyProblemKind};
-use regex::RegexSet;
+use regex::Regex;
 
 use crate::replication_policy::{PolicyKind, ReplicationPolicy};
+
+/// Aliases name topics (`<alias>.checkpoints.internal`, `mm2-offset-syncs.<alias>.internal`,
+/// `<alias>.<topic>`), which Kafka caps at 249 bytes.
+const MAX_ALIAS_LEN: usize = 200;
 
 /// A fully validated configuration.
 #[derive(Debug, Clone)]
@@ -117,7 +121,14 @@ impl FlowConfig {
 #[derive(Clone)]
 pub struct RegexList {
     patterns: Vec<String>,
-    set: RegexSet,
+    compiled: Vec<Regex>,
+}
+
+/// Compiles one list entry exactly as it is matched: anchored at both ends, `^(?:entry)$`.
+/// This is the only validation of an entry, so whatever passes here can be used
+/// (`(?x)a#b` compiles alone but comments out the closing `)$` once anchored).
+pub fn compile_entry(pattern: &str) -> Result<Regex, String> {
+    Regex::new(&format!("^(?:{pattern})$")).map_err(|e| e.to_string())
 }
 
 impl RegexList {
@@ -128,16 +139,19 @@ impl RegexList {
 
     /// One regex per entry (an entry may contain a comma). The error names the bad pattern.
     pub fn from_patterns(patterns: Vec<String>) -> Result<Self, String> {
-        for p in &patterns {
-            regex::Regex::new(p).map_err(|e| format!("invalid regex '{p}': {e}"))?;
-        }
-        let anchored = patterns.iter().map(|p| format!("^(?:{p})$"));
-        let set = RegexSet::new(anchored).map_err(|e| format!("invalid regex list: {e}"))?;
-        Ok(RegexList { patterns, set })
+        let compiled = patterns.iter().map(|p| compile_entry(p).map_err(|e| format!("invalid regex '{p}': {e}"))).collect::<Result<_, _>>()?;
+        Ok(RegexList { patterns, compiled })
+    }
+
+    /// Like [`RegexList::from_patterns`], but an entry that does not compile is left out, for
+    /// callers that must keep going on stored data (and validated it when reading it).
+    pub fn from_patterns_lossy(patterns: Vec<String>) -> Self {
+        let (patterns, compiled) = patterns.into_iter().filter_map(|p| compile_entry(&p).ok().map(|r| (p, r))).unzip();
+        RegexList { patterns, compiled }
     }
 
     pub fn is_match(&self, name: &str) -> bool {
-        self.set.is_match(name)
+        self.compiled.iter().any(|r| r.is_match(name))
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -336,6 +350,9 @@ impl MirrorConfig {
             if alias.is_empty() || alias.contains('.') || alias.contains("->") || alias.contains(char::is_whitespace) {
                 p.problem(Some(clusters_value.line), Some("clusters"),
                     format!("invalid cluster alias '{alias}' (non-empty, without '.', '->' or spaces)"));
+            } else if alias.len() > MAX_ALIAS_LEN {
+                p.problem(Some(clusters_value.line), Some("clusters"),
+                    format!("cluster alias '{alias}' is {} bytes; at most {MAX_ALIAS_LEN} (aliases are part of topic names, which Kafka caps at 249)", alias.len()));
             } else if aliases.iter().any(|a| a == alias) {
                 p.problem(Some(clusters_value.line), Some("clusters"), format!("cluster alias '{alias}' listed twice"));
             } else {

@@ -27,7 +27,7 @@ use tracing::{info, warn};
 use ferry_kafka::{Admin, ClientRole, ClusterClient};
 use rdkafka::producer::FutureProducer;
 
-use crate::config::{FlowConfig, KeyAt, RegexList};
+use crate::config::{compile_entry, FlowConfig, KeyAt, RegexList};
 use crate::offset_store::{compacted_topic, send_all, OutRecord, TopicTail};
 
 /// The compacted topic on each target cluster that holds `ferry ctl` list changes.
@@ -113,30 +113,36 @@ pub struct ControlLog {
     entries: BTreeMap<EntryKey, EntryChange>,
     /// Records that are not Ferry control records, or hold an invalid regex (ignored, counted).
     pub malformed: u64,
+    /// Why the latest of those was ignored, for the warning.
+    pub last_malformed: Option<String>,
 }
 
 impl ControlLog {
     /// Applies one record; returns the flow it changed, if any.
     pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Option<String> {
-        let Ok(key) = serde_json::from_slice::<EntryKey>(key) else {
-            self.malformed += 1;
-            return None;
+        let key = match serde_json::from_slice::<EntryKey>(key) {
+            Ok(key) => key,
+            Err(e) => return self.ignore(format!("key is not a control entry: {e}")),
         };
         match value {
             None => {
                 self.entries.remove(&key);
             }
-            Some(v) => match serde_json::from_slice::<EntryChange>(v) {
-                Ok(change) if regex::Regex::new(&key.regex).is_ok() => {
+            Some(v) => match (serde_json::from_slice::<EntryChange>(v), compile_entry(&key.regex)) {
+                (Ok(change), Ok(_)) => {
                     self.entries.insert(key.clone(), change);
                 }
-                _ => {
-                    self.malformed += 1;
-                    return None;
-                }
+                (Err(e), _) => return self.ignore(format!("value for '{}' of flow {} is not a list change: {e}", key.regex, key.flow)),
+                (_, Err(e)) => return self.ignore(format!("invalid regex '{}' for flow {}: {e}", key.regex, key.flow)),
             },
         }
         Some(key.flow)
+    }
+
+    fn ignore(&mut self, why: String) -> Option<String> {
+        self.malformed += 1;
+        self.last_malformed = Some(why);
+        None
     }
 
     fn get(&self, flow: &str, list: ListName, kind: ListKind, regex: &str) -> Option<&EntryChange> {
@@ -251,9 +257,10 @@ impl FlowLists {
         self.entries(list, kind).iter().filter(|e| e.active()).map(|e| e.regex.clone()).collect()
     }
 
-    /// The list in effect, compiled (every stored regex was validated when read).
+    /// The list in effect, compiled. Every entry was validated when read (file or control
+    /// record), so nothing is left out here; if something were, it would not be matched.
     pub fn regexes(&self, list: ListName, kind: ListKind) -> RegexList {
-        RegexList::from_patterns(self.active(list, kind)).expect("control entries are validated before use")
+        RegexList::from_patterns_lossy(self.active(list, kind))
     }
 }
 
@@ -297,8 +304,8 @@ pub fn plan_changes(
     let mut plan = ChangePlan::default();
     for c in changes {
         let property = c.kind.property(list);
-        if let Err(e) = regex::Regex::new(&c.regex) {
-            return Err(ChangeError::InvalidRegex { regex: c.regex.clone(), property, reason: e.to_string() });
+        if let Err(reason) = compile_entry(&c.regex) {
+            return Err(ChangeError::InvalidRegex { regex: c.regex.clone(), property, reason });
         }
         if changes.iter().any(|o| o.kind == c.kind && o.regex == c.regex && o.action != c.action) {
             return Err(ChangeError::Contradiction { regex: c.regex.clone(), property });
@@ -440,14 +447,16 @@ pub(crate) const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 impl ControlWatch {
     pub(crate) fn run(mut self) {
         let name = self.flow.name();
-        let mut malformed = self.log.malformed;
+        // Records ignored while the log was first read are reported on the first pass.
+        let mut malformed = 0;
         while !self.cancel.is_cancelled() {
             std::thread::sleep(WATCH_INTERVAL);
             let mut touched = false;
             let log = &mut self.log;
             self.tail.drain(|k, v, _| touched |= log.apply(k, v).as_deref() == Some(name.as_str()));
             if self.log.malformed > malformed {
-                warn!(flow = %name, topic = CONTROL_TOPIC, malformed = self.log.malformed - malformed, "ignored records in the control topic that are not valid list changes");
+                let latest = self.log.last_malformed.as_deref().unwrap_or_default();
+                warn!(flow = %name, topic = CONTROL_TOPIC, malformed = self.log.malformed - malformed, latest, "ignored records in the control topic that are not valid list changes");
                 malformed = self.log.malformed;
             }
             if !touched {
@@ -513,7 +522,10 @@ mod tests {
         log.apply(&EntryKey { flow: "b->a".into(), list: ListName::Topics, kind: ListKind::Allow, regex: "x".into() }.encode(), by(Action::Add).map(|c| c.encode()).as_deref());
         log.apply(b"not json", Some(b"{}"));
         record(&mut log, ListName::Topics, ListKind::Allow, "bad(", by(Action::Add));
-        assert_eq!(log.malformed, 2);
+        // Compiles alone, not anchored: '#' comments out the closing ")$" in (?x) mode.
+        record(&mut log, ListName::Topics, ListKind::Allow, "(?x)orders#x", by(Action::Add));
+        assert_eq!(log.malformed, 3);
+        assert!(log.last_malformed.as_deref().unwrap().starts_with("invalid regex '(?x)orders#x' for flow a->b"), "{:?}", log.last_malformed);
 
         let lists = FlowLists::effective(&base, "mm2.properties", &log);
         assert_eq!(lists.active(ListName::Topics, ListKind::Allow), vec!["orders", "audit.*"]);
@@ -543,6 +555,10 @@ mod tests {
         let err = plan_changes(&lists, &base, ListName::Topics, &[add("good"), add("bad(")], 1, "u@h").unwrap_err();
         assert!(matches!(&err, ChangeError::InvalidRegex { regex, .. } if regex == "bad("), "{err}");
         assert!(err.to_string().contains("for topics"), "{err}");
+        for anchored_only in ["(?x)orders#x", r"orders\"] {
+            let err = plan_changes(&lists, &base, ListName::Topics, &[add(anchored_only)], 1, "u@h").unwrap_err();
+            assert!(matches!(&err, ChangeError::InvalidRegex { regex, .. } if regex == anchored_only), "{err}");
+        }
 
         let err = plan_changes(&lists, &base, ListName::Topics, &[add("x"), remove("x")], 1, "u@h").unwrap_err();
         assert!(matches!(err, ChangeError::Contradiction { .. }));

@@ -1159,7 +1159,8 @@ impl Running {
             return;
         }
         let hb = Heartbeat { source_cluster: self.config.source.clone(), target_cluster: self.config.target.clone(), timestamp_ms: now_ms() };
-        let (key, value) = (hb.encode_key(), hb.encode_value());
+        // Aliases are validated by the config (they are part of topic names): this encodes.
+        let (Ok(key), Ok(value)) = (hb.encode_key(), hb.encode_value()) else { return };
         let record = BaseRecord::with_opaque_to(HEARTBEATS_TOPIC, 0usize).key(&key).payload(&value).timestamp(hb.timestamp_ms);
         match self.producer.send(record) {
             Ok(()) => counter!(telemetry::HEARTBEATS, "flow" => self.name.clone()).increment(1),

@@ -11,14 +11,14 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    pub fn encode_key(&self) -> Vec<u8> {
+    pub fn encode_key(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.string(&self.source_cluster);
         w.string(&self.target_cluster);
         w.into_bytes()
     }
 
-    pub fn encode_value(&self) -> Vec<u8> {
+    pub fn encode_value(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.i16(0);
         w.i64(self.timestamp_ms);
@@ -46,9 +46,9 @@ mod tests {
     fn matches_mm2_bytes() {
         let hb = Heartbeat { source_cluster: "a".into(), target_cluster: "bb".into(), timestamp_ms: 0x0102030405060708 };
         // STRING = int16 length + UTF-8; INT16/INT64 big-endian; version header 0.
-        assert_eq!(hb.encode_key(), vec![0, 1, b'a', 0, 2, b'b', b'b']);
-        assert_eq!(hb.encode_value(), vec![0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
-        assert_eq!(Heartbeat::decode(&hb.encode_key(), &hb.encode_value()).unwrap(), hb);
+        assert_eq!(hb.encode_key().unwrap(), vec![0, 1, b'a', 0, 2, b'b', b'b']);
+        assert_eq!(hb.encode_value().unwrap(), vec![0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(Heartbeat::decode(&hb.encode_key().unwrap(), &hb.encode_value().unwrap()).unwrap(), hb);
     }
 
     #[test]

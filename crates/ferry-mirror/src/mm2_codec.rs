@@ -1,16 +1,23 @@
 //! Kafka's protocol `Struct` encoding as MM2's internal records use it: fields in schema
 //! order, `STRING` = int16 length + UTF-8, integers big-endian.
 
+/// A record being encoded. A `STRING` longer than 32,767 bytes cannot be encoded (MM2's own
+/// encoder throws); the record then fails as a whole in [`Writer::into_bytes`].
 #[derive(Default)]
 pub(crate) struct Writer {
     buf: Vec<u8>,
+    too_long: Option<usize>,
 }
 
 impl Writer {
     pub(crate) fn string(&mut self, s: &str) {
-        let len = i16::try_from(s.len()).expect("MM2 strings are at most 32767 bytes");
-        self.i16(len);
-        self.buf.extend_from_slice(s.as_bytes());
+        match i16::try_from(s.len()) {
+            Ok(len) => {
+                self.i16(len);
+                self.buf.extend_from_slice(s.as_bytes());
+            }
+            Err(_) => self.too_long = Some(s.len()),
+        }
     }
     pub(crate) fn i16(&mut self, v: i16) {
         self.buf.extend_from_slice(&v.to_be_bytes());
@@ -21,8 +28,11 @@ impl Writer {
     pub(crate) fn i64(&mut self, v: i64) {
         self.buf.extend_from_slice(&v.to_be_bytes());
     }
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
-        self.buf
+    pub(crate) fn into_bytes(self) -> Result<Vec<u8>, String> {
+        match self.too_long {
+            None => Ok(self.buf),
+            Some(len) => Err(format!("a string of {len} bytes does not fit MM2's record format (at most 32767)")),
+        }
     }
 }
 

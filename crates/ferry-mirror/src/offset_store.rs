@@ -62,15 +62,26 @@ impl OffsetSyncWriter {
     pub(crate) async fn write(&self, items: &[(String, i32, Unsaved)]) -> ferry_kafka::Result<()> {
         let mut records: Vec<(String, Vec<u8>, Vec<u8>)> = Vec::new();
         let mut tombstones: Vec<Vec<u8>> = Vec::new();
+        // Kafka caps topic names at 249 bytes, so encoding fails only on corrupt input; it then
+        // fails the write (and is retried and reported) rather than storing part of it.
+        let unencodable = |topic: &str, e: String| {
+            ferry_kafka::Error::new(&self.cluster, format!("encode offset runs of '{topic}' ({e})"), rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::InvalidArgument))
+        };
         for (topic, partition, unsaved) in items {
-            tombstones.extend(unsaved.dropped.iter().map(|&target| RunRecord::key(topic, *partition, target)));
+            for &target in &unsaved.dropped {
+                tombstones.push(RunRecord::key(topic, *partition, target).map_err(|e| unencodable(topic, e))?);
+            }
+            let mut push = |to: &str, key: Result<Vec<u8>, String>, value: Result<Vec<u8>, String>| -> ferry_kafka::Result<()> {
+                records.push((to.to_string(), key.map_err(|e| unencodable(topic, e))?, value.map_err(|e| unencodable(topic, e))?));
+                Ok(())
+            };
             if let Some(start) = unsaved.start {
                 let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: start, target: START_MARKER, len: 0 } };
-                records.push((self.runs_topic.clone(), marker.encode_key(), marker.encode_value()));
+                push(&self.runs_topic, marker.encode_key(), marker.encode_value())?;
             }
             for run in &unsaved.runs {
                 let r = RunRecord { topic: topic.clone(), partition: *partition, run: *run };
-                records.push((self.runs_topic.clone(), r.encode_key(), r.encode_value()));
+                push(&self.runs_topic, r.encode_key(), r.encode_value())?;
                 if let Some(syncs) = &self.syncs_topic {
                     let mut points = vec![(run.source, run.target)];
                     if run.len > 1 {
@@ -78,7 +89,7 @@ impl OffsetSyncWriter {
                     }
                     for (upstream_offset, downstream_offset) in points {
                         let s = OffsetSync { topic: topic.clone(), partition: *partition, upstream_offset, downstream_offset };
-                        records.push((syncs.clone(), s.encode_key(), s.encode_value()));
+                        push(syncs, s.encode_key(), s.encode_value())?;
                     }
                 }
             }
@@ -322,10 +333,10 @@ mod tests {
         let mut log = RunLog::default();
         let rec = |source, target, len| RunRecord { topic: "t".into(), partition: 0, run: OffsetRun { source, target, len } };
         for r in [rec(5, START_MARKER, 0), rec(5, 0, 3), rec(5, 0, 10), rec(20, 10, 4)] {
-            log.apply(&r.encode_key(), Some(&r.encode_value()));
+            log.apply(&r.encode_key().unwrap(), Some(&r.encode_value().unwrap()));
         }
         log.apply(b"junk", Some(b"junk"));
-        log.apply(&rec(0, 99, 1).encode_key(), None); // deleting a run never stored: nothing
+        log.apply(&rec(0, 99, 1).encode_key().unwrap(), None); // deleting a run never stored: nothing
         assert_eq!(log.malformed, 1);
         assert_eq!(log.run_count(), 2);
         let m = log.map("t", 0).unwrap();
@@ -336,8 +347,8 @@ mod tests {
         assert_eq!(m.reverse(12), Some(22));
         assert!(log.map("t", 1).is_none());
         // Deleted (an aborted transaction's run, or pruned): gone, as is a deleted start.
-        log.apply(&rec(0, 10, 0).encode_key(), None);
-        log.apply(&rec(0, START_MARKER, 0).encode_key(), None);
+        log.apply(&rec(0, 10, 0).encode_key().unwrap(), None);
+        log.apply(&rec(0, START_MARKER, 0).encode_key().unwrap(), None);
         let m = log.map("t", 0).unwrap();
         assert_eq!((m.run_count(), m.start()), (1, None));
         assert_eq!(m.translate(16, 24), Some(10), "after the last run: its end");

@@ -31,7 +31,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn encode_key(&self) -> Vec<u8> {
+    pub fn encode_key(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.string(&self.group);
         w.string(&self.topic);
@@ -39,7 +39,7 @@ impl Checkpoint {
         w.into_bytes()
     }
 
-    pub fn encode_value(&self) -> Vec<u8> {
+    pub fn encode_value(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.i16(0);
         w.i64(self.upstream_offset);
@@ -70,14 +70,14 @@ pub struct OffsetSync {
 }
 
 impl OffsetSync {
-    pub fn encode_key(&self) -> Vec<u8> {
+    pub fn encode_key(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.string(&self.topic);
         w.i32(self.partition);
         w.into_bytes()
     }
 
-    pub fn encode_value(&self) -> Vec<u8> {
+    pub fn encode_value(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.i64(self.upstream_offset);
         w.i64(self.downstream_offset);
@@ -105,13 +105,13 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
-    pub fn encode_key(&self) -> Vec<u8> {
+    pub fn encode_key(&self) -> Result<Vec<u8>, String> {
         Self::key(&self.topic, self.partition, self.run.target)
     }
 
     /// The key of the run of `topic`/`partition` starting at target offset `target` (what a
     /// deletion names).
-    pub fn key(topic: &str, partition: i32, target: i64) -> Vec<u8> {
+    pub fn key(topic: &str, partition: i32, target: i64) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.string(topic);
         w.i32(partition);
@@ -119,7 +119,7 @@ impl RunRecord {
         w.into_bytes()
     }
 
-    pub fn encode_value(&self) -> Vec<u8> {
+    pub fn encode_value(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
         w.i16(0);
         w.i64(self.run.source);
@@ -167,8 +167,8 @@ mod tests {
         };
         let key = [0, 2, b'g', b'1', 0, 6, b'o', b'r', b'd', b'e', b'r', b's', 0, 0, 0, 2];
         let value = [0, 0, /* upstream */ 0, 0, 0, 0, 0, 0, 1, 2, /* downstream */ 10, 11, 12, 13, 14, 15, 16, 17, /* metadata */ 0, 1, b'm'];
-        assert_eq!(c.encode_key(), key);
-        assert_eq!(c.encode_value(), value);
+        assert_eq!(c.encode_key().unwrap(), key);
+        assert_eq!(c.encode_value().unwrap(), value);
         assert_eq!(Checkpoint::decode(&key, &value).unwrap(), c);
     }
 
@@ -177,21 +177,26 @@ mod tests {
         let s = OffsetSync { topic: "t".into(), partition: 258, upstream_offset: 5, downstream_offset: -1 };
         let key = [0, 1, b't', 0, 0, 1, 2];
         let value = [0, 0, 0, 0, 0, 0, 0, 5, 255, 255, 255, 255, 255, 255, 255, 255];
-        assert_eq!(s.encode_key(), key);
-        assert_eq!(s.encode_value(), value);
+        assert_eq!(s.encode_key().unwrap(), key);
+        assert_eq!(s.encode_value().unwrap(), value);
         assert_eq!(OffsetSync::decode(&key, &value).unwrap(), s);
     }
 
     #[test]
     fn run_record_round_trips_and_rejects_garbage() {
         let r = RunRecord { topic: "orders".into(), partition: 1, run: OffsetRun { source: 7, target: 10, len: 3 } };
-        let key = r.encode_key();
+        let key = r.encode_key().unwrap();
         assert_eq!(&key[..2], &[0, 6], "starts like the MM2 offset-sync key");
         assert_eq!(&key[key.len() - 8..], &10i64.to_be_bytes());
-        assert_eq!(RunRecord::decode(&key, &r.encode_value()).unwrap(), r);
+        assert_eq!(RunRecord::decode(&key, &r.encode_value().unwrap()).unwrap(), r);
         assert!(RunRecord::decode(&key, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3]).is_err(), "unknown version");
         assert!(RunRecord::decode(&key, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 255, 255, 255, 255, 255, 255, 255, 255]).is_err(), "negative length");
         assert!(Checkpoint::decode(&[0, 1, b'g'], &[]).is_err());
+        // A string MM2's format cannot hold fails the record, without a panic.
+        let long = Checkpoint { group: "g".repeat(32_768), topic: "t".into(), partition: 0, upstream_offset: 0, downstream_offset: 0, metadata: String::new() };
+        assert!(long.encode_key().unwrap_err().contains("32768 bytes"));
+        let fits = Checkpoint { group: "g".repeat(32_767), ..long };
+        assert_eq!(Checkpoint::decode(&fits.encode_key().unwrap(), &fits.encode_value().unwrap()).unwrap(), fits);
         assert!(OffsetSync::decode(&[0, 1, b't', 0, 0, 0, 1], &[0; 15]).is_err());
     }
 }

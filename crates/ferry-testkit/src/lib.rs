@@ -416,6 +416,11 @@ impl Process {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Whether the process has not exited (a crash or panic ends it).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// SIGKILL: no chance to flush or store anything.
     pub fn kill_9(&mut self) {
         if let Some(mut c) = self.child.take() {

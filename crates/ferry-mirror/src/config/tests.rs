@@ -107,6 +107,16 @@ fn every_error_names_file_line_key_and_reason() {
 }
 
 #[test]
+fn list_entries_are_validated_as_they_are_matched() {
+    // Each compiles alone; anchored as `^(?:entry)$` the first comments out `)$`, the second
+    // escapes the `)`.
+    let p = problems(&format!("{BASE}a->b.topics = (?x)orders#x\ngroups = app\\\\\n"));
+    let all = p.join("\n");
+    assert!(all.contains("mm2.properties:5: a->b.topics: invalid regex '(?x)orders#x'"), "{all}");
+    assert!(all.contains("mm2.properties:6: groups: invalid regex 'app\\'"), "{all}");
+}
+
+#[test]
 fn structural_errors() {
     assert_eq!(problems("a.bootstrap.servers=h:1\n"), vec!["mm2.properties: clusters: missing: list the cluster aliases, e.g. `clusters = a, b`"]);
     let p = problems("clusters = a, b\na.bootstrap.servers=h:1\nb.bootstrap.servers=h:2\n");
