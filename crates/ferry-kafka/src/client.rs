@@ -34,6 +34,9 @@ pub struct ClusterClient {
     pub consumer: Vec<(String, String)>,
     pub producer: Vec<(String, String)>,
     pub admin: Vec<(String, String)>,
+    /// The cluster-wide keys the file set for this cluster (`<alias>.<key>`), which win over
+    /// the same key set at the top level.
+    pub set_common: Vec<String>,
 }
 
 /// A client property librdkafka refuses.
@@ -86,6 +89,13 @@ impl ClusterClient {
         config
     }
 
+    /// Whether the file set `key` for this cluster itself. A JAAS config and the credentials it
+    /// translates to count as one setting.
+    pub fn sets_common(&self, key: &str) -> bool {
+        let credentials = ["sasl.jaas.config", "sasl.username", "sasl.password"];
+        self.set_common.iter().any(|k| k == key || (credentials.contains(&key) && credentials.contains(&k.as_str())))
+    }
+
     fn role_properties(&self, role: ClientRole) -> &[(String, String)] {
         match role {
             ClientRole::Consumer => &self.consumer,
@@ -120,22 +130,73 @@ impl ClusterClient {
 
     /// Translates the Java client's `sasl.jaas.config` (PLAIN and SCRAM login modules) into
     /// librdkafka's `sasl.username` / `sasl.password`, so MM2 files work unchanged.
+    ///
+    /// The syntax is Java's JAAS entry: `<LoginModule class> <flag> [name=value ...];`, values
+    /// quoted with `"` (a backslash escapes the next character) or bare tokens.
     pub fn translate_jaas(value: &str) -> Option<Vec<(String, String)>> {
-        let supported = ["PlainLoginModule", "ScramLoginModule"];
-        if !supported.iter().any(|m| value.contains(m)) {
+        let options = parse_jaas(value)?;
+        let module = options.module.rsplit('.').next().unwrap_or_default();
+        if !["PlainLoginModule", "ScramLoginModule"].contains(&module) {
             return None;
         }
-        let field = |name: &str| -> Option<String> {
-            let start = value.find(&format!("{name}="))? + name.len() + 1;
-            let rest = value[start..].trim_start();
-            let rest = rest.strip_prefix('"')?;
-            let end = rest.find('"')?;
-            Some(rest[..end].to_string())
-        };
-        Some(vec![
-            ("sasl.username".to_string(), field("username")?),
-            ("sasl.password".to_string(), field("password")?),
-        ])
+        let get = |name: &str| options.options.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        Some(vec![("sasl.username".to_string(), get("username")?), ("sasl.password".to_string(), get("password")?)])
+    }
+}
+
+/// One JAAS login module entry.
+struct JaasEntry {
+    module: String,
+    options: Vec<(String, String)>,
+}
+
+/// Parses a single JAAS entry; None when it is not well formed.
+fn parse_jaas(text: &str) -> Option<JaasEntry> {
+    let mut chars = text.chars().peekable();
+    let mut token = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut out = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '"' => return Some(out),
+                    '\\' => out.push(chars.next()?),
+                    c => out.push(c),
+                }
+            }
+        }
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() || c == '=' || c == ';' || c == '"' {
+                break;
+            }
+            out.push(c);
+            chars.next();
+        }
+        Some(out)
+    };
+    let module = token(&mut chars)?;
+    let flag = token(&mut chars)?;
+    if module.is_empty() || !["required", "requisite", "sufficient", "optional"].contains(&flag.to_ascii_lowercase().as_str()) {
+        return None;
+    }
+    let mut options = Vec::new();
+    loop {
+        let name = token(&mut chars)?;
+        if name.is_empty() {
+            // The entry ends with ';' (and nothing but whitespace after it).
+            return (chars.next() == Some(';') && chars.all(char::is_whitespace)).then_some(JaasEntry { module, options });
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') {
+            return None;
+        }
+        let value = token(&mut chars)?;
+        options.push((name, value));
     }
 }
 
@@ -143,7 +204,7 @@ impl ClusterClient {
 pub fn is_sensitive_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
     key.contains("password") || key.contains("secret") || key.contains("jaas") || key.ends_with(".key.pem")
-        || key.contains("token")
+        || key.contains("token") || key.contains("oauthbearer.config")
 }
 
 impl fmt::Debug for ClusterClient {
@@ -210,6 +271,20 @@ mod tests {
         assert_eq!(props[0], ("sasl.username".to_string(), "alice".to_string()));
         assert_eq!(props[1], ("sasl.password".to_string(), "s3cr=t".to_string()));
         assert!(ClusterClient::translate_jaas("com.sun.security.auth.module.Krb5LoginModule required;").is_none());
+        // Java's escapes inside quotes; bare values; names that end like another.
+        let jaas = r#"org.apache.kafka.common.security.scram.ScramLoginModule required
+            tokenauth=false xusername="mallory" username=bob password="a\"b\\c;d";"#;
+        let props = ClusterClient::translate_jaas(jaas).unwrap();
+        assert_eq!(props[0].1, "bob");
+        assert_eq!(props[1].1, r#"a"b\c;d"#);
+        for broken in [
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="p""#, // no ';'
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="u" password="p;"#, // unclosed quote
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule username="u" password="p";"#, // no flag
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required username="u";"#, // no password
+        ] {
+            assert!(ClusterClient::translate_jaas(broken).is_none(), "{broken}");
+        }
     }
 
     #[test]
@@ -220,5 +295,6 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("alice"));
+        assert!(is_sensitive_key("sasl.oauthbearer.config"));
     }
 }

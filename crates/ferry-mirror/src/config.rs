@@ -4,12 +4,13 @@
 //! nothing here touches a cluster. Client properties are checked against librdkafka itself.
 
 pub mod properties;
+pub mod providers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::Duration;
 
-use ferry_kafka::{ClusterClient, PropertyProblemKind};
+use ferry_kafka::{ClientRole, ClusterClient, PropertyProblemKind};
 use regex::Regex;
 
 use crate::replication_policy::{PolicyKind, ReplicationPolicy};
@@ -43,6 +44,10 @@ pub struct FlowConfig {
     pub refresh_topics_interval: Duration,
     pub sync_topic_configs_enabled: bool,
     pub sync_topic_configs_interval: Duration,
+    /// MM2's `sync.topic.acls.enabled` (default true): ALLOW READ/ALL ACLs on replicated topics
+    /// are copied to their remote topics as READ.
+    pub sync_topic_acls_enabled: bool,
+    pub sync_topic_acls_interval: Duration,
     pub config_properties_exclude: RegexList,
     /// Replication factor of remote topics; -1 = the target broker's default.
     pub replication_factor: i32,
@@ -213,6 +218,8 @@ pub mod defaults {
     pub const REFRESH_TOPICS_INTERVAL_SECONDS: u64 = 5;
     /// MM2: 600 s. Ferry: config changes within seconds.
     pub const SYNC_TOPIC_CONFIGS_INTERVAL_SECONDS: u64 = 5;
+    /// MM2: 600 s. Ferry: a minute (ACLs change rarely; a describe is one request per flow).
+    pub const SYNC_TOPIC_ACLS_INTERVAL_SECONDS: u64 = 60;
     /// MM2: 2. Ferry: the target broker's default (works on any cluster size).
     pub const REPLICATION_FACTOR: i32 = -1;
     /// MM2: 3. Ferry: the broker's default.
@@ -247,6 +254,8 @@ const FLOW_KEYS: &[&str] = &[
     "refresh.topics.interval.seconds",
     "sync.topic.configs.enabled",
     "sync.topic.configs.interval.seconds",
+    "sync.topic.acls.enabled",
+    "sync.topic.acls.interval.seconds",
     "config.properties.exclude",
     "config.properties.blacklist",
     "replication.factor",
@@ -271,10 +280,13 @@ const FLOW_KEYS: &[&str] = &[
     "exactly.once.support",
 ];
 
-/// MM2 keys Ferry recognises but does not act on yet (consumer-group checkpoints, offset
-/// syncs, exactly-once): a warning says so rather than "unknown key".
-const NOT_YET_KEYS: &[&str] = &[
-    "sync.topic.acls.enabled",
+/// MM2's pluggable classes and their defaults: the default is accepted (it is what Ferry
+/// does), anything else refused.
+const PLUGGABLE_CLASS_KEYS: &[(&str, &str)] = &[
+    ("topic.filter.class", "org.apache.kafka.connect.mirror.DefaultTopicFilter"),
+    ("group.filter.class", "org.apache.kafka.connect.mirror.DefaultGroupFilter"),
+    ("config.property.filter.class", "org.apache.kafka.connect.mirror.DefaultConfigPropertyFilter"),
+    ("forwarding.admin.class", "org.apache.kafka.clients.admin.ForwardingAdmin"),
 ];
 
 /// Kafka Connect framework settings MM2 files carry that Ferry has no use for.
@@ -341,6 +353,23 @@ impl MirrorConfig {
             }
         }
 
+        // Config providers (`${file:...}`, `${env:...}`, `${dir:...}`) resolve before anything
+        // reads a value, as MM2 transforms its configuration.
+        let (providers, provider_problems) = providers::Providers::declare(|k| all.get(k).map(|v| v.value.clone()));
+        for (key, reason) in provider_problems {
+            let line = all.get(&key).or_else(|| all.get("config.providers")).map(|v| v.line);
+            p.problem(line, Some(&key), reason);
+        }
+        for (key, v) in all.iter_mut() {
+            if providers::is_provider_key(key) || !v.value.contains("${") {
+                continue;
+            }
+            match providers.resolve(&v.value) {
+                Ok(resolved) => v.value = resolved,
+                Err(reason) => p.problem(Some(v.line), Some(key), reason),
+            }
+        }
+
         let Some(clusters_value) = all.get("clusters").cloned() else {
             p.problem(None, Some("clusters"), "missing: list the cluster aliases, e.g. `clusters = a, b`");
             return Err(ConfigError { problems: p.problems });
@@ -365,11 +394,18 @@ impl MirrorConfig {
         let mut clusters: BTreeMap<String, ClusterClient> =
             aliases.iter().map(|a| (a.clone(), ClusterClient::new(a.clone(), String::new()))).collect();
         let mut bootstrap_lines: HashMap<String, usize> = HashMap::new();
+        // Top-level `security.protocol`, `ssl.*` and `sasl.*`: MM2 applies them to every
+        // cluster that does not set the same key itself.
+        let mut inherited: Vec<(String, Value)> = Vec::new();
 
         let mut sorted: Vec<(&String, &Value)> = all.iter().collect();
         sorted.sort_by_key(|(_, v)| v.line);
         for (key, v) in sorted {
-            if key == "clusters" {
+            if key == "clusters" || providers::is_provider_key(key) {
+                continue;
+            }
+            if is_inherited_client_key(key) {
+                inherited.push((key.clone(), v.clone()));
                 continue;
             }
             if let Some((pair, rest)) = split_flow_key(key) {
@@ -391,7 +427,8 @@ impl MirrorConfig {
                 classify_connector_key(&mut p, key, rest, v, flow_keys.entry((src.into(), tgt.into())).or_default());
                 continue;
             }
-            if FLOW_KEYS.contains(&key.as_str()) || NOT_YET_KEYS.contains(&key.as_str()) || CONNECT_FRAMEWORK_KEYS.contains(&key.as_str()) {
+            let connector_key = FLOW_KEYS.contains(&key.as_str()) || CONNECT_FRAMEWORK_KEYS.contains(&key.as_str()) || PLUGGABLE_CLASS_KEYS.iter().any(|(k, _)| k == key);
+            if connector_key {
                 classify_connector_key(&mut p, key, key, v, &mut globals);
                 continue;
             }
@@ -405,6 +442,15 @@ impl MirrorConfig {
                 continue;
             }
             p.warn(v.line, key, "unknown key, ignored");
+        }
+
+        for (key, v) in &inherited {
+            let Some(props) = client_property(&mut p, key, key, v) else { continue };
+            for cluster in clusters.values_mut() {
+                if !cluster.sets_common(key) {
+                    cluster.common.extend(props.iter().cloned());
+                }
+            }
         }
 
         let mut flows = Vec::new();
@@ -490,10 +536,14 @@ fn split_flow_key(key: &str) -> Option<((&str, &str), &str)> {
 }
 
 fn classify_connector_key(p: &mut Parser<'_>, key: &str, name: &str, v: &Value, into: &mut HashMap<String, Value>) {
-    if FLOW_KEYS.contains(&name) {
+    if let Some((_, default)) = PLUGGABLE_CLASS_KEYS.iter().find(|(k, _)| *k == name) {
+        if v.value.trim() != *default {
+            p.problem(Some(v.line), Some(key), format!(
+                "custom class '{}' is Java code Ferry cannot run, and ignoring it would change what is replicated; express it with topics/groups lists and their .exclude, or remove this line (default: {default})",
+                v.value.trim()));
+        }
+    } else if FLOW_KEYS.contains(&name) {
         into.insert(name.to_string(), v.clone());
-    } else if NOT_YET_KEYS.contains(&name) {
-        p.warn(v.line, key, "recognised MM2 setting, not implemented by this Ferry version yet; ignored");
     } else if name == "offset.lag.max" {
         p.warn(v.line, key, "not needed: Ferry translates offsets exactly, not to the last sync point; ignored");
     } else if CONNECT_FRAMEWORK_KEYS.contains(&name) {
@@ -524,12 +574,16 @@ fn cluster_property(
         }
         return;
     }
-    let (bucket, prop) = match rest.split_once('.') {
-        Some(("consumer", prop)) => (&mut cluster.consumer, prop),
-        Some(("producer", prop)) => (&mut cluster.producer, prop),
-        Some(("admin", prop)) => (&mut cluster.admin, prop),
-        _ => (&mut cluster.common, rest),
+    let (role, bucket, prop) = match rest.split_once('.') {
+        Some(("consumer", prop)) => (Some(ClientRole::Consumer), &mut cluster.consumer, prop),
+        Some(("producer", prop)) => (Some(ClientRole::Producer), &mut cluster.producer, prop),
+        Some(("admin", prop)) => (Some(ClientRole::Admin), &mut cluster.admin, prop),
+        _ => (None, &mut cluster.common, rest),
     };
+    if let Some(reason) = defeats_guarantee(role, prop, &v.value) {
+        p.problem(Some(v.line), Some(key), reason);
+        return;
+    }
     if prop == "transactional.id" {
         // One id shared by every producer of every process would fence them against each other,
         // and would make the at-least-once producers transactional (they write outside
@@ -537,24 +591,62 @@ fn cluster_property(
         p.warn(v.line, key, "ignored: Ferry sets its own transactional.id per flow and process run (exactly.once.support = enabled)");
         return;
     }
-    if prop == "sasl.jaas.config" {
-        match ClusterClient::translate_jaas(&v.value) {
-            Some(props) => bucket.extend(props),
-            None => p.problem(Some(v.line), Some(key),
-                "only PlainLoginModule and ScramLoginModule JAAS configs can be translated; set sasl.username/sasl.password (or librdkafka's sasl.* settings) instead"),
+    if let Some(props) = client_property(p, key, prop, v) {
+        if role.is_none() {
+            cluster.set_common.push(prop.to_string());
         }
-        return;
+        bucket.extend(props);
+    }
+}
+
+/// Client settings Ferry manages itself because its guarantees depend on them; `role` None
+/// is a cluster-wide (`<alias>.<property>`) setting, which reaches every role.
+fn defeats_guarantee(role: Option<ClientRole>, prop: &str, value: &str) -> Option<String> {
+    let value = value.trim().to_ascii_lowercase();
+    let consumer = matches!(role, None | Some(ClientRole::Consumer));
+    let producer = matches!(role, None | Some(ClientRole::Producer));
+    match prop {
+        "auto.offset.reset" if consumer => Some(
+            "Ferry sets its own: a partition without a stored position starts at the log start, and a position outside the log is detected and reported (a reset would skip or re-copy records silently); remove this line".into()),
+        "isolation.level" if consumer && value == "read_uncommitted" => Some(
+            "read_uncommitted would replicate records of aborted transactions; Ferry reads read_committed; remove this line".into()),
+        "acks" if producer && value != "all" && value != "-1" => Some(format!(
+            "acks={value} acknowledges records the target can still lose; Ferry writes with acks=all; remove this line")),
+        "enable.idempotence" if producer && value == "false" => Some(
+            "without idempotence a retried batch is written twice or out of order; Ferry keeps it enabled; remove this line".into()),
+        _ => None,
+    }
+}
+
+/// Validates one client property (`key` as written, `prop` as librdkafka names it) and
+/// returns what to set: the property, or the credentials a JAAS config translates to.
+fn client_property(p: &mut Parser<'_>, key: &str, prop: &str, v: &Value) -> Option<Vec<(String, String)>> {
+    if prop == "sasl.jaas.config" {
+        let props = ClusterClient::translate_jaas(&v.value);
+        if props.is_none() {
+            p.problem(Some(v.line), Some(key),
+                "only PlainLoginModule and ScramLoginModule JAAS configs can be translated; set sasl.username/sasl.password (or librdkafka's sasl.* settings) instead");
+        }
+        return props;
     }
     match ClusterClient::check_property(prop, &v.value) {
-        None => bucket.push((prop.to_string(), v.value.clone())),
+        None => Some(vec![(prop.to_string(), v.value.clone())]),
         Some(problem) if problem.kind == PropertyProblemKind::Unknown => {
-            p.warn(v.line, key, "not a librdkafka client property (Java-client-only?); ignored")
+            p.warn(v.line, key, "not a librdkafka client property (Java-client-only?); ignored");
+            None
         }
         Some(problem) => {
             let shown = if ferry_kafka::is_sensitive_key(prop) { "<redacted>".to_string() } else { v.value.clone() };
             p.problem(Some(v.line), Some(key), format!("invalid value '{shown}': {}", problem.reason));
+            None
         }
     }
+}
+
+/// Top-level keys MM2 passes to every cluster's clients (its `CLIENT_CONFIG_DEF`: the
+/// security protocol and the client SSL and SASL settings).
+fn is_inherited_client_key(key: &str) -> bool {
+    key == "security.protocol" || key.starts_with("ssl.") || key.starts_with("sasl.")
 }
 
 fn is_host_port(s: &str) -> bool {
@@ -681,6 +773,8 @@ fn flow_config(p: &mut Parser<'_>, src: &str, tgt: &str, look: &Lookup<'_>) -> F
         refresh_topics_interval: secs(p, "refresh.topics.interval.seconds", defaults::REFRESH_TOPICS_INTERVAL_SECONDS),
         sync_topic_configs_enabled: look.parse(p, "sync.topic.configs.enabled", true, parse_bool),
         sync_topic_configs_interval: secs(p, "sync.topic.configs.interval.seconds", defaults::SYNC_TOPIC_CONFIGS_INTERVAL_SECONDS),
+        sync_topic_acls_enabled: look.parse(p, "sync.topic.acls.enabled", true, parse_bool),
+        sync_topic_acls_interval: secs(p, "sync.topic.acls.interval.seconds", defaults::SYNC_TOPIC_ACLS_INTERVAL_SECONDS),
         config_properties_exclude,
         replication_factor: look.parse(p, "replication.factor", defaults::REPLICATION_FACTOR, replication_factor),
         heartbeats_replication_factor: look.parse(p, "heartbeats.topic.replication.factor", defaults::HEARTBEATS_REPLICATION_FACTOR, replication_factor),

@@ -168,3 +168,86 @@ fn checkpoint_settings_have_ferry_defaults_and_flow_overrides() {
     assert!(all.contains("mm2.properties:5: offset-syncs.topic.location: expected source or target, got 'moon'"), "{all}");
     assert!(all.contains("mm2.properties:6: groups: invalid regex '(x'"), "{all}");
 }
+
+#[test]
+fn top_level_security_settings_reach_every_cluster_unless_it_sets_its_own() {
+    let jaas = |u: &str| format!("org.apache.kafka.common.security.plain.PlainLoginModule required username=\"{u}\" password=\"p-{u}\";");
+    let c = parse(&format!(
+        "{BASE}security.protocol = SASL_PLAINTEXT\nsasl.mechanism = PLAIN\nsasl.jaas.config = {}\nb.sasl.jaas.config = {}\nb.security.protocol = SASL_SSL\n",
+        jaas("all"), jaas("bee"))).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let get = |alias: &str, key: &str| c.cluster(alias).client_config(ClientRole::Producer).get(key).map(String::from);
+    assert_eq!(get("a", "security.protocol").as_deref(), Some("SASL_PLAINTEXT"));
+    assert_eq!(get("a", "sasl.mechanism").as_deref(), Some("PLAIN"));
+    assert_eq!((get("a", "sasl.username").as_deref(), get("a", "sasl.password").as_deref()), (Some("all"), Some("p-all")));
+    // b's own settings win over the top-level ones, whatever their order in the file.
+    assert_eq!(get("b", "security.protocol").as_deref(), Some("SASL_SSL"));
+    assert_eq!(get("b", "sasl.mechanism").as_deref(), Some("PLAIN"));
+    assert_eq!((get("b", "sasl.username").as_deref(), get("b", "sasl.password").as_deref()), (Some("bee"), Some("p-bee")));
+    // An invalid top-level value is one problem on its line, not one per cluster.
+    let p = problems(&format!("{BASE}security.protocol = carrier-pigeon\n"));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("mm2.properties:5: security.protocol: invalid value 'carrier-pigeon'"), "{p:?}");
+}
+
+#[test]
+fn config_providers_resolve_in_any_value_and_name_what_is_missing() {
+    let dir = std::env::temp_dir().join(format!("ferry-config-providers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secrets = dir.join("secrets.properties");
+    std::fs::write(&secrets, "kafka.password = s3cr=t\nkafka.user = alice\n").unwrap();
+    std::env::set_var("FERRY_TEST_CONFIG_TOPICS", "orders");
+    let s = secrets.display();
+    let c = parse(&format!(
+        "{BASE}config.providers = file, env\nconfig.providers.file.class = org.apache.kafka.common.config.provider.FileConfigProvider\n\
+         config.providers.env.class = org.apache.kafka.common.config.provider.EnvVarConfigProvider\n\
+         a.sasl.jaas.config = org.apache.kafka.common.security.plain.PlainLoginModule required username=\"${{file:{s}:kafka.user}}\" password=\"${{file:{s}:kafka.password}}\";\n\
+         a->b.topics = ${{env:FERRY_TEST_CONFIG_TOPICS}}\n")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let a = c.cluster("a");
+    assert!(a.common.contains(&("sasl.username".into(), "alice".into())), "{a:?}");
+    assert!(a.common.contains(&("sasl.password".into(), "s3cr=t".into())));
+    assert_eq!(c.flows[0].topics.patterns(), ["orders"]);
+
+    let p = problems(&format!("{BASE}config.providers = file\nconfig.providers.file.class = org.apache.kafka.common.config.provider.FileConfigProvider\na.sasl.password = ${{file:{s}:nope}}\nb.sasl.password = ${{vault:kv/kafka:pw}}\n"));
+    let all = p.join("\n");
+    assert!(all.contains(&format!("mm2.properties:7: a.sasl.password: cannot resolve ${{file:{s}:nope}}: {s} has no key 'nope'")), "{all}");
+    assert!(all.contains("mm2.properties:8: b.sasl.password: cannot resolve ${vault:kv/kafka:pw}: no config provider 'vault' is declared"), "{all}");
+    assert!(!all.contains("s3cr"), "a secret was printed: {all}");
+    let p = problems(&format!("{BASE}config.providers = vault\nconfig.providers.vault.class = com.example.Vault\n"));
+    assert!(p[0].starts_with("mm2.properties:6: config.providers.vault.class: config provider class 'com.example.Vault' is Java code Ferry cannot run"), "{p:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn custom_filter_classes_are_refused_and_defaults_accepted() {
+    let c = parse(&format!("{BASE}topic.filter.class = org.apache.kafka.connect.mirror.DefaultTopicFilter\na->b.group.filter.class = org.apache.kafka.connect.mirror.DefaultGroupFilter\n")).unwrap();
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let p = problems(&format!("{BASE}topic.filter.class = com.example.OnlyGold\na->b.group.filter.class = com.example.G\nconfig.property.filter.class = com.example.C\n"));
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert!(p[0].starts_with("mm2.properties:5: topic.filter.class: custom class 'com.example.OnlyGold' is Java code Ferry cannot run"), "{p:?}");
+    assert!(p[1].starts_with("mm2.properties:6: a->b.group.filter.class: custom class"), "{p:?}");
+    assert!(p[2].starts_with("mm2.properties:7: config.property.filter.class"), "{p:?}");
+}
+
+#[test]
+fn settings_that_defeat_ferrys_guarantees_are_refused() {
+    let p = problems(&format!(
+        "{BASE}a.consumer.auto.offset.reset = latest\na.consumer.isolation.level = read_uncommitted\nb.producer.acks = 1\nb.enable.idempotence = false\na.auto.offset.reset = earliest\n"));
+    assert_eq!(p.len(), 5, "{p:?}");
+    assert!(p[0].starts_with("mm2.properties:5: a.consumer.auto.offset.reset: Ferry sets its own"), "{p:?}");
+    assert!(p[1].starts_with("mm2.properties:6: a.consumer.isolation.level: read_uncommitted would replicate records of aborted transactions"), "{p:?}");
+    assert!(p[2].starts_with("mm2.properties:7: b.producer.acks: acks=1 acknowledges records"), "{p:?}");
+    assert!(p[3].starts_with("mm2.properties:8: b.enable.idempotence: without idempotence"), "{p:?}");
+    assert!(p[4].starts_with("mm2.properties:9: a.auto.offset.reset"), "{p:?}");
+    // The values Ferry uses anyway, and role-irrelevant ones, are fine.
+    parse(&format!("{BASE}b.producer.acks = all\na.consumer.isolation.level = read_committed\nb.producer.enable.idempotence = true\na.admin.acks = 1\n")).unwrap();
+}
+
+#[test]
+fn sync_topic_acls_defaults_on_like_mm2() {
+    let c = parse(BASE).unwrap();
+    assert!(c.flows[0].sync_topic_acls_enabled);
+    let c = parse(&format!("{BASE}sync.topic.acls.enabled = false\n")).unwrap();
+    assert!(!c.flows[0].sync_topic_acls_enabled && c.warnings.is_empty());
+}
