@@ -59,7 +59,12 @@ fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: log files and collectors get plain `key=value` fields.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi).init();
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
+    // librdkafka repeats a failed connect's lines every reconnect: once per kind per 30 s here.
+    let throttle = ferry_kafka::LibrdkafkaThrottle::new(std::time::Duration::from_secs(30));
+    tracing_subscriber::registry().with(filter).with(throttle).with(fmt).init();
 }
 
 /// Cancels `token` on SIGINT or SIGTERM; a second signal exits at once.

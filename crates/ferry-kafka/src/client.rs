@@ -79,11 +79,15 @@ impl ClusterClient {
     /// Like [`client_config`](Self::client_config), with Ferry's `defaults` underneath: any
     /// property the user set for this cluster or role wins over a default.
     pub fn client_config_with_defaults(&self, role: ClientRole, defaults: &[(&str, &str)]) -> ClientConfig {
+        // Built from the properties themselves: rdkafka's `config_map()` is a sanitized view
+        // (passwords replaced), so copying a built config would send a placeholder password.
         let mut config = ClientConfig::new();
         for (key, value) in defaults {
             config.set(*key, *value);
         }
-        for (key, value) in self.client_config(role).config_map() {
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config.set("client.id", format!("ferry-{}-{}", self.alias, role.as_str()));
+        for (key, value) in self.common.iter().chain(self.role_properties(role)) {
             config.set(key, value);
         }
         config
@@ -153,7 +157,7 @@ struct JaasEntry {
 /// Parses a single JAAS entry; None when it is not well formed.
 fn parse_jaas(text: &str) -> Option<JaasEntry> {
     let mut chars = text.chars().peekable();
-    let mut token = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
+    let token = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>| -> Option<String> {
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
         }
@@ -248,6 +252,10 @@ mod tests {
         assert_eq!(with_defaults.get("linger.ms"), Some("20"), "the user's setting wins");
         assert_eq!(with_defaults.get("acks"), Some("all"), "defaults fill the rest");
         assert_eq!(consumer.get("bootstrap.servers"), Some("127.0.0.1:1"));
+        // Secrets reach the client as written (rdkafka's config_map() is a sanitized view).
+        c.common.push(("sasl.password".into(), "hunter2".into()));
+        let secret = c.client_config_with_defaults(ClientRole::Consumer, &[("acks", "all")]);
+        assert_eq!(secret.get("sasl.password"), Some("hunter2"));
     }
 
     #[test]

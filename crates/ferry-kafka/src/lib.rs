@@ -23,6 +23,7 @@
 mod admin;
 mod client;
 mod error;
+pub mod log_throttle;
 mod offsets;
 mod quiet;
 
@@ -30,4 +31,5 @@ pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
 pub use error::{classify, coordinator_moving, Error, ErrorKind, Result};
 pub use offsets::{committed_offsets, watermarks};
+pub use log_throttle::LibrdkafkaThrottle;
 pub use quiet::QuietContext;

@@ -69,11 +69,14 @@ pub struct BrokerOptions {
     pub own_process_group: bool,
     /// Extra `server.properties` lines.
     pub extra: Vec<(String, String)>,
+    /// Users of a second listener, SASL_PLAINTEXT with PLAIN ([`Broker::sasl_bootstrap`]);
+    /// none: no such listener. The PLAINTEXT listener stays for the test's own clients.
+    pub sasl_users: Vec<(String, String)>,
 }
 
 impl Default for BrokerOptions {
     fn default() -> Self {
-        BrokerOptions { heap: "384m".into(), quick_jit: true, own_process_group: false, extra: Vec::new() }
+        BrokerOptions { heap: "384m".into(), quick_jit: true, own_process_group: false, extra: Vec::new(), sasl_users: Vec::new() }
     }
 }
 
@@ -87,6 +90,12 @@ impl BrokerOptions {
         self.extra.push((key.into(), value.into()));
         self
     }
+
+    /// Adds a user of the SASL_PLAINTEXT (PLAIN) listener.
+    pub fn with_sasl_user(mut self, user: &str, password: &str) -> Self {
+        self.sasl_users.push((user.into(), password.into()));
+        self
+    }
 }
 
 /// A single-node Apache Kafka cluster (KRaft, combined broker and controller) on loopback; killed
@@ -95,6 +104,7 @@ pub struct Broker {
     pub name: String,
     pub port: u16,
     controller_port: u16,
+    sasl_port: u16,
     dir: PathBuf,
     options: BrokerOptions,
     child: Option<Child>,
@@ -116,7 +126,8 @@ impl Broker {
             copy_template(template, &dir)?;
             let (port, controller_port) = (free_port(), free_port());
             let log = dir.with_extension("log");
-            let mut broker = Broker { name: name.to_string(), port, controller_port, dir, options: options.clone(), child: None, log };
+            let sasl_port = if options.sasl_users.is_empty() { 0 } else { free_port() };
+            let mut broker = Broker { name: name.to_string(), port, controller_port, sasl_port, dir, options: options.clone(), child: None, log };
             broker.write_properties()?;
             match broker.spawn().and_then(|()| broker.wait_ready(Duration::from_secs(60))) {
                 Ok(()) => return Ok(broker),
@@ -133,11 +144,8 @@ impl Broker {
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{cport}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
              inter.broker.listener.name=PLAINTEXT\n\
              controller.listener.names=CONTROLLER\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
              log.dirs={data}\n\
              offsets.topic.replication.factor=1\n\
              offsets.topic.num.partitions=2\n\
@@ -167,9 +175,24 @@ impl Broker {
              log.cleaner.threads=1\n\
              log.cleaner.dedupe.buffer.size=8388608\n",
             cport = self.controller_port,
-            port = self.port,
             data = self.dir.display(),
         );
+        let (port, cport) = (self.port, self.controller_port);
+        if self.options.sasl_users.is_empty() {
+            p.push_str(&format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"));
+        } else {
+            let sport = self.sasl_port;
+            let users: String = self.options.sasl_users.iter().map(|(u, pw)| format!(" user_{u}=\"{pw}\"")).collect();
+            p.push_str(&format!(
+                "listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport},CONTROLLER://127.0.0.1:{cport}\n\
+                 advertised.listeners=PLAINTEXT://127.0.0.1:{port},SASL_PLAINTEXT://127.0.0.1:{sport}\n\
+                 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT\n\
+                 sasl.enabled.mechanisms=PLAIN\n\
+                 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required{users};\n"));
+        }
         for (k, v) in &self.options.extra {
             p.push_str(&format!("{k}={v}\n"));
         }
@@ -205,6 +228,12 @@ impl Broker {
 
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The SASL_PLAINTEXT (PLAIN) listener; only with [`BrokerOptions::with_sasl_user`].
+    pub fn sasl_bootstrap(&self) -> String {
+        assert!(self.sasl_port != 0, "broker {} has no SASL listener (BrokerOptions::with_sasl_user)", self.name);
+        format!("127.0.0.1:{}", self.sasl_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
