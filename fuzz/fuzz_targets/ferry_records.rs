@@ -25,11 +25,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     // A control log fed the record (and its tombstone), then the flow's lists built from it.
-    let flow = ferry_mirror::config::MirrorConfig::parse("f", CONFIG).unwrap().flows.remove(0);
+    static FLOW: std::sync::OnceLock<ferry_mirror::FlowConfig> = std::sync::OnceLock::new();
+    let flow = FLOW.get_or_init(|| ferry_mirror::config::MirrorConfig::parse("f", CONFIG).unwrap().flows.remove(0));
     let mut log = ControlLog::default();
     let applied = log.apply(key, Some(value)).is_some();
     assert!(applied || log.malformed == 1);
-    let lists = FlowLists::effective(&flow, "f", &log);
+    let lists = FlowLists::effective(flow, "f", &log);
     for list in [ListName::Topics, ListName::Groups] {
         for kind in [ListKind::Allow, ListKind::Exclude] {
             assert_eq!(lists.regexes(list, kind).patterns(), lists.active(list, kind).as_slice(), "an applied entry does not compile");
