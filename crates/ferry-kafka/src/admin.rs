@@ -55,6 +55,17 @@ impl Admin {
         Error::new(&self.cluster, operation, e)
     }
 
+    /// Every ACL on topics (blocking). `Ok(None)`: the cluster has no authorizer.
+    pub fn describe_topic_acls(&self) -> Result<Option<Vec<crate::TopicAcl>>> {
+        crate::acl::describe_topic_acls(self.client.inner().native_ptr(), self.timeout).map_err(|e| self.err("describe topic ACLs", e))
+    }
+
+    /// Creates topic ACLs (blocking); one outcome per ACL, in order. An ACL that exists
+    /// already succeeds.
+    pub fn create_topic_acls(&self, acls: &[crate::TopicAcl]) -> Result<Vec<std::result::Result<(), String>>> {
+        crate::acl::create_topic_acls(self.client.inner().native_ptr(), acls, self.timeout).map_err(|e| self.err("create topic ACLs", e))
+    }
+
     /// All topics with their partition counts (blocking).
     pub fn list_topics(&self) -> Result<Vec<TopicMeta>> {
         let metadata = self

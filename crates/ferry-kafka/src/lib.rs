@@ -20,6 +20,7 @@
 //! (copying each record into a Ferry type only to cross a crate boundary would cost an
 //! allocation per record); it obtains its `ClientConfig`s from here.
 
+mod acl;
 mod admin;
 mod client;
 mod error;
@@ -27,6 +28,7 @@ pub mod log_throttle;
 mod offsets;
 mod quiet;
 
+pub use acl::{AclOperation, AclPermission, PatternType, TopicAcl};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
 pub use error::{classify, coordinator_moving, Error, ErrorKind, Result};

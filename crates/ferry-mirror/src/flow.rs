@@ -295,6 +295,8 @@ impl Flow {
             .map_err(|e| Error::Internal(format!("cannot start the group member thread: {e}")))?;
 
         let table_for_watch = table.clone();
+        let acl_admins = (source_admin.clone(), target_admin.clone());
+        let acl_lists = lists_rx.clone();
         let member = Arc::new(member);
         let txn = match &sink {
             Sink::Plain(_) => None,
@@ -356,6 +358,19 @@ impl Flow {
             started_ms,
         };
         tokio::spawn(watch_stalls(name.to_string(), table_for_watch, source.clone(), target.clone(), relay_cancel.clone()));
+        if config.sync_topic_acls_enabled {
+            let filter = crate::topic_plan::TopicFilter::for_flow(&config);
+            let sync = crate::acl_sync::AclSync {
+                flow: name.to_string(),
+                source_alias: config.source.clone(),
+                filter,
+                source: acl_admins.0,
+                target: acl_admins.1,
+                lists: acl_lists,
+                interval: config.sync_topic_acls_interval,
+            };
+            tokio::spawn(crate::acl_sync::run(sync, relay_cancel.clone()));
+        }
         gauge!(telemetry::FLOW_UP, "flow" => name.to_string()).set(1.0);
         info!(flow = %name, source = %source.bootstrap_servers, target = %target.bootstrap_servers,
             policy = ?config.policy.kind, tasks = config.tasks_max, "flow starting");

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod acl_sync;
 pub mod checkpoint;
 pub mod config;
 pub mod control;
