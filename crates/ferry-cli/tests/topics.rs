@@ -71,3 +71,29 @@ fn partitions_added_on_the_source_are_added_on_the_target_and_their_records_arri
     assert_eq!(on_new, 3 * 200);
     assert_eq!(consume_all(&b.bootstrap(), &remote, 5, all.len() + 1, Duration::from_secs(2)).unwrap().len(), all.len(), "duplicates");
 }
+
+#[test]
+fn remote_topics_are_created_with_the_source_configs_even_when_configs_are_not_synced() {
+    // MM2 copies a topic's configs when it creates the remote topic whatever
+    // sync.topic.configs.enabled says; a compacted topic created as delete-policy loses records.
+    // Here config sync is off and topics are re-listed only every 60 s, so the second topic
+    // comes through the forced refresh of `ferry ctl topics --add`.
+    let (a, b) = (Broker::start("cfgoff-a").unwrap(), Broker::start("cfgoff-b").unwrap());
+    let (first, second) = (unique("ledger"), unique("accounts"));
+    for topic in [&first, &second] {
+        create_topic_with(&a.bootstrap(), topic, 1, &[("cleanup.policy", "compact")]).unwrap();
+    }
+    let text = two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {first}\nsync.topic.configs.enabled = false\na->b.refresh.topics.interval.seconds = 60\n"));
+    let config = write_config("cfgoff", &text);
+    let mirror = start_mirror(&config, "cfgoff-mirror");
+    let policy = |remote: &str| {
+        wait_for(Duration::from_secs(30), || list_topics(&b.bootstrap()).unwrap().iter().any(|(t, _)| t == remote).then(|| configs(&b.bootstrap(), remote)))
+            .unwrap_or_else(|| panic!("{remote} not created:\n{}", mirror.output()))
+            .get("cleanup.policy")
+            .cloned()
+    };
+    assert_eq!(policy(&format!("a.{first}")).as_deref(), Some("compact"), "created at start-up without the source's configs");
+    let (code, _, err) = common::ctl(&["topics", "--config", config.to_str().unwrap(), "--source", "a", "--target", "b", "--add", &second]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(policy(&format!("a.{second}")).as_deref(), Some("compact"), "created by a forced refresh without the source's configs");
+}

@@ -30,7 +30,7 @@ use crate::report::{GroupCheckpoint, LatencySummary, MetricsReport, PartitionMet
 use crate::replication_policy::{PolicyKind, HEARTBEATS_TOPIC};
 use crate::telemetry::{self, kind};
 use crate::txn::{self, Transactions};
-use crate::topic_plan::{self, ConfigView, TopicAction, TopicFilter};
+use crate::topic_plan::{self, Configs, TopicAction, TopicFilter};
 use crate::{Error, FlowStatus, Result};
 
 struct Assigned {
@@ -533,17 +533,20 @@ impl Running {
 
         let sync_due = self.config.sync_topic_configs_enabled
             && self.last_config_sync.is_none_or(|t| t.elapsed() >= self.config.sync_topic_configs_interval);
-        let (source_cfg, target_cfg) = if sync_due {
+        if sync_due {
             self.last_config_sync = Some(Instant::now());
-            self.describe_configs(&source_topics, &target_topics).await
-        } else {
-            (None, None)
-        };
-        let view = match (&source_cfg, &target_cfg) {
-            (Some(s), Some(t)) => Some(ConfigView { source: s, target: t, exclude: &self.config.config_properties_exclude }),
-            _ => None,
-        };
-        let plan = topic_plan::plan(&self.filter, &self.config.source, self.config.replication_factor, &source_topics, &target_topics, view);
+        }
+        // Topics to create need their source configs in every round, synced or not.
+        let creating: Vec<String> = topic_plan::to_create(&self.filter, &self.config.source, &source_topics, &target_topics).into_iter().map(String::from).collect();
+        let (source_cfg, target_cfg) = self.describe_configs(&source_topics, &target_topics, sync_due, &creating).await;
+        let configs = Configs { source: &source_cfg, target: target_cfg.as_ref(), exclude: &self.config.config_properties_exclude };
+        let plan = topic_plan::plan(&self.filter, &self.config.source, self.config.replication_factor, &source_topics, &target_topics, &configs);
+        if !plan.awaiting_configs.is_empty() {
+            counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::TOPIC_ADMIN).increment(1);
+            let (name, waiting) = (self.name.clone(), plan.awaiting_configs.join(", "));
+            self.report_once(format!("awaiting configs {waiting}"), || error!(flow = %name, topics = %waiting,
+                "remote topics not created yet: their configs cannot be read on the source, and a topic created without them (a compacted one as delete-policy) would lose records; retrying every refresh"));
+        }
 
         let mut not_created = HashSet::new();
         let creates: Vec<NewTopicSpec> = plan.actions.iter().filter_map(|a| match a {
@@ -859,26 +862,45 @@ impl Running {
         Ok(())
     }
 
+    /// Source configs of the topics to create, and when `sync_due` of every replicated topic
+    /// with the remote topics' configs. A failed read leaves the source map empty (nothing is
+    /// created without configs) and the target `None` (nothing is synced this round).
     async fn describe_configs(
         &mut self,
         source_topics: &[TopicMeta],
         target_topics: &[TopicMeta],
-    ) -> (Option<HashMap<String, BTreeMap<String, String>>>, Option<HashMap<String, BTreeMap<String, String>>>) {
-        let replicated: Vec<String> = source_topics.iter().filter(|t| self.filter.should_replicate(&t.name)).map(|t| t.name.clone()).collect();
+        sync_due: bool,
+        creating: &[String],
+    ) -> (HashMap<String, BTreeMap<String, String>>, Option<HashMap<String, BTreeMap<String, String>>>) {
+        let replicated: Vec<String> = if sync_due {
+            source_topics.iter().filter(|t| self.filter.should_replicate(&t.name)).map(|t| t.name.clone()).collect()
+        } else {
+            creating.to_vec()
+        };
+        let source = if replicated.is_empty() { Ok(HashMap::new()) } else { self.source_admin.describe_topic_configs(&replicated).await };
+        let source = match source {
+            Ok(s) => s,
+            Err(e) => {
+                let name = self.name.clone();
+                self.report_once(format!("describe source {e}"), || warn!(flow = %name, error = %e, "cannot read topic configs on the source; retrying"));
+                return (HashMap::new(), None);
+            }
+        };
+        if !sync_due {
+            return (source, None);
+        }
         let target_names: HashSet<&str> = target_topics.iter().map(|t| t.name.as_str()).collect();
         let remotes: Vec<String> = replicated
             .iter()
             .map(|t| self.filter.policy.remote_topic(&self.config.source, t))
             .filter(|r| target_names.contains(r.as_str()))
             .collect();
-        let source = self.source_admin.describe_topic_configs(&replicated).await;
-        let target = self.target_admin.describe_topic_configs(&remotes).await;
-        match (source, target) {
-            (Ok(s), Ok(t)) => (Some(s), Some(t)),
-            (Err(e), _) | (_, Err(e)) => {
+        match self.target_admin.describe_topic_configs(&remotes).await {
+            Ok(t) => (source, Some(t)),
+            Err(e) => {
                 let name = self.name.clone();
-                self.report_once(format!("describe {e}"), || warn!(flow = %name, error = %e, "cannot read topic configs; topics are created without synced configs"));
-                (None, None)
+                self.report_once(format!("describe target {e}"), || warn!(flow = %name, error = %e, "cannot read remote topic configs; configs are synced once they can be read"));
+                (source, None)
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Which source topics a flow replicates, and what must change on the target for them:
 //! topics to create, partitions to add, configs to sync. Pure: no IO.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use ferry_kafka::{NewTopicSpec, TopicMeta};
 
@@ -70,18 +70,34 @@ pub struct TopicPlan {
     /// Source partitions that have no counterpart on the target yet (the target topic has
     /// fewer partitions and adding them is pending or failed): never silently skipped.
     pub missing_partitions: Vec<(String, i32, i32)>,
+    /// Remote topics not created this round because their source configs are unknown (the
+    /// source did not answer DescribeConfigs): created once they are, never without them.
+    pub awaiting_configs: Vec<String>,
 }
 
-/// Configs inputs; `None` when configs are not synced in this round.
-pub struct ConfigView<'a> {
+/// Topic configs known this round.
+pub struct Configs<'a> {
+    /// Source topics' dynamic configs. Every topic to create needs its entry: a compacted
+    /// topic created as a delete-policy one would lose records.
     pub source: &'a HashMap<String, BTreeMap<String, String>>,
-    pub target: &'a HashMap<String, BTreeMap<String, String>>,
+    /// Remote topics' configs; `Some` when configs are synced this round.
+    pub target: Option<&'a HashMap<String, BTreeMap<String, String>>>,
     pub exclude: &'a RegexList,
 }
 
 /// The source's dynamic topic configs minus `config.properties.exclude`.
 pub fn synced_configs(source: &BTreeMap<String, String>, exclude: &RegexList) -> BTreeMap<String, String> {
     source.iter().filter(|(k, _)| !exclude.is_match(k)).map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The source topics a refresh must create on the target (their configs are needed).
+pub fn to_create<'t>(filter: &TopicFilter, source_alias: &str, source_topics: &'t [TopicMeta], target_topics: &[TopicMeta]) -> Vec<&'t str> {
+    let target: HashSet<&str> = target_topics.iter().map(|t| t.name.as_str()).collect();
+    source_topics
+        .iter()
+        .filter(|t| filter.should_replicate(&t.name) && !target.contains(filter.policy.remote_topic(source_alias, &t.name).as_str()))
+        .map(|t| t.name.as_str())
+        .collect()
 }
 
 /// Plans one refresh of a flow.
@@ -91,7 +107,7 @@ pub fn plan(
     replication_factor: i32,
     source_topics: &[TopicMeta],
     target_topics: &[TopicMeta],
-    configs: Option<ConfigView<'_>>,
+    configs: &Configs<'_>,
 ) -> TopicPlan {
     let target: HashMap<&str, i32> = target_topics.iter().map(|t| (t.name.as_str(), t.partitions)).collect();
     let mut out = TopicPlan::default();
@@ -99,16 +115,18 @@ pub fn plan(
     sources.sort_by(|a, b| a.name.cmp(&b.name));
     for topic in sources {
         let remote = filter.policy.remote_topic(source_alias, &topic.name);
-        let wanted = configs
-            .as_ref()
-            .and_then(|c| c.source.get(&topic.name).map(|s| synced_configs(s, c.exclude)));
+        let wanted = configs.source.get(&topic.name).map(|s| synced_configs(s, configs.exclude));
         match target.get(remote.as_str()) {
             None => {
+                let Some(wanted) = wanted else {
+                    out.awaiting_configs.push(remote);
+                    continue;
+                };
                 out.actions.push(TopicAction::Create(NewTopicSpec {
                     name: remote.clone(),
                     partitions: topic.partitions,
                     replication_factor,
-                    configs: wanted.unwrap_or_default(),
+                    configs: wanted,
                 }));
                 // Routed once the topic exists (next refresh, or after creation succeeds).
                 out.routes.push(Route { source_topic: topic.name.clone(), remote_topic: remote, partitions: topic.partitions });
@@ -118,8 +136,8 @@ pub fn plan(
                     out.actions.push(TopicAction::AddPartitions { topic: remote.clone(), count: topic.partitions });
                     out.missing_partitions.push((topic.name.clone(), have, topic.partitions));
                 }
-                if let (Some(wanted), Some(view)) = (wanted, configs.as_ref()) {
-                    let current = view.target.get(&remote).cloned().unwrap_or_default();
+                if let (Some(wanted), Some(targets)) = (wanted, configs.target) {
+                    let current = targets.get(&remote).cloned().unwrap_or_default();
                     if wanted.iter().any(|(k, v)| current.get(k) != Some(v)) {
                         let mut merged = current;
                         merged.extend(wanted);
@@ -180,7 +198,7 @@ mod tests {
         ]))]);
         let tgt_cfg = HashMap::new();
         let exclude = RegexList::parse(crate::config::defaults::CONFIG_PROPERTIES_EXCLUDE).unwrap();
-        let p = plan(&f, "a", 3, &[meta("orders", 4)], &[], Some(ConfigView { source: &src_cfg, target: &tgt_cfg, exclude: &exclude }));
+        let p = plan(&f, "a", 3, &[meta("orders", 4)], &[], &Configs { source: &src_cfg, target: Some(&tgt_cfg), exclude: &exclude });
         assert_eq!(p.actions, vec![TopicAction::Create(NewTopicSpec {
             name: "a.orders".into(),
             partitions: 4,
@@ -188,16 +206,36 @@ mod tests {
             configs: BTreeMap::from([("retention.ms".to_string(), "1000".to_string())]),
         })]);
         assert_eq!(p.routes, vec![Route { source_topic: "orders".into(), remote_topic: "a.orders".into(), partitions: 4 }]);
+        // Configs not synced this round (or disabled): creation still carries them.
+        let p = plan(&f, "a", 3, &[meta("orders", 4)], &[], &Configs { source: &src_cfg, target: None, exclude: &exclude });
+        assert!(matches!(&p.actions[0], TopicAction::Create(spec) if spec.configs.contains_key("retention.ms")), "{p:?}");
+    }
+
+    #[test]
+    fn a_topic_whose_configs_are_unknown_is_not_created_yet() {
+        let f = filter("b", ".*", "");
+        let exclude = RegexList::parse("").unwrap();
+        let compacted = HashMap::from([("accounts".to_string(), BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]))]);
+        let none = HashMap::new();
+        let p = plan(&f, "a", -1, &[meta("accounts", 1), meta("orders", 1)], &[meta("a.orders", 1)], &Configs { source: &none, target: None, exclude: &exclude });
+        assert!(p.actions.is_empty(), "created without its configs: {p:?}");
+        assert_eq!(p.awaiting_configs, vec!["a.accounts".to_string()]);
+        assert_eq!(p.routes.len(), 1, "the existing topic is still replicated");
+        assert_eq!(to_create(&f, "a", &[meta("accounts", 1), meta("orders", 1)], &[meta("a.orders", 1)]), vec!["accounts"]);
+        let p = plan(&f, "a", -1, &[meta("accounts", 1)], &[], &Configs { source: &compacted, target: None, exclude: &exclude });
+        assert!(matches!(&p.actions[0], TopicAction::Create(spec) if spec.configs["cleanup.policy"] == "compact"));
     }
 
     #[test]
     fn grows_partitions_and_reports_the_unmatched_ones() {
         let f = filter("b", ".*", "");
-        let p = plan(&f, "a", -1, &[meta("orders", 6)], &[meta("a.orders", 4)], None);
+        let (none, exclude) = (HashMap::new(), RegexList::parse("").unwrap());
+        let configs = Configs { source: &none, target: None, exclude: &exclude };
+        let p = plan(&f, "a", -1, &[meta("orders", 6)], &[meta("a.orders", 4)], &configs);
         assert_eq!(p.actions, vec![TopicAction::AddPartitions { topic: "a.orders".into(), count: 6 }]);
         assert_eq!(p.routes[0].partitions, 4, "only partitions present on both sides are routed");
         assert_eq!(p.missing_partitions, vec![("orders".to_string(), 4, 6)]);
-        let grown = plan(&f, "a", -1, &[meta("orders", 6)], &[meta("a.orders", 8)], None);
+        let grown = plan(&f, "a", -1, &[meta("orders", 6)], &[meta("a.orders", 8)], &configs);
         assert!(grown.actions.is_empty());
         assert_eq!(grown.routes[0].partitions, 6);
     }
@@ -208,13 +246,13 @@ mod tests {
         let exclude = RegexList::parse("").unwrap();
         let src = HashMap::from([("orders".to_string(), BTreeMap::from([("retention.ms".to_string(), "5".to_string())]))]);
         let same = HashMap::from([("a.orders".to_string(), BTreeMap::from([("retention.ms".to_string(), "5".to_string())]))]);
-        let p = plan(&f, "a", -1, &[meta("orders", 1)], &[meta("a.orders", 1)], Some(ConfigView { source: &src, target: &same, exclude: &exclude }));
+        let p = plan(&f, "a", -1, &[meta("orders", 1)], &[meta("a.orders", 1)], &Configs { source: &src, target: Some(&same), exclude: &exclude });
         assert!(p.actions.is_empty(), "in sync: nothing to do");
         let differs = HashMap::from([("a.orders".to_string(), BTreeMap::from([
             ("retention.ms".to_string(), "9".to_string()),
             ("segment.ms".to_string(), "7".to_string()),
         ]))]);
-        let p = plan(&f, "a", -1, &[meta("orders", 1)], &[meta("a.orders", 1)], Some(ConfigView { source: &src, target: &differs, exclude: &exclude }));
+        let p = plan(&f, "a", -1, &[meta("orders", 1)], &[meta("a.orders", 1)], &Configs { source: &src, target: Some(&differs), exclude: &exclude });
         assert_eq!(p.actions, vec![TopicAction::AlterConfigs {
             topic: "a.orders".into(),
             configs: BTreeMap::from([("retention.ms".to_string(), "5".to_string()), ("segment.ms".to_string(), "7".to_string())]),
@@ -224,7 +262,9 @@ mod tests {
     #[test]
     fn identity_policy_keeps_names() {
         let f = TopicFilter { policy: ReplicationPolicy::identity(), ..filter("b", ".*", "") };
-        let p = plan(&f, "a", -1, &[meta("orders", 1), meta("heartbeats", 1)], &[meta("orders", 1)], None);
+        let src = HashMap::from([("heartbeats".to_string(), BTreeMap::new())]);
+        let exclude = RegexList::parse("").unwrap();
+        let p = plan(&f, "a", -1, &[meta("orders", 1), meta("heartbeats", 1)], &[meta("orders", 1)], &Configs { source: &src, target: None, exclude: &exclude });
         let names: Vec<_> = p.routes.iter().map(|r| r.remote_topic.as_str()).collect();
         assert_eq!(names, vec!["a.heartbeats", "orders"]);
     }
