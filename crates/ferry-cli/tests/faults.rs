@@ -288,3 +288,35 @@ fn a_remote_topic_deleted_under_us_is_reported_and_replication_goes_on() {
     .unwrap_or_else(|| panic!("records produced after the deletion never arrived:\n{}", mirror.output()));
     println!("the recreated {remote} holds {} records: all {} produced after the deletion", got.len(), after.len());
 }
+
+/// A record the target refuses for good (over the remote topic's max.message.bytes) stops its
+/// partition: said at once, and 30 s later the partition is reported as stalled (lag waiting,
+/// nothing replicated) with the reason, and counted in ferry_mirror_stalled_partitions. The
+/// other partition goes on.
+#[test]
+fn a_partition_the_target_refuses_is_reported_as_stalled_and_counted() {
+    let a = Broker::start("refused-a").unwrap();
+    let b = Broker::start("refused-b").unwrap();
+    let topic = unique("refused");
+    create_topic(&a.bootstrap(), &topic, 2).unwrap();
+    // The remote topic exists with a small record limit; configs are not synced over it.
+    ferry_testkit::create_topic_with(&b.bootstrap(), &format!("a.{topic}"), 2, &[("max.message.bytes", "10000")]).unwrap();
+    let big = TestRecord { partition: 0, offset: 0, key: Some(b"big".to_vec()), value: Some(vec![7; 50_000]), headers: vec![], timestamp: Some(1_700_000_000_000) };
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    producer.send_all(&topic, &[big]).unwrap();
+    let small = sample_records(2, 10, 1_700_000_000_000);
+    producer.send_all(&topic, &small).unwrap();
+    let config = write_config("refused", &two_clusters(&a, &b, &format!("a->b.enabled = true\na->b.topics = {topic}\nsync.topic.configs.enabled = false\n")));
+    let metrics = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mirror = Process::spawn(common::ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &unique("refused-mirror")).unwrap();
+    // Partition 1 replicates; partition 0 stops at the big record.
+    let p1: Vec<TestRecord> = small.iter().filter(|r| r.partition == 1).cloned().collect();
+    common::all_arrived(&b.bootstrap(), &format!("a.{topic}"), 2, &p1, p1.len(), Duration::from_secs(60), &[&mirror]);
+    let stalled = wait_for(Duration::from_secs(60), || mirror.output().lines().find(|l| l.contains("PARTITION STALLED")).map(str::to_string))
+        .unwrap_or_else(|| panic!("the stopped partition was never reported as stalled:\n{}", mirror.output()));
+    println!("{stalled}");
+    assert!(stalled.contains(&format!("topic={topic}")) && stalled.contains("partition=0 ") && stalled.contains("lag=11"), "{stalled}");
+    assert!(stalled.contains("failed=") && !stalled.contains("failed=-"), "the reason is not given: {stalled}");
+    assert!(mirror.output().contains("delivery failed permanently"), "{}", mirror.output());
+    assert_eq!(ferry_testkit::scrape(&metrics, "ferry_mirror_stalled_partitions"), 1.0);
+}

@@ -38,3 +38,34 @@ pub fn watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, p
         }
     }
 }
+
+/// One record's key, value and timestamp, for comparing two logs.
+pub type RecordFingerprint = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
+
+/// Reads the record at `offset` of `topic`/`partition` with a short-lived consumer (isolation
+/// read_uncommitted: it reads what is in the log). `Ok(None)` when no record with that offset
+/// arrived within `within` (it was compacted away, is a control record, or is beyond the end).
+pub fn read_record(cluster: &crate::ClusterClient, topic: &str, partition: i32, offset: i64, within: Duration) -> KafkaResult<Option<RecordFingerprint>> {
+    use rdkafka::Message;
+    let consumer: BaseConsumer<crate::QuietContext> = cluster
+        .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-check"), ("enable.auto.commit", "false")])
+        .set("isolation.level", "read_uncommitted")
+        .set("enable.partition.eof", "true")
+        .create_with_context(crate::QuietContext)?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) if m.offset() == offset => {
+                return Ok(Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), m.timestamp().to_millis())));
+            }
+            Some(Ok(m)) if m.offset() > offset => return Ok(None),
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
+            Some(Err(e)) if crate::classify(&e) == crate::ErrorKind::Fatal => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(None)
+}

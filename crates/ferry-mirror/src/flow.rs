@@ -237,7 +237,7 @@ impl Flow {
             let relay = Relay {
                 flow: name.to_string(),
                 source: source.clone(),
-                target_alias: target.alias.clone(),
+                target: target.clone(),
                 identity_policy: config.policy.kind == PolicyKind::Identity,
                 table: table.clone(),
                 sink: sink.clone(),
@@ -1280,6 +1280,7 @@ async fn persist_progress(
 /// librdkafka keeps retrying either way: this is for the operator.
 async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterClient, target: ClusterClient, cancel: CancellationToken) {
     let (mut target_watch, mut source_watch) = (Watchdog::default(), Watchdog::default());
+    let mut partitions: HashMap<(Arc<str>, i32), Watchdog> = HashMap::new();
     // Before the group session (10 s) expires over a stalled target, so the cause is named
     // before the partitions are lost.
     let after = Duration::from_secs(5);
@@ -1293,7 +1294,10 @@ async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterCl
         for p in table.all() {
             let p = p.lock().unwrap();
             inflight += p.inflight;
-            lag += p.lag();
+            // A partition stopped by a refused record waits on no cluster (named below).
+            if p.failed.is_none() {
+                lag += p.lag();
+            }
         }
         let (acknowledged, consumed) = (table.acknowledged.load(Ordering::Relaxed), table.consumed.load(Ordering::Relaxed));
         let now = Instant::now();
@@ -1309,5 +1313,34 @@ async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterCl
             Some(Stall::Ended(d)) => info!(%flow, cluster = %source.alias, stalled = ?d, "source cluster delivers again"),
             None => {}
         }
+        // Per partition: records to replicate and no progress for PARTITION_STALL_AFTER is
+        // named, and counted in a gauge. While a whole cluster is stalled (named above, sooner)
+        // the partitions are not named one by one: the cause is already said.
+        let cluster_stalled = target_watch.stalled() || source_watch.stalled();
+        let mut seen = HashSet::new();
+        let mut named = 0;
+        for p in table.all() {
+            let p = p.lock().unwrap();
+            let key = (p.source_topic.clone(), p.partition);
+            let watch = partitions.entry(key.clone()).or_default();
+            match watch.observe(p.safe_position() as u64, p.lag() > 0, now, PARTITION_STALL_AFTER) {
+                Some(Stall::Started(d)) => {
+                    counter!(telemetry::ERRORS, "flow" => flow.clone(), "kind" => telemetry::kind::PARTITION_STALLED).increment(1);
+                    if !cluster_stalled && named < 10 {
+                        named += 1;
+                        warn!(%flow, topic = %p.source_topic, partition = p.partition, position = p.safe_position(), lag = p.lag(), stalled = ?d,
+                            failed = p.failed.as_deref().unwrap_or("-"), "PARTITION STALLED: records wait on the source and none was replicated for this long");
+                    }
+                }
+                Some(Stall::Ended(d)) => info!(%flow, topic = %p.source_topic, partition = p.partition, stalled = ?d, "partition replicating again"),
+                None => {}
+            }
+            seen.insert(key);
+        }
+        partitions.retain(|k, _| seen.contains(k));
+        gauge!(telemetry::STALLED_PARTITIONS, "flow" => flow.clone()).set(partitions.values().filter(|w| w.stalled()).count() as f64);
     }
 }
+
+/// How long a partition may have records waiting and replicate none before it is reported.
+const PARTITION_STALL_AFTER: Duration = Duration::from_secs(30);

@@ -34,6 +34,7 @@ pub mod provenance;
 pub mod records;
 pub mod report;
 mod relay;
+mod source_position;
 mod txn;
 pub mod replication_policy;
 pub mod status;

@@ -52,6 +52,9 @@ pub(crate) struct PartitionProgress {
     /// Source high watermark and log start, from librdkafka statistics.
     pub(crate) high_watermark: i64,
     pub(crate) log_start: i64,
+    /// Since when librdkafka reports this partition's fetcher as not fetching ("none",
+    /// "stopped": after an out-of-range error it stops for good), with that state.
+    pub(crate) fetch_stopped: Option<(Instant, String)>,
     pub(crate) deliveries: u64,
     /// Source timestamp of the newest acknowledged record (-1: none yet).
     pub(crate) last_timestamp_ms: i64,
@@ -83,6 +86,7 @@ impl PartitionProgress {
             filtered: 0,
             high_watermark: -1,
             log_start: -1,
+            fetch_stopped: None,
             deliveries: 0,
             last_timestamp_ms: -1,
             latency_samples: LatencySamples::default(),
@@ -260,6 +264,11 @@ pub(crate) enum Stall {
 }
 
 impl Watchdog {
+    /// Whether a stall was reported and has not ended.
+    pub(crate) fn stalled(&self) -> bool {
+        self.warned
+    }
+
     /// Reports a stall after `after` without progress of `counter` while `pending`.
     pub(crate) fn observe(&mut self, counter: u64, pending: bool, now: Instant, after: Duration) -> Option<Stall> {
         let progressed = counter != self.last;

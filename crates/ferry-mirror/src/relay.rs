@@ -23,6 +23,7 @@ use tracing::{error, info, warn};
 
 use crate::progress::{pack, unpack, ProgressTable, SharedProgress};
 use crate::provenance::{self, PROVENANCE_HEADER};
+use crate::source_position::{self, SourceVerdict};
 use crate::telemetry;
 
 /// Sample one latency in this many deliveries per partition.
@@ -148,6 +149,17 @@ impl ProducerContext for DeliveryContext {
     }
 }
 
+/// How long librdkafka may report a partition's fetcher as stopped before the relay checks it
+/// and restarts it (statistics arrive every second).
+const FETCH_STOPPED_AFTER: Duration = Duration::from_secs(5);
+
+/// Why [`Relay::check_positions`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    OutOfRange,
+    Stopped,
+}
+
 /// The source consumer's callbacks: statistics give watermarks; errors are reported.
 pub(crate) struct SourceContext {
     pub(crate) flow: String,
@@ -173,6 +185,13 @@ impl ClientContext for SourceContext {
                     if stats.lo_offset >= 0 {
                         p.log_start = stats.lo_offset;
                     }
+                    if matches!(stats.fetch_state.as_str(), "none" | "stopped") {
+                        if p.fetch_stopped.is_none() {
+                            p.fetch_stopped = Some((Instant::now(), stats.fetch_state.clone()));
+                        }
+                    } else {
+                        p.fetch_stopped = None;
+                    }
                 }
             }
         }
@@ -193,7 +212,9 @@ impl ConsumerContext for SourceContext {}
 pub(crate) struct Relay {
     pub(crate) flow: String,
     pub(crate) source: ClusterClient,
-    pub(crate) target_alias: String,
+    /// The flow's target (its alias for provenance; read when a source log must be compared
+    /// with what was replicated).
+    pub(crate) target: ClusterClient,
     pub(crate) identity_policy: bool,
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) sink: Sink,
@@ -250,6 +271,7 @@ impl Relay {
         let consume_errors = counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::CONSUME);
         let mut routes: HashMap<Arc<str>, Vec<Option<Route>>> = HashMap::new();
         let mut last_truncation_check = Instant::now() - Duration::from_secs(60);
+        let mut out_of_range = false;
         // Consume errors repeat every poll while a cluster is down: log once per 10 s.
         let consume_warnings = telemetry::Throttle::new(Duration::from_secs(10));
 
@@ -272,14 +294,22 @@ impl Relay {
             if self.rewind_pending.swap(false, Ordering::AcqRel) {
                 self.rewind(&consumer, &mut routes);
             }
+            // At most once a second, but never dropped: librdkafka reports an out-of-range
+            // fetch once and then stops fetching the partition.
+            if last_truncation_check.elapsed() > Duration::from_secs(1) {
+                if std::mem::take(&mut out_of_range) {
+                    last_truncation_check = Instant::now();
+                    out_of_range = self.check_positions(&consumer, &routes, &truncated, Check::OutOfRange);
+                } else if routes.values().flatten().flatten().any(|r| r.progress.lock().unwrap().fetch_stopped.as_ref().is_some_and(|(at, _)| at.elapsed() > FETCH_STOPPED_AFTER)) {
+                    last_truncation_check = Instant::now();
+                    self.check_positions(&consumer, &routes, &truncated, Check::Stopped);
+                }
+            }
             let message = match consumer.poll(Duration::from_millis(100)) {
                 None => continue,
                 Some(Ok(m)) => m,
                 Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset))) => {
-                    if last_truncation_check.elapsed() > Duration::from_secs(1) {
-                        last_truncation_check = Instant::now();
-                        self.check_truncation(&consumer, &routes, &truncated);
-                    }
+                    out_of_range = true;
                     continue;
                 }
                 Some(Err(e)) => {
@@ -397,7 +427,7 @@ impl Relay {
                 }
             }
         }
-        if previous.is_some_and(|v| provenance::has_visited(v, &self.target_alias)) {
+        if previous.is_some_and(|v| provenance::has_visited(v, &self.target.alias)) {
             return None;
         }
         let chain = provenance::extended(previous, &self.source.alias);
@@ -467,45 +497,99 @@ impl Relay {
         }
     }
 
-    /// After an out-of-range fetch: find partitions whose position fell below the source's
-    /// log start (retention, DeleteRecords) or beyond its end (topic recreated), report the
-    /// records lost loudly, and resume from the log start.
-    fn check_truncation(&self, consumer: &BaseConsumer<SourceContext>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, truncated: &Counter) {
+    /// Checks partitions against the source log and resumes them where nothing is lost or
+    /// copied twice ([`source_position::verdict`]). After an out-of-range fetch every partition
+    /// is checked and those out of range are acted on; for a stopped fetcher, the partitions
+    /// librdkafka stopped, in range or not. Returns whether a check must be repeated (the log
+    /// bounds could not be read).
+    fn check_positions(&self, consumer: &BaseConsumer<SourceContext>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, truncated: &Counter, check: Check) -> bool {
         let mut resume = Vec::new();
+        let mut retry = false;
         for route in routes.values().flatten().flatten() {
-            let (topic, partition, position) = {
+            let (topic, partition, position, stopped) = {
                 let p = route.progress.lock().unwrap();
-                (p.source_topic.clone(), p.partition, p.consumed_next)
+                if p.failed.is_some() || p.rewind_to.is_some() {
+                    continue;
+                }
+                let stopped = p.fetch_stopped.as_ref().filter(|(at, _)| at.elapsed() > FETCH_STOPPED_AFTER).map(|(_, state)| state.clone());
+                (p.source_topic.clone(), p.partition, p.consumed_next, stopped)
             };
+            if check == Check::Stopped && stopped.is_none() {
+                continue;
+            }
             let (low, high) = match ferry_kafka::watermarks(consumer, &topic, partition, Duration::from_secs(5)) {
                 Ok(w) => w,
                 Err(e) => {
-                    warn!(flow = %self.flow, %topic, partition, error = %e, "cannot read watermarks");
+                    warn!(flow = %self.flow, %topic, partition, error = %e, "cannot read the source partition's bounds; checking again");
+                    retry = true;
+                    if check == Check::Stopped {
+                        // Restart it where it was: if the position is the problem, the next
+                        // out-of-range error brings it back here.
+                        resume.push(route.progress.clone());
+                    }
                     continue;
                 }
             };
-            if position < low {
-                let lost = low - position;
-                truncated.increment(lost as u64);
-                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
-                error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, log_start = low, lost,
-                    "SOURCE TRUNCATED: records were deleted from the source before they were replicated; resuming at the log start");
-            } else if position > high {
-                counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
-                error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, high_watermark = high,
-                    "SOURCE REWOUND: the source partition ends before the replicated position (topic recreated or log truncated); replicating its records from the log start");
-            } else {
-                continue;
-            }
+            let same_log = if position > high && high > low { self.same_log(&route.progress, &topic, partition, high - 1) } else { None };
+            let resume_at = match source_position::verdict(position, low, high, same_log) {
+                SourceVerdict::Truncated { lost, resume } => {
+                    truncated.increment(lost as u64);
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
+                    error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, log_start = low, lost,
+                        "SOURCE TRUNCATED: records were deleted from the source before they were replicated; resuming at the log start");
+                    resume
+                }
+                SourceVerdict::Rewound { dropped, resume } => {
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
+                    error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, high_watermark = high, dropped,
+                        "SOURCE REWOUND: the source partition lost its last records (an unclean leader election); the target keeps the copies it has. New records reuse those offsets: resuming at the new end, not at the log start");
+                    resume
+                }
+                SourceVerdict::Replaced { resume } => {
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_TRUNCATED).increment(1);
+                    error!(flow = %self.flow, cluster = %self.source.alias, %topic, partition, position, high_watermark = high,
+                        "SOURCE REPLACED: the source partition ends before the replicated position and its last record is not the one replicated at that offset (topic recreated); replicating its records from the log start");
+                    resume
+                }
+                SourceVerdict::InRange { resume } => {
+                    let Some(state) = stopped else { continue };
+                    counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::PARTITION_STOPPED).increment(1);
+                    warn!(flow = %self.flow, %topic, partition, position, high_watermark = high, fetch_state = %state,
+                        "PARTITION STOPPED: the source consumer stopped fetching this partition; restarting it at its position");
+                    resume
+                }
+            };
             {
                 let mut p = route.progress.lock().unwrap();
-                p.consumed_next = low;
-                p.acked_next = low;
-                p.epoch = p.epoch.wrapping_add(1);
+                p.fetch_stopped = None;
+                if resume_at != position {
+                    p.consumed_next = resume_at;
+                    p.acked_next = resume_at;
+                    p.epoch = p.epoch.wrapping_add(1);
+                }
             }
             resume.push(route.progress.clone());
         }
+        for progress in &resume {
+            progress.lock().unwrap().fetch_stopped = None;
+        }
         self.reposition(consumer, &resume);
+        retry
+    }
+
+    /// Whether the source record at `offset` is the one replicated from that offset (same key,
+    /// value and timestamp on the target); `None` when that cannot be told.
+    fn same_log(&self, progress: &SharedProgress, topic: &str, partition: i32, offset: i64) -> Option<bool> {
+        let (remote, target_offset) = {
+            let p = progress.lock().unwrap();
+            let replicated = p.offset_map.runs().any(|r| r.source <= offset && offset < r.source_end());
+            let target_offset = if replicated { p.offset_map.translate(offset, offset + 1)? } else { return None };
+            (p.remote_topic.clone(), target_offset)
+        };
+        let within = Duration::from_secs(5);
+        let source = ferry_kafka::read_record(&self.source, topic, partition, offset, within).ok()??;
+        let copy = ferry_kafka::read_record(&self.target, &remote, partition, target_offset, within).ok()??;
+        Some(source == copy)
     }
 
     /// Restarts fetching of already-routed partitions at their `consumed_next`.

@@ -15,6 +15,8 @@ pub const CHECKPOINTS: &str = "ferry_mirror_checkpoints_total";
 pub const CHECKPOINT_AGE: &str = "ferry_mirror_checkpoint_age_seconds";
 pub const GROUP_OFFSETS_SYNCED: &str = "ferry_mirror_group_offsets_synced_total";
 pub const GROUPS: &str = "ferry_mirror_groups";
+/// Partitions with records waiting and no progress for 30 s (each also a warning).
+pub const STALLED_PARTITIONS: &str = "ferry_mirror_stalled_partitions";
 /// Exactly-once mode: transactions ended, by `outcome` (`committed`, `aborted`).
 pub const TRANSACTIONS: &str = "ferry_mirror_transactions_total";
 
@@ -24,6 +26,10 @@ pub mod kind {
     pub const TARGET_UNREACHABLE: &str = "target_unreachable";
     pub const DELIVERY: &str = "delivery";
     pub const SOURCE_TRUNCATED: &str = "source_truncated";
+    /// The source consumer stopped fetching a partition (restarted by the relay).
+    pub const PARTITION_STOPPED: &str = "partition_stopped";
+    /// A partition with records to replicate and no progress for a while (see the warning).
+    pub const PARTITION_STALLED: &str = "partition_stalled";
     pub const TOPIC_ADMIN: &str = "topic_admin";
     pub const POSITION_STORE: &str = "position_store";
     pub const MISSING_PARTITIONS: &str = "missing_target_partitions";
@@ -51,6 +57,7 @@ pub fn describe() {
     describe_gauge!(CHECKPOINT_AGE, Unit::Seconds, "Time since the group's last checkpoint was written, per flow and group");
     describe_counter!(GROUP_OFFSETS_SYNCED, Unit::Count, "Translated offsets committed to groups on the target (sync.group.offsets.enabled), per flow and group");
     describe_gauge!(GROUPS, Unit::Count, "Consumer groups checkpointed by the flow");
+    describe_gauge!(STALLED_PARTITIONS, Unit::Count, "Partitions with records waiting on the source and none replicated for 30 s, per flow");
     describe_gauge!(FLOW_UP, Unit::Count, "1 while the flow runs, 0 once it stopped on a fatal error");
 }
 
