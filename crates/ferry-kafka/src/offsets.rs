@@ -46,26 +46,51 @@ pub type RecordFingerprint = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
 /// read_uncommitted: it reads what is in the log). `Ok(None)` when no record with that offset
 /// arrived within `within` (it was compacted away, is a control record, or is beyond the end).
 pub fn read_record(cluster: &crate::ClusterClient, topic: &str, partition: i32, offset: i64, within: Duration) -> KafkaResult<Option<RecordFingerprint>> {
-    use rdkafka::Message;
-    let consumer: BaseConsumer<crate::QuietContext> = cluster
-        .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-check"), ("enable.auto.commit", "false")])
-        .set("isolation.level", "read_uncommitted")
-        .set("enable.partition.eof", "true")
-        .create_with_context(crate::QuietContext)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))?;
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) if m.offset() == offset => {
-                return Ok(Some((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), m.timestamp().to_millis())));
-            }
-            Some(Ok(m)) if m.offset() > offset => return Ok(None),
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(None),
-            Some(Err(e)) if crate::classify(&e) == crate::ErrorKind::Fatal => return Err(e),
-            _ => {}
-        }
+    let mut scan = RecordScan::open(cluster, topic, partition, offset, offset + 1, within)?;
+    Ok(scan.next().filter(|(o, _)| *o == offset).map(|(_, r)| r))
+}
+
+/// The records of one partition from an offset up to an end offset, in order, one at a time
+/// (an iterator over a consumer of its own). It ends at `end`, at the log end, or when nothing
+/// arrives for `idle`.
+pub struct RecordScan {
+    consumer: BaseConsumer<crate::QuietContext>,
+    end: i64,
+    idle: Duration,
+    done: bool,
+}
+
+impl RecordScan {
+    pub fn open(cluster: &crate::ClusterClient, topic: &str, partition: i32, from: i64, end: i64, idle: Duration) -> KafkaResult<RecordScan> {
+        let consumer: BaseConsumer<crate::QuietContext> = cluster
+            .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-scan"), ("enable.auto.commit", "false")])
+            .set("isolation.level", "read_uncommitted")
+            .set("enable.partition.eof", "true")
+            .create_with_context(crate::QuietContext)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, rdkafka::Offset::Offset(from))?;
+        consumer.assign(&tpl)?;
+        Ok(RecordScan { consumer, end, idle, done: from >= end })
     }
-    Ok(None)
+}
+
+impl Iterator for RecordScan {
+    type Item = (i64, RecordFingerprint);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use rdkafka::Message;
+        let deadline = Instant::now() + self.idle;
+        while !self.done && Instant::now() < deadline {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) if m.offset() >= self.end => self.done = true,
+                Some(Ok(m)) => {
+                    return Some((m.offset(), (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), m.timestamp().to_millis())));
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => self.done = true,
+                Some(Err(e)) if crate::classify(&e) == crate::ErrorKind::Fatal => self.done = true,
+                _ => {}
+            }
+        }
+        None
+    }
 }

@@ -90,6 +90,10 @@ struct Running {
     syncs_topics_ready: bool,
     /// This flow's stored offset runs, read once before the first partition is assigned.
     history: Option<RunLog>,
+    /// MirrorMaker 2's progress for this source on the target (`mm2-offsets.<source>.internal`),
+    /// read when a partition first has no stored position: partitions MM2 replicated resume
+    /// where it stopped. `Some(None)`: read, MM2 never ran here.
+    mm2: Option<Option<crate::mm2_offsets::Mm2Offsets>>,
     /// Heartbeats and metrics reports (the data producer itself unless exactly-once).
     producer: Arc<ThreadedProducer<DeliveryContext>>,
     table: Arc<ProgressTable>,
@@ -327,6 +331,7 @@ impl Flow {
             source_names: HashSet::new(),
             history_tail: None,
             history_current: false,
+            mm2: None,
             released: HashMap::new(),
             name: name.to_string(),
             filter: TopicFilter::for_flow(&config),
@@ -905,6 +910,61 @@ impl Running {
         }
     }
 
+    /// MM2's Connect offsets for this flow's source on the target; `None` when there are none
+    /// (or they cannot be read: said, and partitions start as new ones would).
+    async fn read_mm2_offsets(&mut self) -> Option<crate::mm2_offsets::Mm2Offsets> {
+        let (admin, target, source) = (self.target_admin.clone(), self.target_admin.cluster().clone(), self.config.source.clone());
+        let read = spawn_blocking(move || {
+            let topics: Vec<String> = admin.list_topics()?.into_iter().map(|t| t.name).collect();
+            crate::mm2_offsets::read(&target, &source, &topics)
+        });
+        match read.await {
+            Ok(Ok(Some(offsets))) => {
+                info!(flow = %self.name, topic = %crate::mm2_offsets::offsets_topic(&self.config.source), partitions = offsets.len(),
+                    "found MirrorMaker 2's progress on the target: partitions it replicated resume where it stopped");
+                Some(offsets)
+            }
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => {
+                warn!(flow = %self.name, error = %e, "cannot read MirrorMaker 2's offsets on the target; partitions without a stored position start at the source log start");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Where partitions MM2 replicated resume: after the last record MM2 copied, checked
+    /// against the remote topic's last record (16 partitions at a time).
+    async fn take_over_from_mm2(&self, partitions: Vec<(String, i32, String, i64)>) -> HashMap<(String, i32), i64> {
+        use crate::mm2_offsets::{Takeover, TakeoverCheck};
+        let mut out = HashMap::new();
+        for chunk in partitions.chunks(16) {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (topic, partition, remote, next) in chunk.iter().cloned() {
+                // MM2's committed point stands if the check itself fails.
+                out.insert((topic.clone(), partition), next);
+                let (source, target) = (self.source_admin.cluster().clone(), self.target_admin.cluster().clone());
+                tasks.spawn_blocking(move || {
+                    let takeover = crate::mm2_offsets::takeover(&source, &target, &topic, partition, &remote, next);
+                    (topic, partition, takeover)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let Ok((topic, partition, Takeover { position, how })) = done else { continue };
+                match how {
+                    TakeoverCheck::Verified => info!(flow = %self.name, %topic, partition, position,
+                        "taking over from MirrorMaker 2: resuming after the last record it copied (checked on the target)"),
+                    TakeoverCheck::PastCommit { skipped } => info!(flow = %self.name, %topic, partition, position, skipped,
+                        "taking over from MirrorMaker 2: it had copied records past its last offset commit; resuming after the last one on the target"),
+                    TakeoverCheck::Unverified => warn!(flow = %self.name, %topic, partition, position,
+                        "taking over from MirrorMaker 2 at its committed offset; the target's last record could not be matched, so records MirrorMaker 2 copied after its last commit may be copied again"),
+                }
+                out.insert((topic, partition), position);
+            }
+        }
+        out
+    }
+
     async fn assign(&mut self, new: Vec<((String, i32), String)>) -> Result<()> {
         if !std::mem::replace(&mut self.history_current, false) {
             // Partitions taken over from another process: read the runs it stored up to its
@@ -924,11 +984,25 @@ impl Running {
         let keys: Vec<(String, i32)> = new.iter().map(|((_, p), remote)| (remote.clone(), *p)).collect();
         let store = self.store.clone();
         let stored = spawn_blocking(move || store.fetch(&keys)).await.expect("position fetch panicked")?;
+        if self.mm2.is_none() && new.iter().any(|((_, p), remote)| !stored.contains_key(&(remote.clone(), *p))) {
+            self.mm2 = Some(self.read_mm2_offsets().await);
+        }
+        // Partitions MM2 replicated and Ferry never did: checked against the target together.
+        let from_mm2: Vec<(String, i32, String, i64)> = new
+            .iter()
+            .filter(|((_, p), remote)| !stored.contains_key(&(remote.clone(), *p)))
+            .filter_map(|((t, p), remote)| {
+                let next = self.mm2.as_ref()?.as_ref()?.next(t, *p)?;
+                Some((t.clone(), *p, remote.clone(), next))
+            })
+            .collect();
+        let mut taken_over = self.take_over_from_mm2(from_mm2).await;
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
         for ((source_topic, partition), remote) in new {
-            let start = match stored.get(&(remote.clone(), partition)) {
-                Some(&position) => position,
-                None => {
+            let start = match (stored.get(&(remote.clone(), partition)), taken_over.remove(&(source_topic.clone(), partition))) {
+                (Some(&position), _) => position,
+                (None, Some(position)) => position,
+                (None, None) => {
                     // New topic: replicate from the earliest offset still in the source log.
                     let wm = self.watermarks.clone();
                     let (t, p) = (source_topic.clone(), partition);

@@ -26,6 +26,7 @@ mod flow;
 mod membership;
 pub mod heartbeat;
 mod mm2_codec;
+pub mod mm2_offsets;
 pub mod offset_map;
 pub mod offset_store;
 pub mod positions;
