@@ -19,7 +19,10 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
-    /// Validate the configuration, print the flows, and exit without contacting any cluster.
+    /// Validate the configuration, print the flows and where each partition would resume
+    /// (Ferry's stored position, after MirrorMaker 2's last copied record, or the log start),
+    /// and exit. Reads the clusters, writes nothing; an unreachable cluster is said, and the
+    /// check of the file still passes.
     #[arg(long)]
     check: bool,
 }
@@ -61,6 +64,21 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         for f in &config.flows {
             println!("{}: topics {:?} exclude {:?}, policy {:?} (separator {:?}), tasks {}",
                 f.name(), f.topics, f.topics_exclude, f.policy.kind, f.policy.separator, f.tasks_max);
+        }
+        for f in config.flows.clone() {
+            let config = config.clone();
+            let points = tokio::task::spawn_blocking(move || ferry_mirror::status::resume_points(&config, &f).map(|p| (f.name(), p))).await;
+            match points {
+                Ok(Ok((flow, points))) => {
+                    println!("{flow}: where each partition resumes");
+                    println!("  {:<40} {:>9} {:>12}  from", "topic", "partition", "position");
+                    for p in points {
+                        println!("  {:<40} {:>9} {:>12}  {}", p.topic, p.partition, p.position, p.from);
+                    }
+                }
+                Ok(Err(e)) => println!("resume points unknown: {e}"),
+                Err(e) => println!("resume points unknown: {e}"),
+            }
         }
         return ExitCode::SUCCESS;
     }

@@ -49,6 +49,18 @@ fn ferry_takes_over_from_mirror_maker_2_without_a_duplicate_or_a_gap() {
     println!("MirrorMaker 2 copied {} records and stopped ({stopped})", first.len());
     assert!(list_topics(&b.bootstrap()).unwrap().iter().any(|(t, _)| t == "mm2-offsets.a.internal"), "MM2 left no Connect offsets");
 
+    // `ferry mirror --check` says where each partition would resume, before anything runs.
+    let check = std::process::Command::new(common::ferry()).args(["mirror", "--config", config.to_str().unwrap(), "--check"]).output().unwrap();
+    let out = String::from_utf8_lossy(&check.stdout).into_owned();
+    println!("{out}");
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    for p in 0..PARTITIONS {
+        assert!(out.lines().any(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            cols == [topic.as_str(), &p.to_string(), "100", "mirrormaker2"]
+        }), "partition {p}: {out}");
+    }
+
     // Ferry on the same file: resumes after MM2's last record, partition by partition.
     let more: Vec<TestRecord> = sample_records(PARTITIONS, 150, 1_700_000_000_000).into_iter().filter(|r| r.seq().1.parse::<usize>().unwrap() >= 100).collect();
     producer.send_all(&topic, &more).unwrap();

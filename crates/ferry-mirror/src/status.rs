@@ -276,3 +276,64 @@ mod tests {
         assert_eq!(owners.len(), 3);
     }
 }
+
+/// Where a partition resumes when the flow starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResumePoint {
+    pub topic: String,
+    pub partition: i32,
+    pub position: i64,
+    /// `ferry` (its stored position), `mirrormaker2` (after MM2's last copied record, checked on
+    /// the target), `mirrormaker2-unverified`, or `log-start` (never replicated).
+    pub from: &'static str,
+}
+
+/// Where every partition of `flow` would resume (blocking; reads both clusters, writes
+/// nothing). What `ferry mirror --check` prints.
+pub fn resume_points(config: &MirrorConfig, flow: &FlowConfig) -> ferry_kafka::Result<Vec<ResumePoint>> {
+    let source = config.cluster(&flow.source);
+    let target = config.cluster(&flow.target);
+    let target_topics: Vec<String> = Admin::connect(target)?.list_topics()?.into_iter().map(|t| t.name).collect();
+    let control = if target_topics.iter().any(|t| t == CONTROL_TOPIC) { read_control(target)? } else { ControlLog::default() };
+    let lists = FlowLists::effective(flow, &config.file, &control);
+    let mut report = FlowReport {
+        flow: flow.name(),
+        source: source.into(),
+        target: target.into(),
+        topics: Vec::new(),
+        topics_exclude: Vec::new(),
+        groups: Vec::new(),
+        groups_exclude: Vec::new(),
+        replicated: Vec::new(),
+        lag: 0,
+        heartbeat_age_ms: None,
+        checkpoints: Vec::new(),
+        errors: Vec::new(),
+    };
+    replicated(flow, &lists, source, Some(target), &mut report)?;
+    let mm2 = crate::mm2_offsets::read(target, &flow.source, &target_topics)?;
+    let starts: BaseConsumer = source
+        .client_config(ClientRole::Consumer)
+        .create()
+        .map_err(|e| ferry_kafka::Error::new(source, "create status client", e))?;
+    let mut out = Vec::new();
+    for t in &report.replicated {
+        for p in &t.partitions {
+            let point = match (p.position, mm2.as_ref().and_then(|m| m.next(&t.topic, p.partition))) {
+                (Some(position), _) => ResumePoint { topic: t.topic.clone(), partition: p.partition, position, from: "ferry" },
+                (None, Some(next)) => {
+                    let takeover = crate::mm2_offsets::takeover(source, target, &t.topic, p.partition, &t.remote_topic, next);
+                    let from = if takeover.how == crate::mm2_offsets::TakeoverCheck::Unverified { "mirrormaker2-unverified" } else { "mirrormaker2" };
+                    ResumePoint { topic: t.topic.clone(), partition: p.partition, position: takeover.position, from }
+                }
+                (None, None) => {
+                    let (low, _) = ferry_kafka::watermarks(&starts, &t.topic, p.partition, Duration::from_secs(10))
+                        .map_err(|e| ferry_kafka::Error::new(source, format!("read the log start of {}[{}]", t.topic, p.partition), e))?;
+                    ResumePoint { topic: t.topic.clone(), partition: p.partition, position: low, from: "log-start" }
+                }
+            };
+            out.push(point);
+        }
+    }
+    Ok(out)
+}
