@@ -181,6 +181,10 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     writer.join().unwrap();
     let (on_target, duplicates) = all_arrived(&b.bootstrap(), &remote, &records, &[&first, &second]);
     println!("all {} records arrived ({on_target} on the target): {duplicates} duplicates re-sent after kill -9", records.len());
+    // What a killed process re-sends is what it replicated after its last stored position:
+    // positions are stored every second (offset.flush.interval.ms), and records arrive at 960/s,
+    // so at most about a second's worth (plus the batch being stored when it died).
+    assert!(duplicates <= 2 * 960, "{duplicates} duplicates after kill -9: more than the 1 s store interval's worth");
 }
 
 /// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 90) while a process is killed
