@@ -297,6 +297,10 @@ impl Flow {
             .name(format!("member-{name}"))
             .spawn(move || membership.run())
             .map_err(|e| Error::Internal(format!("cannot start the group member thread: {e}")))?;
+        // If this task ends any other way than the shutdown below (a panic unwinding it), the
+        // threads stop and the member leaves the group, so other processes take its partitions
+        // over from the stored positions instead of the group holding them for nobody.
+        let _stop_threads = (relay_cancel.clone().drop_guard(), member_cancel.clone().drop_guard());
 
         let table_for_watch = table.clone();
         let acl_admins = (source_admin.clone(), target_admin.clone());
@@ -694,6 +698,8 @@ impl Running {
         let mut released = Vec::new();
         for key in &keys {
             if let Some(a) = self.assigned.remove(key) {
+                // Its lag is the new owner's to report: a value left here would count twice in sums.
+                a.lag.set(0.0);
                 per_relay[a.relay].push(a.progress.clone());
                 released.push(a.progress);
             }
@@ -1072,6 +1078,7 @@ impl Running {
         let mut leaving = Vec::new();
         for key in gone {
             if let Some(a) = self.assigned.remove(key) {
+                a.lag.set(0.0);
                 per_relay[a.relay].push(a.progress.clone());
                 leaving.push(a.progress);
                 let deleted = !self.source_names.contains(&key.0);

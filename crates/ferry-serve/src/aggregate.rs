@@ -169,6 +169,9 @@ struct FlowAgg {
     source: String,
     target: String,
     runs: HashMap<String, Run>,
+    /// What runs silent for longer than the chart history replicated, per partition: their
+    /// totals stay, their state goes (memory is bounded by partitions, not by process runs).
+    retired: HashMap<(String, i32), (u64, u64)>,
     /// (at_ms, topic, partition, records, bytes) increments, for rates.
     increments: VecDeque<(i64, String, i32, u64, u64)>,
     /// Latency summaries with samples, within the rate window: (at_ms, partition or None for
@@ -233,6 +236,21 @@ impl Aggregator {
     /// Drops what is older than the chart history.
     pub fn prune(&mut self, now_ms: i64) {
         for flow in self.flows.values_mut() {
+            let gone: Vec<String> = flow
+                .runs
+                .iter()
+                .filter(|(_, r)| r.latest.as_ref().is_none_or(|l| l.at_ms < now_ms - HISTORY_MS))
+                .map(|(process, _)| process.clone())
+                .collect();
+            for process in gone {
+                if let Some(report) = flow.runs.remove(&process).and_then(|r| r.latest) {
+                    for ((topic, partition), (records, bytes)) in run_counts(&report) {
+                        let total = flow.retired.entry((topic.to_string(), partition)).or_default();
+                        total.0 += records;
+                        total.1 += bytes;
+                    }
+                }
+            }
             flow.series.retain(|&at, _| at >= now_ms - HISTORY_MS);
             while flow.increments.front().is_some_and(|(at, ..)| *at < now_ms - RATE_WINDOW_MS) {
                 flow.increments.pop_front();
@@ -325,7 +343,7 @@ pub fn lag_seconds(lag: i64, last_timestamp_ms: i64, at_ms: i64) -> f64 {
 
 impl FlowAgg {
     fn new(source: &str, target: &str) -> Self {
-        FlowAgg { source: source.to_string(), target: target.to_string(), runs: HashMap::new(), increments: VecDeque::new(), latencies: VecDeque::new(), series: BTreeMap::new() }
+        FlowAgg { source: source.to_string(), target: target.to_string(), runs: HashMap::new(), retired: HashMap::new(), increments: VecDeque::new(), latencies: VecDeque::new(), series: BTreeMap::new() }
     }
 
     /// The worst latency summary of the flow (None) or of a partition within the rate window.
@@ -347,7 +365,7 @@ impl FlowAgg {
 
     /// Records replicated per partition over every run (owned or since handed over).
     fn partition_totals(&self) -> HashMap<(String, i32), u64> {
-        let mut totals = HashMap::new();
+        let mut totals: HashMap<(String, i32), u64> = self.retired.iter().map(|(k, (records, _))| (k.clone(), *records)).collect();
         for r in self.runs.values().filter_map(|r| r.latest.as_ref()) {
             for ((topic, partition), (records, _)) in run_counts(r) {
                 *totals.entry((topic.to_string(), partition)).or_insert(0) += records;
@@ -395,8 +413,10 @@ impl FlowAgg {
             state,
             reason,
             processes: live.len(),
-            records_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(r, _)| r).sum(),
-            bytes_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(_, b)| b).sum(),
+            records_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(r, _)| r).sum::<u64>()
+                + self.retired.values().map(|(r, _)| r).sum::<u64>(),
+            bytes_total: self.runs.values().filter_map(|r| r.latest.as_ref()).flat_map(|r| run_counts(r).into_values()).map(|(_, b)| b).sum::<u64>()
+                + self.retired.values().map(|(_, b)| b).sum::<u64>(),
             records_per_sec: rates.values().map(|r| r.0).sum(),
             bytes_per_sec: rates.values().map(|r| r.1).sum(),
             latency: self.latency(now_ms, None),
@@ -432,6 +452,28 @@ mod tests {
             checkpoints: vec![GroupCheckpoint { group: "g".into(), checked_ms: at_ms - 100 }],
             ..MetricsReport::new("a", "b", process, 0, at_ms)
         }
+    }
+
+    #[test]
+    fn runs_silent_past_the_history_are_dropped_and_their_totals_kept() {
+        let mut agg = Aggregator::default();
+        // A restart loop: 500 runs of one process, each replicating 10 records of partition 0.
+        for i in 0..500 {
+            agg.apply(report(&format!("p{i}"), 100_000 + i * 1_000, &[("t", 0, 10, 0)]));
+        }
+        let before = agg.summaries(700_000)[0].records_total;
+        assert_eq!(before, 5_000);
+        let later = 100_000 + 500 * 1_000 + HISTORY_MS + 1;
+        agg.apply(report("live", later, &[("t", 1, 7, 0)]));
+        agg.prune(later);
+        let flow = &agg.flows["a->b"];
+        assert_eq!(flow.runs.len(), 1, "only the live run is kept");
+        assert_eq!(flow.retired.len(), 1, "one entry per partition");
+        let s = &agg.summaries(later)[0];
+        assert_eq!((s.records_total, s.bytes_total), (5_007, 50_070));
+        // Partitions no run has reported for the chart history leave the detail view.
+        let d = agg.detail("a->b", later).unwrap();
+        assert_eq!(d.topics[0].partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), vec![1]);
     }
 
     #[test]
