@@ -313,3 +313,45 @@ fn an_exactly_once_flow_is_shared_and_handed_over_exactly() {
     let status = second.terminate(Duration::from_secs(30)).unwrap();
     assert!(status.success(), "exit {status:?}:\n{}", second.output());
 }
+
+/// A stalled target in exactly-once mode: the relays wait on a full producer queue, and the
+/// commit cannot close the gate. The commit is postponed (said once) instead of waiting for the
+/// gate, so the flow's task goes on: it handles the failed topic listing of the stalled target
+/// while the stall lasts. Once the target is back everything arrives, once each for a
+/// read_committed reader.
+#[test]
+fn an_exactly_once_flow_keeps_running_while_the_target_is_stalled() {
+    let (a, b, topic, config) = one_topic_flow("eos-stall", PARTITIONS);
+    let remote = format!("a.{topic}");
+    // A small producer queue fills at once.
+    let text = std::fs::read_to_string(eos(&config)).unwrap();
+    let config = write_config("eos-stall", &format!("{text}b.producer.queue.buffering.max.messages = 500
+"));
+    let mirror = start_mirror(&config, "eos-stall");
+    let producer = RecordProducer::new(&a.bootstrap()).unwrap();
+    let records = sample_records(PARTITIONS, 2_000, 1_700_000_000_000);
+    let (first, rest) = records.split_at(600);
+    producer.send_all(&topic, first).unwrap();
+    arrived(&b.bootstrap(), &remote, first, first.len(), &mirror);
+
+    let pid = b.pid().unwrap();
+    ferry_testkit::signal(pid, "-STOP");
+    let stalled = Instant::now();
+    let (during, after) = rest.split_at(rest.len() / 2);
+    producer.send_all(&topic, during).unwrap();
+    let seen = |what: &str| wait_for(Duration::from_secs(25), || mirror.output().contains(what).then(|| stalled.elapsed()));
+    let postponed = seen("transaction commit postponed");
+    let refresh_failed = seen("topic refresh failed");
+    let log = mirror.output();
+    ferry_testkit::signal(pid, "-CONT");
+    println!("target stalled: commit postponed after {postponed:?}, the flow task reported the failed refresh after {refresh_failed:?}");
+    assert!(postponed.is_some(), "a commit waited on the gate:\n{log}");
+    assert!(refresh_failed.is_some(), "the flow's task handled nothing while the target was stalled:\n{log}");
+
+    producer.send_all(&topic, after).unwrap();
+    arrived(&b.bootstrap(), &remote, &records, records.len(), &mirror);
+    std::thread::sleep(Duration::from_secs(2));
+    let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, records.len() + 1, Duration::from_secs(3)).unwrap();
+    assert_eq!(got.len(), records.len(), "duplicates for a read_committed reader after the stall:\n{}", mirror.output());
+    assert!(mirror.output().contains("transactions commit again"), "{}", mirror.output());
+}

@@ -1193,6 +1193,9 @@ impl Running {
             txn::Outcome::Idle => true,
             txn::Outcome::Committed { partitions } => {
                 counter!(telemetry::TRANSACTIONS, "flow" => self.name.clone(), "outcome" => "committed").increment(1);
+                if self.reported.remove(COMMIT_POSTPONED) {
+                    info!(flow = %self.name, took = ?started.elapsed(), "transactions commit again");
+                }
                 if !std::mem::replace(&mut self.committed_once, true) {
                     info!(flow = %self.name, partitions, took = ?started.elapsed(), "first transaction committed: records and positions");
                 }
@@ -1208,6 +1211,11 @@ impl Running {
             txn::Outcome::Fatal { reason } => {
                 error!(flow = %self.name, %reason, "the transactional producer cannot go on; the flow stops");
                 self.fatal = Some(reason);
+                false
+            }
+            txn::Outcome::Postponed { reason } => {
+                let name = self.name.clone();
+                self.report_once(COMMIT_POSTPONED.to_string(), || warn!(flow = %name, %reason, "transaction commit postponed; records stay uncommitted until the target accepts them"));
                 false
             }
         }
@@ -1422,6 +1430,9 @@ async fn watch_stalls(flow: String, table: Arc<ProgressTable>, source: ClusterCl
         gauge!(telemetry::STALLED_PARTITIONS, "flow" => flow.clone()).set(partitions.values().filter(|w| w.stalled()).count() as f64);
     }
 }
+
+/// The key under which a postponed commit is reported (once, until a commit succeeds).
+const COMMIT_POSTPONED: &str = "transaction commit postponed";
 
 /// How long a partition may have records waiting and replicate none before it is reported.
 const PARTITION_STALL_AFTER: Duration = Duration::from_secs(30);

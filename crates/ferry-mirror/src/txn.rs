@@ -56,7 +56,14 @@ pub(crate) enum Outcome {
     Aborted { reason: String, discarded: u64 },
     /// The target refuses transactions (not supported, not authorized): the flow must stop.
     Fatal { reason: String },
+    /// The gate could not be closed in time: a relay is still handing a record to a producer
+    /// whose queue is full (the target accepts nothing). The transaction stays open; the flow
+    /// goes on (heartbeats, metrics, refreshes) and commits later.
+    Postponed { reason: String },
 }
+
+/// How long a commit waits to close the gate before it postpones itself.
+const GATE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a failed transactional call is handled.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -135,12 +142,29 @@ pub(crate) struct Transactions {
 
 type Closed<'a> = std::sync::RwLockWriteGuard<'a, Arc<DataProducer>>;
 
+/// Closes the gate (takes it exclusively) within `timeout`, or `None`. A relay holds the gate
+/// for the whole of one record, and while the target accepts nothing it waits inside on a full
+/// queue: an unbounded wait here froze the flow's task with it.
+fn close_gate<T>(gate: &RwLock<T>, timeout: Duration) -> Option<std::sync::RwLockWriteGuard<'_, T>> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match gate.try_write() {
+            Ok(closed) => return Some(closed),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() >= deadline => return None,
+            Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
 impl Transactions {
     /// Commits the open transaction with the positions of every partition in the table, or
     /// aborts it and rolls back. `abort` forces the abort (partitions were lost: records of
     /// theirs in the transaction must never become visible). Blocking.
     pub(crate) fn commit(&self, abort: Option<&str>) -> Outcome {
-        let mut closed = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        let Some(mut closed) = close_gate(&self.gate, GATE_TIMEOUT) else {
+            return Outcome::Postponed { reason: format!("the gate stayed open for {GATE_TIMEOUT:?}: the target accepts no records (the producer's queue is full)") };
+        };
         if self.broken.load(Ordering::Acquire) {
             return self.replace(&mut closed, "the previous producer failed".into());
         }
@@ -323,6 +347,24 @@ mod tests {
 
     use super::*;
     use crate::progress::PartitionProgress;
+
+    #[test]
+    fn a_gate_held_by_a_stuck_relay_postpones_the_commit_instead_of_waiting_forever() {
+        let gate = Arc::new(RwLock::new(0u8));
+        let held = gate.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let relay = std::thread::spawn(move || {
+            let _pass = held.read().unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(600));
+        });
+        rx.recv().unwrap();
+        let started = std::time::Instant::now();
+        assert!(close_gate(&gate, Duration::from_millis(200)).is_none());
+        assert!(started.elapsed() < Duration::from_millis(500));
+        relay.join().unwrap();
+        assert!(close_gate(&gate, Duration::from_millis(200)).is_some(), "closes once the relay lets go");
+    }
 
     #[test]
     fn a_broker_without_transactions_is_fatal_a_failed_producer_is_replaced_others_abort() {
