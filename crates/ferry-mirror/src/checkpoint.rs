@@ -112,6 +112,8 @@ struct State {
     target_clients: HashMap<String, GroupClient>,
     emitted: HashMap<Key, (Checkpoint, Instant)>,
     reverse: Option<(TopicTail, RunLog)>,
+    /// The reverse flow's offset maps by remote topic partition, kept between ticks.
+    reverse_maps: Arc<HashMap<(String, i32), OffsetMap>>,
     topic: String,
     topic_ready: bool,
     reported: HashSet<String>,
@@ -195,6 +197,7 @@ impl Checkpointer {
             groups: BTreeSet::new(),
             source_clients: HashMap::new(),
             target_clients: HashMap::new(),
+            reverse_maps: Arc::default(),
             emitted,
             reverse,
             topic,
@@ -266,6 +269,16 @@ impl Checkpointer {
         }
         if let Some((tail, log)) = &mut state.reverse {
             tail.drain(|k, v, _| log.apply(k, v));
+            // Only the partitions whose stored runs changed are rebuilt: a rebuild of every map
+            // each tick was work in proportion to the whole history, every second.
+            for (topic, partition) in log.take_changed() {
+                let remote = self.config.policy.remote_topic(&self.config.target, &topic);
+                let maps = Arc::make_mut(&mut state.reverse_maps);
+                match log.map(&topic, partition) {
+                    Some(map) => maps.insert((remote, partition), map),
+                    None => maps.remove(&(remote, partition)),
+                };
+            }
         }
 
         // Which source partitions can be translated, and how.
@@ -273,14 +286,7 @@ impl Checkpointer {
             let p = p.lock().unwrap();
             (p.source_topic.to_string(), p.partition)
         }).collect();
-        let mut reverse_maps: HashMap<(String, i32), OffsetMap> = HashMap::new();
-        if let Some((_, log)) = &state.reverse {
-            for (topic, partition) in log.partitions() {
-                if let Some(map) = log.map(topic, *partition) {
-                    reverse_maps.insert((self.config.policy.remote_topic(&self.config.target, topic), *partition), map);
-                }
-            }
-        }
+        let reverse_maps = state.reverse_maps.clone();
         if forward.is_empty() && reverse_maps.is_empty() {
             return;
         }

@@ -139,6 +139,8 @@ pub(crate) async fn send_all(producer: &FutureProducer, cluster: &ClusterClient,
 #[derive(Debug, Default)]
 pub struct RunLog {
     partitions: HashMap<(String, i32), PartitionRuns>,
+    /// Partitions whose runs changed since the last [`RunLog::take_changed`].
+    changed: std::collections::HashSet<(String, i32)>,
     /// Undecodable records seen (reported, never fatal).
     pub malformed: u64,
 }
@@ -156,7 +158,9 @@ impl RunLog {
             // A run deleted (aborted or pruned).
             match RunRecord::decode_key(key) {
                 Ok((topic, partition, target)) => {
-                    if let Some(entry) = self.partitions.get_mut(&(topic, partition)) {
+                    let key = (topic, partition);
+                    if let Some(entry) = self.partitions.get_mut(&key) {
+                        self.changed.insert(key);
                         if target == START_MARKER {
                             entry.start = None;
                         } else {
@@ -170,7 +174,9 @@ impl RunLog {
         };
         match RunRecord::decode(key, value) {
             Ok(r) => {
-                let entry = self.partitions.entry((r.topic, r.partition)).or_default();
+                let key = (r.topic, r.partition);
+                self.changed.insert(key.clone());
+                let entry = self.partitions.entry(key).or_default();
                 if r.run.target == START_MARKER {
                     entry.start = Some(r.run.source);
                 } else {
@@ -185,6 +191,12 @@ impl RunLog {
     pub fn map(&self, topic: &str, partition: i32) -> Option<OffsetMap> {
         let p = self.partitions.get(&(topic.to_string(), partition))?;
         Some(OffsetMap::from_runs(p.start, p.runs.values().copied()))
+    }
+
+    /// The partitions whose runs changed since the last call: a reader that keeps maps rebuilds
+    /// only these, not the whole history.
+    pub fn take_changed(&mut self) -> std::collections::HashSet<(String, i32)> {
+        std::mem::take(&mut self.changed)
     }
 
     pub fn partitions(&self) -> impl Iterator<Item = &(String, i32)> {
@@ -327,6 +339,24 @@ impl TopicTail {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_says_which_partitions_changed_since_it_was_last_asked() {
+        let rec = |p: i32, target: i64, len: i64| RunRecord { topic: "t".into(), partition: p, run: OffsetRun { source: target, target, len } };
+        let mut log = RunLog::default();
+        for r in [rec(0, 0, 5), rec(1, 0, 3)] {
+            log.apply(&r.encode_key().unwrap(), Some(&r.encode_value().unwrap()));
+        }
+        let mut changed: Vec<_> = log.take_changed().into_iter().collect();
+        changed.sort();
+        assert_eq!(changed, vec![("t".to_string(), 0), ("t".to_string(), 1)]);
+        assert!(log.take_changed().is_empty(), "nothing new");
+        let grown = rec(1, 0, 4);
+        log.apply(&grown.encode_key().unwrap(), Some(&grown.encode_value().unwrap()));
+        assert_eq!(log.take_changed().into_iter().collect::<Vec<_>>(), vec![("t".to_string(), 1)]);
+        log.apply(&rec(0, 0, 5).encode_key().unwrap(), None);
+        assert_eq!(log.take_changed().into_iter().collect::<Vec<_>>(), vec![("t".to_string(), 0)]);
+    }
 
     #[test]
     fn the_run_log_keeps_the_latest_length_of_each_run_and_the_start() {
