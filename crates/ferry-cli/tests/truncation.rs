@@ -169,3 +169,34 @@ fn a_second_out_of_range_partition_right_after_the_first_is_not_left_stopped() {
     let survivors: Vec<TestRecord> = slice(0, 220).into_iter().filter(|r| !(100..150).contains(&r.seq().1.parse::<usize>().unwrap())).collect();
     common::all_arrived(&b.bootstrap(), &remote, 2, &survivors, survivors.len(), Duration::from_secs(60), &[&mirror]);
 }
+
+#[test]
+fn a_source_topic_recreated_with_more_records_than_the_position_is_replicated_from_its_start() {
+    // While the mirror is stopped the topic is deleted and created again, and the new one holds
+    // more records than the stored position: no offset is out of range, yet the record before
+    // the position is not the one that was replicated from it.
+    let (a, b, topic, config) = one_topic_flow("recreated-more", 1);
+    let remote = format!("a.{topic}");
+    let old = sample_records(1, 50, 1_700_000_000_000);
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &old).unwrap();
+    let mut mirror = common::start_mirror(&config, "recreated-more-1");
+    common::all_arrived(&b.bootstrap(), &remote, 1, &old, old.len(), Duration::from_secs(60), &[&mirror]);
+    assert!(mirror.terminate(Duration::from_secs(20)).unwrap().success(), "{}", mirror.output());
+
+    delete_topic(&a.bootstrap(), &topic).unwrap();
+    wait_for(Duration::from_secs(30), || create_topic(&a.bootstrap(), &topic, 1).ok()).expect("topic created again");
+    let new: Vec<TestRecord> = sample_records(1, 80, 1_710_000_000_000);
+    wait_for(Duration::from_secs(30), || RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &new).ok()).expect("produced to the new topic");
+
+    let (mirror, _metrics) = mirror_with_metrics(&config, "recreated-more-2");
+    let line = reported(&mirror, "SOURCE REPLACED", 0);
+    println!("{line}");
+    assert!(line.contains("position=50") && line.contains(&format!("topic={topic}")), "{line}");
+    let on_target = wait_for(Duration::from_secs(60), || {
+        let got = ferry_testkit::consume_all(&b.bootstrap(), &remote, 1, 130, Duration::from_secs(2)).unwrap();
+        (got.len() >= 130).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("the new topic's records did not all arrive:\n{}", mirror.output()));
+    let new_ones = on_target.iter().filter(|r| r.timestamp.is_some_and(|t| t >= 1_710_000_000_000)).count();
+    assert_eq!(new_ones, 80, "every record of the new topic arrives once");
+}

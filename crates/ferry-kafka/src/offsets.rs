@@ -39,8 +39,23 @@ pub fn watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, p
     }
 }
 
-/// One record's key, value and timestamp, for comparing two logs.
+/// One record's key, value and create time (None for a log-append time, which a copy does not
+/// share with its original), for comparing two logs with [`same_record`].
 pub type RecordFingerprint = (Option<Vec<u8>>, Option<Vec<u8>>, Option<i64>);
+
+/// Whether two records are the same one: key and value equal, and create times equal where
+/// both logs keep them.
+pub fn same_record(a: &RecordFingerprint, b: &RecordFingerprint) -> bool {
+    a.0 == b.0 && a.1 == b.1 && (a.2.is_none() || b.2.is_none() || a.2 == b.2)
+}
+
+fn fingerprint<M: rdkafka::Message>(m: &M) -> RecordFingerprint {
+    let created = match m.timestamp() {
+        rdkafka::Timestamp::CreateTime(t) => Some(t),
+        _ => None,
+    };
+    (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), created)
+}
 
 /// Reads the record at `offset` of `topic`/`partition` with a short-lived consumer (isolation
 /// read_uncommitted: it reads what is in the log). `Ok(None)` when no record with that offset
@@ -84,7 +99,7 @@ impl Iterator for RecordScan {
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) if m.offset() >= self.end => self.done = true,
                 Some(Ok(m)) => {
-                    return Some((m.offset(), (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), m.timestamp().to_millis())));
+                    return Some((m.offset(), fingerprint(&m)));
                 }
                 Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => self.done = true,
                 Some(Err(e)) if crate::classify(&e) == crate::ErrorKind::Fatal => self.done = true,
@@ -92,5 +107,64 @@ impl Iterator for RecordScan {
             }
         }
         None
+    }
+}
+
+/// The records at `(topic, partition, offset)` of many partitions at once, with one consumer
+/// (blocking). A partition whose record did not arrive within `within` (compacted away, a
+/// control record, beyond the end) is absent from the answer.
+pub fn read_records_at(cluster: &crate::ClusterClient, at: &[(String, i32, i64)], within: Duration) -> KafkaResult<std::collections::HashMap<(String, i32), RecordFingerprint>> {
+    use rdkafka::Message;
+    let mut out = std::collections::HashMap::new();
+    if at.is_empty() {
+        return Ok(out);
+    }
+    let consumer: BaseConsumer<crate::QuietContext> = cluster
+        .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-check"), ("enable.auto.commit", "false")])
+        .set("isolation.level", "read_uncommitted")
+        .create_with_context(crate::QuietContext)?;
+    let mut tpl = TopicPartitionList::new();
+    let mut wanted = std::collections::HashMap::new();
+    for (topic, partition, offset) in at {
+        tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))?;
+        wanted.insert((topic.clone(), *partition), *offset);
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + within;
+    while !wanted.is_empty() && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let key = (m.topic().to_string(), m.partition());
+                match wanted.get(&key) {
+                    Some(&o) if m.offset() == o => {
+                        out.insert(key.clone(), fingerprint(&m));
+                        wanted.remove(&key);
+                    }
+                    Some(&o) if m.offset() > o => {
+                        wanted.remove(&key);
+                    }
+                    _ => {}
+                }
+            }
+            // End of a partition (rdkafka names no topic): its record, if any, came first.
+            Some(Err(e)) if crate::classify(&e) == crate::ErrorKind::Fatal => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_is_the_same_record_whatever_its_log_append_time() {
+        let r = |k: &str, v: &str, t: Option<i64>| (Some(k.as_bytes().to_vec()), Some(v.as_bytes().to_vec()), t);
+        assert!(same_record(&r("k", "v", Some(1)), &r("k", "v", Some(1))));
+        assert!(same_record(&r("k", "v", Some(1)), &r("k", "v", None)), "a log-append-time copy");
+        assert!(!same_record(&r("k", "v", Some(1)), &r("k", "v", Some(2))));
+        assert!(!same_record(&r("k", "v", Some(1)), &r("k", "w", Some(1))));
+        assert!(!same_record(&r("k", "v", None), &r("j", "v", None)));
     }
 }

@@ -971,6 +971,53 @@ impl Running {
         out
     }
 
+    /// Partitions starting from a stored position whose source log is no longer the one
+    /// replicated (the topic was deleted and created again, with at least as many records):
+    /// the record before the position differs from its copy on the target. Such a partition
+    /// restarts at its log start (returned), reported; without this check the new topic's first
+    /// records were skipped without a word. Compared for every partition at once, one reader
+    /// per cluster; a record that cannot be read (deleted, compacted) or that has no known copy
+    /// is no evidence either way.
+    async fn replaced_sources(&self, new: &[((String, i32), String)], stored: &HashMap<(String, i32), i64>) -> HashMap<(String, i32), i64> {
+        let mut source_at = Vec::new();
+        let mut target_at = Vec::new();
+        for ((topic, partition), remote) in new {
+            let Some(&position) = stored.get(&(remote.clone(), *partition)) else { continue };
+            let Some(map) = self.history.as_ref().and_then(|h| h.map(topic, *partition)) else { continue };
+            let before = position - 1;
+            if !map.runs().any(|r| r.source <= before && before < r.source_end()) {
+                continue;
+            }
+            let Some(copy) = map.translate(before, position) else { continue };
+            source_at.push((topic.clone(), *partition, before));
+            target_at.push((remote.clone(), *partition, copy));
+        }
+        if source_at.is_empty() {
+            return HashMap::new();
+        }
+        let (source, target, wm) = (self.source_admin.cluster().clone(), self.target_admin.cluster().clone(), self.watermarks.clone());
+        let (name, flow_source) = (self.name.clone(), self.config.source.clone());
+        let within = Duration::from_secs(5);
+        let compared = spawn_blocking(move || {
+            let originals = ferry_kafka::read_records_at(&source, &source_at, within).unwrap_or_default();
+            let copies = ferry_kafka::read_records_at(&target, &target_at, within).unwrap_or_default();
+            let mut restart = HashMap::new();
+            for ((topic, partition, before), (remote, _, copy_at)) in source_at.iter().zip(&target_at) {
+                let (Some(original), Some(copy)) = (originals.get(&(topic.clone(), *partition)), copies.get(&(remote.clone(), *partition))) else { continue };
+                if ferry_kafka::same_record(original, copy) {
+                    continue;
+                }
+                let Ok((low, high)) = ferry_kafka::watermarks(&wm, topic, *partition, within) else { continue };
+                counter!(telemetry::ERRORS, "flow" => name.clone(), "kind" => kind::SOURCE_TRUNCATED).increment(1);
+                error!(flow = %name, cluster = %flow_source, %topic, partition, position = before + 1, high_watermark = high, copy_offset = copy_at,
+                    "SOURCE REPLACED: the source record before the stored position is not the one replicated from it (topic recreated); replicating the new log from its start");
+                restart.insert((topic.clone(), *partition), low);
+            }
+            restart
+        });
+        compared.await.unwrap_or_default()
+    }
+
     async fn assign(&mut self, new: Vec<((String, i32), String)>) -> Result<()> {
         if !std::mem::replace(&mut self.history_current, false) {
             // Partitions taken over from another process: read the runs it stored up to its
@@ -1003,9 +1050,11 @@ impl Running {
             })
             .collect();
         let mut taken_over = self.take_over_from_mm2(from_mm2).await;
+        let replaced = self.replaced_sources(&new, &stored).await;
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.relays.len()];
         for ((source_topic, partition), remote) in new {
             let start = match (stored.get(&(remote.clone(), partition)), taken_over.remove(&(source_topic.clone(), partition))) {
+                (Some(_), _) if replaced.contains_key(&(source_topic.clone(), partition)) => replaced[&(source_topic.clone(), partition)],
                 (Some(&position), _) => position,
                 (None, Some(position)) => position,
                 (None, None) => {

@@ -129,7 +129,7 @@ pub fn verify(next: i64, target_last: Option<&RecordFingerprint>, source_records
         return Takeover { position: next, how: TakeoverCheck::Unverified };
     };
     for (offset, record) in source_records.into_iter().take_while(|(o, _)| *o < next + SEARCH_LIMIT) {
-        if offset < next - 1 || &record != last {
+        if offset < next - 1 || !ferry_kafka::same_record(&record, last) {
             continue;
         }
         return if offset == next - 1 {

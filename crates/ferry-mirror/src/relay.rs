@@ -589,7 +589,7 @@ impl Relay {
         let within = Duration::from_secs(5);
         let source = ferry_kafka::read_record(&self.source, topic, partition, offset, within).ok()??;
         let copy = ferry_kafka::read_record(&self.target, &remote, partition, target_offset, within).ok()??;
-        Some(source == copy)
+        Some(ferry_kafka::same_record(&source, &copy))
     }
 
     /// Restarts fetching of already-routed partitions at their `consumed_next`.
