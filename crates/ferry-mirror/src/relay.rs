@@ -136,8 +136,11 @@ impl ProducerContext for DeliveryContext {
                 self.delivery_errors.increment(1);
                 let fatal = stops_partition(e, self.transactional).then(|| e.to_string());
                 if let Some(reason) = &fatal {
-                    error!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, %reason,
-                        "delivery failed permanently: partition stopped, nothing after it is replicated");
+                    // Once per partition: the records after it in the same batch fail with it.
+                    if p.failed.is_none() {
+                        error!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, %reason,
+                            "delivery failed permanently: partition stopped, nothing after it is replicated");
+                    }
                 } else if p.rewind_to.is_none() {
                     warn!(flow = %self.flow, topic = %p.remote_topic, partition = p.partition, source_offset, error = %e,
                         "delivery failed: re-sending from this offset");
