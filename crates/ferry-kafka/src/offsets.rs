@@ -57,6 +57,18 @@ fn fingerprint<M: rdkafka::Message>(m: &M) -> RecordFingerprint {
     (m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), created)
 }
 
+/// A consumer that reads logs as they are (isolation read_uncommitted, no commits), for the
+/// checks that compare records or read watermarks; `group` is never joined.
+pub fn log_reader(cluster: &crate::ClusterClient, group: &str) -> KafkaResult<BaseConsumer<crate::QuietContext>> {
+    log_reader_config(cluster, group).create_with_context(crate::QuietContext)
+}
+
+fn log_reader_config(cluster: &crate::ClusterClient, group: &str) -> rdkafka::ClientConfig {
+    let mut config = cluster.client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", group), ("enable.auto.commit", "false")]);
+    config.set("isolation.level", "read_uncommitted");
+    config
+}
+
 /// Reads the record at `offset` of `topic`/`partition` with a short-lived consumer (isolation
 /// read_uncommitted: it reads what is in the log). `Ok(None)` when no record with that offset
 /// arrived within `within` (it was compacted away, is a control record, or is beyond the end).
@@ -77,9 +89,8 @@ pub struct RecordScan {
 
 impl RecordScan {
     pub fn open(cluster: &crate::ClusterClient, topic: &str, partition: i32, from: i64, end: i64, idle: Duration) -> KafkaResult<RecordScan> {
-        let consumer: BaseConsumer<crate::QuietContext> = cluster
-            .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-scan"), ("enable.auto.commit", "false")])
-            .set("isolation.level", "read_uncommitted")
+        let consumer: BaseConsumer<crate::QuietContext> = log_reader_config(cluster, "ferry-record-scan")
+            // The scan ends at the log end: it needs to be told where that is.
             .set("enable.partition.eof", "true")
             .create_with_context(crate::QuietContext)?;
         let mut tpl = TopicPartitionList::new();
@@ -119,10 +130,7 @@ pub fn read_records_at(cluster: &crate::ClusterClient, at: &[(String, i32, i64)]
     if at.is_empty() {
         return Ok(out);
     }
-    let consumer: BaseConsumer<crate::QuietContext> = cluster
-        .client_config_with_defaults(crate::ClientRole::Consumer, &[("group.id", "ferry-record-check"), ("enable.auto.commit", "false")])
-        .set("isolation.level", "read_uncommitted")
-        .create_with_context(crate::QuietContext)?;
+    let consumer = log_reader(cluster, "ferry-record-check")?;
     let mut tpl = TopicPartitionList::new();
     let mut wanted = std::collections::HashMap::new();
     for (topic, partition, offset) in at {

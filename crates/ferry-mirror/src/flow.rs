@@ -985,10 +985,7 @@ impl Running {
             let Some(&position) = stored.get(&(remote.clone(), *partition)) else { continue };
             let Some(map) = self.history.as_ref().and_then(|h| h.map(topic, *partition)) else { continue };
             let before = position - 1;
-            if !map.runs().any(|r| r.source <= before && before < r.source_end()) {
-                continue;
-            }
-            let Some(copy) = map.translate(before, position) else { continue };
+            let Some(copy) = map.copy_of(before) else { continue };
             source_at.push((topic.clone(), *partition, before));
             target_at.push((remote.clone(), *partition, copy));
         }

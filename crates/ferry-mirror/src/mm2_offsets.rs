@@ -151,9 +151,7 @@ pub fn last_record(cluster: &ClusterClient, topic: &str, partition: i32, end: i6
 /// Where `topic`/`partition` resumes when MM2's commit says `next` (blocking): checked against
 /// the last record of `remote` on the target.
 pub fn takeover(source: &ClusterClient, target: &ClusterClient, topic: &str, partition: i32, remote: &str, next: i64) -> Takeover {
-    let target_end = target
-        .client_config_with_defaults(ferry_kafka::ClientRole::Consumer, &[("group.id", "ferry-record-scan")])
-        .create_with_context::<_, rdkafka::consumer::BaseConsumer<ferry_kafka::QuietContext>>(ferry_kafka::QuietContext)
+    let target_end = ferry_kafka::log_reader(target, "ferry-record-scan")
         .ok()
         .and_then(|c| ferry_kafka::watermarks(&c, remote, partition, Duration::from_secs(10)).ok())
         .map_or(0, |(_, high)| high);

@@ -208,6 +208,15 @@ impl OffsetMap {
         self.written.len()
     }
 
+    /// Where the record at source offset `source` was copied on the target, if it was (it lies
+    /// inside a run; a record in a gap has no copy). The newest copy after a re-send.
+    pub fn copy_of(&self, source: i64) -> Option<i64> {
+        if !self.written.iter().any(|r| r.source <= source && source < r.source_end()) {
+            return None;
+        }
+        self.translate(source, source + 1)
+    }
+
     /// Translates a consumer position on the source (the next source offset it would read)
     /// into the target position that yields the same next record, or `None` while that is not
     /// yet known. `replicated_to` is the source position up to which every record is on the
@@ -296,6 +305,19 @@ impl OffsetMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_of_names_the_newest_copy_of_a_replicated_record_and_nothing_for_a_gap() {
+        let mut m = OffsetMap::default();
+        for (s, t) in [(0, 0), (1, 1), (3, 2), (4, 3)] {
+            m.record(s, t); // offset 2 is a gap (a transaction marker)
+        }
+        m.record(3, 4); // re-sent: the newest copy of 3 is at 4
+        assert_eq!(m.copy_of(1), Some(1));
+        assert_eq!(m.copy_of(2), None, "a gap has no copy");
+        assert_eq!(m.copy_of(3), Some(4));
+        assert_eq!(m.copy_of(9), None);
+    }
 
     #[test]
     fn contiguous_records_form_one_run() {

@@ -585,9 +585,7 @@ impl Relay {
     fn same_log(&self, progress: &SharedProgress, topic: &str, partition: i32, offset: i64) -> Option<bool> {
         let (remote, target_offset) = {
             let p = progress.lock().unwrap();
-            let replicated = p.offset_map.runs().any(|r| r.source <= offset && offset < r.source_end());
-            let target_offset = if replicated { p.offset_map.translate(offset, offset + 1)? } else { return None };
-            (p.remote_topic.clone(), target_offset)
+            (p.remote_topic.clone(), p.offset_map.copy_of(offset)?)
         };
         let within = Duration::from_secs(5);
         let source = ferry_kafka::read_record(&self.source, topic, partition, offset, within).ok()??;
