@@ -18,9 +18,41 @@ const TARGETS: &[&str] = &["librdkafka", "rdkafka::client"];
 /// Kinds remembered at most (a flood of distinct lines must not grow memory without bound).
 const MAX_KINDS: usize = 1024;
 
+/// Lets a repeating log line through once per `every`, counting what it held back: client
+/// errors repeat on every poll while a cluster is down.
+#[derive(Debug)]
+pub struct Throttle {
+    every: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    pub fn new(every: Duration) -> Self {
+        Throttle { every, state: Mutex::new((None, 0)) }
+    }
+
+    /// `Some(held back since the last line)` when a line may be written now.
+    pub fn allow(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.0.is_some_and(|t| now - t < self.every) {
+            state.1 += 1;
+            return None;
+        }
+        let held = state.1;
+        *state = (Some(now), 0);
+        Some(held)
+    }
+
+    /// Whether a line would go out now (its period is over).
+    fn open(&self, now: Instant) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).0.is_none_or(|t| now - t >= self.every)
+    }
+}
+
+/// A [`Throttle`] per kind of librdkafka line.
 pub struct LibrdkafkaThrottle {
     every: Duration,
-    seen: Mutex<HashMap<String, (Instant, u64)>>,
+    seen: Mutex<HashMap<String, Throttle>>,
 }
 
 impl LibrdkafkaThrottle {
@@ -34,21 +66,11 @@ impl LibrdkafkaThrottle {
         let kind = kind_of(message);
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.len() >= MAX_KINDS && !seen.contains_key(&kind) {
-            seen.retain(|_, (at, _)| now.duration_since(*at) < self.every);
+            seen.retain(|_, t| !t.open(now));
         }
-        match seen.get_mut(&kind) {
-            Some((at, suppressed)) if now.duration_since(*at) < self.every => {
-                *suppressed += 1;
-                (false, 0)
-            }
-            Some((at, suppressed)) => {
-                *at = now;
-                (true, std::mem::take(suppressed))
-            }
-            None => {
-                seen.insert(kind, (now, 0));
-                (true, 0)
-            }
+        match seen.entry(kind).or_insert_with(|| Throttle::new(self.every)).allow(now) {
+            Some(held) => (true, held),
+            None => (false, 0),
         }
     }
 }
@@ -103,6 +125,17 @@ impl<S: Subscriber> Layer<S> for LibrdkafkaThrottle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(t.allow(t0), Some(0));
+        assert_eq!(t.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(t.allow(t0 + Duration::from_secs(9)), None);
+        assert_eq!(t.allow(t0 + Duration::from_secs(10)), Some(2));
+        assert_eq!(t.allow(t0 + Duration::from_secs(11)), None);
+    }
 
     #[test]
     fn one_line_per_kind_per_period_and_the_count_of_the_rest() {

@@ -61,45 +61,5 @@ pub fn describe() {
     describe_gauge!(FLOW_UP, Unit::Count, "1 while the flow runs, 0 once it stopped on a fatal error");
 }
 
-/// Lets a repeating log line through once per `every`, counting what it held back: client
-/// errors repeat on every poll while a cluster is down.
-#[derive(Debug)]
-pub(crate) struct Throttle {
-    every: std::time::Duration,
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
-}
-
-impl Throttle {
-    pub(crate) fn new(every: std::time::Duration) -> Self {
-        Throttle { every, state: std::sync::Mutex::new((None, 0)) }
-    }
-
-    /// `Some(held back since the last line)` when a line may be written now.
-    pub(crate) fn allow(&self, now: std::time::Instant) -> Option<u64> {
-        let mut state = self.state.lock().unwrap();
-        if state.0.is_some_and(|t| now - t < self.every) {
-            state.1 += 1;
-            return None;
-        }
-        let held = state.1;
-        *state = (Some(now), 0);
-        Some(held)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::{Duration, Instant};
-
-    #[test]
-    fn a_throttle_lets_one_line_through_per_period_and_counts_the_rest() {
-        let t = Throttle::new(Duration::from_secs(10));
-        let t0 = Instant::now();
-        assert_eq!(t.allow(t0), Some(0));
-        assert_eq!(t.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(t.allow(t0 + Duration::from_secs(9)), None);
-        assert_eq!(t.allow(t0 + Duration::from_secs(10)), Some(2));
-        assert_eq!(t.allow(t0 + Duration::from_secs(11)), None);
-    }
-}
+/// The log-line throttle the engine's client contexts use (one place for it, in ferry-kafka).
+pub(crate) use ferry_kafka::Throttle;
