@@ -111,11 +111,7 @@ fn scenario(mirror: Mirror) {
         a.bootstrap(), b.bootstrap());
     if mirror == Mirror::MirrorMaker2 {
         text.push_str("b->a.enabled = false\ntasks.max = 1\nemit.checkpoints.interval.seconds = 1\nsync.topic.acls.enabled = false\n");
-        for rf in ["replication.factor", "checkpoints.topic.replication.factor", "heartbeats.topic.replication.factor",
-            "offset-syncs.topic.replication.factor", "offset.storage.replication.factor", "status.storage.replication.factor",
-            "config.storage.replication.factor"] {
-            text.push_str(&format!("{rf} = 1\n"));
-        }
+        text.push_str(&ferry_testkit::mm2_single_node_settings());
     }
     std::fs::write(&config, text).unwrap();
     let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));

@@ -226,11 +226,7 @@ fn mm2_properties(source: &str, target: &str, topic: &str, live: &str) -> String
          b.producer.linger.ms = 5\nb.producer.batch.size = 262144\n\
          a.consumer.fetch.max.wait.ms = 20\n"
     );
-    for rf in ["replication.factor", "checkpoints.topic.replication.factor", "heartbeats.topic.replication.factor",
-        "offset-syncs.topic.replication.factor", "offset.storage.replication.factor", "status.storage.replication.factor",
-        "config.storage.replication.factor"] {
-        p.push_str(&format!("{rf} = 1\n"));
-    }
+    p.push_str(&ferry_testkit::mm2_single_node_settings());
     p
 }
 

@@ -15,18 +15,12 @@ const PARTITIONS: i32 = 2;
 /// A plain MM2 file, as a MirrorMaker 2 user has it (single-node test clusters: replication
 /// factors of 1 for its internal topics).
 fn mm2_file(a: &Broker, b: &Broker, topic: &str) -> String {
-    let mut p = format!(
+    format!(
         "clusters = a, b\na.bootstrap.servers = {}\nb.bootstrap.servers = {}\n\
          a->b.enabled = true\na->b.topics = {topic}\nb->a.enabled = false\n\
-         tasks.max = 1\nrefresh.topics.interval.seconds = 1\n",
-        a.bootstrap(), b.bootstrap()
-    );
-    for rf in ["replication.factor", "checkpoints.topic.replication.factor", "heartbeats.topic.replication.factor",
-        "offset-syncs.topic.replication.factor", "offset.storage.replication.factor", "status.storage.replication.factor",
-        "config.storage.replication.factor"] {
-        p.push_str(&format!("{rf} = 1\n"));
-    }
-    p
+         tasks.max = 1\nrefresh.topics.interval.seconds = 1\n{}",
+        a.bootstrap(), b.bootstrap(), ferry_testkit::mm2_single_node_settings()
+    )
 }
 
 #[test]

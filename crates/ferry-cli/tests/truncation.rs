@@ -24,6 +24,18 @@ fn slice(from: usize, to: usize) -> Vec<TestRecord> {
     sample_records(2, to, 1_700_000_000_000).into_iter().filter(|r| r.seq().1.parse::<usize>().unwrap() >= from).collect()
 }
 
+/// A one-partition flow whose mirror replicated `old` and then stopped cleanly: (source,
+/// target, topic, remote topic, config).
+fn replicated_then_stopped(name: &str, old: &[TestRecord]) -> (ferry_testkit::Broker, ferry_testkit::Broker, String, String, std::path::PathBuf) {
+    let (a, b, topic, config) = one_topic_flow(name, 1);
+    let remote = format!("a.{topic}");
+    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, old).unwrap();
+    let mut mirror = common::start_mirror(&config, &format!("{name}-mirror"));
+    common::all_arrived(&b.bootstrap(), &remote, 1, old, old.len(), Duration::from_secs(60), &[&mirror]);
+    assert!(mirror.terminate(Duration::from_secs(20)).unwrap().success(), "{}", mirror.output());
+    (a, b, topic, remote, config)
+}
+
 /// The mirror's log line that reports the loss on `partition`, once it is there.
 fn reported(mirror: &Process, what: &str, partition: i32) -> String {
     wait_for(Duration::from_secs(30), || mirror.output().lines().find(|l| l.contains(what) && l.contains(&format!("partition={partition} "))).map(str::to_string))
@@ -115,13 +127,8 @@ fn a_source_that_lost_its_last_records_resumes_at_its_new_end_without_a_recopy()
     // from it. One broker cannot elect an unclean leader, so the test makes the other side of
     // that picture: Ferry's stored position says 120 records were replicated of a log that holds
     // 100 (the last record, offset 99, is the very one replicated there).
-    let (a, b, topic, config) = one_topic_flow("rewound", 1);
-    let remote = format!("a.{topic}");
     let old = sample_records(1, 100, 1_700_000_000_000);
-    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &old).unwrap();
-    let mut mirror = common::start_mirror(&config, "rewound-mirror");
-    common::all_arrived(&b.bootstrap(), &remote, 1, &old, old.len(), Duration::from_secs(60), &[&mirror]);
-    assert!(mirror.terminate(Duration::from_secs(20)).unwrap().success(), "{}", mirror.output());
+    let (a, b, topic, remote, config) = replicated_then_stopped("rewound", &old);
     ferry_testkit::commit_offsets(&b.bootstrap(), "ferry-mirror.a.internal", &[(&remote, 0, 120)]).unwrap();
 
     let (mirror, _metrics) = mirror_with_metrics(&config, "rewound-mirror-2");
@@ -175,13 +182,8 @@ fn a_source_topic_recreated_with_more_records_than_the_position_is_replicated_fr
     // While the mirror is stopped the topic is deleted and created again, and the new one holds
     // more records than the stored position: no offset is out of range, yet the record before
     // the position is not the one that was replicated from it.
-    let (a, b, topic, config) = one_topic_flow("recreated-more", 1);
-    let remote = format!("a.{topic}");
     let old = sample_records(1, 50, 1_700_000_000_000);
-    RecordProducer::new(&a.bootstrap()).unwrap().send_all(&topic, &old).unwrap();
-    let mut mirror = common::start_mirror(&config, "recreated-more-1");
-    common::all_arrived(&b.bootstrap(), &remote, 1, &old, old.len(), Duration::from_secs(60), &[&mirror]);
-    assert!(mirror.terminate(Duration::from_secs(20)).unwrap().success(), "{}", mirror.output());
+    let (a, b, topic, remote, config) = replicated_then_stopped("recreated-more", &old);
 
     delete_topic(&a.bootstrap(), &topic).unwrap();
     wait_for(Duration::from_secs(30), || create_topic(&a.bootstrap(), &topic, 1).ok()).expect("topic created again");

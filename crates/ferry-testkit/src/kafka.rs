@@ -56,6 +56,17 @@ fn run_to_completion(mut cmd: Command, main_class: &str, args: &[&str]) -> Resul
     Ok(stdout)
 }
 
+/// The lines a MirrorMaker 2 file needs on single-node test clusters: replication factor 1 for
+/// the remote topics and every internal topic MM2 and its Connect worker create.
+pub fn mm2_single_node_settings() -> String {
+    ["replication.factor", "checkpoints.topic.replication.factor", "heartbeats.topic.replication.factor",
+        "offset-syncs.topic.replication.factor", "offset.storage.replication.factor", "status.storage.replication.factor",
+        "config.storage.replication.factor"]
+        .iter()
+        .map(|key| format!("{key} = 1\n"))
+        .collect()
+}
+
 /// How a broker runs.
 #[derive(Debug, Clone)]
 pub struct BrokerOptions {

@@ -19,7 +19,7 @@ use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
 
 mod kafka;
 
-pub use kafka::{compile_java, java_program, kafka_home, kafka_java, kafka_java_with, kafka_tool, Broker, BrokerOptions};
+pub use kafka::{compile_java, java_program, kafka_home, kafka_java, kafka_java_with, kafka_tool, mm2_single_node_settings, Broker, BrokerOptions};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
