@@ -275,6 +275,7 @@ impl Relay {
         let mut routes: HashMap<Arc<str>, Vec<Option<Route>>> = HashMap::new();
         let mut last_truncation_check = Instant::now() - Duration::from_secs(60);
         let mut out_of_range = false;
+        let mut last_stopped_scan = Instant::now();
         // Consume errors repeat every poll while a cluster is down: log once per 10 s.
         let consume_warnings = telemetry::Throttle::new(Duration::from_secs(10));
 
@@ -299,11 +300,14 @@ impl Relay {
             }
             // At most once a second, but never dropped: librdkafka reports an out-of-range
             // fetch once and then stops fetching the partition.
-            if last_truncation_check.elapsed() > Duration::from_secs(1) {
-                if std::mem::take(&mut out_of_range) {
-                    last_truncation_check = Instant::now();
-                    out_of_range = self.check_positions(&consumer, &routes, &truncated, Check::OutOfRange);
-                } else if routes.values().flatten().flatten().any(|r| r.progress.lock().unwrap().fetch_stopped.as_ref().is_some_and(|(at, _)| at.elapsed() > FETCH_STOPPED_AFTER)) {
+            if out_of_range && last_truncation_check.elapsed() > Duration::from_secs(1) {
+                last_truncation_check = Instant::now();
+                out_of_range = self.check_positions(&consumer, &routes, &truncated, Check::OutOfRange);
+            }
+            // Stopped fetchers: a scan that locks every partition, so once a second, not per record.
+            if last_stopped_scan.elapsed() > Duration::from_secs(1) {
+                last_stopped_scan = Instant::now();
+                if routes.values().flatten().flatten().any(|r| r.progress.lock().unwrap().fetch_stopped.as_ref().is_some_and(|(at, _)| at.elapsed() > FETCH_STOPPED_AFTER)) {
                     last_truncation_check = Instant::now();
                     self.check_positions(&consumer, &routes, &truncated, Check::Stopped);
                 }
@@ -564,7 +568,6 @@ impl Relay {
             };
             {
                 let mut p = route.progress.lock().unwrap();
-                p.fetch_stopped = None;
                 if resume_at != position {
                     p.consumed_next = resume_at;
                     p.acked_next = resume_at;
