@@ -171,6 +171,9 @@ pub(crate) struct SourceContext {
     pub(crate) table: Arc<ProgressTable>,
     pub(crate) unreachable: Counter,
     pub(crate) errors_logged: telemetry::Throttle,
+    /// Set when librdkafka reports an out-of-range fetch as a client error (it may not come
+    /// back from `poll` as well): the relay checks positions either way.
+    pub(crate) out_of_range: Arc<AtomicBool>,
 }
 
 impl ClientContext for SourceContext {
@@ -201,6 +204,9 @@ impl ClientContext for SourceContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset)) {
+            self.out_of_range.store(true, Ordering::Release);
+        }
         self.unreachable.increment(1);
         if let Some(suppressed) = self.errors_logged.allow(Instant::now()) {
             warn!(flow = %self.flow, cluster = %self.source, bootstrap = %self.bootstrap, %error, reason, suppressed,
@@ -254,6 +260,7 @@ impl Relay {
 
     /// Runs until cancelled or the command channel closes. Blocking: call on its own thread.
     pub(crate) fn run(self) {
+        let out_of_range_reported = Arc::new(AtomicBool::new(false));
         let context = SourceContext {
             flow: self.flow.clone(),
             source: self.source.alias.clone(),
@@ -261,6 +268,7 @@ impl Relay {
             table: self.table.clone(),
             unreachable: counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::SOURCE_UNREACHABLE),
             errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
+            out_of_range: out_of_range_reported.clone(),
         };
         let consumer: BaseConsumer<SourceContext> = match Self::consumer_config(&self.source).create_with_context(context) {
             Ok(c) => c,
@@ -300,6 +308,7 @@ impl Relay {
             }
             // At most once a second, but never dropped: librdkafka reports an out-of-range
             // fetch once and then stops fetching the partition.
+            out_of_range |= out_of_range_reported.swap(false, Ordering::AcqRel);
             if out_of_range && last_truncation_check.elapsed() > Duration::from_secs(1) {
                 last_truncation_check = Instant::now();
                 out_of_range = self.check_positions(&consumer, &routes, &truncated, Check::OutOfRange);
