@@ -134,8 +134,9 @@ pub fn flow_report(config: &MirrorConfig, flow: &FlowConfig, control: &ControlLo
             false
         }
     };
-    if let Err(e) = replicated(flow, &lists, source, target_up.then_some(target), &mut report) {
-        report.errors.push(e.to_string());
+    match replicated(flow, &lists, source, target_up.then_some(target)) {
+        Ok(topics) => report.replicated = topics,
+        Err(e) => report.errors.push(e.to_string()),
     }
     report.lag = report.replicated.iter().flat_map(|t| &t.partitions).filter_map(|p| p.lag).sum();
     if !target_up {
@@ -154,7 +155,7 @@ pub fn flow_report(config: &MirrorConfig, flow: &FlowConfig, control: &ControlLo
 
 /// The replicated topics with their source end offsets, and the stored positions if the
 /// target can be read.
-fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, target: Option<&ClusterClient>, report: &mut FlowReport) -> ferry_kafka::Result<()> {
+fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, target: Option<&ClusterClient>) -> ferry_kafka::Result<Vec<TopicReport>> {
     let mut filter = TopicFilter::for_flow(flow);
     filter.set_lists(lists);
     let mut topics: Vec<_> = Admin::connect(source)?.list_topics()?.into_iter().filter(|t| filter.should_replicate(&t.name)).collect();
@@ -179,6 +180,7 @@ fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, targ
         .set("client.id", format!("ferry-{}-status", source.alias))
         .create()
         .map_err(|e| ferry_kafka::Error::new(source, "create status client", e))?;
+    let mut replicated = Vec::new();
     for t in topics {
         let remote_topic = flow.policy.remote_topic(&flow.source, &t.name);
         let mut partitions = Vec::new();
@@ -190,9 +192,9 @@ fn replicated(flow: &FlowConfig, lists: &FlowLists, source: &ClusterClient, targ
             let owner = owners.get(&(t.name.clone(), partition)).cloned();
             partitions.push(PartitionReport { partition, position, end: Some(end), lag: lag(position, Some(end)), owner });
         }
-        report.replicated.push(TopicReport { topic: t.name, remote_topic, partitions });
+        replicated.push(TopicReport { topic: t.name, remote_topic, partitions });
     }
-    Ok(())
+    Ok(replicated)
 }
 
 /// The metrics reports of the last moments on `target` (every flow into it).
@@ -296,28 +298,14 @@ pub fn resume_points(config: &MirrorConfig, flow: &FlowConfig) -> ferry_kafka::R
     let target_topics: Vec<String> = Admin::connect(target)?.list_topics()?.into_iter().map(|t| t.name).collect();
     let control = if target_topics.iter().any(|t| t == CONTROL_TOPIC) { read_control(target)? } else { ControlLog::default() };
     let lists = FlowLists::effective(flow, &config.file, &control);
-    let mut report = FlowReport {
-        flow: flow.name(),
-        source: source.into(),
-        target: target.into(),
-        topics: Vec::new(),
-        topics_exclude: Vec::new(),
-        groups: Vec::new(),
-        groups_exclude: Vec::new(),
-        replicated: Vec::new(),
-        lag: 0,
-        heartbeat_age_ms: None,
-        checkpoints: Vec::new(),
-        errors: Vec::new(),
-    };
-    replicated(flow, &lists, source, Some(target), &mut report)?;
+    let replicated = replicated(flow, &lists, source, Some(target))?;
     let mm2 = crate::mm2_offsets::read(target, &flow.source, &target_topics)?;
     let starts: BaseConsumer = source
         .client_config(ClientRole::Consumer)
         .create()
         .map_err(|e| ferry_kafka::Error::new(source, "create status client", e))?;
     let mut out = Vec::new();
-    for t in &report.replicated {
+    for t in &replicated {
         for p in &t.partitions {
             let point = match (p.position, mm2.as_ref().and_then(|m| m.next(&t.topic, p.partition))) {
                 (Some(position), _) => ResumePoint { topic: t.topic.clone(), partition: p.partition, position, from: "ferry" },
