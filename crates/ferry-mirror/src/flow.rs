@@ -739,7 +739,7 @@ impl Running {
         let mut history = Vec::new();
         let mut positions = Vec::new();
         for progress in &released {
-            let p = progress.lock().unwrap();
+            let mut p = progress.lock().unwrap();
             if let Some(unsaved) = p.offset_map.unsaved() {
                 history.push((p.source_topic.to_string(), p.partition, unsaved));
             }
@@ -1086,6 +1086,8 @@ impl Running {
                 // transaction that never committed (a process that died or was fenced stored
                 // its runs before its commit): no read_committed reader sees them.
                 let dropped = progress.offset_map.discard_from(start);
+                // Only committed runs coalesce: an abort must be able to cut what follows.
+                progress.offset_map.settle(start);
                 if dropped > 0 {
                     info!(flow = %self.name, topic = %source_topic, partition, position = start, dropped,
                         "offset history of records never committed dropped (an earlier owner's aborted transaction)");
@@ -1202,7 +1204,7 @@ impl Running {
         let (mut records, mut lag) = (0u64, 0i64);
 
         for a in self.assigned.values_mut() {
-            let p = a.progress.lock().unwrap();
+            let mut p = a.progress.lock().unwrap();
             if persist {
                 let (runs, position) = p.pending_store();
                 history.extend(runs);

@@ -76,7 +76,7 @@ impl OffsetSyncWriter {
                 Ok(())
             };
             if let Some(start) = unsaved.start {
-                let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun { source: start, target: START_MARKER, len: 0 } };
+                let marker = RunRecord { topic: topic.clone(), partition: *partition, run: OffsetRun::exact(start, START_MARKER, 0) };
                 push(&self.runs_topic, marker.encode_key(), marker.encode_value())?;
             }
             for run in &unsaved.runs {
@@ -342,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_log_says_which_partitions_changed_since_it_was_last_asked() {
-        let rec = |p: i32, target: i64, len: i64| RunRecord { topic: "t".into(), partition: p, run: OffsetRun { source: target, target, len } };
+        let rec = |p: i32, target: i64, len: i64| RunRecord { topic: "t".into(), partition: p, run: OffsetRun::exact(target, target, len) };
         let mut log = RunLog::default();
         for r in [rec(0, 0, 5), rec(1, 0, 3)] {
             log.apply(&r.encode_key().unwrap(), Some(&r.encode_value().unwrap()));
@@ -361,7 +361,7 @@ mod tests {
     #[test]
     fn the_run_log_keeps_the_latest_length_of_each_run_and_the_start() {
         let mut log = RunLog::default();
-        let rec = |source, target, len| RunRecord { topic: "t".into(), partition: 0, run: OffsetRun { source, target, len } };
+        let rec = |source, target, len| RunRecord { topic: "t".into(), partition: 0, run: OffsetRun::exact(source, target, len) };
         for r in [rec(5, START_MARKER, 0), rec(5, 0, 3), rec(5, 0, 10), rec(20, 10, 4)] {
             log.apply(&r.encode_key().unwrap(), Some(&r.encode_value().unwrap()));
         }

@@ -133,7 +133,7 @@ impl PartitionProgress {
     /// What a store of this partition must write now: its offset runs not stored yet, and its
     /// position if it moved since the last store. Taken together under the partition's lock, so
     /// the runs cover every record before the position.
-    pub(crate) fn pending_store(&self) -> (Option<UnsavedRuns>, Option<Position>) {
+    pub(crate) fn pending_store(&mut self) -> (Option<UnsavedRuns>, Option<Position>) {
         let runs = self.offset_map.unsaved().map(|unsaved| (self.source_topic.to_string(), self.partition, unsaved));
         let position = self.safe_position();
         (runs, (position != self.stored).then(|| (self.remote_topic.to_string(), self.partition, position)))
@@ -150,6 +150,9 @@ impl PartitionProgress {
 
     /// Exactly-once mode: the open transaction committed; what it replicated now counts.
     pub(crate) fn transaction_committed(&mut self) {
+        // Runs before the committed position may coalesce now (never an uncommitted one: an
+        // abort cuts those exactly).
+        self.offset_map.settle(self.stored);
         let (records, bytes) = std::mem::take(&mut self.uncommitted);
         self.count(records, bytes);
     }

@@ -12,7 +12,9 @@
 //!   offset so a compacted topic keeps every run (only a growing run's older lengths compact
 //!   away). Key `{topic: STRING, partition: INT32, offset: INT64}` (the MM2 offset-sync key plus
 //!   the run's first target offset), value `{version: INT16 = 0, upstreamOffset: INT64, length:
-//!   INT64}`.
+//!   INT64}` for an exact run, and `{version: INT16 = 1, upstreamOffset: INT64, length: INT64,
+//!   sourceGaps: INT64, targetGaps: INT64}` for a coalesced one (gaps > 0; see
+//!   [`offset_map`](crate::offset_map)). Version 0 readers skip version 1 records as malformed.
 
 use crate::mm2_codec::{Reader, Writer};
 use crate::offset_map::OffsetRun;
@@ -121,9 +123,14 @@ impl RunRecord {
 
     pub fn encode_value(&self) -> Result<Vec<u8>, String> {
         let mut w = Writer::default();
-        w.i16(0);
+        let coalesced = !self.run.is_exact();
+        w.i16(i16::from(coalesced));
         w.i64(self.run.source);
         w.i64(self.run.len);
+        if coalesced {
+            w.i64(self.run.source_gaps);
+            w.i64(self.run.target_gaps);
+        }
         w.into_bytes()
     }
 
@@ -138,14 +145,23 @@ impl RunRecord {
     pub fn decode(key: &[u8], value: &[u8]) -> Result<RunRecord, String> {
         let (topic, partition, target) = Self::decode_key(key)?;
         let mut v = Reader::new(value);
-        v.version_0("offset run")?;
-        let (source, len) = (v.i64()?, v.i64()?);
-        v.finish()?;
-        // target -1 with length 0: the start marker of a partition (see `offset_store`).
-        if len < 0 || source < 0 || target < -1 || (target == -1 && len != 0) {
-            return Err(format!("invalid offset run: source {source}, target {target}, length {len}"));
+        let version = v.i16()?;
+        if !(0..=1).contains(&version) {
+            return Err(format!("unsupported offset run version {version}"));
         }
-        Ok(RunRecord { topic, partition, run: OffsetRun { source, target, len } })
+        let (source, len) = (v.i64()?, v.i64()?);
+        let (source_gaps, target_gaps) = if version == 1 { (v.i64()?, v.i64()?) } else { (0, 0) };
+        v.finish()?;
+        let run = OffsetRun { source, target, len, source_gaps, target_gaps };
+        // target -1 with length 0: the start marker of a partition (see `offset_store`). A
+        // coalesced run (version 1) has gaps and at least a record at each end.
+        let ends_fit = source.checked_add(len).and_then(|e| e.checked_add(source_gaps)).is_some()
+            && target.checked_add(len).and_then(|e| e.checked_add(target_gaps)).is_some();
+        let coalesced_ok = version == 0 || (source_gaps >= 0 && target_gaps >= 0 && source_gaps.checked_add(target_gaps).is_some_and(|g| g > 0) && len >= 2);
+        if len < 0 || source < 0 || target < -1 || (target == -1 && len != 0) || !coalesced_ok || !ends_fit {
+            return Err(format!("invalid offset run: source {source}, target {target}, length {len}, gaps {source_gaps}/{target_gaps}"));
+        }
+        Ok(RunRecord { topic, partition, run })
     }
 }
 
@@ -184,12 +200,19 @@ mod tests {
 
     #[test]
     fn run_record_round_trips_and_rejects_garbage() {
-        let r = RunRecord { topic: "orders".into(), partition: 1, run: OffsetRun { source: 7, target: 10, len: 3 } };
+        let r = RunRecord { topic: "orders".into(), partition: 1, run: OffsetRun::exact(7, 10, 3) };
         let key = r.encode_key().unwrap();
         assert_eq!(&key[..2], &[0, 6], "starts like the MM2 offset-sync key");
         assert_eq!(&key[key.len() - 8..], &10i64.to_be_bytes());
         assert_eq!(RunRecord::decode(&key, &r.encode_value().unwrap()).unwrap(), r);
-        assert!(RunRecord::decode(&key, &[0, 1, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3]).is_err(), "unknown version");
+        assert!(RunRecord::decode(&key, &[0, 2, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 3]).is_err(), "unknown version");
+        // A coalesced run: version 1 with its gaps; version 0 stays the exact runs' format.
+        let coalesced = RunRecord { run: OffsetRun { source_gaps: 4, target_gaps: 1, ..OffsetRun::exact(7, 10, 30) }, ..r.clone() };
+        let value = coalesced.encode_value().unwrap();
+        assert_eq!((&value[..2], value.len()), (&[0u8, 1][..], 34));
+        assert_eq!(RunRecord::decode(&key, &value).unwrap(), coalesced);
+        let no_gaps = [&[0u8, 1][..], &value[2..18], &[0; 16]].concat();
+        assert!(RunRecord::decode(&key, &no_gaps).is_err(), "version 1 without gaps is not how an exact run is written");
         assert!(RunRecord::decode(&key, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 255, 255, 255, 255, 255, 255, 255, 255]).is_err(), "negative length");
         assert!(Checkpoint::decode(&[0, 1, b'g'], &[]).is_err());
         // A string MM2's format cannot hold fails the record, without a panic.

@@ -187,7 +187,7 @@ impl Transactions {
         let mut history = Vec::new();
         let mut unsettled = None;
         for progress in self.table.all() {
-            let p = progress.lock().unwrap();
+            let mut p = progress.lock().unwrap();
             if p.inflight > 0 || p.rewind_to.is_some() {
                 unsettled = Some(format!("a delivery to {}[{}] failed", p.remote_topic, p.partition));
             }
