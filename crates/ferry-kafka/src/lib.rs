@@ -22,6 +22,7 @@
 
 mod acl;
 mod admin;
+mod backoff;
 mod client;
 mod error;
 pub mod log_throttle;
@@ -30,6 +31,7 @@ mod quiet;
 
 pub use acl::{AclOperation, AclPermission, PatternType, TopicAcl};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
+pub use backoff::Backoff;
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
 pub use error::{classify, coordinator_moving, Error, ErrorKind, Result};
 pub use offsets::{committed_offsets, log_reader, read_record, read_records_at, same_record, watermarks, RecordFingerprint, RecordScan};
