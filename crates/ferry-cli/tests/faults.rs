@@ -321,3 +321,48 @@ fn a_partition_the_target_refuses_is_reported_as_stalled_and_counted() {
     assert_eq!(mirror.output().matches("delivery failed permanently").count(), 1, "{}", mirror.output());
     assert_eq!(ferry_testkit::scrape(&metrics, "ferry_mirror_stalled_partitions"), 1.0);
 }
+
+/// The per-partition order Ferry guarantees in at-least-once mode (ARCHITECTURE.md, "Order per
+/// partition"), with librdkafka's mock cluster failing produce requests:
+/// - retriable errors (a leader moving): the idempotent producer retries in order, so the target
+///   holds every source record once, in source order;
+/// - batches that fail for good (they outlive `message.timeout.ms` while every produce request
+///   fails): the relay re-sends from the first failed record, so records may repeat, but none is
+///   lost and the last copies are in source order.
+#[test]
+fn order_per_partition_survives_retried_and_failed_produce_requests() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let seqs = |records: &[TestRecord], p: i32| -> Vec<usize> { records.iter().filter(|r| r.partition == p).map(|r| r.seq().1.parse().unwrap()).collect() };
+    for (name, failing, timeout_ms) in [("order-retried", 30, 300_000), ("order-failed", 400, 1_500)] {
+        let (a, b, config) = common::mock_pair(name, "orders", PARTITIONS);
+        let text = std::fs::read_to_string(&config).unwrap();
+        let config = write_config(name, &format!("{text}b.producer.message.timeout.ms = {timeout_ms}\nb.producer.retry.backoff.ms = 20\nb.producer.retry.backoff.max.ms = 20\n"));
+        let mirror = start_mirror(&config, name);
+        let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
+        let records = sample_records(PARTITIONS, 600, 1_700_000_000_000);
+        let (first, second) = records.split_at(records.len() / 3);
+        producer.send_all("orders", first).unwrap();
+        common::all_arrived(&b.bootstrap_servers(), "a.orders", PARTITIONS, first, first.len(), Duration::from_secs(60), &[&mirror]);
+        b.request_errors(RDKafkaApiKey::Produce, &vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; failing]);
+        producer.send_all("orders", second).unwrap();
+        let got = common::all_arrived(&b.bootstrap_servers(), "a.orders", PARTITIONS, &records, records.len(), Duration::from_secs(90), &[&mirror]);
+        let log = mirror.output();
+        let want: Vec<usize> = (0..600).collect();
+        for p in 0..PARTITIONS {
+            let on_target = seqs(&got, p);
+            if timeout_ms == 300_000 {
+                assert_eq!(on_target, want, "partition {p}: retried requests must keep order without duplicates:\n{log}");
+            } else {
+                // The last copy of each record, in target order, is the source order.
+                let mut seen = HashSet::new();
+                let mut last: Vec<usize> = on_target.iter().rev().filter(|s| seen.insert(**s)).copied().collect();
+                last.reverse();
+                assert_eq!(last, want, "partition {p}: every record, the last copies in source order:\n{log}");
+            }
+        }
+        println!("{name}: {failing} produce requests failed; target holds {} copies of {} records", got.len(), records.len());
+        let failed_for_good = log.contains("delivery failed: re-sending from this offset");
+        assert_eq!(failed_for_good, timeout_ms != 300_000, "whether a batch failed for good:\n{log}");
+        assert!(!log.contains("delivery failed permanently"), "no partition may stop:\n{log}");
+    }
+}
