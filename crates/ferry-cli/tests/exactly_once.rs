@@ -327,13 +327,31 @@ fn an_exactly_once_flow_keeps_running_while_the_target_is_stalled() {
     let text = std::fs::read_to_string(eos(&config)).unwrap();
     let config = write_config("eos-stall", &format!("{text}b.producer.queue.buffering.max.messages = 500
 "));
-    let mirror = start_mirror(&config, "eos-stall");
+    let metrics = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mirror = Process::spawn(common::ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &ferry_testkit::unique("eos-stall")).unwrap();
     let producer = RecordProducer::new(&a.bootstrap()).unwrap();
     let records = sample_records(PARTITIONS, 2_000, 1_700_000_000_000);
     let (first, rest) = records.split_at(600);
     producer.send_all(&topic, first).unwrap();
     arrived(&b.bootstrap(), &remote, first, first.len(), &mirror);
 
+    // The flow's control task must keep its cadence through the stall and the recovery: its
+    // heartbeat counter (one per second, enqueued whether or not the target answers) is sampled.
+    let sampler = {
+        let metrics = metrics.clone();
+        std::thread::spawn(move || {
+            let (started, mut last, mut last_change, mut longest) = (Instant::now(), -1.0, Instant::now(), Duration::ZERO);
+            while started.elapsed() < Duration::from_secs(30) {
+                let n = ferry_testkit::scrape(&metrics, "ferry_mirror_heartbeats_total");
+                if n != last {
+                    longest = longest.max(last_change.elapsed());
+                    (last, last_change) = (n, Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            longest.max(last_change.elapsed())
+        })
+    };
     let pid = b.pid().unwrap();
     ferry_testkit::signal(pid, "-STOP");
     let stalled = Instant::now();
@@ -343,6 +361,9 @@ fn an_exactly_once_flow_keeps_running_while_the_target_is_stalled() {
     ferry_testkit::signal(pid, "-CONT");
 
     producer.send_all(&topic, after).unwrap();
+    let longest = sampler.join().unwrap();
+    println!("longest time without a heartbeat during the stall and the recovery: {longest:?}");
+    assert!(longest < Duration::from_secs(8), "the flow's task stopped for {longest:?} (a commit held it):\n{}", mirror.output());
     arrived(&b.bootstrap(), &remote, &records, records.len(), &mirror);
     std::thread::sleep(Duration::from_secs(2));
     let got = consume_all(&b.bootstrap(), &remote, PARTITIONS, records.len() + 1, Duration::from_secs(3)).unwrap();

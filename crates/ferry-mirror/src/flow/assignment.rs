@@ -126,12 +126,16 @@ impl Running {
             // Exactly-once: their positions are committed with their records, in the open
             // transaction, while this process still holds them; the member commits nothing.
             // Lost partitions are no longer this process's: their records must never become
-            // visible, so the whole transaction aborts.
-            let committed = self.commit_transaction(lost.then(|| "partitions lost: the group session expired".to_string())).await;
-            match (lost, committed) {
-                (true, _) => {}
-                (false, true) => info!(flow = %self.name, partitions = released.len(), "handover: their last records and positions are committed in this process's transaction"),
-                (false, false) => warn!(flow = %self.name, partitions = released.len(), "handover: their last transaction did not commit; the next owner resumes from the last committed positions"),
+            // visible, so the transaction aborts. Without waiting: a commit in flight may be
+            // retrying against the target that made the session expire; the abort is the next
+            // commit (the one in flight cannot commit a lost partition's position: its
+            // generation is gone).
+            if lost {
+                self.abort_next("partitions lost: the group session expired").await;
+            } else if self.commit_transaction(None).await {
+                info!(flow = %self.name, partitions = released.len(), "handover: their last records and positions are committed in this process's transaction");
+            } else {
+                warn!(flow = %self.name, partitions = released.len(), "handover: their last transaction did not commit; the next owner resumes from the last committed positions");
             }
             for progress in &released {
                 self.forget(progress);

@@ -217,6 +217,7 @@ impl Flow {
         let acl_admins = (source_admin.clone(), target_admin.clone());
         let acl_lists = lists_rx.clone();
         let member = Arc::new(member);
+        let (commit_done_tx, mut commit_done) = tokio::sync::mpsc::unbounded_channel();
         let eos = match &sink {
             Sink::Plain(_) => None,
             Sink::Transactional(gate) => Some(ExactlyOnce {
@@ -236,6 +237,9 @@ impl Flow {
                 }),
                 fatal: None,
                 committed_once: false,
+                committing: None,
+                commit_done: commit_done_tx.clone(),
+                abort_next: None,
             }),
         };
         let mut run = Running {
@@ -360,6 +364,13 @@ impl Flow {
                 },
                 _ = flush.tick() => {
                     run.flush().await;
+                    // A handover's commit (on this task) may have found the producer unusable.
+                    if let Some(reason) = run.eos.as_ref().and_then(|e| e.fatal.clone()) {
+                        break Err(Error::Transactions { cluster: target.alias.clone(), address: target.bootstrap_servers.clone(), reason });
+                    }
+                }
+                Some(()) = commit_done.recv() => {
+                    run.finish_commit().await;
                     if let Some(reason) = run.eos.as_ref().and_then(|e| e.fatal.clone()) {
                         break Err(Error::Transactions { cluster: target.alias.clone(), address: target.bootstrap_servers.clone(), reason });
                     }
@@ -382,6 +393,7 @@ impl Flow {
         drop(sink);
         run.finish_persisting().await;
         run.flush().await;
+        run.finish_commit().await;
         run.finish_persisting().await;
         if let Err(e) = &outcome {
             run.set_status(|s| { s.failing = Some(format!("stopped: {e}")); });

@@ -30,8 +30,8 @@ impl Running {
     /// Stores safe positions and publishes per-partition metrics.
     pub(super) async fn flush(&mut self) {
         if self.eos.is_some() {
-            // Exactly-once: records, runs and positions are committed together.
-            self.commit_transaction(None).await;
+            // Exactly-once: records, runs and positions are committed together, beside this task.
+            self.start_commit().await;
         }
         // Storing runs and positions takes broker round trips; it runs beside the control task
         // so metrics, heartbeats and refreshes keep their cadence. One store at a time.
