@@ -96,7 +96,11 @@ fn main() {
     let warm = minute / 2;
     let (mut early_start, mut early_end, mut last_start) = (None, None, None);
     let mut next = Instant::now();
+    let mut memory: Vec<f64> = Vec::new();
     while started.elapsed() < Duration::from_secs(seconds) {
+        if started.elapsed() >= minute * memory.len() as u32 {
+            memory.push(usage(mirror.pid()).1);
+        }
         producer.transaction(&topic, &batch(), true).unwrap();
         txns += 1;
         if txns == 50 {
@@ -141,31 +145,39 @@ fn main() {
     println!("offset runs stored: {stored} ({runs_per_partition:?} per partition); baseline, one run per transaction and partition: {baseline}; ratio {:.4}x",
         stored as f64 / baseline as f64);
 
-    // The lagging group's checkpoints against the exact translation, from both logs' records.
+    // A second group, reading far behind, commits now positions from the start of the run
+    // (history old enough to be coalesced): translated now, not when the runs were exact.
+    let behind = unique("behind");
+    let behind_at: Vec<(i32, i64)> = (0..PARTITIONS).map(|p| (p, 6 * (120 + 37 * i64::from(p)) + 2 + i64::from(p % 3))).collect();
+    let offsets: Vec<(&str, i32, i64)> = behind_at.iter().map(|&(p, o)| (topic.as_str(), p, o)).collect();
+    commit_offsets(&a.bootstrap(), &behind, &offsets).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    // Both groups' checkpoints against the exact translation, from both logs' records.
     let on_source = consume_all(&a.bootstrap(), &topic, PARTITIONS, records, Duration::from_secs(120)).unwrap();
     let copies: BTreeMap<Vec<u8>, i64> = on_target.iter().map(|r| (r.key.clone().unwrap(), r.offset)).collect();
-    let mut latest: BTreeMap<i32, Checkpoint> = BTreeMap::new();
+    let mut latest: BTreeMap<(String, i32), Checkpoint> = BTreeMap::new();
     read_topic(&b.bootstrap(), "a.checkpoints.internal", |k, v| {
-        if let Some(c) = v.and_then(|v| Checkpoint::decode(k, v).ok()).filter(|c| c.group == lagging) {
-            latest.insert(c.partition, c);
+        if let Some(c) = v.and_then(|v| Checkpoint::decode(k, v).ok()).filter(|c| c.group == lagging || c.group == behind) {
+            latest.insert((c.group.clone(), c.partition), c);
         }
     });
-    for &(p, upstream) in &committed {
-        let first_unread = on_source.iter().find(|r| r.partition == p && r.offset >= upstream).unwrap();
-        let exact = copies[first_unread.key.as_ref().unwrap()];
-        match latest.get(&p) {
-            Some(c) => {
-                assert_eq!(c.upstream_offset, upstream);
-                assert!(c.downstream_offset <= exact, "partition {p}: checkpoint {} is past the exact translation {exact}: records would be skipped", c.downstream_offset);
-                println!("  lagging group, partition {p}: source offset {upstream} -> checkpoint {}, exact {exact}: {} records read again at failover",
-                    c.downstream_offset, exact - c.downstream_offset);
-            }
-            None => panic!("partition {p}: no checkpoint for the lagging group after {seconds} s:\n{}", mirror.output()),
+    for (group, committed, what) in [(&lagging, &committed, "committed after 50 transactions, translated then"), (&behind, &behind_at, "committed at the end, old position")] {
+        let mut reread = Vec::new();
+        for &(p, upstream) in committed {
+            let first_unread = on_source.iter().find(|r| r.partition == p && r.offset >= upstream).unwrap();
+            let exact = copies[first_unread.key.as_ref().unwrap()];
+            let c = latest.get(&(group.clone(), p)).unwrap_or_else(|| panic!("{group} partition {p}: no checkpoint after {seconds} s:\n{}", mirror.output()));
+            assert_eq!(c.upstream_offset, upstream);
+            assert!(c.downstream_offset <= exact, "{group} partition {p}: checkpoint {} is past the exact translation {exact}: records would be skipped", c.downstream_offset);
+            reread.push(exact - c.downstream_offset);
         }
+        println!("group {what}: records read again at failover per partition {reread:?} (exact = 0; bound {})", ferry_mirror::offset_map::MAX_RUN_GAPS);
     }
     let cpu = |from: (f64, f64), to: (f64, f64)| (to.0 - from.0) / minute.as_secs_f64();
     let (cpu_first, cpu_last) = (cpu(early_start, early_end), cpu(last_start, end));
     println!("mirror CPU over {minute:?}: early {:.1} %, last {:.1} %; ratio last/early {:.2}x", cpu_first * 100.0, cpu_last * 100.0, cpu_last / cpu_first.max(1e-9));
     println!("mirror resident memory: early {:.1} MiB, at the end {:.1} MiB; ratio {:.2}x", early_end.1, end.1, end.1 / early_end.1.max(1e-9));
+    let memory: Vec<String> = memory.iter().map(|m| format!("{m:.0}")).collect();
+    println!("mirror resident memory every {minute:?}, MiB: {}", memory.join(", "));
     drop(mirror);
 }
