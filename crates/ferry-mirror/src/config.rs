@@ -3,7 +3,7 @@
 //! Every problem is collected (not only the first) and names the file, line, key and reason;
 //! nothing here touches a cluster. Client properties are checked against librdkafka itself.
 
-pub mod properties;
+pub use ferry_kafka::properties;
 pub mod providers;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,5 +1,5 @@
-//! Java `.properties` syntax, as MM2 reads its configuration file, keeping the line each
-//! entry starts on so every error can name it.
+//! Java `.properties` syntax, as MM2 and Confluent's Schema Registry read their configuration
+//! files, keeping the line each entry starts on so every error can name it.
 
 /// One `key = value` entry and the (1-based) line its logical line starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
