@@ -1,11 +1,13 @@
 //! `ferry`: streams management for Apache Kafka. Subcommands: `mirror` (replication engine,
 //! the MirrorMaker 2 / SRM Driver equivalent), `ctl` (srm-control: offsets, failover,
-//! failback) and `demo` (two local brokers and a live mirror).
+//! failback), `serve` (REST API, metrics, console), `registry` (schema registry) and `demo`
+//! (two local brokers and a live mirror).
 
 mod ctl;
 mod demo;
 mod lists;
 mod mirror;
+mod registry;
 mod serve;
 mod status;
 
@@ -31,6 +33,8 @@ enum Command {
     Serve(serve::Args),
     /// Start two local brokers `a` and `b`, write sample data to `a`, and mirror `a->b` live.
     Demo(demo::Args),
+    /// Serve a schema registry with Confluent's REST API, its state kept in a Kafka topic.
+    Registry(registry::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +53,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Ctl(command) => ctl::run(command).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Registry(args) => registry::run(args).await,
         }
     })
 }

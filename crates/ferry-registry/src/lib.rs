@@ -12,3 +12,30 @@ pub mod error;
 pub mod records;
 pub mod schema;
 pub mod state;
+pub mod store;
+pub mod api;
+pub mod compat;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// Opens the store (creating or checking `_schemas`, reading it to its end), then serves the
+/// REST API on every listener until `cancel`.
+pub async fn run(config: config::RegistryConfig, cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let store = store::Store::open(&config, cancel.clone()).await?;
+    let app = Arc::new(api::App { store, default_compatibility: config.compatibility, mode_mutability: config.mode_mutability });
+    let router = api::router(app);
+    let mut servers = tokio::task::JoinSet::new();
+    for addr in &config.listeners {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        info!(listen = %addr, topic = %config.topic, store = %config.store.bootstrap_servers, "ferry registry serving");
+        let (router, cancel) = (router.clone(), cancel.clone());
+        servers.spawn(async move { axum::serve(listener, router).with_graceful_shutdown(cancel.cancelled_owned()).await });
+    }
+    while let Some(done) = servers.join_next().await {
+        done.map_err(|e| format!("server task failed: {e}"))??;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! `ferry registry` against Apache Kafka: Confluent's own Python serializer registers and reads
+//! through it, its state lives in `_schemas` in Confluent's record format and survives kill -9,
+//! and bad input gets Confluent's error codes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_testkit::{consume_all, free_port, unique, wait_for, Broker, Process};
+use serde_json::{json, Value};
+
+/// One HTTP/1.0 request; (status, body).
+fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    (status, body)
+}
+
+fn json_of(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let (status, text) = http(addr, method, path, body);
+    (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}")))
+}
+
+struct Registry {
+    process: Process,
+    addr: String,
+    config: PathBuf,
+}
+
+fn start_registry(broker: &Broker, name: &str) -> Registry {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = std::env::temp_dir().join(format!("{}.properties", unique(name)));
+    std::fs::write(&config, format!("listeners=http://{addr}\nkafkastore.bootstrap.servers=PLAINTEXT://{}\nkafkastore.topic.replication.factor=1\n", broker.bootstrap())).unwrap();
+    restart(name, addr, config)
+}
+
+fn restart(name: &str, addr: String, config: PathBuf) -> Registry {
+    let process = Process::spawn(common::ferry(), &["registry", "--config", config.to_str().unwrap()], &unique(name)).unwrap();
+    wait_for(Duration::from_secs(60), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", process.output()));
+    assert_eq!(json_of(&addr, "GET", "/", None), (200, json!({})));
+    Registry { process, addr, config }
+}
+
+fn venv_python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/python");
+    assert!(python.exists(), "{} is missing: scripts/install-test-tools creates it (confluent-kafka with its Avro extras)", python.display());
+    python
+}
+
+#[test]
+fn confluents_python_avro_serializer_round_trips_through_ferry_registry() {
+    let broker = Broker::start("registry-avro").unwrap();
+    let registry = start_registry(&broker, "registry-avro");
+    let topic = unique("orders");
+    ferry_testkit::create_topic(&broker.bootstrap(), &topic, 1).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_avro.py");
+    let out = Command::new(venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &topic]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), registry.process.output());
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    println!("confluent-kafka through ferry registry: {seen}");
+    assert_eq!(seen["embedded_ids"], json!([seen["registered_id"]]), "every record carries the registered id");
+    assert_eq!((seen["version"].clone(), seen["records"].clone()), (json!(1), json!(20)));
+    // The subject as the REST API shows it.
+    let (status, latest) = json_of(&registry.addr, "GET", &format!("/subjects/{topic}-value/versions/latest"), None);
+    assert_eq!(status, 200);
+    assert_eq!(latest["id"], seen["registered_id"]);
+    assert!(latest.get("schemaType").is_none(), "Avro has no schemaType, as Confluent answers");
+}
+
+#[test]
+fn state_lives_in_schemas_in_confluents_format_and_survives_kill_9() {
+    let broker = Broker::start("registry-store").unwrap();
+    let mut registry = start_registry(&broker, "registry-store");
+    let a = &registry.addr.clone();
+    let schema = |fields: &[&str]| -> Value {
+        let fields: Vec<Value> = fields.iter().map(|f| json!({"name": f, "type": "string", "default": ""})).collect();
+        json!({"schema": json!({"type": "record", "name": "R", "fields": fields}).to_string()})
+    };
+    assert_eq!(json_of(a, "PUT", "/config/users-value", Some(&json!({"compatibility": "NONE"}))), (200, json!({"compatibility": "NONE"})));
+    assert_eq!(json_of(a, "POST", "/subjects/users-value/versions", Some(&schema(&["a"]))), (200, json!({"id": 1})));
+    assert_eq!(json_of(a, "POST", "/subjects/users-value/versions", Some(&schema(&["a", "b"]))), (200, json!({"id": 2})));
+    assert_eq!(json_of(a, "POST", "/subjects/users-value/versions", Some(&schema(&["a"]))), (200, json!({"id": 1})), "registered again: its id");
+    assert_eq!(json_of(a, "POST", "/subjects/other-value/versions", Some(&schema(&["a", "b"]))), (200, json!({"id": 2})), "ids are global");
+    assert_eq!(json_of(a, "POST", "/subjects/gone-value/versions", Some(&json!({"schema": "\"int\""}))), (200, json!({"id": 3})));
+    // Soft delete of a version and of a subject; a permanent delete needs the soft one first.
+    assert_eq!(json_of(a, "DELETE", "/subjects/users-value/versions/1", None), (200, json!(1)));
+    assert_eq!(json_of(a, "DELETE", "/subjects/other-value?permanent=true", None).1["error_code"], json!(40405));
+    assert_eq!(json_of(a, "DELETE", "/subjects/gone-value", None), (200, json!([1])));
+    assert_eq!(json_of(a, "DELETE", "/subjects/gone-value?permanent=true", None), (200, json!([1])));
+    let listings = |a: &str| -> Vec<(u16, Value)> {
+        [
+            "/subjects",
+            "/subjects?deleted=true",
+            "/subjects/users-value/versions",
+            "/subjects/users-value/versions?deleted=true",
+            "/subjects/users-value/versions/1?deleted=true",
+            "/schemas/ids/1",
+            "/schemas/ids/2/versions",
+            "/schemas/ids/3",
+            "/config/users-value",
+            "/schemas",
+        ]
+        .iter()
+        .map(|p| json_of(a, "GET", p, None))
+        .collect()
+    };
+    let before = listings(a);
+    assert_eq!(before[0], (200, json!(["other-value", "users-value"])));
+    assert_eq!(before[3], (200, json!([1, 2])));
+    assert_eq!(before[2], (200, json!([2])));
+    assert_eq!(before[5].0, 200, "a soft-deleted version's id still resolves");
+    assert_eq!(before[7].0, 200, "a permanently deleted subject's schema id still resolves (Confluent keeps ids)");
+
+    registry.process.kill_9();
+    let Registry { addr, config, .. } = registry;
+    registry = restart("registry-store", addr, config);
+    let after = listings(&registry.addr);
+    assert_eq!(after, before, "every listing is identical after kill -9 and a restart");
+    assert_eq!(json_of(&registry.addr, "POST", "/subjects/new-value/versions", Some(&json!({"schema": "\"bytes\""}))), (200, json!({"id": 4})), "ids continue, none reused");
+
+    // The topic holds Confluent's records: compacted, keys in Confluent's field order.
+    let records = consume_all(&broker.bootstrap(), "_schemas", 1, 12, Duration::from_secs(10)).unwrap();
+    let keys: Vec<String> = records.iter().filter_map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
+    assert!(keys.contains(&r#"{"keytype":"SCHEMA","subject":"users-value","version":2,"magic":1}"#.to_string()), "{keys:?}");
+    assert!(keys.contains(&r#"{"keytype":"CONFIG","subject":"users-value","magic":0}"#.to_string()), "{keys:?}");
+    assert!(keys.contains(&r#"{"keytype":"NOOP","magic":0}"#.to_string()), "{keys:?}");
+    let configs = ferry_testkit::topic_configs(&broker.bootstrap(), "_schemas").unwrap();
+    assert_eq!(configs.get("cleanup.policy").map(String::as_str), Some("compact"));
+}
+
+#[test]
+fn bad_input_gets_confluents_error_codes_and_a_bad_file_exit_2() {
+    let broker = Broker::start("registry-errors").unwrap();
+    let registry = start_registry(&broker, "registry-errors");
+    let a = &registry.addr;
+    let code = |method: &str, path: &str, body: Option<&Value>| -> (u16, Value) {
+        let (status, v) = json_of(a, method, path, body);
+        (status, v["error_code"].clone())
+    };
+    assert_eq!(code("GET", "/subjects/nope/versions", None), (404, json!(40401)));
+    assert_eq!(code("GET", "/schemas/ids/99", None), (404, json!(40403)));
+    assert_eq!(code("POST", "/subjects/s/versions", Some(&json!({"schema": "{\"type\": "}))), (422, json!(42201)));
+    assert_eq!(code("POST", "/subjects/s/versions", Some(&json!({"schema": "\"int\"", "schemaType": "XML"}))), (422, json!(42201)));
+    assert_eq!(code("PUT", "/config", Some(&json!({"compatibility": "SIDEWAYS"}))), (422, json!(42203)));
+    assert_eq!(code("PUT", "/mode", Some(&json!({"mode": "SOMETIMES"}))), (422, json!(42204)));
+    assert_eq!(json_of(a, "POST", "/subjects/s/versions", Some(&json!({"schema": "\"int\""}))), (200, json!({"id": 1})));
+    assert_eq!(code("GET", "/subjects/s/versions/zero", None), (422, json!(42202)));
+    assert_eq!(code("GET", "/subjects/s/versions/7", None), (404, json!(40402)));
+    assert_eq!(code("GET", "/config/s", None), (404, json!(40408)));
+    // Read-only mode refuses writes.
+    assert_eq!(json_of(a, "PUT", "/mode/s", Some(&json!({"mode": "READONLY"}))), (200, json!({"mode": "READONLY"})));
+    assert_eq!(code("POST", "/subjects/s/versions", Some(&json!({"schema": "\"long\""}))), (422, json!(42205)));
+    // Judging two different Avro schemas is not implemented yet: said, never accepted silently.
+    assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"int\""}))).0, 200);
+    assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"long\""}))), (500, json!(50001)));
+    let (status, body) = http(a, "POST", "/subjects/s/versions", None);
+    assert_eq!(status, 400, "{body}");
+
+    // A bad properties file: exit 2, every problem with file:line and key.
+    let bad = std::env::temp_dir().join(format!("{}.properties", unique("registry-bad")));
+    std::fs::write(&bad, "listeners=https://0.0.0.0:8081\nkafkastore.bootstrap.servers=127.0.0.1:1\nschema.compatibility.level=SIDEWAYS\n").unwrap();
+    let out = Command::new(common::ferry()).args(["registry", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(":1: listeners:") && stderr.contains(":3: schema.compatibility.level:"), "{stderr}");
+}
