@@ -75,11 +75,15 @@ fn confluents_python_avro_serializer_round_trips_through_ferry_registry() {
     println!("confluent-kafka through ferry registry: {seen}");
     assert_eq!(seen["embedded_ids"], json!([seen["registered_id"]]), "every record carries the registered id");
     assert_eq!((seen["version"].clone(), seen["records"].clone()), (json!(1), json!(20)));
+    assert_ne!(seen["evolved_id"], seen["registered_id"], "a field added with a default is a new, compatible version");
+    assert_eq!(seen["incompatible_status"], json!(409), "a field's type changed is refused as Confluent refuses it");
     // The subject as the REST API shows it.
-    let (status, latest) = json_of(&registry.addr, "GET", &format!("/subjects/{topic}-value/versions/latest"), None);
+    let (status, first) = json_of(&registry.addr, "GET", &format!("/subjects/{topic}-value/versions/1"), None);
     assert_eq!(status, 200);
-    assert_eq!(latest["id"], seen["registered_id"]);
-    assert!(latest.get("schemaType").is_none(), "Avro has no schemaType, as Confluent answers");
+    assert_eq!(first["id"], seen["registered_id"]);
+    assert!(first.get("schemaType").is_none(), "Avro has no schemaType, as Confluent answers");
+    let (_, latest) = json_of(&registry.addr, "GET", &format!("/subjects/{topic}-value/versions/latest"), None);
+    assert_eq!((latest["version"].clone(), latest["id"].clone()), (json!(2), seen["evolved_id"].clone()));
 }
 
 #[test]
@@ -165,9 +169,16 @@ fn bad_input_gets_confluents_error_codes_and_a_bad_file_exit_2() {
     // Read-only mode refuses writes.
     assert_eq!(json_of(a, "PUT", "/mode/s", Some(&json!({"mode": "READONLY"}))), (200, json!({"mode": "READONLY"})));
     assert_eq!(code("POST", "/subjects/s/versions", Some(&json!({"schema": "\"long\""}))), (422, json!(42205)));
-    // Judging two different Avro schemas is not implemented yet: said, never accepted silently.
+    // BACKWARD (the default): the new schema must read the old data. long reads int; string does not.
     assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"int\""}))).0, 200);
-    assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"long\""}))), (500, json!(50001)));
+    assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"long\""}))).0, 200);
+    assert_eq!(code("POST", "/subjects/t/versions", Some(&json!({"schema": "\"string\""}))), (409, json!(409)));
+    let (status, verdict) = json_of(a, "POST", "/compatibility/subjects/t/versions/latest?verbose=true", Some(&json!({"schema": "\"string\""})));
+    assert_eq!((status, verdict["is_compatible"].clone()), (200, json!(false)));
+    assert!(verdict["messages"][0].as_str().unwrap().contains("TYPE_MISMATCH"), "{verdict}");
+    // JSON Schema and Protobuf are not judged yet: said (50001), never accepted silently.
+    assert_eq!(code("POST", "/subjects/j/versions", Some(&json!({"schema": "{\"type\":\"object\"}", "schemaType": "JSON"}))).0, 200);
+    assert_eq!(code("POST", "/subjects/j/versions", Some(&json!({"schema": "{\"type\":\"string\"}", "schemaType": "JSON"}))), (500, json!(50001)));
     let (status, body) = http(a, "POST", "/subjects/s/versions", None);
     assert_eq!(status, 400, "{body}");
 

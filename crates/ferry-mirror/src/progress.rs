@@ -55,8 +55,6 @@ pub(crate) struct PartitionProgress {
     /// Since when librdkafka reports this partition's fetcher as not fetching ("none",
     /// "stopped": after an out-of-range error it stops for good), with that state.
     pub(crate) fetch_stopped: Option<(Instant, String)>,
-    /// The fetcher's next offset (librdkafka statistics) and since when it is that.
-    pub(crate) fetch_next: Option<(i64, Instant)>,
     pub(crate) deliveries: u64,
     /// Source timestamp of the newest acknowledged record (-1: none yet).
     pub(crate) last_timestamp_ms: i64,
@@ -89,7 +87,6 @@ impl PartitionProgress {
             high_watermark: -1,
             log_start: -1,
             fetch_stopped: None,
-            fetch_next: None,
             deliveries: 0,
             last_timestamp_ms: -1,
             latency_samples: LatencySamples::default(),

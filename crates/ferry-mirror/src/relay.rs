@@ -155,10 +155,6 @@ impl ProducerContext for DeliveryContext {
 /// How long librdkafka may report a partition's fetcher as stopped before the relay checks it
 /// and restarts it (statistics arrive every second).
 const FETCH_STOPPED_AFTER: Duration = Duration::from_secs(5);
-/// An active fetcher with records to fetch, none fetched and none queued for this long is stuck
-/// too (seen on Kafka after a transaction abort and a handover in quick succession: the
-/// partition was assigned and never fetched again).
-const FETCH_IDLE_AFTER: Duration = Duration::from_secs(10);
 
 /// Why [`Relay::check_positions`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,28 +191,12 @@ impl ClientContext for SourceContext {
                     if stats.lo_offset >= 0 {
                         p.log_start = stats.lo_offset;
                     }
-                    // Fetching as it should: active and moving, or nothing to fetch, or records
-                    // fetched and waiting for the relay (a target that holds the relay back).
-                    let moved = p.fetch_next.is_none_or(|(next, _)| next != stats.next_offset);
-                    if moved {
-                        p.fetch_next = Some((stats.next_offset, Instant::now()));
-                    }
-                    // Up to the last stable offset (read_committed: an open source transaction
-                    // holds records back legitimately).
-                    let fetchable_end = if stats.ls_offset >= 0 { stats.ls_offset } else { stats.hi_offset };
-                    let waiting = fetchable_end > stats.next_offset && stats.next_offset >= 0 && stats.fetchq_cnt == 0;
-                    let stuck = waiting && p.fetch_next.is_some_and(|(_, since)| since.elapsed() > FETCH_IDLE_AFTER);
-                    let state = match stats.fetch_state.as_str() {
-                        "none" | "stopped" => Some(stats.fetch_state.clone()),
-                        // librdkafka passes through these in milliseconds; seconds is a stuck fetcher.
-                        "offset-query" | "offset-wait" | "validate-epoch-wait" if waiting => Some(stats.fetch_state.clone()),
-                        "active" if stuck => Some(format!("active, at {} with records up to {fetchable_end} and nothing fetched for {FETCH_IDLE_AFTER:?}", stats.next_offset)),
-                        _ => None,
-                    };
-                    match state {
-                        Some(state) if p.fetch_stopped.is_none() => p.fetch_stopped = Some((Instant::now(), state)),
-                        Some(_) => {}
-                        None => p.fetch_stopped = None,
+                    if matches!(stats.fetch_state.as_str(), "none" | "stopped") {
+                        if p.fetch_stopped.is_none() {
+                            p.fetch_stopped = Some((Instant::now(), stats.fetch_state.clone()));
+                        }
+                    } else {
+                        p.fetch_stopped = None;
                     }
                 }
             }

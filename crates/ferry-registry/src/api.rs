@@ -267,7 +267,11 @@ async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Resul
             Ok(record) => {
                 if import.is_none() {
                     let (level, _) = state.compatibility(Some(&subject), s.default_compatibility);
-                    let messages = compat::check(level, t, &b.schema, &state.to_check(&subject, level.transitive()))?;
+                    let resolve = |r: &Reference| state.referenced_text(r);
+                    if t == SchemaType::Avro {
+                        compat::parse_avro(&b.schema, &b.references, &resolve)?;
+                    }
+                    let messages = compat::check(level, t, &b.schema, &b.references, &state.to_check(&subject, level.transitive()), &resolve)?;
                     if !messages.is_empty() {
                         return Err(ApiError::incompatible(&messages));
                     }
@@ -326,7 +330,8 @@ async fn check(s: &App, subject: &str, version: Option<&str>, p: &HashMap<String
         }
         None => state.to_check(subject, level.transitive()),
     };
-    let messages = compat::check(level, t, &b.schema, &against)?;
+    let resolve = |r: &Reference| state.referenced_text(r);
+    let messages = compat::check(level, t, &b.schema, &b.references, &against, &resolve)?;
     let mut out = json!({"is_compatible": messages.is_empty()});
     if flag(p, "verbose") {
         out["messages"] = json!(messages);

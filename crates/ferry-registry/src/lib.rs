@@ -14,6 +14,7 @@ pub mod schema;
 pub mod state;
 pub mod store;
 pub mod api;
+pub mod avro;
 pub mod compat;
 
 use std::sync::Arc;

@@ -186,6 +186,12 @@ impl State {
         out
     }
 
+    /// The text of a referenced schema, if that subject version exists (live).
+    pub fn referenced_text(&self, r: &Reference) -> Option<String> {
+        let v = self.subjects.get(&r.subject)?.get(&r.version).filter(|v| !v.deleted)?;
+        Some(self.schemas.get(&v.id)?.schema.clone())
+    }
+
     /// Ids of the live schemas that reference `subject` at `version`.
     pub fn referenced_by(&self, subject: &str, version: i32) -> Vec<i64> {
         let mut ids: Vec<i64> = self

@@ -47,4 +47,21 @@ while len(back) < len(orders):
 consumer.close()
 assert back == orders, "objects changed on the way"
 latest = client.get_latest_version(f"{topic}-value")
-print(json.dumps({"embedded_ids": sorted(ids), "registered_id": latest.schema_id, "version": latest.version, "records": len(back)}))
+
+# Schema evolution under the default BACKWARD level, through the client: a field added with a
+# default is accepted; a field's type changed incompatibly is refused with 409.
+from confluent_kafka.schema_registry import Schema
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+evolved = json.loads(SCHEMA)
+evolved["fields"].append({"name": "note", "type": "string", "default": ""})
+evolved_id = client.register_schema(f"{topic}-value", Schema(json.dumps(evolved), "AVRO"))
+broken = json.loads(SCHEMA)
+broken["fields"][0]["type"] = "string"
+try:
+    client.register_schema(f"{topic}-value", Schema(json.dumps(broken), "AVRO"))
+    refused = None
+except SchemaRegistryError as e:
+    refused = e.http_status_code
+print(json.dumps({"embedded_ids": sorted(ids), "registered_id": latest.schema_id, "version": latest.version, "records": len(back),
+                  "evolved_id": evolved_id, "incompatible_status": refused}))

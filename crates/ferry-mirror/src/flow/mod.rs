@@ -7,7 +7,7 @@
 //! - [`history`]: the stored offset runs, MirrorMaker 2's progress, replaced sources;
 //! - [`persist`]: storing runs and positions (at-least-once mode);
 //! - [`transactions`]: commits and their outcomes (exactly-once mode);
-//! - [`reports`]: heartbeats and metrics reports;
+//! - [`reports`]: heartbeats (their own task) and metrics reports;
 //! - [`producers`]: the producers and their settings;
 //! - [`stalls`]: naming stalled clusters and partitions (its own task).
 
@@ -218,6 +218,7 @@ impl Flow {
         let acl_lists = lists_rx.clone();
         let member = Arc::new(member);
         let (commit_done_tx, mut commit_done) = tokio::sync::mpsc::unbounded_channel();
+        let heartbeats_ready = Arc::new(AtomicBool::new(false));
         let eos = match &sink {
             Sink::Plain(_) => None,
             Sink::Transactional(gate) => Some(ExactlyOnce {
@@ -254,7 +255,7 @@ impl Flow {
                 member_topics,
                 subscribed: None,
                 last_config_sync: None,
-                heartbeats_ready: false,
+                heartbeats_ready: heartbeats_ready.clone(),
                 metrics_ready: false,
                 syncs_topics_ready: false,
                 file,
@@ -275,6 +276,9 @@ impl Flow {
             eos,
             reports: Reporter { producer: internal.clone(), last_latency_ms, process, started_ms },
         };
+        if config.emit_heartbeats_enabled {
+            tokio::spawn(reports::heartbeats(name.to_string(), config.clone(), internal.clone(), heartbeats_ready, run.status.clone(), relay_cancel.clone()));
+        }
         tokio::spawn(watch_stalls(name.to_string(), table_for_watch, source.clone(), target.clone(), relay_cancel.clone()));
         if config.sync_topic_acls_enabled {
             let filter = crate::topic_plan::TopicFilter::for_flow(&config);
@@ -295,7 +299,6 @@ impl Flow {
 
         let mut refresh = tokio::time::interval(config.refresh_topics_interval);
         let mut flush = tokio::time::interval(config.offset_flush_interval);
-        let mut heartbeat = tokio::time::interval(config.emit_heartbeats_interval);
         let mut report = tokio::time::interval(METRICS_INTERVAL);
         let mut backoff = ferry_kafka::Backoff::default();
         let mut next_refresh = Instant::now();
@@ -375,7 +378,6 @@ impl Flow {
                         break Err(Error::Transactions { cluster: target.alias.clone(), address: target.bootstrap_servers.clone(), reason });
                     }
                 }
-                _ = heartbeat.tick(), if config.emit_heartbeats_enabled => run.heartbeat(),
                 _ = report.tick() => run.publish_metrics(),
             }
         };

@@ -1,4 +1,4 @@
-//! What the flow says about itself: heartbeats (MM2's `heartbeats` topic) and this process's
+//! What the flow says about itself: heartbeats (MM2's `heartbeats` topic, their own task) and this process's
 //! metrics reports for `ferry serve` (`ferry-metrics.internal`).
 
 use std::collections::HashMap;
@@ -85,20 +85,37 @@ impl Running {
             debug!(flow = %self.name, error = %e, "metrics report not enqueued");
         }
     }
+}
 
-    pub(super) fn heartbeat(&mut self) {
-        if !self.topics.heartbeats_ready {
-            return;
+/// Writes a heartbeat every `emit.heartbeats.interval.seconds` once the heartbeats topic exists:
+/// its own task, so a control task waiting on a stalled cluster (a refresh, a handover's commit)
+/// never stops them.
+pub(super) async fn heartbeats(
+    flow: String,
+    config: crate::config::FlowConfig,
+    producer: Arc<ThreadedProducer<DeliveryContext>>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    status: Arc<std::sync::Mutex<crate::FlowStatus>>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(config.emit_heartbeats_interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
         }
-        let hb = Heartbeat { source_cluster: self.config.source.clone(), target_cluster: self.config.target.clone(), timestamp_ms: now_ms() };
+        if !ready.load(std::sync::atomic::Ordering::Acquire) {
+            continue;
+        }
+        let hb = Heartbeat { source_cluster: config.source.clone(), target_cluster: config.target.clone(), timestamp_ms: now_ms() };
         // Aliases are validated by the config (they are part of topic names): this encodes.
-        let (Ok(key), Ok(value)) = (hb.encode_key(), hb.encode_value()) else { return };
+        let (Ok(key), Ok(value)) = (hb.encode_key(), hb.encode_value()) else { continue };
         let record = BaseRecord::with_opaque_to(HEARTBEATS_TOPIC, 0usize).key(&key).payload(&value).timestamp(hb.timestamp_ms);
-        match self.reports.producer.send(record) {
-            Ok(()) => counter!(telemetry::HEARTBEATS, "flow" => self.name.clone()).increment(1),
-            Err((e, _)) => debug!(flow = %self.name, error = %e, "heartbeat not enqueued"),
+        match producer.send(record) {
+            Ok(()) => counter!(telemetry::HEARTBEATS, "flow" => flow.clone()).increment(1),
+            Err((e, _)) => debug!(flow = %flow, error = %e, "heartbeat not enqueued"),
         }
-        self.set_status(|s| { s.last_heartbeat_ms = Some(hb.timestamp_ms); });
+        status.lock().unwrap().last_heartbeat_ms = Some(hb.timestamp_ms);
     }
 }
 

@@ -29,7 +29,8 @@ pub(super) struct TopicState {
     pub(super) member_topics: Sender<Vec<String>>,
     pub(super) subscribed: Option<Vec<String>>,
     pub(super) last_config_sync: Option<Instant>,
-    pub(super) heartbeats_ready: bool,
+    /// The heartbeats topic exists (the heartbeat task writes once it does).
+    pub(super) heartbeats_ready: Arc<std::sync::atomic::AtomicBool>,
     pub(super) metrics_ready: bool,
     pub(super) syncs_topics_ready: bool,
     /// The properties file (origin of list entries in `ferry ctl --list`).
@@ -186,9 +187,9 @@ impl Running {
     pub(super) async fn prepare(&mut self, source_topics: &[TopicMeta], target_topics: &[TopicMeta]) -> Result<()> {
         let heartbeats_exist = target_topics.iter().any(|t| t.name == HEARTBEATS_TOPIC);
         if self.config.emit_heartbeats_enabled && heartbeats_exist {
-            self.topics.heartbeats_ready = true;
+            self.topics.heartbeats_ready.store(true, std::sync::atomic::Ordering::Release);
         }
-        let want_heartbeats = self.config.emit_heartbeats_enabled && !self.topics.heartbeats_ready;
+        let want_heartbeats = self.config.emit_heartbeats_enabled && !self.topics.heartbeats_ready.load(std::sync::atomic::Ordering::Acquire);
         let heartbeats = NewTopicSpec { name: HEARTBEATS_TOPIC.into(), partitions: 1, replication_factor: self.config.heartbeats_replication_factor, configs: BTreeMap::new() };
         let metrics = NewTopicSpec {
             name: METRICS_TOPIC.into(),
@@ -226,7 +227,11 @@ impl Running {
             create(self.clusters.target_admin.clone(), self.topics.lists_tx.is_some() && control_missing, vec![control]),
         );
         match hb {
-            Ok(created) => self.topics.heartbeats_ready |= created,
+            Ok(created) => {
+                if created {
+                    self.topics.heartbeats_ready.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
             Err(e) => warn!(flow = %self.name, error = %e, "cannot create the heartbeats topic"),
         }
         match me {
