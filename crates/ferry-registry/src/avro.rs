@@ -255,7 +255,8 @@ impl Check<'_> {
         self.check(r, w, "");
         let ok = self.problems.len() == before;
         // A pair found incompatible here must be judged again where it is reported.
-        (self.problems.truncate(before), self.assumed = assumed);
+        self.problems.truncate(before);
+        self.assumed = assumed;
         ok
     }
 
