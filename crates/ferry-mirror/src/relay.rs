@@ -155,6 +155,8 @@ impl ProducerContext for DeliveryContext {
 /// How long librdkafka may report a partition's fetcher as stopped before the relay checks it
 /// and restarts it (statistics arrive every second).
 const FETCH_STOPPED_AFTER: Duration = Duration::from_secs(5);
+/// A partition assigned this long ago that never delivered a record while the source has some.
+const NEVER_FETCHED_AFTER: Duration = Duration::from_secs(10);
 
 /// Why [`Relay::check_positions`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +237,8 @@ pub(crate) struct Relay {
 struct Route {
     remote: Arc<str>,
     progress: SharedProgress,
+    /// When this relay (re)assigned the partition, until its first record arrives.
+    waiting_since: Option<Instant>,
 }
 
 impl Relay {
@@ -261,7 +265,7 @@ impl Relay {
     /// Runs until cancelled or the command channel closes. Blocking: call on its own thread.
     pub(crate) fn run(self) {
         let out_of_range_reported = Arc::new(AtomicBool::new(false));
-        let context = SourceContext {
+        let context = || SourceContext {
             flow: self.flow.clone(),
             source: self.source.alias.clone(),
             bootstrap: self.source.bootstrap_servers.clone(),
@@ -270,13 +274,15 @@ impl Relay {
             errors_logged: telemetry::Throttle::new(Duration::from_secs(10)),
             out_of_range: out_of_range_reported.clone(),
         };
-        let consumer: BaseConsumer<SourceContext> = match Self::consumer_config(&self.source).create_with_context(context) {
+        let make = || Self::consumer_config(&self.source).create_with_context(context());
+        let mut consumer: BaseConsumer<SourceContext> = match make() {
             Ok(c) => c,
             Err(e) => {
                 error!(flow = %self.flow, cluster = %self.source.alias, error = %e, "cannot create the source consumer");
                 return;
             }
         };
+        let mut last_recreated: Option<Instant> = None;
         let filtered = counter!(telemetry::FILTERED, "flow" => self.flow.clone());
         let truncated = counter!(telemetry::TRUNCATED, "flow" => self.flow.clone());
         let consume_errors = counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::CONSUME);
@@ -316,6 +322,32 @@ impl Relay {
             // Stopped fetchers: a scan that locks every partition, so once a second, not per record.
             if last_stopped_scan.elapsed() > Duration::from_secs(1) {
                 last_stopped_scan = Instant::now();
+                // Partitions assigned here that never delivered a record while the source has
+                // records for them: seen on Kafka after a transaction abort, a lost session and
+                // a reassignment within seconds, with librdkafka reporting no stopped fetcher.
+                // The consumer is made anew (at most once a minute) and every partition assigned
+                // to it again at its position.
+                let never_fetched = routes.values().flatten().flatten().filter(|r| {
+                    r.waiting_since.is_some_and(|t| t.elapsed() > NEVER_FETCHED_AFTER) && {
+                        let p = r.progress.lock().unwrap();
+                        p.failed.is_none() && p.rewind_to.is_none() && p.high_watermark > p.consumed_next && p.log_start <= p.consumed_next
+                    }
+                }).count();
+                if never_fetched > 0 && last_recreated.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    last_recreated = Some(Instant::now());
+                    match make() {
+                        Ok(fresh) => {
+                            counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::PARTITION_STOPPED).increment(never_fetched as u64);
+                            warn!(flow = %self.flow, cluster = %self.source.alias, partitions = never_fetched, after = ?NEVER_FETCHED_AFTER,
+                                "PARTITION STOPPED: partitions assigned to this relay never fetched a record although the source has records for them; the source consumer is made anew");
+                            consumer = fresh;
+                            let all: Vec<SharedProgress> = routes.values().flatten().flatten().map(|r| r.progress.clone()).collect();
+                            routes.clear();
+                            self.assign(&consumer, &mut routes, all);
+                        }
+                        Err(e) => warn!(flow = %self.flow, cluster = %self.source.alias, error = %e, "cannot make the source consumer anew"),
+                    }
+                }
                 if routes.values().flatten().flatten().any(|r| r.progress.lock().unwrap().fetch_stopped.as_ref().is_some_and(|(at, _)| at.elapsed() > FETCH_STOPPED_AFTER)) {
                     last_truncation_check = Instant::now();
                     self.check_positions(&consumer, &routes, &truncated, Check::Stopped);
@@ -338,6 +370,9 @@ impl Relay {
                 }
             };
             self.table.consumed.fetch_add(1, Ordering::Relaxed);
+            if let Some(Some(route)) = routes.get_mut(message.topic()).and_then(|r| r.get_mut(message.partition() as usize)) {
+                route.waiting_since = None;
+            }
             self.forward(&message, &routes, &filtered);
         }
     }
@@ -465,7 +500,7 @@ impl Relay {
             if slots.len() <= partition as usize {
                 slots.resize_with(partition as usize + 1, || None);
             }
-            slots[partition as usize] = Some(Route { remote, progress });
+            slots[partition as usize] = Some(Route { remote, progress, waiting_since: Some(Instant::now()) });
         }
         if let Err(e) = consumer.incremental_assign(&tpl) {
             error!(flow = %self.flow, error = %e, "incremental assign failed");
