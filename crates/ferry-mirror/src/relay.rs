@@ -155,6 +155,9 @@ impl ProducerContext for DeliveryContext {
 /// How long librdkafka may report a partition's fetcher as stopped before the relay checks it
 /// and restarts it (statistics arrive every second).
 const FETCH_STOPPED_AFTER: Duration = Duration::from_secs(5);
+/// Exactly-once: how long a relay waits on a full producer queue (holding the gate) before it
+/// gives the record up to be re-sent.
+const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
 /// A partition assigned this long ago that never delivered a record while the source has some.
 const NEVER_FETCHED_AFTER: Duration = Duration::from_secs(10);
 
@@ -428,6 +431,8 @@ impl Relay {
         if let Some(headers) = headers {
             record = record.headers(headers);
         }
+        let transactional = matches!(self.sink, Sink::Transactional(_));
+        let mut full_since: Option<Instant> = None;
         loop {
             match producer.send(record) {
                 Ok(()) => return,
@@ -435,8 +440,19 @@ impl Relay {
                     // Backpressure: the producer's queue is full; wait for acknowledgements.
                     record = r;
                     std::thread::sleep(Duration::from_millis(1));
-                    if self.cancel.is_cancelled() {
+                    // Exactly-once: this wait holds the gate and keeps the relay from its
+                    // commands. A transactional producer that cannot deliver (its transaction
+                    // failed; the coordinator busy with the epoch bump) filled its queue for
+                    // minutes while the relay waited here with a released partition's record:
+                    // the handover's assignment never reached the relay and nothing was fetched
+                    // again. After QUEUE_FULL_WAIT the record is given up (re-sent from its offset;
+                    // the transaction aborts), the gate opens and the commands are served.
+                    let waited_too_long = transactional && full_since.get_or_insert_with(Instant::now).elapsed() > QUEUE_FULL_WAIT;
+                    if self.cancel.is_cancelled() || waited_too_long {
                         route.progress.lock().unwrap().delivery_failed(epoch, offset, None);
+                        if waited_too_long {
+                            self.rewind_pending.store(true, Ordering::Release);
+                        }
                         return;
                     }
                 }
