@@ -240,8 +240,9 @@ pub(crate) struct Relay {
 struct Route {
     remote: Arc<str>,
     progress: SharedProgress,
-    /// When this relay (re)assigned the partition, until its first record arrives.
-    waiting_since: Option<Instant>,
+    /// When this relay (re)assigned the partition, until its first record arrives (cleared
+    /// where the record is forwarded, through the shared map).
+    waiting_since: std::cell::Cell<Option<Instant>>,
 }
 
 impl Relay {
@@ -331,7 +332,7 @@ impl Relay {
                 // The consumer is made anew (at most once a minute) and every partition assigned
                 // to it again at its position.
                 let never_fetched = routes.values().flatten().flatten().filter(|r| {
-                    r.waiting_since.is_some_and(|t| t.elapsed() > NEVER_FETCHED_AFTER) && {
+                    r.waiting_since.get().is_some_and(|t| t.elapsed() > NEVER_FETCHED_AFTER) && {
                         let p = r.progress.lock().unwrap();
                         p.failed.is_none() && p.rewind_to.is_none() && p.high_watermark > p.consumed_next && p.log_start <= p.consumed_next
                     }
@@ -373,9 +374,6 @@ impl Relay {
                 }
             };
             self.table.consumed.fetch_add(1, Ordering::Relaxed);
-            if let Some(Some(route)) = routes.get_mut(message.topic()).and_then(|r| r.get_mut(message.partition() as usize)) {
-                route.waiting_since = None;
-            }
             self.forward(&message, &routes, &filtered);
         }
     }
@@ -384,6 +382,7 @@ impl Relay {
         let Some(Some(route)) = routes.get(message.topic()).and_then(|r| r.get(message.partition() as usize)) else {
             return; // a message fetched just before its partition was unassigned
         };
+        route.waiting_since.set(None);
         // From the partition's state to the producer's queue in one pass of the gate: a roll-back
         // (under the closed gate) cannot slip between them.
         let pass;
@@ -471,7 +470,7 @@ impl Relay {
                 }
                 Err((e, _)) => {
                     error!(flow = %self.flow, topic = %route.remote, partition = message.partition(), offset, error = %e, "cannot enqueue record");
-                    let fatal = stops_partition(&e, matches!(self.sink, Sink::Transactional(_))).then(|| e.to_string());
+                    let fatal = stops_partition(&e, transactional).then(|| e.to_string());
                     route.progress.lock().unwrap().delivery_failed(epoch, offset, fatal);
                     self.rewind_pending.store(true, Ordering::Release);
                     return;
@@ -516,7 +515,7 @@ impl Relay {
             if slots.len() <= partition as usize {
                 slots.resize_with(partition as usize + 1, || None);
             }
-            slots[partition as usize] = Some(Route { remote, progress, waiting_since: Some(Instant::now()) });
+            slots[partition as usize] = Some(Route { remote, progress, waiting_since: std::cell::Cell::new(Some(Instant::now())) });
         }
         if let Err(e) = consumer.incremental_assign(&tpl) {
             error!(flow = %self.flow, error = %e, "incremental assign failed");

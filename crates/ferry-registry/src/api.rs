@@ -252,10 +252,8 @@ async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Resul
     let _writing = s.store.writing.lock().await;
     let record = {
         let state = s.store.state.read().unwrap();
+        state.check_writable(&subject)?;
         let (mode, _) = state.mode(Some(&subject));
-        if matches!(mode, Mode::ReadOnly | Mode::ReadOnlyOverride) {
-            return Err(ApiError::not_permitted(&format!("Subject {subject} is in read-only mode")));
-        }
         let import = match (mode, b.id) {
             (Mode::Import, Some(id)) => Some((id, b.version)),
             (Mode::Import, None) => None,
@@ -292,9 +290,7 @@ async fn delete_subject(s: Shared, Path(subject): Path<String>, Query(p): Params
     let _writing = s.store.writing.lock().await;
     let (mut records, versions) = {
         let state = s.store.state.read().unwrap();
-        if matches!(state.mode(Some(&subject)).0, Mode::ReadOnly | Mode::ReadOnlyOverride) {
-            return Err(ApiError::not_permitted(&format!("Subject {subject} is in read-only mode")));
-        }
+        state.check_writable(&subject)?;
         state.plan_delete_subject(&subject, flag(&p, "permanent"))?
     };
     if flag(&p, "permanent") {
@@ -310,9 +306,7 @@ async fn delete_version(s: Shared, Path((subject, version)): Path<(String, Strin
     let _writing = s.store.writing.lock().await;
     let (record, n) = {
         let state = s.store.state.read().unwrap();
-        if matches!(state.mode(Some(&subject)).0, Mode::ReadOnly | Mode::ReadOnlyOverride) {
-            return Err(ApiError::not_permitted(&format!("Subject {subject} is in read-only mode")));
-        }
+        state.check_writable(&subject)?;
         state.plan_delete_version(&subject, &version, flag(&p, "permanent"))?
     };
     s.store.write(&[record]).await?;

@@ -93,23 +93,9 @@ impl State {
                 }
             }
             Record::Config { subject: None, value } => self.global_compatibility = value.and_then(|v| Compatibility::parse(&v.compatibility_level).ok()),
-            Record::Config { subject: Some(s), value } => match value.and_then(|v| Compatibility::parse(&v.compatibility_level).ok()) {
-                Some(c) => {
-                    self.compatibility.insert(s, c);
-                }
-                None => {
-                    self.compatibility.remove(&s);
-                }
-            },
+            Record::Config { subject: Some(s), value } => set_or_clear(&mut self.compatibility, s, value.and_then(|v| Compatibility::parse(&v.compatibility_level).ok())),
             Record::Mode { subject: None, value } => self.global_mode = value.and_then(|v| Mode::parse(&v.mode).ok()),
-            Record::Mode { subject: Some(s), value } => match value.and_then(|v| Mode::parse(&v.mode).ok()) {
-                Some(m) => {
-                    self.modes.insert(s, m);
-                }
-                None => {
-                    self.modes.remove(&s);
-                }
-            },
+            Record::Mode { subject: Some(s), value } => set_or_clear(&mut self.modes, s, value.and_then(|v| Mode::parse(&v.mode).ok())),
             Record::DeleteSubject { subject, value: Some(v) } => {
                 // Soft delete of every version up to `version`.
                 if let Some(versions) = self.subjects.get_mut(&subject) {
@@ -129,6 +115,14 @@ impl State {
             }
             Record::DeleteSubject { value: None, .. } | Record::ClearSubject { value: None, .. } | Record::Noop => {}
         }
+    }
+
+    /// 42205 when `subject` (or the registry) is in a read-only mode.
+    pub fn check_writable(&self, subject: &str) -> Result<(), ApiError> {
+        if matches!(self.mode(Some(subject)).0, Mode::ReadOnly | Mode::ReadOnlyOverride) {
+            return Err(ApiError::not_permitted(&format!("Subject {subject} is in read-only mode")));
+        }
+        Ok(())
     }
 
     pub fn schema(&self, id: i64) -> Option<&Schema> {
@@ -366,6 +360,18 @@ impl State {
 
     pub fn clear_record(subject: &str) -> Record {
         Record::ClearSubject { subject: subject.to_string(), value: Some(ClearSubjectValue { subject: subject.to_string() }) }
+    }
+}
+
+/// A subject's own setting: set, or cleared (the global one applies again).
+fn set_or_clear<T>(settings: &mut HashMap<String, T>, subject: String, value: Option<T>) {
+    match value {
+        Some(v) => {
+            settings.insert(subject, v);
+        }
+        None => {
+            settings.remove(&subject);
+        }
     }
 }
 
