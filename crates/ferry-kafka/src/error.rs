@@ -91,6 +91,13 @@ pub fn coordinator_moving(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(NotCoordinator | CoordinatorLoadInProgress | CoordinatorNotAvailable))
 }
 
+/// Whether `error` says a partition's leadership is moving (a broker fenced after a pause, a
+/// leader election under way): answers that pass once the cluster has settled.
+pub fn leadership_moving(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::{FencedLeaderEpoch, LeaderNotAvailable, NotLeaderForPartition, UnknownLeaderEpoch};
+    matches!(error.rdkafka_error_code(), Some(NotLeaderForPartition | LeaderNotAvailable | FencedLeaderEpoch | UnknownLeaderEpoch))
+}
+
 fn classify_code(code: RDKafkaErrorCode) -> ErrorKind {
     use RDKafkaErrorCode::*;
     match code {

@@ -34,7 +34,7 @@ pub use acl::{AclOperation, AclPermission, PatternType, TopicAcl};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use backoff::Backoff;
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
-pub use error::{classify, coordinator_moving, Error, ErrorKind, Result};
+pub use error::{classify, coordinator_moving, leadership_moving, Error, ErrorKind, Result};
 pub use offsets::{committed_offsets, log_reader, read_record, read_records_at, same_record, watermarks, RecordFingerprint, RecordScan};
 pub use log_throttle::{LibrdkafkaThrottle, Throttle};
 pub use quiet::QuietContext;

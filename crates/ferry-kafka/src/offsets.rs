@@ -8,7 +8,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::TopicPartitionList;
 
-use crate::coordinator_moving;
+use crate::{coordinator_moving, leadership_moving};
 
 /// A group's committed offsets of `partitions` (OffsetFetch), asked again while the coordinator
 /// is moving ([`coordinator_moving`]) until `within` has passed.
@@ -25,12 +25,14 @@ pub fn committed_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, partiti
 /// A partition's (log start, high watermark). A partition this client has no metadata for yet
 /// (a topic grown or created since the client loaded it: librdkafka refreshes only topics it
 /// consumes or produces, and refuses the others locally with UnknownPartition) is loaded and
-/// asked again until `within` has passed.
+/// asked again until `within` has passed; so is one whose leadership is moving
+/// ([`leadership_moving`]: a broker fenced after a pause answers NotLeaderForPartition until it
+/// registers again).
 pub fn watermarks<C: ConsumerContext>(consumer: &BaseConsumer<C>, topic: &str, partition: i32, within: Duration) -> KafkaResult<(i64, i64)> {
     let deadline = Instant::now() + within;
     loop {
         match consumer.fetch_watermarks(topic, partition, within) {
-            Err(e) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) && Instant::now() < deadline => {
+            Err(e) if (e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) || leadership_moving(&e)) && Instant::now() < deadline => {
                 let _ = consumer.fetch_metadata(Some(topic), within);
                 std::thread::sleep(Duration::from_millis(100));
             }
