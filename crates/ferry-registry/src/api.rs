@@ -263,12 +263,10 @@ async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Resul
         match state.plan_register(&subject, t, &b.schema, &b.references, import)? {
             Err(id) => return Ok(Answer(json!({"id": id}))),
             Ok(record) => {
+                let resolve = |r: &Reference| state.referenced(r);
+                compat::parse(t, &b.schema, &b.references, &resolve)?;
                 if import.is_none() {
                     let (level, _) = state.compatibility(Some(&subject), s.default_compatibility);
-                    let resolve = |r: &Reference| state.referenced_text(r);
-                    if t == SchemaType::Avro {
-                        compat::parse_avro(&b.schema, &b.references, &resolve)?;
-                    }
                     let messages = compat::check(level, t, &b.schema, &b.references, &state.to_check(&subject, level.transitive()), &resolve)?;
                     if !messages.is_empty() {
                         return Err(ApiError::incompatible(&messages));
@@ -324,7 +322,7 @@ async fn check(s: &App, subject: &str, version: Option<&str>, p: &HashMap<String
         }
         None => state.to_check(subject, level.transitive()),
     };
-    let resolve = |r: &Reference| state.referenced_text(r);
+    let resolve = |r: &Reference| state.referenced(r);
     let messages = compat::check(level, t, &b.schema, &b.references, &against, &resolve)?;
     let mut out = json!({"is_compatible": messages.is_empty()});
     if flag(p, "verbose") {

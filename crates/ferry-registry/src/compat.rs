@@ -1,27 +1,74 @@
 //! Whether a new schema may follow earlier ones under a compatibility level. A different schema
-//! type is never compatible, and the same canonical schema always is. Avro is judged with the
-//! Java library's rules ([`crate::avro`]): BACKWARD reads old data with the new schema, FORWARD
-//! new data with the old one, FULL both. Protobuf and JSON Schema (Confluent's diff rules) are not
-//! judged yet: two different such schemas answer 50001 naming the gap, so nothing incompatible
-//! is ever accepted silently; a subject at NONE registers anything.
+//! type is never compatible, and the same canonical schema always is. BACKWARD reads old data
+//! with the new schema, FORWARD new data with the old one, FULL both; the `_TRANSITIVE` levels
+//! check every live version, the others the latest. Avro is judged with the Java library's rules
+//! ([`crate::avro`]), JSON Schema and Protobuf with Confluent's diff kinds
+//! ([`crate::json_schema`], [`crate::protobuf`]). References resolve transitively.
 
 use crate::avro;
 use crate::error::ApiError;
+use crate::json_schema;
+use crate::protobuf;
 use crate::records::Reference;
 use crate::schema::{canonical, Compatibility, SchemaType};
 use crate::state::Schema;
 
-/// Finds the text of a referenced schema (subject and version).
-pub type Resolve<'a> = &'a dyn Fn(&Reference) -> Option<String>;
+/// Finds a referenced schema (subject and version).
+pub type Resolve<'a> = &'a dyn Fn(&Reference) -> Option<Schema>;
 
-/// Parses an Avro schema with its references resolved; 42201 with the reason if it is invalid.
-pub fn parse_avro(schema: &str, references: &[Reference], resolve: Resolve<'_>) -> Result<avro::Schema, ApiError> {
-    let texts: Vec<String> = references
-        .iter()
-        .map(|r| resolve(r).ok_or_else(|| ApiError::invalid_schema(&format!("reference '{}' names {} version {}, which does not exist", r.name, r.subject, r.version))))
-        .collect::<Result<_, _>>()?;
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    avro::Schema::parse(schema, &refs).map_err(|e| ApiError::invalid_schema(&e))
+/// One change between two schemas: where, which kind (Confluent's name), and whether readers
+/// survive it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub path: String,
+    pub kind: &'static str,
+    pub compatible: bool,
+}
+
+/// How deep references may nest (a cycle is refused rather than followed).
+const MAX_REFERENCE_DEPTH: usize = 32;
+
+/// Every schema `references` name, transitively, as (reference name, text): each one after the
+/// schemas it references, once. 42201 when one does not exist or they nest too deep.
+pub fn referenced(references: &[Reference], resolve: Resolve<'_>) -> Result<Vec<(String, String)>, ApiError> {
+    fn walk(references: &[Reference], resolve: Resolve<'_>, depth: usize, out: &mut Vec<(String, String)>) -> Result<(), ApiError> {
+        if depth > MAX_REFERENCE_DEPTH {
+            return Err(ApiError::invalid_schema(&format!("references nest deeper than {MAX_REFERENCE_DEPTH} (a cycle?)")));
+        }
+        for r in references {
+            let found = resolve(r).ok_or_else(|| ApiError::invalid_schema(&format!("reference '{}' names {} version {}, which does not exist", r.name, r.subject, r.version)))?;
+            walk(&found.references, resolve, depth + 1, out)?;
+            if !out.iter().any(|(name, _)| *name == r.name) {
+                out.push((r.name.clone(), found.schema));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(references, resolve, 0, &mut out)?;
+    Ok(out)
+}
+
+/// A schema parsed for judging, references resolved.
+#[derive(Debug)]
+pub enum Parsed {
+    Avro(avro::Schema),
+    Json(json_schema::Document),
+    Protobuf(prost_types::FileDescriptorProto),
+}
+
+/// Parses a schema of its type with its references; 42201 with the reason if it is invalid.
+pub fn parse(schema_type: SchemaType, schema: &str, references: &[Reference], resolve: Resolve<'_>) -> Result<Parsed, ApiError> {
+    let texts = referenced(references, resolve)?;
+    let invalid = |e: String| ApiError::invalid_schema(&e);
+    match schema_type {
+        SchemaType::Avro => {
+            let refs: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+            avro::Schema::parse(schema, &refs).map(Parsed::Avro).map_err(invalid)
+        }
+        SchemaType::Json => json_schema::Document::parse(schema, &texts).map(Parsed::Json).map_err(invalid),
+        SchemaType::Protobuf => protobuf::compile(schema, &texts).map_err(invalid)?.pop().map(Parsed::Protobuf).ok_or_else(|| invalid("nothing compiled".into())),
+    }
 }
 
 /// The incompatibilities of `schema` against `against` (newest first), empty when compatible.
@@ -30,31 +77,44 @@ pub fn check(level: Compatibility, schema_type: SchemaType, schema: &str, refere
         return Ok(Vec::new());
     }
     let new = canonical(schema_type, schema);
-    let parsed = if schema_type == SchemaType::Avro { Some(parse_avro(schema, references, resolve)?) } else { None };
+    let mut parsed = None;
     let backward = matches!(level, Compatibility::Backward | Compatibility::BackwardTransitive | Compatibility::Full | Compatibility::FullTransitive);
     let forward = matches!(level, Compatibility::Forward | Compatibility::ForwardTransitive | Compatibility::Full | Compatibility::FullTransitive);
     let mut messages = Vec::new();
     for (version, old) in against {
         if old.schema_type != schema_type {
             messages.push(format!("Incompatible because of different schema type: version {version} is {}, the new schema is {}", old.schema_type.name(), schema_type.name()));
-        } else if canonical(old.schema_type, &old.schema) == new && old.references == references {
             continue;
-        } else if let Some(new) = &parsed {
-            let old_parsed = parse_avro(&old.schema, &old.references, resolve).map_err(|e| ApiError::store(&format!("version {version} cannot be parsed: {}", e.message)))?;
-            if backward {
-                messages.extend(avro::can_read(new, &old_parsed).into_iter().map(|m| format!("version {version}, reading old data with the new schema: {m}")));
-            }
-            if forward {
-                messages.extend(avro::can_read(&old_parsed, new).into_iter().map(|m| format!("version {version}, reading new data with the old schema: {m}")));
-            }
-        } else {
-            return Err(ApiError::new(
-                50001,
-                format!("judging {} compatibility ({}) between different schemas is not implemented in ferry registry yet; set the subject's compatibility to NONE to register it", schema_type.name(), level.name()),
-            ));
+        }
+        if canonical(old.schema_type, &old.schema) == new && old.references == references {
+            continue;
+        }
+        if parsed.is_none() {
+            parsed = Some(parse(schema_type, schema, references, resolve)?);
+        }
+        let new = parsed.as_ref().expect("parsed above");
+        let old_parsed = parse(old.schema_type, &old.schema, &old.references, resolve).map_err(|e| ApiError::store(&format!("version {version} cannot be parsed: {}", e.message)))?;
+        if backward {
+            messages.extend(incompatibilities(new, &old_parsed).into_iter().map(|m| format!("version {version}, reading old data with the new schema: {m}")));
+        }
+        if forward {
+            messages.extend(incompatibilities(&old_parsed, new).into_iter().map(|m| format!("version {version}, reading new data with the old schema: {m}")));
         }
     }
     Ok(messages)
+}
+
+/// What keeps `reader` from reading data written with `writer`.
+fn incompatibilities(reader: &Parsed, writer: &Parsed) -> Vec<String> {
+    let kinds = |diffs: Vec<Difference>, path: &str| -> Vec<String> {
+        diffs.into_iter().filter(|d| !d.compatible).map(|d| format!("Found incompatible change: Difference{{{path}='{}', type={}}}", d.path, d.kind)).collect()
+    };
+    match (reader, writer) {
+        (Parsed::Avro(r), Parsed::Avro(w)) => avro::can_read(r, w),
+        (Parsed::Json(r), Parsed::Json(w)) => kinds(json_schema::diff(w, r), "jsonPath"),
+        (Parsed::Protobuf(r), Parsed::Protobuf(w)) => kinds(protobuf::diff(w, r), "fullPath"),
+        _ => vec!["Incompatible because of different schema type".to_string()],
+    }
 }
 
 #[cfg(test)]
@@ -74,7 +134,8 @@ mod tests {
         assert!(check(Compatibility::FullTransitive, SchemaType::Avro, r#" "string" "#, &[], &[(1, &old)], &none).unwrap().is_empty());
         assert!(check(Compatibility::Backward, SchemaType::Avro, r#""int""#, &[], &[], &none).unwrap().is_empty(), "a first version needs no check");
         let json = schema(SchemaType::Json, r#"{"type":"object"}"#);
-        assert_eq!(check(Compatibility::Backward, SchemaType::Json, r#"{"type":"string"}"#, &[], &[(1, &json)], &none).unwrap_err().error_code, 50001, "not judged yet: said, never accepted");
+        let changed = check(Compatibility::Backward, SchemaType::Json, r#"{"type":"string"}"#, &[], &[(1, &json)], &none).unwrap();
+        assert_eq!(changed, ["version 1, reading old data with the new schema: Found incompatible change: Difference{jsonPath='#', type=TYPE_CHANGED}"]);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod store;
 pub mod api;
 pub mod avro;
 pub mod compat;
+pub mod json_schema;
+pub mod protobuf;
 
 use std::sync::Arc;
 

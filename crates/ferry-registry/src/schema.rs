@@ -103,12 +103,13 @@ impl Mode {
 
 /// The text two registrations are compared by. Avro and JSON Schema: the JSON without
 /// insignificant whitespace, members in their given order (as Avro's Java `Schema.toString`
-/// and Jackson print them). Protobuf: the text with its lines trimmed (Confluent prints a parsed
-/// file; two spellings of the same file are two schemas here until the Protobuf support parses it).
+/// and Jackson print them). Protobuf: the parsed file printed ([`crate::protobuf::canonical`];
+/// a base64 descriptor becomes text too), or, for text that does not parse (refused on
+/// registration), its lines trimmed.
 pub fn canonical(schema_type: SchemaType, text: &str) -> String {
     match schema_type {
         SchemaType::Avro | SchemaType::Json => compact_json(text),
-        SchemaType::Protobuf => text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n"),
+        SchemaType::Protobuf => crate::protobuf::canonical(text).unwrap_or_else(|| text.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("\n")),
     }
 }
 
@@ -136,16 +137,15 @@ fn compact_json(text: &str) -> String {
     out
 }
 
-/// Checks that a schema is well-formed for its type: 42201 with the parser's reason if not.
-/// Avro and JSON Schema must be JSON; a Protobuf schema must not be empty. (Full Avro, Protobuf
-/// and JSON Schema parsing comes with the compatibility checks.)
+/// Checks that a schema is well-formed for its type on its own: 42201 with the parser's reason
+/// if not. Avro and JSON Schema must be JSON; Protobuf must parse. (Parsing with references
+/// resolved is [`crate::compat::parse`].)
 pub fn validate(schema_type: SchemaType, text: &str) -> Result<(), ApiError> {
     match schema_type {
         SchemaType::Avro | SchemaType::Json => serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map(|_| ())
             .map_err(|e| ApiError::invalid_schema(&format!("invalid {} schema: {e}", schema_type.name()))),
-        SchemaType::Protobuf if text.trim().is_empty() => Err(ApiError::invalid_schema("empty Protobuf schema")),
-        SchemaType::Protobuf => Ok(()),
+        SchemaType::Protobuf => crate::protobuf::parse(text).map(|_| ()).map_err(|e| ApiError::invalid_schema(&e)),
     }
 }
 

@@ -180,10 +180,10 @@ impl State {
         out
     }
 
-    /// The text of a referenced schema, if that subject version exists (live).
-    pub fn referenced_text(&self, r: &Reference) -> Option<String> {
+    /// A referenced schema, if that subject version exists (live).
+    pub fn referenced(&self, r: &Reference) -> Option<Schema> {
         let v = self.subjects.get(&r.subject)?.get(&r.version).filter(|v| !v.deleted)?;
-        Some(self.schemas.get(&v.id)?.schema.clone())
+        self.schemas.get(&v.id).cloned()
     }
 
     /// Ids of the live schemas that reference `subject` at `version`.
