@@ -1,4 +1,5 @@
-//! `ferry registry` against Apache Kafka: Confluent's own Python serializer registers and reads
+//! `ferry registry` against Apache Kafka: Confluent's own Python serializers (Avro, JSON Schema,
+//! Protobuf with references) register and read
 //! through it, its state lives in `_schemas` in Confluent's record format and survives kill -9,
 //! and bad input gets Confluent's error codes.
 
@@ -84,6 +85,42 @@ fn confluents_python_avro_serializer_round_trips_through_ferry_registry() {
     assert!(first.get("schemaType").is_none(), "Avro has no schemaType, as Confluent answers");
     let (_, latest) = json_of(&registry.addr, "GET", &format!("/subjects/{topic}-value/versions/latest"), None);
     assert_eq!((latest["version"].clone(), latest["id"].clone()), (json!(2), seen["evolved_id"].clone()));
+}
+
+/// confluent-kafka's JSON Schema and Protobuf serializers, each with a schema referenced from
+/// another subject (a `$ref`, an `import`), through real topics.
+#[test]
+fn confluents_python_json_schema_and_protobuf_serializers_round_trip_with_references() {
+    let broker = Broker::start("registry-formats").unwrap();
+    let registry = start_registry(&broker, "registry-formats");
+    let (json_topic, proto_topic) = (unique("customers"), unique("orders"));
+    ferry_testkit::create_topic(&broker.bootstrap(), &json_topic, 1).unwrap();
+    ferry_testkit::create_topic(&broker.bootstrap(), &proto_topic, 1).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_formats.py");
+    let out = Command::new(venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &json_topic, &proto_topic]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), registry.process.output());
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    println!("confluent-kafka JSON Schema and Protobuf through ferry registry: {seen:#}");
+    for format in ["json", "protobuf"] {
+        let s = &seen[format];
+        assert_eq!(s["embedded_ids"], json!([s["registered_id"]]), "{format}: every record carries the registered id");
+        assert_eq!(s["records"], json!(10), "{format}");
+        assert!(s["evolved_id"].as_i64().is_some_and(|id| id != s["registered_id"].as_i64().unwrap()), "{format}: a compatible change is a new version: {s}");
+        assert_eq!(s["incompatible_status"], json!(409), "{format}: an incompatible change is refused as Confluent refuses it");
+    }
+    assert_eq!(seen["json"]["references"], json!(["address.json"]));
+    // The serializer registered a base64 descriptor; what is stored and served is .proto text.
+    let proto = &seen["protobuf"];
+    let text = proto["schema"].as_str().unwrap();
+    assert!(text.starts_with("syntax = \"proto3\";\npackage shop;\n") && text.contains("import \"money.proto\";") && text.contains("  .shop.Money total = 2;"), "{text}");
+    assert_eq!((proto["compiled_name"].clone(), proto["compiled_dependencies"].clone()), (json!("default"), json!(["money.proto"])));
+    assert_eq!(proto["compiled_fields"], json!([["id", 1, ""], ["total", 2, ".shop.Money"], ["skus", 3, ""]]));
+    // The imported file is a subject of its own, named as the client names references.
+    let (status, money) = json_of(&registry.addr, "GET", "/subjects/money.proto/versions/latest", None);
+    assert_eq!((status, money["schemaType"].clone()), (200, json!("PROTOBUF")), "{money}");
+    let (_, referenced_by) = json_of(&registry.addr, "GET", "/subjects/money.proto/versions/1/referencedby", None);
+    assert!(referenced_by.as_array().is_some_and(|ids| ids.contains(&proto["registered_id"])), "{referenced_by}");
 }
 
 #[test]

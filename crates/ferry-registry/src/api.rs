@@ -113,7 +113,7 @@ fn id_param(id: &str) -> Result<i64> {
 }
 
 /// How a schema is shown: `schema`, plus `schemaType` unless Avro, plus `references` if any.
-fn schema_json(state: &State, id: i64, mut out: serde_json::Map<String, Value>) -> Result<Value> {
+fn schema_json(state: &State, id: i64, mut out: serde_json::Map<String, Value>, format: Option<&str>) -> Result<Value> {
     let s = state.schema(id).ok_or_else(|| ApiError::schema_not_found(&id.to_string()))?;
     if let Some(t) = s.schema_type.stored_name() {
         out.insert("schemaType".into(), json!(t));
@@ -121,21 +121,34 @@ fn schema_json(state: &State, id: i64, mut out: serde_json::Map<String, Value>) 
     if !s.references.is_empty() {
         out.insert("references".into(), json!(s.references));
     }
-    out.insert("schema".into(), json!(s.schema));
+    out.insert("schema".into(), json!(formatted(state, s, format)?));
     Ok(Value::Object(out))
 }
 
-fn version_json(state: &State, subject: &str, version: i32, id: i64) -> Result<Value> {
+/// A schema's text in the `format` asked for: Protobuf's `serialized` is the compiled file as
+/// base64 (what Confluent's deserializers load); otherwise, and for other types, as stored.
+fn formatted(state: &State, s: &crate::state::Schema, format: Option<&str>) -> Result<String> {
+    match (s.schema_type, format) {
+        (SchemaType::Protobuf, Some("serialized")) => {
+            let resolve = |r: &Reference| state.referenced(r);
+            let references = compat::referenced(&s.references, &resolve)?;
+            crate::protobuf::serialized(&s.schema, &references).map_err(|e| ApiError::store(&e))
+        }
+        _ => Ok(s.schema.clone()),
+    }
+}
+
+fn version_json(state: &State, subject: &str, version: i32, id: i64, format: Option<&str>) -> Result<Value> {
     let mut m = serde_json::Map::new();
     m.insert("subject".into(), json!(subject));
     m.insert("version".into(), json!(version));
     m.insert("id".into(), json!(id));
-    schema_json(state, id, m)
+    schema_json(state, id, m, format)
 }
 
-async fn schema_by_id(s: Shared, Path(id): Path<String>) -> Result<Answer> {
+async fn schema_by_id(s: Shared, Path(id): Path<String>, Query(p): Params) -> Result<Answer> {
     let state = s.store.state.read().unwrap();
-    Ok(Answer(schema_json(&state, id_param(&id)?, serde_json::Map::new())?))
+    Ok(Answer(schema_json(&state, id_param(&id)?, serde_json::Map::new(), p.get("format").map(String::as_str))?))
 }
 
 async fn raw_schema_by_id(s: Shared, Path(id): Path<String>) -> Result<Response> {
@@ -173,7 +186,7 @@ async fn list_schemas(s: Shared, Query(p): Params) -> Result<Answer> {
             versions = versions.split_off(versions.len().saturating_sub(1));
         }
         for (n, v) in versions {
-            out.push(version_json(&state, subject, n, v.id)?);
+            out.push(version_json(&state, subject, n, v.id, None)?);
         }
     }
     let offset: usize = p.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
@@ -196,7 +209,7 @@ async fn list_versions(s: Shared, Path(subject): Path<String>, Query(p): Params)
 async fn get_version(s: Shared, Path((subject, version)): Path<(String, String)>, Query(p): Params) -> Result<Answer> {
     let state = s.store.state.read().unwrap();
     let (n, v) = state.version(&subject, &version, flag(&p, "deleted"))?;
-    Ok(Answer(version_json(&state, &subject, n, v.id)?))
+    Ok(Answer(version_json(&state, &subject, n, v.id, p.get("format").map(String::as_str))?))
 }
 
 async fn raw_version(s: Shared, Path((subject, version)): Path<(String, String)>, Query(p): Params) -> Result<Response> {
@@ -243,7 +256,7 @@ async fn lookup(s: Shared, Path(subject): Path<String>, Query(p): Params, bytes:
     state.versions(&subject, Deleted::Include)?;
     let canonical = schema::canonical(t, &b.schema);
     let (n, id) = state.lookup(&subject, t, &canonical, &b.references, flag(&p, "deleted")).ok_or_else(|| ApiError::schema_not_found("not found"))?;
-    Ok(Answer(version_json(&state, &subject, n, id)?))
+    Ok(Answer(version_json(&state, &subject, n, id, None)?))
 }
 
 async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Result<Answer> {
