@@ -39,7 +39,18 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
     info!(config = %file, "ferry registry starting");
-    match ferry_registry::run(config, cancel).await {
+    let handle = match metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(metrics_exporter_prometheus::Matcher::Full(ferry_registry::telemetry::LATENCY.to_string()), &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        .and_then(|b| b.install_recorder())
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ferry: cannot record metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let render: ferry_registry::telemetry::Render = std::sync::Arc::new(move || handle.render());
+    match ferry_registry::run(config, render, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "ferry registry stopped");

@@ -123,6 +123,90 @@ fn confluents_python_json_schema_and_protobuf_serializers_round_trip_with_refere
     assert!(referenced_by.as_array().is_some_and(|ids| ids.contains(&proto["registered_id"])), "{referenced_by}");
 }
 
+/// A sample's value in Prometheus text (the first line starting with `name`).
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (status, text) = http(addr, "GET", "/metrics", None);
+    assert_eq!(status, 200, "{text}");
+    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+/// Two instances on one `_schemas`: one leads (elected in Kafka's group protocol), writes through
+/// the other are forwarded to it and readable through the other at once; the leader killed
+/// under a stream of registrations, the other takes over and every acknowledged registration
+/// keeps its id, with no id given to two schemas.
+#[test]
+fn two_instances_elect_a_leader_forward_writes_and_survive_its_death() {
+    let broker = Broker::start("registry-pair").unwrap();
+    let mut one = start_registry(&broker, "registry-one");
+    let two = start_registry(&broker, "registry-two");
+    let leading = |addr: &str| metric(addr, "ferry_registry_leader") == Some(1.0);
+    wait_for(Duration::from_secs(60), || (leading(&one.addr) != leading(&two.addr)).then_some(()))
+        .unwrap_or_else(|| panic!("no single leader:\n{}\n{}", one.process.output(), two.process.output()));
+    let one_leads = leading(&one.addr);
+    let (leader, follower) = if one_leads { (&one.addr, &two.addr) } else { (&two.addr, &one.addr) };
+    println!("leader {leader}, follower {follower}");
+
+    // A write through the follower is decided by the leader and readable through the follower at once.
+    let (status, id) = json_of(follower, "POST", "/subjects/pair-value/versions", Some(&json!({"schema": "\"string\""})));
+    assert_eq!(status, 200, "{id}\n{}\n{}", one.process.output(), two.process.output());
+    assert_eq!(json_of(follower, "GET", "/subjects/pair-value/versions/1", None).1["id"], id["id"], "read back through the follower at once");
+    assert_eq!(json_of(leader, "GET", "/subjects/pair-value/versions/1", None).1["id"], id["id"]);
+    assert!(metric(follower, "ferry_registry_forwarded_total").is_some_and(|n| n >= 1.0), "the follower forwarded");
+    assert_eq!(json_of(follower, "PUT", "/config/pair-value", Some(&json!({"compatibility": "NONE"}))), (200, json!({"compatibility": "NONE"})));
+    assert_eq!(json_of(leader, "GET", "/config/pair-value", None).1["compatibilityLevel"], json!("NONE"));
+
+    // Registrations through both while the leader is killed.
+    let (one_addr, two_addr) = (one.addr.clone(), two.addr.clone());
+    let survivor = if one_leads { two_addr.clone() } else { one_addr.clone() };
+    let writer = std::thread::spawn(move || {
+        let mut acknowledged: Vec<(String, i64)> = Vec::new();
+        let mut failures = Vec::new();
+        let started = std::time::Instant::now();
+        let mut n = 0;
+        while started.elapsed() < Duration::from_secs(40) || acknowledged.len() < 40 {
+            n += 1;
+            let schema = format!("{{\"type\":\"record\",\"name\":\"R{n}\",\"fields\":[]}}");
+            let through = if n % 2 == 0 { &one_addr } else { &two_addr };
+            let through = if std::net::TcpStream::connect(through).is_ok() { through } else { &survivor };
+            let (status, body) = http(through, "POST", &format!("/subjects/load-{n}-value/versions"), Some(&json!({ "schema": schema })));
+            match serde_json::from_str::<Value>(&body).ok().and_then(|v| v["id"].as_i64()).filter(|_| status == 200) {
+                Some(id) => acknowledged.push((schema, id)),
+                None => failures.push((status, body)),
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            if started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+        }
+        (acknowledged, failures)
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let killed_at = std::time::Instant::now();
+    if one_leads {
+        one.process.kill_9();
+    } else {
+        // `two` is not mutable here: kill it through its pid.
+        Command::new("kill").args(["-9", &two.process.pid().to_string()]).status().unwrap();
+    }
+    let survivor = if one_leads { &two.addr } else { &one.addr };
+    wait_for(Duration::from_secs(60), || leading(survivor).then_some(())).unwrap_or_else(|| panic!("the survivor never led:\n{}", if one_leads { two.process.output() } else { one.process.output() }));
+    println!("the survivor leads {:?} after the kill", killed_at.elapsed());
+    let (acknowledged, failures) = writer.join().unwrap();
+    println!("{} registrations acknowledged, {} failed during the takeover: {:?}", acknowledged.len(), failures.len(), failures.iter().take(3).collect::<Vec<_>>());
+    assert!(acknowledged.len() >= 40, "writes went on after the takeover");
+    let mut by_id: std::collections::BTreeMap<i64, &str> = std::collections::BTreeMap::new();
+    for (schema, id) in &acknowledged {
+        if let Some(other) = by_id.insert(*id, schema) {
+            panic!("id {id} was given to {other} and to {schema}");
+        }
+        let (status, stored) = json_of(survivor, "GET", &format!("/schemas/ids/{id}"), None);
+        assert_eq!((status, stored["schema"].as_str()), (200, Some(schema.as_str())), "acknowledged id {id} resolves to its schema");
+    }
+    for (status, body) in &failures {
+        assert!([500, 502, 503].contains(status) || (*status == 0), "a failure during the takeover is a 5xx with Confluent's body: {status} {body}");
+    }
+}
+
 #[test]
 fn state_lives_in_schemas_in_confluents_format_and_survives_kill_9() {
     let broker = Broker::start("registry-store").unwrap();
@@ -179,7 +263,7 @@ fn state_lives_in_schemas_in_confluents_format_and_survives_kill_9() {
     let keys: Vec<String> = records.iter().filter_map(|r| r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned())).collect();
     assert!(keys.contains(&r#"{"keytype":"SCHEMA","subject":"users-value","version":2,"magic":1}"#.to_string()), "{keys:?}");
     assert!(keys.contains(&r#"{"keytype":"CONFIG","subject":"users-value","magic":0}"#.to_string()), "{keys:?}");
-    assert!(keys.contains(&r#"{"keytype":"NOOP","magic":0}"#.to_string()), "{keys:?}");
+    assert!(keys.iter().all(|k| ["SCHEMA", "CONFIG", "MODE", "DELETE_SUBJECT", "CLEAR_SUBJECT", "NOOP"].iter().any(|t| k.starts_with(&format!(r#"{{"keytype":"{t}","#)))), "{keys:?}");
     let configs = ferry_testkit::topic_configs(&broker.bootstrap(), "_schemas").unwrap();
     assert_eq!(configs.get("cleanup.policy").map(String::as_str), Some("compact"));
 }
@@ -213,9 +297,12 @@ fn bad_input_gets_confluents_error_codes_and_a_bad_file_exit_2() {
     let (status, verdict) = json_of(a, "POST", "/compatibility/subjects/t/versions/latest?verbose=true", Some(&json!({"schema": "\"string\""})));
     assert_eq!((status, verdict["is_compatible"].clone()), (200, json!(false)));
     assert!(verdict["messages"][0].as_str().unwrap().contains("TYPE_MISMATCH"), "{verdict}");
-    // JSON Schema and Protobuf are not judged yet: said (50001), never accepted silently.
+    // JSON Schema and Protobuf are judged by Confluent's diff kinds, named in verbose verdicts.
     assert_eq!(code("POST", "/subjects/j/versions", Some(&json!({"schema": "{\"type\":\"object\"}", "schemaType": "JSON"}))).0, 200);
-    assert_eq!(code("POST", "/subjects/j/versions", Some(&json!({"schema": "{\"type\":\"string\"}", "schemaType": "JSON"}))), (500, json!(50001)));
+    assert_eq!(code("POST", "/subjects/j/versions", Some(&json!({"schema": "{\"type\":\"string\"}", "schemaType": "JSON"}))), (409, json!(409)));
+    let (_, verdict) = json_of(a, "POST", "/compatibility/subjects/j/versions/latest?verbose=true", Some(&json!({"schema": "{\"type\":\"string\"}", "schemaType": "JSON"})));
+    assert!(verdict["messages"][0].as_str().unwrap().contains("Difference{jsonPath='#', type=TYPE_CHANGED}"), "{verdict}");
+    assert_eq!(code("POST", "/subjects/p/versions", Some(&json!({"schema": "syntax = \"proto3\";\nmessage M {\n  int32 a = 1\n}", "schemaType": "PROTOBUF"}))), (422, json!(42201)));
     let (status, body) = http(a, "POST", "/subjects/s/versions", None);
     assert_eq!(status, 400, "{body}");
 

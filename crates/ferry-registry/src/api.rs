@@ -35,6 +35,10 @@ type Params = Query<HashMap<String, String>>;
 
 const MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+/// The largest request body taken (a schema with its references inline is far smaller); a
+/// larger one is refused with 413 before it is read whole.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
 /// A JSON answer in Confluent's media type.
 struct Answer(Value);
 
@@ -80,6 +84,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/mode/{subject}", get(get_mode).put(put_mode).delete(delete_mode))
         .route("/contexts", get(|| async { Answer(json!([":.:"])) }))
         .fallback(|| async { ApiError::new(40400, "HTTP 404 Not Found") })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)
 }
 

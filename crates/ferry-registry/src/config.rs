@@ -27,8 +27,25 @@ pub struct RegistryConfig {
     pub compatibility: Compatibility,
     pub mode_mutability: bool,
     pub leader_eligibility: bool,
-    pub host_name: String,
+    /// `host.name`: the host other instances reach this one at (see [`RegistryConfig::advertised_url`]).
+    pub host_name: Option<String>,
+    /// `schema.registry.group.id`: the group the instances elect their leader in.
     pub group_id: String,
+}
+
+impl RegistryConfig {
+    /// The URL other instances forward writes to: `host.name` (or the first listener's address
+    /// when that is a specific one, else the machine's host name) and the first listener's port.
+    pub fn advertised_url(&self) -> String {
+        let listener = self.listeners.first().copied().unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8081)));
+        let host = match &self.host_name {
+            Some(h) => h.clone(),
+            None if !listener.ip().is_unspecified() && listener.is_ipv6() => format!("[{}]", listener.ip()),
+            None if !listener.ip().is_unspecified() => listener.ip().to_string(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()),
+        };
+        format!("http://{host}:{}", listener.port())
+    }
 }
 
 /// A key the file sets that this registry does not use: (line, key).
@@ -147,7 +164,7 @@ impl RegistryConfig {
         if topic.is_empty() {
             problems.push(format!("{file}: kafkastore.topic is empty"));
         }
-        let host_name = get("host.name").map_or_else(|| "localhost".to_string(), |e| e.value.trim().to_string());
+        let host_name = get("host.name").map(|e| e.value.trim().to_string()).filter(|h| !h.is_empty());
         let group_id = get("schema.registry.group.id").map_or_else(|| "schema-registry".to_string(), |e| e.value.trim().to_string());
 
         const OWN: &[&str] = &[

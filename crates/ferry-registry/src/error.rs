@@ -80,6 +80,12 @@ impl ApiError {
     pub fn timeout(reason: &str) -> ApiError {
         ApiError::new(50002, format!("Operation timed out: {reason}"))
     }
+    pub fn forwarding(reason: &str) -> ApiError {
+        ApiError::new(50003, format!("Error while forwarding the request to the leader: {reason}"))
+    }
+    pub fn unknown_leader(reason: &str) -> ApiError {
+        ApiError::new(50004, format!("Unknown leader: {reason}"))
+    }
 }
 
 #[cfg(test)]

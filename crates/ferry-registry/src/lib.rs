@@ -5,7 +5,8 @@
 //! Where a schema travels: an HTTP request (`api`) is decided against the in-memory [`state`]
 //! (pure: ids, subjects, versions, deletes, configs, modes) into `_schemas` [`records`]; the
 //! `store` writes them to Kafka and answers once its reader has applied them back, which is how
-//! every instance learns of them too.
+//! every instance learns of them too. One instance, elected through Kafka's group protocol
+//! ([`leader`]), writes; the others forward writes to it ([`forward`]).
 
 pub mod config;
 pub mod error;
@@ -18,18 +19,29 @@ pub mod avro;
 pub mod compat;
 pub mod json_schema;
 pub mod protobuf;
+pub mod leader;
+pub mod forward;
+pub mod telemetry;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// Opens the store (creating or checking `_schemas`, reading it to its end), then serves the
-/// REST API on every listener until `cancel`.
-pub async fn run(config: config::RegistryConfig, cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Opens the store (creating or checking `_schemas`, reading it to its end), joins the leader
+/// election, then serves the REST API (and Prometheus text at `/metrics`, rendered by `render`)
+/// on every listener until `cancel`.
+pub async fn run(config: config::RegistryConfig, render: telemetry::Render, cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = store::Store::open(&config, cancel.clone()).await?;
-    let app = Arc::new(api::App { store, default_compatibility: config.compatibility, mode_mutability: config.mode_mutability });
-    let router = api::router(app);
+    let election = leader::spawn(&config, store.clone(), cancel.clone())?;
+    // A write waits for an election to settle: a killed leader is replaced once its session (10 s) expires.
+    let forwarder = forward::Forwarder::new(store.clone(), config.advertised_url(), config.timeout.max(std::time::Duration::from_secs(30)));
+    let app = Arc::new(api::App { store: store.clone(), default_compatibility: config.compatibility, mode_mutability: config.mode_mutability });
+    let metrics = axum::Router::new().route("/metrics", axum::routing::get(telemetry::scrape)).with_state((store, render));
+    let router = api::router(app)
+        .layer(axum::middleware::from_fn_with_state(forwarder, forward::route))
+        .merge(metrics)
+        .layer(axum::middleware::from_fn(telemetry::observe));
     let mut servers = tokio::task::JoinSet::new();
     for addr in &config.listeners {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -40,5 +52,7 @@ pub async fn run(config: config::RegistryConfig, cancel: CancellationToken) -> R
     while let Some(done) = servers.join_next().await {
         done.map_err(|e| format!("server task failed: {e}"))??;
     }
+    // Leaving the group lets another instance lead at once rather than after the session.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::task::spawn_blocking(move || election.join())).await;
     Ok(())
 }

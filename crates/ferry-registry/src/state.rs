@@ -129,6 +129,11 @@ impl State {
         self.schemas.get(&id)
     }
 
+    /// Schemas held (ids that resolve, soft-deleted ones included).
+    pub fn schema_count(&self) -> usize {
+        self.schemas.len()
+    }
+
     pub fn max_id(&self) -> i64 {
         self.max_id
     }

@@ -1,15 +1,18 @@
 //! The `_schemas` topic as the registry's store, as Confluent's `KafkaStore` keeps it: one
 //! compacted partition, read from the start by a reader thread that applies every record to the
 //! [`State`]; a write is answered only once that reader has applied it (so the answering
-//! instance, and every other one reading the topic, knows it).
+//! instance, and every other one reading the topic, knows it). Only the elected leader writes,
+//! each write one transaction of a producer whose transactional id all instances share: a new
+//! leader fences an old one that still believes it leads, so no two instances hand out ids
+//! at once. Readers are read_committed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use ferry_kafka::{Admin, ClientRole, NewTopicSpec};
+use ferry_kafka::{Admin, ClientRole, ClusterClient, NewTopicSpec};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -22,13 +25,28 @@ use crate::state::State;
 
 pub struct Store {
     pub state: Arc<RwLock<State>>,
-    producer: FutureProducer,
+    cluster: ClusterClient,
     topic: String,
+    /// Shared by every instance of the group, so a new leader fences the previous one.
+    transactional_id: String,
     /// The next offset the reader will apply (everything before it is in `state`).
     applied: watch::Receiver<i64>,
     /// One write decision at a time: a plan and its write are not interleaved with another's.
     pub writing: tokio::sync::Mutex<()>,
     timeout: Duration,
+    /// The transactional producer while this instance leads.
+    writer: Mutex<Option<FutureProducer>>,
+    /// Reads the topic's end for catching up.
+    ends: Mutex<BaseConsumer>,
+    /// Who leads, as the election last saw it ([`crate::leader`]).
+    pub leadership: watch::Sender<Leadership>,
+}
+
+/// Who leads the instances of one group: this instance, or another at `url` (unknown: `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leadership {
+    pub me: bool,
+    pub url: Option<String>,
 }
 
 /// Why the store cannot start.
@@ -86,15 +104,12 @@ impl Store {
                 )));
             }
         }
-        let producer: FutureProducer = cluster
-            .client_config_with_defaults(ClientRole::Producer, &[("enable.idempotence", "true"), ("acks", "all"), ("linger.ms", "0")])
-            .create()
-            .map_err(|e| named("cannot create the producer", &e))?;
         let consumer: BaseConsumer = cluster
-            .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false"), ("enable.partition.eof", "false"), ("fetch.wait.max.ms", "10")])
+            .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false"), ("enable.partition.eof", "false"), ("fetch.wait.max.ms", "10"), ("isolation.level", "read_committed")])
             .set("group.id", format!("{}-reader", config.group_id))
             .create()
             .map_err(|e| named("cannot create the reader", &e))?;
+        let ends: BaseConsumer = cluster.client_config(ClientRole::Consumer).create().map_err(|e| named("cannot create a client", &e))?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&config.topic, 0, Offset::Beginning).map_err(|e| named("cannot assign", &e))?;
         consumer.assign(&tpl).map_err(|e| named("cannot assign", &e))?;
@@ -102,22 +117,93 @@ impl Store {
         let state = Arc::new(RwLock::new(State::default()));
         let reader = Reader { consumer, state: state.clone(), applied: applied_tx, topic: config.topic.clone() };
         std::thread::Builder::new().name("schemas-reader".into()).spawn(move || reader.run(cancel)).map_err(|e| StoreError(format!("cannot start the reader thread: {e}")))?;
-        let store = Arc::new(Store { state, producer, topic: config.topic.clone(), applied, writing: tokio::sync::Mutex::new(()), timeout: config.timeout.max(Duration::from_secs(5)) });
+        let store = Arc::new(Store {
+            state,
+            cluster: cluster.clone(),
+            topic: config.topic.clone(),
+            transactional_id: format!("{}.{}.writer", config.group_id, config.topic),
+            applied,
+            writing: tokio::sync::Mutex::new(()),
+            timeout: config.timeout.max(Duration::from_secs(5)),
+            writer: Mutex::new(None),
+            ends: Mutex::new(ends),
+            leadership: watch::channel(Leadership::default()).0,
+        });
         let started = Instant::now();
         let wait = config.init_timeout;
-        store.write_with(&[Record::Noop], wait).await.map_err(|e| StoreError(format!("cannot read the schemas topic '{}' to its end: {}", config.topic, e.message)))?;
+        let reading = store.clone();
+        tokio::task::spawn_blocking(move || reading.catch_up(wait))
+            .await
+            .map_err(|e| StoreError(format!("reading the schemas topic failed: {e}")))?
+            .map_err(|e| StoreError(format!("cannot read the schemas topic '{}' to its end: {e}", config.topic)))?;
         let s = store.state.read().unwrap();
         info!(topic = %config.topic, schemas = s.max_id(), took = ?started.elapsed(), "schemas topic read");
         drop(s);
         Ok(store)
     }
 
-    /// Writes records in order and returns once the reader has applied all of them.
-    pub async fn write(&self, records: &[Record]) -> Result<(), ApiError> {
-        self.write_with(records, self.timeout).await
+    /// Blocks until the reader has applied everything written to the topic before this call
+    /// (its end when asked), or `timeout` passes.
+    pub fn catch_up(&self, timeout: Duration) -> Result<(), String> {
+        let end = {
+            let ends = self.ends.lock().unwrap();
+            ferry_kafka::watermarks(&*ends, &self.topic, 0, timeout).map_err(|e| format!("cannot read the end of '{}' on {}: {e}", self.topic, self.cluster.bootstrap_servers))?.1
+        };
+        let deadline = Instant::now() + timeout;
+        while *self.applied.borrow() < end {
+            if Instant::now() >= deadline {
+                return Err(format!("read {} of {end} offsets of '{}' within {timeout:?}", *self.applied.borrow(), self.topic));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
-    async fn write_with(&self, records: &[Record], timeout: Duration) -> Result<(), ApiError> {
+    /// The next offset the reader will apply: every write before it is in the state.
+    pub fn applied(&self) -> i64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the reader has applied everything before `offset` (a write another instance
+    /// made); false when `timeout` passed first.
+    pub async fn wait_applied(&self, offset: i64, timeout: Duration) -> bool {
+        let mut applied = self.applied.clone();
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|next| *next >= offset)).await;
+        matches!(reached, Ok(Ok(_)))
+    }
+
+    /// Takes the writer's role (blocking): a transactional producer whose id every leader shares,
+    /// so initializing it fences a previous leader that still believes it leads (its next
+    /// commit fails), then reads the topic to its end so decisions see every earlier write.
+    pub fn lead(&self) -> Result<(), String> {
+        let producer: FutureProducer = self
+            .cluster
+            .client_config_with_defaults(ClientRole::Producer, &[("acks", "all"), ("linger.ms", "0"), ("transaction.timeout.ms", "15000")])
+            .set("transactional.id", &self.transactional_id)
+            .create()
+            .map_err(|e| format!("cannot create the writer: {e}"))?;
+        producer.init_transactions(self.timeout.max(Duration::from_secs(10))).map_err(|e| format!("cannot take the writer's role ({}): {e}", self.transactional_id))?;
+        self.catch_up(self.timeout.max(Duration::from_secs(10)))?;
+        *self.writer.lock().unwrap() = Some(producer);
+        Ok(())
+    }
+
+    /// Whether this instance holds the writer's role.
+    pub fn leads(&self) -> bool {
+        self.writer.lock().unwrap().is_some()
+    }
+
+    /// Gives the writer's role up (leadership moved, or the producer was fenced).
+    pub fn resign(&self) {
+        self.writer.lock().unwrap().take();
+    }
+
+    /// Writes records in one transaction, in order, and returns once the reader has applied
+    /// all of them. Only the leader writes ([`Store::lead`]).
+    pub async fn write(&self, records: &[Record]) -> Result<(), ApiError> {
+        let timeout = self.timeout;
+        let producer = self.writer.lock().unwrap().clone().ok_or_else(|| ApiError::unknown_leader("this instance does not lead (any more); ask again"))?;
+        producer.begin_transaction().map_err(|e| self.failed("begin a transaction", &e))?;
         let mut last = -1;
         for record in records {
             let (key, value) = record.encode();
@@ -125,18 +211,41 @@ impl Store {
             if let Some(v) = &value {
                 out = out.payload(v);
             }
-            match self.producer.send(out, timeout).await {
+            match producer.send(out, timeout).await {
                 Ok(delivery) => last = delivery.offset,
-                Err((e, _)) => return Err(ApiError::store(&format!("cannot write to '{}': {e}", self.topic))),
+                Err((e, _)) => {
+                    let p = producer.clone();
+                    let _ = tokio::task::spawn_blocking(move || p.abort_transaction(timeout)).await;
+                    return Err(self.failed(&format!("write to '{}'", self.topic), &e));
+                }
             }
         }
-        let mut applied = self.applied.clone();
-        let outcome = tokio::time::timeout(timeout, applied.wait_for(|next| *next > last)).await.map(|r| r.is_ok());
-        match outcome {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(ApiError::store("the schemas topic reader stopped")),
-            Err(_) => Err(ApiError::timeout(&format!("the write to '{}' was not read back within {timeout:?}", self.topic))),
+        let p = producer.clone();
+        match tokio::task::spawn_blocking(move || p.commit_transaction(timeout)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let p = producer.clone();
+                let _ = tokio::task::spawn_blocking(move || p.abort_transaction(timeout)).await;
+                return Err(self.failed("commit the write", &e));
+            }
+            Err(e) => return Err(ApiError::store(&format!("the commit task failed: {e}"))),
         }
+        if self.wait_applied(last + 1, timeout).await {
+            Ok(())
+        } else {
+            Err(ApiError::timeout(&format!("the write to '{}' was not read back within {timeout:?}", self.topic)))
+        }
+    }
+
+    /// The error of a failed write; a fatal producer error (fenced by a newer leader) gives the
+    /// writer's role up.
+    fn failed(&self, what: &str, e: &rdkafka::error::KafkaError) -> ApiError {
+        let fatal = matches!(e, rdkafka::error::KafkaError::Transaction(t) if t.is_fatal()) || e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::ProducerFenced);
+        if fatal {
+            warn!(topic = %self.topic, error = %e, "the writer was fenced (another instance leads now); giving the role up");
+            self.resign();
+        }
+        ApiError::store(&format!("cannot {what}: {e}"))
     }
 }
 
@@ -152,7 +261,14 @@ impl Reader {
         let mut errors_logged = Instant::now() - Duration::from_secs(60);
         while !cancel.is_cancelled() {
             match self.consumer.poll(Duration::from_millis(100)) {
-                None => {}
+                None => {
+                    // Past control records and aborted writes, which are never delivered.
+                    if let Some(Offset::Offset(position)) = self.consumer.position().ok().and_then(|p| p.find_partition(&self.topic, 0).map(|e| e.offset())) {
+                        if position > *self.applied.borrow() {
+                            self.applied.send_replace(position);
+                        }
+                    }
+                }
                 Some(Ok(m)) => {
                     let offset = m.offset();
                     match Record::decode(m.key().unwrap_or_default(), m.payload()) {
