@@ -16,19 +16,24 @@ use serde_json::{json, Value};
 
 /// One HTTP/1.0 request; (status, body).
 fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_http(addr, method, path, body).unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"))
+}
+
+/// [`http`], with a connection that fails (a killed server) as an error.
+fn try_http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
     let request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(request.as_bytes()).unwrap();
+    s.write_all(request.as_bytes())?;
     let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
+    s.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    (status, body)
+    Ok((status, body))
 }
 
 fn json_of(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -168,7 +173,7 @@ fn two_instances_elect_a_leader_forward_writes_and_survive_its_death() {
             let schema = format!("{{\"type\":\"record\",\"name\":\"R{n}\",\"fields\":[]}}");
             let through = if n % 2 == 0 { &one_addr } else { &two_addr };
             let through = if std::net::TcpStream::connect(through).is_ok() { through } else { &survivor };
-            let (status, body) = http(through, "POST", &format!("/subjects/load-{n}-value/versions"), Some(&json!({ "schema": schema })));
+            let (status, body) = try_http(through, "POST", &format!("/subjects/load-{n}-value/versions"), Some(&json!({ "schema": schema }))).unwrap_or_else(|e| (0, e.to_string()));
             match serde_json::from_str::<Value>(&body).ok().and_then(|v| v["id"].as_i64()).filter(|_| status == 200) {
                 Some(id) => acknowledged.push((schema, id)),
                 None => failures.push((status, body)),
@@ -203,7 +208,9 @@ fn two_instances_elect_a_leader_forward_writes_and_survive_its_death() {
         assert_eq!((status, stored["schema"].as_str()), (200, Some(schema.as_str())), "acknowledged id {id} resolves to its schema");
     }
     for (status, body) in &failures {
-        assert!([500, 502, 503].contains(status) || (*status == 0), "a failure during the takeover is a 5xx with Confluent's body: {status} {body}");
+        // A request in flight at the killed leader loses its connection (status 0); any other
+        // failure is a 5xx with Confluent's body.
+        assert!(*status == 0 || (*status >= 500 && body.contains("error_code")), "a failure during the takeover: {status} {body}");
     }
 }
 
