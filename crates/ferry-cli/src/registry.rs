@@ -36,6 +36,15 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    // The users and tokens files are configuration too: a bad one stops start-up with exit 2.
+    let base = args.config.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    let auth = match config.auth.enabled().then(|| ferry_registry::auth::Auth::load(&config.auth, &base)).transpose() {
+        Ok(auth) => auth,
+        Err(e) => {
+            eprintln!("ferry: invalid registry configuration:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
     info!(config = %file, "ferry registry starting");
@@ -50,7 +59,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         }
     };
     let render: ferry_registry::telemetry::Render = std::sync::Arc::new(move || handle.render());
-    match ferry_registry::run(config, render, cancel).await {
+    match ferry_registry::run(config, auth, render, cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "ferry registry stopped");

@@ -128,6 +128,50 @@ fn confluents_python_json_schema_and_protobuf_serializers_round_trip_with_refere
     assert!(referenced_by.as_array().is_some_and(|ids| ids.contains(&proto["registered_id"])), "{referenced_by}");
 }
 
+/// Basic auth and bearer tokens through confluent-kafka's own client: roles decide who writes;
+/// no credential appears in the log.
+#[test]
+fn basic_auth_and_bearer_tokens_with_a_read_only_role() {
+    let broker = Broker::start("registry-auth").unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dir = std::env::temp_dir().join(unique("registry-auth"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("users.properties"), "# Jetty's format, as Confluent's JAAS file points at\nadmin: s3cret,admin\nviewer: look,readonly\n").unwrap();
+    std::fs::write(dir.join("tokens.properties"), "ci: t0ken,readonly\n").unwrap();
+    let config = dir.join("schema-registry.properties");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners=http://{addr}\nkafkastore.bootstrap.servers={}\nkafkastore.topic.replication.factor=1\nauthentication.method=BASIC,BEARER\nauthentication.basic.users.file=users.properties\nauthentication.bearer.tokens.file=tokens.properties\nauthentication.roles=admin,readonly\nauthentication.skip.paths=/metrics\n",
+            broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let process = Process::spawn(common::ferry(), &["registry", "--config", config.to_str().unwrap()], &unique("registry-auth")).unwrap();
+    wait_for(Duration::from_secs(60), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", process.output()));
+    assert_eq!(http(&addr, "GET", "/", None).0, 401, "credentials are required");
+    assert_eq!(http(&addr, "GET", "/metrics", None).0, 200, "a skipped path needs none");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_auth.py");
+    let out = Command::new(venv_python()).arg(script).arg(format!("http://{addr}")).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), process.output());
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    println!("confluent-kafka with credentials: {seen}");
+    assert_eq!(seen["viewer_reads"], seen["registered"]);
+    assert_eq!((seen["viewer_writes"].clone(), seen["wrong_password"].clone(), seen["anonymous"].clone()), (json!(403), json!(401), json!(401)));
+    assert_eq!(seen["bearer"], json!(["auth-value"]));
+    assert_eq!(seen["challenge"], json!("Basic realm=\"SchemaRegistry\""));
+    let log = process.output();
+    for secret in ["s3cret", "look", "t0ken"] {
+        assert!(!log.contains(secret), "a secret in the log:\n{log}");
+    }
+    // A users file with a hashed password is refused at start-up with file and line, exit 2.
+    std::fs::write(dir.join("users.properties"), "admin: MD5:164c88b302622e17050af52c89945d44,admin\n").unwrap();
+    let out = Command::new(common::ferry()).args(["registry", "--config", config.to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && err.contains("users.properties:1: admin: MD5:") && !err.contains("164c88"), "{:?} {err}", out.status);
+}
+
 /// A sample's value in Prometheus text (the first line starting with `name`).
 fn metric(addr: &str, name: &str) -> Option<f64> {
     let (status, text) = http(addr, "GET", "/metrics", None);

@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use ferry_kafka::properties::{self, Entry};
 use ferry_kafka::{ClusterClient, PropertyProblemKind};
 
+use std::collections::BTreeSet;
+
+use crate::auth::AuthConfig;
 use crate::schema::{Compatibility, Mode};
 
 #[derive(Debug, Clone)]
@@ -31,6 +34,8 @@ pub struct RegistryConfig {
     pub host_name: Option<String>,
     /// `schema.registry.group.id`: the group the instances elect their leader in.
     pub group_id: String,
+    /// `authentication.*`: who may call the API ([`crate::auth`]).
+    pub auth: AuthConfig,
 }
 
 impl RegistryConfig {
@@ -166,11 +171,38 @@ impl RegistryConfig {
         }
         let host_name = get("host.name").map(|e| e.value.trim().to_string()).filter(|h| !h.is_empty());
         let group_id = get("schema.registry.group.id").map_or_else(|| "schema-registry".to_string(), |e| e.value.trim().to_string());
+        let list = |key: &str, default: &str| -> BTreeSet<String> { get(key).map_or(default, |e| e.value.as_str()).split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from).collect() };
+        let mut auth = AuthConfig {
+            realm: get("authentication.realm").map_or_else(|| "SchemaRegistry".to_string(), |e| e.value.trim().to_string()),
+            users_file: get("authentication.basic.users.file").map(|e| e.value.trim().to_string()),
+            tokens_file: get("authentication.bearer.tokens.file").map(|e| e.value.trim().to_string()),
+            roles: list("authentication.roles", "*"),
+            readonly_roles: list("authentication.readonly.roles", "readonly"),
+            skip_paths: list("authentication.skip.paths", "").into_iter().collect(),
+            ..AuthConfig::default()
+        };
+        if let Some(e) = get("authentication.method") {
+            for method in e.value.split(',').map(str::trim).filter(|m| !m.is_empty()) {
+                match method.to_ascii_uppercase().as_str() {
+                    "NONE" => {}
+                    "BASIC" => auth.basic = true,
+                    "BEARER" => auth.bearer = true,
+                    _ => problems.push(problem(e, format!("'{method}' is not one of NONE, BASIC, BEARER"))),
+                }
+            }
+            if auth.basic && auth.users_file.is_none() {
+                problems.push(problem(e, "BASIC needs authentication.basic.users.file (lines 'user: password[,role…]')".into()));
+            }
+            if auth.bearer && auth.tokens_file.is_none() {
+                problems.push(problem(e, "BEARER needs authentication.bearer.tokens.file (lines 'name: token[,role…]')".into()));
+            }
+        }
 
         const OWN: &[&str] = &[
             "listeners", "kafkastore.bootstrap.servers", "kafkastore.topic", "kafkastore.topic.replication.factor", "kafkastore.timeout.ms",
             "kafkastore.init.timeout.ms", "mode.mutability", "leader.eligibility", "master.eligibility", "schema.compatibility.level",
-            "avro.compatibility.level", "host.name", "schema.registry.group.id",
+            "avro.compatibility.level", "host.name", "schema.registry.group.id", "authentication.method", "authentication.realm", "authentication.roles",
+            "authentication.readonly.roles", "authentication.skip.paths", "authentication.basic.users.file", "authentication.bearer.tokens.file",
         ];
         for e in &entries {
             if OWN.contains(&e.key.as_str()) || ACCEPTED.contains(&e.key.as_str()) {
@@ -212,6 +244,7 @@ impl RegistryConfig {
             leader_eligibility,
             host_name,
             group_id,
+            auth,
         };
         Ok((config, unknown))
     }

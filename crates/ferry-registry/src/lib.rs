@@ -22,6 +22,7 @@ pub mod protobuf;
 pub mod leader;
 pub mod forward;
 pub mod telemetry;
+pub mod auth;
 
 use std::sync::Arc;
 
@@ -30,18 +31,20 @@ use tracing::info;
 
 /// Opens the store (creating or checking `_schemas`, reading it to its end), joins the leader
 /// election, then serves the REST API (and Prometheus text at `/metrics`, rendered by `render`)
-/// on every listener until `cancel`.
-pub async fn run(config: config::RegistryConfig, render: telemetry::Render, cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// on every listener until `cancel`; `auth` (loaded by the caller: its files are configuration)
+/// guards every route.
+pub async fn run(config: config::RegistryConfig, auth: Option<Arc<auth::Auth>>, render: telemetry::Render, cancel: CancellationToken) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = store::Store::open(&config, cancel.clone()).await?;
     let election = leader::spawn(&config, store.clone(), cancel.clone())?;
     // A write waits for an election to settle: a killed leader is replaced once its session (10 s) expires.
     let forwarder = forward::Forwarder::new(store.clone(), config.advertised_url(), config.timeout.max(std::time::Duration::from_secs(30)));
     let app = Arc::new(api::App { store: store.clone(), default_compatibility: config.compatibility, mode_mutability: config.mode_mutability });
     let metrics = axum::Router::new().route("/metrics", axum::routing::get(telemetry::scrape)).with_state((store, render));
-    let router = api::router(app)
-        .layer(axum::middleware::from_fn_with_state(forwarder, forward::route))
-        .merge(metrics)
-        .layer(axum::middleware::from_fn(telemetry::observe));
+    let mut router = api::router(app).layer(axum::middleware::from_fn_with_state(forwarder, forward::route)).merge(metrics);
+    if let Some(auth) = auth {
+        router = router.layer(axum::middleware::from_fn_with_state(auth, auth::check));
+    }
+    let router = router.layer(axum::middleware::from_fn(telemetry::observe));
     let mut servers = tokio::task::JoinSet::new();
     for addr in &config.listeners {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
