@@ -28,6 +28,8 @@ pub struct App {
     /// The level when neither the subject nor the global config sets one.
     pub default_compatibility: Compatibility,
     pub mode_mutability: bool,
+    /// Earlier versions parsed once, for compatibility checks.
+    pub parsed: compat::ParsedCache,
 }
 
 type Shared = AxumState<Arc<App>>;
@@ -132,14 +134,14 @@ fn schema_json(state: &State, id: i64, mut out: serde_json::Map<String, Value>, 
 
 /// A schema's text in the `format` asked for: Protobuf's `serialized` is the compiled file as
 /// base64 (what Confluent's deserializers load); otherwise, and for other types, as stored.
-fn formatted(state: &State, s: &crate::state::Schema, format: Option<&str>) -> Result<String> {
+fn formatted<'a>(state: &State, s: &'a crate::state::Schema, format: Option<&str>) -> Result<std::borrow::Cow<'a, str>> {
     match (s.schema_type, format) {
         (SchemaType::Protobuf, Some("serialized")) => {
             let resolve = |r: &Reference| state.referenced(r);
             let references = compat::referenced(&s.references, &resolve)?;
-            crate::protobuf::serialized(&s.schema, &references).map_err(|e| ApiError::store(&e))
+            crate::protobuf::serialized(&s.schema, &references).map(std::borrow::Cow::Owned).map_err(|e| ApiError::store(&e))
         }
-        _ => Ok(s.schema.clone()),
+        _ => Ok(std::borrow::Cow::Borrowed(&s.schema)),
     }
 }
 
@@ -151,9 +153,26 @@ fn version_json(state: &State, subject: &str, version: i32, id: i64, format: Opt
     schema_json(state, id, m, format)
 }
 
-async fn schema_by_id(s: Shared, Path(id): Path<String>, Query(p): Params) -> Result<Answer> {
+/// `GET /schemas/ids/{id}`: the hottest route (every deserializer asks it), so its answer is
+/// serialized straight from the state, with no intermediate JSON value.
+async fn schema_by_id(s: Shared, Path(id): Path<String>, Query(p): Params) -> Result<Response> {
+    #[derive(serde::Serialize)]
+    struct ById<'a> {
+        #[serde(rename = "schemaType", skip_serializing_if = "Option::is_none")]
+        schema_type: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        references: &'a [Reference],
+        schema: &'a str,
+    }
     let state = s.store.state.read().unwrap();
-    Ok(Answer(schema_json(&state, id_param(&id)?, serde_json::Map::new(), p.get("format").map(String::as_str))?))
+    let id = id_param(&id)?;
+    let found = state.schema(id).ok_or_else(|| ApiError::schema_not_found(&id.to_string()))?;
+    let text = formatted(&state, found, p.get("format").map(String::as_str))?;
+    let body = serde_json::to_string(&ById { schema_type: found.schema_type.stored_name(), references: &found.references, schema: &text }).map_err(|e| ApiError::store(&e.to_string()))?;
+    drop(state);
+    let mut r = body.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    Ok(r)
 }
 
 async fn raw_schema_by_id(s: Shared, Path(id): Path<String>) -> Result<Response> {
@@ -285,7 +304,7 @@ async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Resul
                 compat::parse(t, &b.schema, &b.references, &resolve)?;
                 if import.is_none() {
                     let (level, _) = state.compatibility(Some(&subject), s.default_compatibility);
-                    let messages = compat::check(level, t, &b.schema, &b.references, &state.to_check(&subject, level.transitive()), &resolve)?;
+                    let messages = compat::check(level, t, &b.schema, &b.references, &state.to_check(&subject, level.transitive()), &resolve, &s.parsed)?;
                     if !messages.is_empty() {
                         return Err(ApiError::incompatible(&messages));
                     }
@@ -336,12 +355,12 @@ async fn check(s: &App, subject: &str, version: Option<&str>, p: &HashMap<String
     let against = match version {
         Some(v) => {
             let (n, found) = state.version(subject, v, false)?;
-            vec![(n, state.schema(found.id).ok_or_else(|| ApiError::schema_not_found(&found.id.to_string()))?)]
+            vec![(n, found.id, state.schema(found.id).ok_or_else(|| ApiError::schema_not_found(&found.id.to_string()))?)]
         }
         None => state.to_check(subject, level.transitive()),
     };
     let resolve = |r: &Reference| state.referenced(r);
-    let messages = compat::check(level, t, &b.schema, &b.references, &against, &resolve)?;
+    let messages = compat::check(level, t, &b.schema, &b.references, &against, &resolve, &s.parsed)?;
     let mut out = json!({"is_compatible": messages.is_empty()});
     if flag(p, "verbose") {
         out["messages"] = json!(messages);

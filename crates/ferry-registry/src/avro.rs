@@ -48,7 +48,8 @@ struct Named {
 
 #[derive(Debug, Clone)]
 enum Kind {
-    Record(Vec<Field>),
+    /// Fields in order, and their positions by name (looked up once per reader field).
+    Record(Vec<Field>, HashMap<String, usize>),
     Enum { symbols: Vec<String>, default: Option<String> },
     Fixed { size: u64 },
 }
@@ -207,7 +208,8 @@ impl Parser {
                     let schema = self.parse(f.get("type").ok_or_else(|| format!("field {field} of {name} has no type"))?, &ns)?;
                     out.push(Field { name: field.to_string(), aliases: strings(f.get("aliases"), "field aliases")?, schema, has_default: f.contains_key("default") });
                 }
-                Kind::Record(out)
+                let index = out.iter().enumerate().map(|(i, f)| (f.name.clone(), i)).collect();
+                Kind::Record(out, index)
             }
         };
         self.named[idx].kind = kind;
@@ -218,17 +220,42 @@ impl Parser {
 /// Checks whether data written with `writer` can be read with `reader`; the incompatibilities
 /// found, each with its path in the reader schema.
 pub fn can_read(reader: &Schema, writer: &Schema) -> Vec<String> {
-    let mut c = Check { reader, writer, assumed: HashSet::new(), problems: Vec::new() };
-    c.check(&reader.root, &writer.root, "");
+    let mut c = Check { reader, writer, assumed: HashSet::new(), assumed_log: Vec::new(), path: Vec::new(), problems: Vec::new() };
+    c.check(&reader.root, &writer.root);
     c.problems
+}
+
+/// A step of the path to a problem, rendered only when one is reported (checks that pass, by
+/// far the most, build no strings).
+#[derive(Clone, Copy)]
+enum Step {
+    Items,
+    Values,
+    Field(usize),
+    Type,
+    Name,
+    Size,
+    Symbols,
 }
 
 struct Check<'a> {
     reader: &'a Schema,
     writer: &'a Schema,
-    /// Named pairs being checked (recursive types are assumed compatible inside themselves).
+    /// Named pairs being checked (recursive types are assumed compatible inside themselves),
+    /// and the order they were added in (so a trial can take its additions back).
     assumed: HashSet<(usize, usize)>,
+    assumed_log: Vec<(usize, usize)>,
+    path: Vec<Step>,
     problems: Vec<String>,
+}
+
+fn names_a_type(t: &Type) -> bool {
+    match t {
+        Type::Named(_) => true,
+        Type::Array(i) | Type::Map(i) => names_a_type(i),
+        Type::Union(bs) => bs.iter().any(names_a_type),
+        _ => false,
+    }
 }
 
 fn type_name(s: &Schema, t: &Type) -> String {
@@ -248,31 +275,60 @@ fn type_name(s: &Schema, t: &Type) -> String {
     }
 }
 
-impl Check<'_> {
+impl<'a> Check<'a> {
     /// Whether it holds, without recording why (a reader union tries its branches).
-    fn quietly(&mut self, r: &Type, w: &Type) -> bool {
-        let (before, assumed) = (self.problems.len(), self.assumed.clone());
-        self.check(r, w, "");
+    fn quietly(&mut self, r: &'a Type, w: &'a Type) -> bool {
+        let (before, assumed, depth) = (self.problems.len(), self.assumed_log.len(), self.path.len());
+        self.check(r, w);
         let ok = self.problems.len() == before;
         // A pair found incompatible here must be judged again where it is reported.
         self.problems.truncate(before);
-        self.assumed = assumed;
+        for pair in self.assumed_log.drain(assumed..) {
+            self.assumed.remove(&pair);
+        }
+        self.path.truncate(depth);
         ok
     }
 
-    fn problem(&mut self, kind: &str, path: &str, what: String) {
-        let path = if path.is_empty() { "/" } else { path };
+    fn problem(&mut self, kind: &str, what: String) {
+        let mut path = String::new();
+        for step in &self.path {
+            match step {
+                Step::Items => path.push_str("/items"),
+                Step::Values => path.push_str("/values"),
+                Step::Field(i) => path.push_str(&format!("/fields/{i}")),
+                Step::Type => path.push_str("/type"),
+                Step::Name => path.push_str("/name"),
+                Step::Size => path.push_str("/size"),
+                Step::Symbols => path.push_str("/symbols"),
+            }
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
         self.problems.push(format!("{kind} at {path}: {what}"));
     }
 
-    fn check(&mut self, r: &Type, w: &Type, path: &str) {
+    /// Runs `f` one step deeper in the path.
+    fn at(&mut self, step: Step, f: impl FnOnce(&mut Self)) {
+        self.path.push(step);
+        f(self);
+        self.path.pop();
+    }
+
+    fn check(&mut self, r: &'a Type, w: &'a Type) {
         use Type::*;
+        // Equal types that name no type (a primitive, a union of primitives, an array of
+        // them) read each other: the common case between versions, decided at once.
+        if r == w && !names_a_type(r) {
+            return;
+        }
         // A writer union: every branch the writer may have written must be readable.
         if let Union(branches) = w {
             for (i, b) in branches.iter().enumerate() {
                 if !self.quietly(r, b) {
                     let name = type_name(self.writer, b);
-                    self.problem("MISSING_UNION_BRANCH", path, format!("the old schema's union branch {i} ({name}) cannot be read by the new schema"));
+                    self.problem("MISSING_UNION_BRANCH", format!("the old schema's union branch {i} ({name}) cannot be read by the new schema"));
                 }
             }
             return;
@@ -280,7 +336,7 @@ impl Check<'_> {
         if let Union(branches) = r {
             if !branches.iter().any(|b| self.quietly(b, w)) {
                 let name = type_name(self.writer, w);
-                self.problem("MISSING_UNION_BRANCH", path, format!("no branch of the new schema's union reads {name}"));
+                self.problem("MISSING_UNION_BRANCH", format!("no branch of the new schema's union reads {name}"));
             }
             return;
         }
@@ -288,57 +344,57 @@ impl Check<'_> {
         match (r, w) {
             (Null, Null) | (Boolean, Boolean) | (Int, Int) | (Long, Long) | (Float, Float) | (Double, Double) | (Bytes, Bytes) | (String, String) => {}
             _ if promoted => {}
-            (Array(ri), Array(wi)) => self.check(ri, wi, &format!("{path}/items")),
-            (Map(rv), Map(wv)) => self.check(rv, wv, &format!("{path}/values")),
-            (Named(ri), Named(wi)) => self.named(*ri, *wi, path),
+            (Array(ri), Array(wi)) => self.at(Step::Items, |c| c.check(ri, wi)),
+            (Map(rv), Map(wv)) => self.at(Step::Values, |c| c.check(rv, wv)),
+            (Named(ri), Named(wi)) => self.named(*ri, *wi),
             _ => {
                 let (rn, wn) = (type_name(self.reader, r), type_name(self.writer, w));
-                self.problem("TYPE_MISMATCH", path, format!("the new schema reads {rn} where the old one wrote {wn}"));
+                self.problem("TYPE_MISMATCH", format!("the new schema reads {rn} where the old one wrote {wn}"));
             }
         }
     }
 
-    fn named(&mut self, ri: usize, wi: usize, path: &str) {
+    fn named(&mut self, ri: usize, wi: usize) {
         if !self.assumed.insert((ri, wi)) {
             return;
         }
-        let (rn, wn) = (&self.reader.named[ri], &self.writer.named[wi]);
-        let simple = |n: &str| n.rsplit('.').next().unwrap_or(n).to_string();
+        self.assumed_log.push((ri, wi));
+        let (reader, writer) = (self.reader, self.writer);
+        let (rn, wn) = (&reader.named[ri], &writer.named[wi]);
+        let simple = |n: &'a str| n.rsplit('.').next().unwrap_or(n);
         if simple(&rn.fullname) != simple(&wn.fullname) && !rn.aliases.contains(&wn.fullname) {
-            let (r, w) = (rn.fullname.clone(), wn.fullname.clone());
-            self.problem("NAME_MISMATCH", &format!("{path}/name"), format!("the new schema's {r} does not match the old schema's {w} (no alias names it)"));
+            let (r, w) = (&rn.fullname, &wn.fullname);
+            self.at(Step::Name, |c| c.problem("NAME_MISMATCH", format!("the new schema's {r} does not match the old schema's {w} (no alias names it)")));
             return;
         }
         match (&rn.kind, &wn.kind) {
             (Kind::Fixed { size: rs }, Kind::Fixed { size: ws }) => {
                 if rs != ws {
-                    let (rs, ws) = (*rs, *ws);
-                    self.problem("FIXED_SIZE_MISMATCH", &format!("{path}/size"), format!("fixed size {rs} in the new schema, {ws} in the old"));
+                    self.at(Step::Size, |c| c.problem("FIXED_SIZE_MISMATCH", format!("fixed size {rs} in the new schema, {ws} in the old")));
                 }
             }
             (Kind::Enum { symbols: rs, default }, Kind::Enum { symbols: ws, .. }) => {
                 if default.is_none() {
-                    let missing: Vec<String> = ws.iter().filter(|s| !rs.contains(s)).cloned().collect();
+                    let missing: Vec<&str> = ws.iter().filter(|s| !rs.contains(s)).map(String::as_str).collect();
                     if !missing.is_empty() {
-                        self.problem("MISSING_ENUM_SYMBOLS", &format!("{path}/symbols"), format!("the new schema's enum lacks {} and has no default", missing.join(", ")));
+                        self.at(Step::Symbols, |c| c.problem("MISSING_ENUM_SYMBOLS", format!("the new schema's enum lacks {} and has no default", missing.join(", "))));
                     }
                 }
             }
-            (Kind::Record(rf), Kind::Record(wf)) => {
-                let (rf, wf) = (rf.clone(), wf.clone());
+            (Kind::Record(rf, _), Kind::Record(wf, by_name)) => {
                 for (i, f) in rf.iter().enumerate() {
-                    let field_path = format!("{path}/fields/{i}");
-                    let found = wf.iter().find(|w| w.name == f.name).or_else(|| wf.iter().find(|w| f.aliases.contains(&w.name)));
-                    match found {
-                        Some(w) => self.check(&f.schema, &w.schema, &format!("{field_path}/type")),
+                    let named = |n: &str| by_name.get(n).map(|&j| &wf[j]);
+                    let found = named(&f.name).or_else(|| f.aliases.iter().find_map(|a| named(a)));
+                    self.at(Step::Field(i), |c| match found {
+                        Some(w) => c.at(Step::Type, |c| c.check(&f.schema, &w.schema)),
                         None if f.has_default => {}
-                        None => self.problem("READER_FIELD_MISSING_DEFAULT_VALUE", &field_path, format!("the new schema's field '{}' has no default and is missing in the old schema", f.name)),
-                    }
+                        None => c.problem("READER_FIELD_MISSING_DEFAULT_VALUE", format!("the new schema's field '{}' has no default and is missing in the old schema", f.name)),
+                    });
                 }
             }
             _ => {
-                let (r, w) = (rn.fullname.clone(), wn.fullname.clone());
-                self.problem("TYPE_MISMATCH", path, format!("the new schema's {r} and the old schema's {w} are different kinds of type"));
+                let (r, w) = (&rn.fullname, &wn.fullname);
+                self.problem("TYPE_MISMATCH", format!("the new schema's {r} and the old schema's {w} are different kinds of type"));
             }
         }
     }

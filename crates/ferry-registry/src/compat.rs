@@ -5,6 +5,9 @@
 //! ([`crate::avro`]), JSON Schema and Protobuf with Confluent's diff kinds
 //! ([`crate::json_schema`], [`crate::protobuf`]). References resolve transitively.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::avro;
 use crate::error::ApiError;
 use crate::json_schema;
@@ -54,7 +57,7 @@ pub fn referenced(references: &[Reference], resolve: Resolve<'_>) -> Result<Vec<
 pub enum Parsed {
     Avro(avro::Schema),
     Json(json_schema::Document),
-    Protobuf(prost_types::FileDescriptorProto),
+    Protobuf(Box<prost_types::FileDescriptorProto>),
 }
 
 /// Parses a schema of its type with its references; 42201 with the reason if it is invalid.
@@ -67,12 +70,42 @@ pub fn parse(schema_type: SchemaType, schema: &str, references: &[Reference], re
             avro::Schema::parse(schema, &refs).map(Parsed::Avro).map_err(invalid)
         }
         SchemaType::Json => json_schema::Document::parse(schema, &texts).map(Parsed::Json).map_err(invalid),
-        SchemaType::Protobuf => protobuf::compile(schema, &texts).map_err(invalid)?.pop().map(Parsed::Protobuf).ok_or_else(|| invalid("nothing compiled".into())),
+        SchemaType::Protobuf => protobuf::compile(schema, &texts).map_err(invalid)?.pop().map(|f| Parsed::Protobuf(Box::new(f))).ok_or_else(|| invalid("nothing compiled".into())),
     }
 }
 
-/// The incompatibilities of `schema` against `against` (newest first), empty when compatible.
-pub fn check(level: Compatibility, schema_type: SchemaType, schema: &str, references: &[Reference], against: &[(i32, &Schema)], resolve: Resolve<'_>) -> Result<Vec<String>, ApiError> {
+/// Earlier versions parsed once, by id: a schema id names one schema with the same references
+/// for ever (ids are never reused, referenced versions cannot be deleted), so an entry never
+/// goes stale. Cleared whole when it grows past [`Parsed::CACHE_LIMIT`] entries.
+#[derive(Default)]
+pub struct ParsedCache {
+    entries: Mutex<HashMap<i64, Arc<(String, Parsed)>>>,
+}
+
+impl Parsed {
+    pub const CACHE_LIMIT: usize = 50_000;
+}
+
+impl ParsedCache {
+    /// The canonical text and parsed form of schema `id`.
+    fn get(&self, id: i64, schema: &Schema, resolve: Resolve<'_>) -> Result<Arc<(String, Parsed)>, ApiError> {
+        if let Some(hit) = self.entries.lock().unwrap().get(&id) {
+            return Ok(hit.clone());
+        }
+        let parsed = parse(schema.schema_type, &schema.schema, &schema.references, resolve)?;
+        let entry = Arc::new((canonical(schema.schema_type, &schema.schema), parsed));
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() >= Parsed::CACHE_LIMIT {
+            entries.clear();
+        }
+        entries.insert(id, entry.clone());
+        Ok(entry)
+    }
+}
+
+/// The incompatibilities of `schema` against `against` (version, id, schema; newest first),
+/// empty when compatible.
+pub fn check(level: Compatibility, schema_type: SchemaType, schema: &str, references: &[Reference], against: &[(i32, i64, &Schema)], resolve: Resolve<'_>, cache: &ParsedCache) -> Result<Vec<String>, ApiError> {
     if level == Compatibility::None {
         return Ok(Vec::new());
     }
@@ -81,24 +114,25 @@ pub fn check(level: Compatibility, schema_type: SchemaType, schema: &str, refere
     let backward = matches!(level, Compatibility::Backward | Compatibility::BackwardTransitive | Compatibility::Full | Compatibility::FullTransitive);
     let forward = matches!(level, Compatibility::Forward | Compatibility::ForwardTransitive | Compatibility::Full | Compatibility::FullTransitive);
     let mut messages = Vec::new();
-    for (version, old) in against {
+    for (version, id, old) in against {
         if old.schema_type != schema_type {
             messages.push(format!("Incompatible because of different schema type: version {version} is {}, the new schema is {}", old.schema_type.name(), schema_type.name()));
             continue;
         }
-        if canonical(old.schema_type, &old.schema) == new && old.references == references {
+        let cached = cache.get(*id, old, resolve).map_err(|e| ApiError::store(&format!("version {version} cannot be parsed: {}", e.message)))?;
+        let (old_canonical, old_parsed) = (&cached.0, &cached.1);
+        if *old_canonical == new && old.references == references {
             continue;
         }
         if parsed.is_none() {
             parsed = Some(parse(schema_type, schema, references, resolve)?);
         }
         let new = parsed.as_ref().expect("parsed above");
-        let old_parsed = parse(old.schema_type, &old.schema, &old.references, resolve).map_err(|e| ApiError::store(&format!("version {version} cannot be parsed: {}", e.message)))?;
         if backward {
-            messages.extend(incompatibilities(new, &old_parsed).into_iter().map(|m| format!("version {version}, reading old data with the new schema: {m}")));
+            messages.extend(incompatibilities(new, old_parsed).into_iter().map(|m| format!("version {version}, reading old data with the new schema: {m}")));
         }
         if forward {
-            messages.extend(incompatibilities(&old_parsed, new).into_iter().map(|m| format!("version {version}, reading new data with the old schema: {m}")));
+            messages.extend(incompatibilities(old_parsed, new).into_iter().map(|m| format!("version {version}, reading new data with the old schema: {m}")));
         }
     }
     Ok(messages)
@@ -129,12 +163,12 @@ mod tests {
     fn none_admits_anything_a_type_change_never_and_the_same_schema_always() {
         let none = |_: &Reference| None;
         let old = schema(SchemaType::Avro, r#""string""#);
-        assert!(check(Compatibility::None, SchemaType::Json, "{}", &[], &[(1, &old)], &none).unwrap().is_empty());
-        assert_eq!(check(Compatibility::Backward, SchemaType::Json, "{}", &[], &[(1, &old)], &none).unwrap().len(), 1);
-        assert!(check(Compatibility::FullTransitive, SchemaType::Avro, r#" "string" "#, &[], &[(1, &old)], &none).unwrap().is_empty());
-        assert!(check(Compatibility::Backward, SchemaType::Avro, r#""int""#, &[], &[], &none).unwrap().is_empty(), "a first version needs no check");
+        assert!(check(Compatibility::None, SchemaType::Json, "{}", &[], &[(1, 1, &old)], &none, &ParsedCache::default()).unwrap().is_empty());
+        assert_eq!(check(Compatibility::Backward, SchemaType::Json, "{}", &[], &[(1, 1, &old)], &none, &ParsedCache::default()).unwrap().len(), 1);
+        assert!(check(Compatibility::FullTransitive, SchemaType::Avro, r#" "string" "#, &[], &[(1, 1, &old)], &none, &ParsedCache::default()).unwrap().is_empty());
+        assert!(check(Compatibility::Backward, SchemaType::Avro, r#""int""#, &[], &[], &none, &ParsedCache::default()).unwrap().is_empty(), "a first version needs no check");
         let json = schema(SchemaType::Json, r#"{"type":"object"}"#);
-        let changed = check(Compatibility::Backward, SchemaType::Json, r#"{"type":"string"}"#, &[], &[(1, &json)], &none).unwrap();
+        let changed = check(Compatibility::Backward, SchemaType::Json, r#"{"type":"string"}"#, &[], &[(1, 1, &json)], &none, &ParsedCache::default()).unwrap();
         assert_eq!(changed, ["version 1, reading old data with the new schema: Found incompatible change: Difference{jsonPath='#', type=TYPE_CHANGED}"]);
     }
 
@@ -143,11 +177,11 @@ mod tests {
         let none = |_: &Reference| None;
         let int = schema(SchemaType::Avro, r#""int""#);
         // long reads int (new reads old: BACKWARD), int does not read long (FORWARD fails).
-        assert!(check(Compatibility::Backward, SchemaType::Avro, r#""long""#, &[], &[(1, &int)], &none).unwrap().is_empty());
-        let forward = check(Compatibility::Forward, SchemaType::Avro, r#""long""#, &[], &[(1, &int)], &none).unwrap();
+        assert!(check(Compatibility::Backward, SchemaType::Avro, r#""long""#, &[], &[(1, 1, &int)], &none, &ParsedCache::default()).unwrap().is_empty());
+        let forward = check(Compatibility::Forward, SchemaType::Avro, r#""long""#, &[], &[(1, 1, &int)], &none, &ParsedCache::default()).unwrap();
         assert_eq!(forward.len(), 1, "{forward:?}");
         assert!(forward[0].contains("reading new data with the old schema: TYPE_MISMATCH"), "{forward:?}");
-        assert_eq!(check(Compatibility::Full, SchemaType::Avro, r#""long""#, &[], &[(1, &int)], &none).unwrap().len(), 1);
-        assert_eq!(check(Compatibility::Backward, SchemaType::Avro, r#"{"type":"#, &[], &[(1, &int)], &none).unwrap_err().error_code, 42201);
+        assert_eq!(check(Compatibility::Full, SchemaType::Avro, r#""long""#, &[], &[(1, 1, &int)], &none, &ParsedCache::default()).unwrap().len(), 1);
+        assert_eq!(check(Compatibility::Backward, SchemaType::Avro, r#"{"type":"#, &[], &[(1, 1, &int)], &none, &ParsedCache::default()).unwrap_err().error_code, 42201);
     }
 }

@@ -23,6 +23,7 @@ pub mod leader;
 pub mod forward;
 pub mod telemetry;
 pub mod auth;
+pub mod openapi;
 
 use std::sync::Arc;
 
@@ -38,8 +39,15 @@ pub async fn run(config: config::RegistryConfig, auth: Option<Arc<auth::Auth>>, 
     let election = leader::spawn(&config, store.clone(), cancel.clone())?;
     // A write waits for an election to settle: a killed leader is replaced once its session (10 s) expires.
     let forwarder = forward::Forwarder::new(store.clone(), config.advertised_url(), config.timeout.max(std::time::Duration::from_secs(30)));
-    let app = Arc::new(api::App { store: store.clone(), default_compatibility: config.compatibility, mode_mutability: config.mode_mutability });
-    let metrics = axum::Router::new().route("/metrics", axum::routing::get(telemetry::scrape)).with_state((store, render));
+    let app = Arc::new(api::App { store: store.clone(), default_compatibility: config.compatibility, mode_mutability: config.mode_mutability, parsed: Default::default() });
+    let document = Arc::new(openapi::document().to_string());
+    let metrics = axum::Router::new()
+        .route("/metrics", axum::routing::get(telemetry::scrape))
+        .route("/openapi.json", axum::routing::get(move || {
+            let document = document.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], document.as_str().to_string()) }
+        }))
+        .with_state((store, render));
     let mut router = api::router(app).layer(axum::middleware::from_fn_with_state(forwarder, forward::route)).merge(metrics);
     if let Some(auth) = auth {
         router = router.layer(axum::middleware::from_fn_with_state(auth, auth::check));

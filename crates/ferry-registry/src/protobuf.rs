@@ -443,7 +443,7 @@ pub fn diff(old: &FileDescriptorProto, new: &FileDescriptorProto) -> Vec<Differe
     for (name, o) in &om {
         match nm.get(name) {
             None => d(&mut out, format!("#/{name}"), "MESSAGE_REMOVED", false),
-            Some(n) => message_diff(&mut out, name, o, n, &om, &nm),
+            Some(n) => message_diff(&mut out, name, o, n),
         }
     }
     for name in nm.keys().filter(|n| !om.contains_key(*n)) {
@@ -518,14 +518,14 @@ enum Kind {
     Map(Box<Kind>, Box<Kind>),
 }
 
-fn kind(f: &FieldDescriptorProto, all: &BTreeMap<String, &DescriptorProto>, owner: &DescriptorProto) -> Kind {
+fn kind(f: &FieldDescriptorProto, owner: &DescriptorProto) -> Kind {
     let name = f.type_name().trim_start_matches('.').to_string();
     match f.r#type() {
         Type::Message | Type::Group => {
             let entry = owner.nested_type.iter().find(|n| n.options.as_ref().is_some_and(|o| o.map_entry()) && name.ends_with(&format!(".{}", n.name())));
             match entry {
                 Some(e) if f.label() == Label::Repeated => {
-                    let part = |n: i32| e.field.iter().find(|g| g.number() == n).map(|g| kind(g, all, e)).unwrap_or(Kind::Scalar(Type::Bytes));
+                    let part = |n: i32| e.field.iter().find(|g| g.number() == n).map(|g| kind(g, e)).unwrap_or(Kind::Scalar(Type::Bytes));
                     Kind::Map(Box::new(part(1)), Box::new(part(2)))
                 }
                 _ => Kind::Message(name),
@@ -536,7 +536,7 @@ fn kind(f: &FieldDescriptorProto, all: &BTreeMap<String, &DescriptorProto>, owne
     }
 }
 
-fn message_diff(out: &mut Vec<Difference>, name: &str, old: &DescriptorProto, new: &DescriptorProto, om: &BTreeMap<String, &DescriptorProto>, nm: &BTreeMap<String, &DescriptorProto>) {
+fn message_diff(out: &mut Vec<Difference>, name: &str, old: &DescriptorProto, new: &DescriptorProto) {
     let path = |n: i32| format!("#/{name}/{n}");
     let d = |out: &mut Vec<Difference>, path: String, kind: &'static str, compatible: bool| out.push(Difference { path, kind, compatible });
     // Real oneofs (not proto3 `optional`'s synthetic ones) by index: name and member count.
@@ -564,7 +564,7 @@ fn message_diff(out: &mut Vec<Difference>, name: &str, old: &DescriptorProto, ne
         if o.name() != n.name() {
             d(out, path(*number), "FIELD_NAME_CHANGED", true);
         }
-        match (kind(o, om, old), kind(n, nm, new)) {
+        match (kind(o, old), kind(n, new)) {
             (a, b) if a == b => {}
             (Kind::Scalar(Type::String), Kind::Scalar(Type::Bytes)) => d(out, path(*number), "FIELD_STRING_TO_BYTES", true),
             (Kind::Scalar(Type::Bytes), Kind::Scalar(Type::String)) => d(out, path(*number), "FIELD_BYTES_TO_STRING", true),
@@ -577,7 +577,7 @@ fn message_diff(out: &mut Vec<Difference>, name: &str, old: &DescriptorProto, ne
             (a, b) if a == b => {}
             (Label::Required, _) => d(out, path(*number), "REQUIRED_FIELD_REMOVED", false),
             (_, Label::Required) => d(out, path(*number), "REQUIRED_FIELD_ADDED", false),
-            _ if !matches!(kind(o, om, old), Kind::Map(..)) => d(out, path(*number), "FIELD_LABEL_CHANGED", false),
+            _ if !matches!(kind(o, old), Kind::Map(..)) => d(out, path(*number), "FIELD_LABEL_CHANGED", false),
             _ => {}
         }
         match (oneof(old, o), oneof(new, n)) {

@@ -284,9 +284,9 @@ impl State {
 
     /// The live versions a new schema under `subject` must be compatible with: the latest only,
     /// or every one (transitive), newest first.
-    pub fn to_check(&self, subject: &str, transitive: bool) -> Vec<(i32, &Schema)> {
+    pub fn to_check(&self, subject: &str, transitive: bool) -> Vec<(i32, i64, &Schema)> {
         let Some(versions) = self.subjects.get(subject) else { return Vec::new() };
-        let live = versions.iter().rev().filter(|(_, v)| !v.deleted).filter_map(|(n, v)| Some((*n, self.schemas.get(&v.id)?)));
+        let live = versions.iter().rev().filter(|(_, v)| !v.deleted).filter_map(|(n, v)| Some((*n, v.id, self.schemas.get(&v.id)?)));
         if transitive {
             live.collect()
         } else {
