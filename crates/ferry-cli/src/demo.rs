@@ -92,7 +92,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let console = {
         let (config, cancel, addr) = (config_for_serve, cancel.clone(), args.console_addr);
         tokio::spawn(async move {
-            if let Err(e) = ferry_serve::serve(&config, addr, ferry_serve::Token::default(), cancel).await {
+            if let Err(e) = ferry_serve::serve(&config, addr, None, ferry_serve::Token::default(), cancel).await {
                 println!("(console not served on {addr}: {e})");
             }
         })

@@ -1,4 +1,4 @@
-//! `ferry serve --config F [--listen 127.0.0.1:8080] [--api-token-file PATH]`
+//! `ferry serve --config F [--listen 127.0.0.1:8080] [--api-token-file PATH] [--registry URL [--registry-credentials-file PATH]]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,6 +21,13 @@ pub(crate) struct Args {
     /// anyone who reaches --listen can read replication metrics.
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Schema registry the console's Schemas page reads (`ferry registry` or any registry with
+    /// Confluent's API), e.g. http://127.0.0.1:8081.
+    #[arg(long)]
+    registry: Option<String>,
+    /// File holding the registry's credentials (first line): `user:password` or `Bearer <token>`.
+    #[arg(long, requires = "registry")]
+    registry_credentials_file: Option<PathBuf>,
 }
 
 /// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
@@ -48,10 +55,32 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         },
         None => None,
     };
+    let registry = match &args.registry {
+        Some(url) => {
+            let credentials = match &args.registry_credentials_file {
+                Some(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => Some(text.lines().next().unwrap_or("").trim().to_string()),
+                    Err(e) => {
+                        eprintln!("ferry: cannot read the registry credentials file {}: {e}", path.display());
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                None => None,
+            };
+            match ferry_serve::Registry::new(url, credentials.as_deref()) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    eprintln!("ferry: --registry: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+        None => None,
+    };
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
-    info!(config = %args.config.display(), flows = config.flows.len(), "ferry serve starting");
-    match ferry_serve::serve(&config, args.listen, ferry_serve::Token::new(token), cancel).await {
+    info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, "ferry serve starting");
+    match ferry_serve::serve(&config, args.listen, registry, ferry_serve::Token::new(token), cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(listen = %args.listen, error = %e, "ferry serve failed");

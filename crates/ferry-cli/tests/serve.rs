@@ -228,3 +228,88 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     assert!(!serve.output().contains(token), "the token appeared in serve's log");
     drop(second);
 }
+
+/// The console's Schemas page in headless Chromium over a real `ferry registry`: subjects with
+/// their type, versions and latest id, the subject's compatibility level, and the diff between
+/// two versions; the registry's credentials stay with `ferry serve`.
+#[test]
+fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
+    let broker = Broker::start("serve-schemas").unwrap();
+    let registry_addr = format!("127.0.0.1:{}", free_port());
+    let dir = std::env::temp_dir().join(unique("serve-schemas"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("users.properties"), "admin: adm1n,admin\nconsole: c0nsole,readonly\n").unwrap();
+    std::fs::write(
+        dir.join("schema-registry.properties"),
+        format!("listeners=http://{registry_addr}\nkafkastore.bootstrap.servers={}\nkafkastore.topic.replication.factor=1\nauthentication.method=BASIC\nauthentication.basic.users.file=users.properties\n", broker.bootstrap()),
+    )
+    .unwrap();
+    let registry = Process::spawn(ferry(), &["registry", "--config", dir.join("schema-registry.properties").to_str().unwrap()], &unique("serve-registry")).unwrap();
+    wait_for(Duration::from_secs(60), || TcpStream::connect(&registry_addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", registry.output()));
+    // Two versions of a subject and its level, written by the admin (the console's user is read-only).
+    let v1 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"}]}"#;
+    let v2 = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"note","type":"string","default":""}]}"#;
+    for (method, path, body) in [
+        ("POST", "/subjects/orders-value/versions", serde_json::json!({"schema": v1})),
+        ("POST", "/subjects/orders-value/versions", serde_json::json!({"schema": v2})),
+        ("POST", "/subjects/payments-value/versions", serde_json::json!({"schema": "\"string\""})),
+        ("PUT", "/config/orders-value", serde_json::json!({"compatibility": "FULL"})),
+    ] {
+        let (status, answer) = send(&registry_addr, method, path, &body);
+        assert_eq!(status, 200, "{path}: {answer}\n{}", registry.output());
+    }
+
+    let a = Broker::start("serve-schemas-a").unwrap();
+    let config = write_config("serve-schemas", &two_clusters(&a, &broker, "a->b.enabled = true\n"));
+    let token = "t0ken-for-schemas";
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let credentials = dir.join("registry-credentials");
+    std::fs::write(&credentials, "console:c0nsole\n").unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = Process::spawn(
+        ferry(),
+        &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--registry", &format!("http://{registry_addr}"), "--registry-credentials-file", credentials.to_str().unwrap()],
+        &unique("serve-schemas"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(30), || TcpStream::connect(&listen).ok().map(|_| ())).unwrap_or_else(|| panic!("ferry serve did not listen:\n{}", serve.output()));
+    // The proxy is read-only and limited to the registry's schema routes.
+    assert_eq!(get(&listen, "/api/v1/registry/subjects", Some(token)).0, 200);
+    assert_eq!(get(&listen, "/api/v1/registry/metrics", Some(token)).0, 404);
+    assert_eq!(get(&listen, "/api/v1/registry/subjects", None).0, 401, "behind ferry serve's token");
+
+    let screenshot = std::env::temp_dir().join(format!("{}.png", unique("schemas-page")));
+    let out = std::process::Command::new("node")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["schemas.mjs", &format!("http://{listen}/"), token, screenshot.to_str().unwrap(), "orders-value"])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("the Schemas page: {seen}");
+    assert!(out.status.success(), "{seen}\nserve:\n{}\nregistry:\n{}", serve.output(), registry.output());
+    assert_eq!(seen["subjects"], serde_json::json!(["orders-value", "payments-value"]));
+    assert_eq!(seen["row"], serde_json::json!(["orders-value", "AVRO", "2", "2"]));
+    assert_eq!((seen["level"].as_str(), seen["levelFrom"].as_str()), (Some("FULL"), Some("(set on the subject)")));
+    assert_eq!(seen["versions"], serde_json::json!(["1", "2"]));
+    assert_eq!(seen["ids"], serde_json::json!("(ids 1 → 2)"));
+    let added: Vec<String> = seen["added"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    assert!(added.iter().any(|l| l.contains("\"name\": \"note\"")), "the added field is marked added: {added:?}");
+    assert!(seen["removed"].as_array().unwrap().iter().all(|l| !l.as_str().unwrap().contains("\"id\"")), "the kept field is not removed: {seen}");
+    assert!(std::fs::metadata(&screenshot).map(|m| m.len() > 10_000).unwrap_or(false), "screenshot {}", screenshot.display());
+    let log = serve.output();
+    assert!(!log.contains("c0nsole"), "the registry password is never logged:\n{log}");
+}
+
+/// A write to the registry as its admin (basic auth `admin:adm1n`).
+fn send(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let body = body.to_string();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Basic YWRtaW46YWRtMW4=\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+}

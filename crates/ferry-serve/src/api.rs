@@ -71,6 +71,8 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/", get(console))
         .route("/index.html", get(console))
+        .route("/schemas", get(schemas_page))
+        .route("/api/v1/registry/{*path}", get(crate::registry::proxy))
         .fallback(not_found)
         .with_state(state)
         .merge(SwaggerUi::new("/api/docs").url("/openapi.json", ApiDoc::openapi()))
@@ -185,4 +187,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn console() -> Html<&'static str> {
     Html(include_str!("console.html"))
+}
+
+async fn schemas_page() -> Html<&'static str> {
+    Html(include_str!("schemas.html"))
 }

@@ -7,7 +7,8 @@
 //! - `/api/v1/...`: JSON, documented by the OpenAPI 3 document at `/openapi.json` and the
 //!   interactive page at `/api/docs` (assets built into the binary);
 //! - `/metrics`: the aggregated series in Prometheus text format;
-//! - `/`: the web console (one page built into the binary).
+//! - `/`: the web console, a page per role built into the binary (`/` replication, `/schemas`
+//!   the schema registry, read through `/api/v1/registry/...`: [`registry`]).
 //!
 //! Any number of `serve` instances can run: each reads the topics on its own.
 
@@ -16,6 +17,7 @@ mod api;
 mod auth;
 pub mod collect;
 mod prometheus;
+mod registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::api::ApiDoc;
 pub use crate::collect::Shared;
+pub use crate::registry::Registry;
 
 /// The bearer token that API and console require, if any. Never logged or shown.
 #[derive(Clone, Default)]
@@ -46,19 +49,21 @@ impl std::fmt::Debug for Token {
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
+    /// The registry the Schemas page reads, if any.
+    pub(crate) registry: Option<Arc<Registry>>,
 }
 
-/// The whole HTTP surface over `shared`.
-pub fn router(shared: Arc<Shared>, token: Token) -> Router {
-    let state = AppState { shared };
+/// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
+pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, token: Token) -> Router {
+    let state = AppState { shared, registry };
     api::routes(state).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
 /// Reads the metrics of `config`'s flows and serves HTTP on `listen` until `cancel`.
-pub async fn serve(config: &MirrorConfig, listen: SocketAddr, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, auth = token.0.is_some(), "ferry serve listening");
-    axum::serve(listener, router(shared, token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    axum::serve(listener, router(shared, registry.map(Arc::new), token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }
