@@ -403,6 +403,13 @@ fn bad_input_gets_confluents_error_codes_and_a_bad_file_exit_2() {
     }
     assert!(routes >= 25, "{routes} routes documented");
     assert_eq!(http(a, "DELETE", "/config/nothing", None).0, 404, "DELETE routes are routed (40401/40408, not the fallback)");
+    // normalize=true: two spellings of one schema (member order) get one id; without it, two.
+    let spelled = json!({"schema": "{\"type\":\"record\",\"name\":\"N\",\"fields\":[{\"name\":\"x\",\"type\":\"int\"}]}"});
+    let respelled = json!({"schema": "{\"fields\":[{\"type\":\"int\",\"name\":\"x\"}],\"name\":\"N\",\"type\":\"record\"}"});
+    let first = json_of(a, "POST", "/subjects/norm/versions?normalize=true", Some(&spelled)).1;
+    assert_eq!(json_of(a, "POST", "/subjects/norm/versions?normalize=true", Some(&respelled)).1, first);
+    assert_eq!(json_of(a, "POST", "/subjects/norm?normalize=true", Some(&respelled)).1["id"], first["id"], "lookup normalizes too");
+    assert_ne!(json_of(a, "POST", "/subjects/plain/versions", Some(&respelled)).1, first);
     let (status, body) = http(a, "POST", "/subjects/s/versions", None);
     assert_eq!(status, 400, "{body}");
 

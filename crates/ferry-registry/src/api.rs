@@ -266,16 +266,20 @@ struct SchemaBody {
 }
 
 impl SchemaBody {
-    fn parse(bytes: &[u8]) -> Result<(SchemaBody, SchemaType)> {
-        let b: SchemaBody = body(bytes)?;
+    /// The body, its type, and (with `normalize=true`) its schema normalized.
+    fn parse(bytes: &[u8], p: &HashMap<String, String>) -> Result<(SchemaBody, SchemaType)> {
+        let mut b: SchemaBody = body(bytes)?;
         let t = SchemaType::from_name(b.schema_type.as_deref())?;
         schema::validate(t, &b.schema)?;
+        if flag(p, "normalize") {
+            b.schema = schema::normalize(t, &b.schema);
+        }
         Ok((b, t))
     }
 }
 
 async fn lookup(s: Shared, Path(subject): Path<String>, Query(p): Params, bytes: Bytes) -> Result<Answer> {
-    let (b, t) = SchemaBody::parse(&bytes)?;
+    let (b, t) = SchemaBody::parse(&bytes, &p)?;
     let state = s.store.state.read().unwrap();
     state.versions(&subject, Deleted::Include)?;
     let canonical = schema::canonical(t, &b.schema);
@@ -283,9 +287,9 @@ async fn lookup(s: Shared, Path(subject): Path<String>, Query(p): Params, bytes:
     Ok(Answer(version_json(&state, &subject, n, id, None)?))
 }
 
-async fn register(s: Shared, Path(subject): Path<String>, bytes: Bytes) -> Result<Answer> {
+async fn register(s: Shared, Path(subject): Path<String>, Query(p): Params, bytes: Bytes) -> Result<Answer> {
     let subject = subject_name(&subject)?.to_string();
-    let (b, t) = SchemaBody::parse(&bytes)?;
+    let (b, t) = SchemaBody::parse(&bytes, &p)?;
     let _writing = s.store.writing.lock().await;
     let record = {
         let state = s.store.state.read().unwrap();
@@ -349,7 +353,7 @@ async fn delete_version(s: Shared, Path((subject, version)): Path<(String, Strin
 }
 
 async fn check(s: &App, subject: &str, version: Option<&str>, p: &HashMap<String, String>, bytes: &[u8]) -> Result<Answer> {
-    let (b, t) = SchemaBody::parse(bytes)?;
+    let (b, t) = SchemaBody::parse(bytes, p)?;
     let state = s.store.state.read().unwrap();
     let (level, _) = state.compatibility(Some(subject), s.default_compatibility);
     let against = match version {

@@ -113,6 +113,33 @@ pub fn canonical(schema_type: SchemaType, text: &str) -> String {
     }
 }
 
+/// `normalize=true`: Avro and JSON Schema with every object's members in name order (arrays,
+/// such as record fields, keep theirs), so two spellings of one schema get one id; Protobuf is
+/// printed canonically anyway. Text that is not JSON is left as it is (validation refuses it).
+pub fn normalize(schema_type: SchemaType, text: &str) -> String {
+    match schema_type {
+        SchemaType::Avro | SchemaType::Json => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(v) => sorted(v).to_string(),
+            Err(_) => text.to_string(),
+        },
+        SchemaType::Protobuf => crate::protobuf::canonical(text).unwrap_or_else(|| text.to_string()),
+    }
+}
+
+/// Members inserted in name order, whichever order the map keeps (serde_json's `preserve_order`
+/// keeps insertion order).
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut members: Vec<(String, serde_json::Value)> = m.into_iter().collect();
+            members.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(members.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
 /// JSON text without whitespace outside strings (order and escapes kept as written).
 fn compact_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -158,6 +185,15 @@ mod tests {
         let a = "{ \"type\" : \"record\",\n \"name\": \"a b\", \"doc\": \"x\\\" y\" }";
         assert_eq!(canonical(SchemaType::Avro, a), r#"{"type":"record","name":"a b","doc":"x\" y"}"#);
         assert_ne!(canonical(SchemaType::Avro, r#"{"a":1,"b":2}"#), canonical(SchemaType::Avro, r#"{"b":2,"a":1}"#));
+    }
+
+    #[test]
+    fn normalize_orders_members_and_keeps_arrays() {
+        let a = r#"{"type":"record","name":"A","fields":[{"type":"int","name":"b"},{"name":"a","type":"long"}]}"#;
+        let b = r#"{ "name": "A", "fields": [{"name":"b","type":"int"},{"name":"a","type":"long"}], "type": "record" }"#;
+        assert_eq!(normalize(SchemaType::Avro, a), normalize(SchemaType::Avro, b));
+        assert_eq!(normalize(SchemaType::Avro, a), r#"{"fields":[{"name":"b","type":"int"},{"name":"a","type":"long"}],"name":"A","type":"record"}"#);
+        assert_eq!(normalize(SchemaType::Json, "{"), "{", "not JSON: left for validation to refuse");
     }
 
     #[test]
