@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,19 +20,8 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Str
 
 /// [`http`], with a connection that fails (a killed server) as an error.
 fn try_http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    s.read_to_string(&mut response)?;
-    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-    Ok((status, body))
+    common::http_request(addr, method, path, &[("Content-Type", "application/vnd.schemaregistry.v1+json")], &body)
 }
 
 fn json_of(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
@@ -403,6 +391,8 @@ fn bad_input_gets_confluents_error_codes_and_a_bad_file_exit_2() {
     }
     assert!(routes >= 25, "{routes} routes documented");
     assert_eq!(http(a, "DELETE", "/config/nothing", None).0, 404, "DELETE routes are routed (40401/40408, not the fallback)");
+    // Data contracts are refused, never dropped silently.
+    assert_eq!(code("POST", "/subjects/dc/versions", Some(&json!({"schema": "\"int\"", "ruleSet": {"domainRules": []}}))), (422, json!(42201)));
     // normalize=true: two spellings of one schema (member order) get one id; without it, two.
     let spelled = json!({"schema": "{\"type\":\"record\",\"name\":\"N\",\"fields\":[{\"name\":\"x\",\"type\":\"int\"}]}"});
     let respelled = json!({"schema": "{\"fields\":[{\"type\":\"int\",\"name\":\"x\"}],\"name\":\"N\",\"type\":\"record\"}"});

@@ -305,11 +305,5 @@ fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
 
 /// A write to the registry as its admin (basic auth `admin:adm1n`).
 fn send(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let body = body.to_string();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Basic YWRtaW46YWRtMW4=\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string())
+    common::http_request(addr, method, path, &[("Authorization", "Basic YWRtaW46YWRtMW4="), ("Content-Type", "application/json")], &body.to_string()).unwrap()
 }

@@ -263,12 +263,20 @@ struct SchemaBody {
     id: Option<i64>,
     #[serde(default)]
     version: Option<i32>,
+    /// Data contracts (Confluent 7.4+): refused rather than dropped, as they are not kept yet.
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default, rename = "ruleSet")]
+    rule_set: Option<Value>,
 }
 
 impl SchemaBody {
     /// The body, its type, and (with `normalize=true`) its schema normalized.
     fn parse(bytes: &[u8], p: &HashMap<String, String>) -> Result<(SchemaBody, SchemaType)> {
         let mut b: SchemaBody = body(bytes)?;
+        if b.metadata.as_ref().is_some_and(|m| !m.is_null()) || b.rule_set.as_ref().is_some_and(|r| !r.is_null()) {
+            return Err(ApiError::invalid_schema("metadata and ruleSet (data contracts) are not supported by ferry registry; register the schema without them"));
+        }
         let t = SchemaType::from_name(b.schema_type.as_deref())?;
         schema::validate(t, &b.schema)?;
         if flag(p, "normalize") {

@@ -72,6 +72,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/", get(console))
         .route("/index.html", get(console))
         .route("/schemas", get(schemas_page))
+        .route("/console.css", get(console_css))
         .route("/api/v1/registry/{*path}", get(crate::registry::proxy))
         .fallback(not_found)
         .with_state(state)
@@ -191,4 +192,8 @@ async fn console() -> Html<&'static str> {
 
 async fn schemas_page() -> Html<&'static str> {
     Html(include_str!("schemas.html"))
+}
+
+async fn console_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], include_str!("console.css"))
 }

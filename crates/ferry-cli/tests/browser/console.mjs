@@ -2,25 +2,12 @@
 // topology edge and the topic row, saves a screenshot, and prints what it saw as JSON.
 // Usage: node console.mjs URL TOKEN SCREENSHOT FLOW REMOTE_TOPIC [FAILED_FLOW]
 // With FAILED_FLOW, also waits until that flow's edge is flagged (class `bad`).
-import { chromium } from 'playwright-core';
+import { withPage, signIn } from './chromium.mjs';
 
 const [url, token, screenshot, flow, remoteTopic, failedFlow] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync'],
-});
-const seen = { signin: false, edge: null, topicRow: null, errors: [] };
-try {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
-  page.on('pageerror', e => seen.errors.push(String(e)));
-  page.on('request', r => { if (!r.url().startsWith(url)) seen.errors.push('external request: ' + r.url()); });
-  const first = await page.goto(url);
-  if (first.status() === 401) {
-    seen.signin = true;
-    await page.fill('#t', token);
-    await page.click('button[type=submit]');
-  }
+await withPage(url, { width: 1280, height: 1000 }, async (page, seen) => {
+  seen.edge = null; seen.topicRow = null;
+  await signIn(page, await page.goto(url), token, seen);
   const edge = page.locator(`#topology g.edge[data-flow="${flow}"]`);
   await edge.waitFor({ timeout: 20000 });
   seen.edge = { text: await edge.locator('text').textContent(), class: await edge.getAttribute('class') };
@@ -34,10 +21,4 @@ try {
     seen.failed = { text: await bad.locator('text').textContent(), rowClass: await page.locator(`#flows tr[data-flow="${failedFlow}"]`).getAttribute('class') };
   }
   await page.screenshot({ path: screenshot, fullPage: true });
-} catch (e) {
-  seen.errors.push(String(e));
-} finally {
-  await browser.close();
-}
-console.log(JSON.stringify(seen));
-process.exit(seen.errors.length ? 1 : 0);
+});

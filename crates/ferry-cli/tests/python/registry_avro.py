@@ -8,10 +8,9 @@ usage: registry_avro.py REGISTRY_URL BOOTSTRAP TOPIC
 import json
 import sys
 
-from confluent_kafka import Consumer, Producer
+import registry_common
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 url, bootstrap, topic = sys.argv[1:4]
 SCHEMA = json.dumps({
@@ -26,25 +25,7 @@ SCHEMA = json.dumps({
 client = SchemaRegistryClient({"url": url})
 serializer = AvroSerializer(client, SCHEMA)
 orders = [{"id": i, "item": f"item-{i}", "price": None if i % 3 == 0 else i * 1.5} for i in range(20)]
-producer = Producer({"bootstrap.servers": bootstrap})
-ids = set()
-for order in orders:
-    value = serializer(order, SerializationContext(topic, MessageField.VALUE))
-    assert value[0] == 0, "Confluent wire format: magic byte 0"
-    ids.add(int.from_bytes(value[1:5], "big"))
-    producer.produce(topic, value=value)
-producer.flush(30)
-
-deserializer = AvroDeserializer(SchemaRegistryClient({"url": url}))
-consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "registry-test", "auto.offset.reset": "earliest"})
-consumer.subscribe([topic])
-back = []
-while len(back) < len(orders):
-    m = consumer.poll(10)
-    assert m is not None, f"only {len(back)} of {len(orders)} records came back"
-    assert m.error() is None, m.error()
-    back.append(deserializer(m.value(), SerializationContext(topic, MessageField.VALUE)))
-consumer.close()
+ids, back = registry_common.round_trip(bootstrap, topic, serializer, AvroDeserializer(SchemaRegistryClient({"url": url})), orders)
 assert back == orders, "objects changed on the way"
 latest = client.get_latest_version(f"{topic}-value")
 
@@ -63,5 +44,5 @@ try:
     refused = None
 except SchemaRegistryError as e:
     refused = e.http_status_code
-print(json.dumps({"embedded_ids": sorted(ids), "registered_id": latest.schema_id, "version": latest.version, "records": len(back),
+print(json.dumps({"embedded_ids": ids, "registered_id": latest.schema_id, "version": latest.version, "records": len(back),
                   "evolved_id": evolved_id, "incompatible_status": refused}))

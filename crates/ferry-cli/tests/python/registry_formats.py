@@ -11,12 +11,11 @@ import base64
 import json
 import sys
 
-from confluent_kafka import Consumer, Producer
+import registry_common
 from confluent_kafka.schema_registry import Schema, SchemaReference, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 url, bootstrap, json_topic, proto_topic = sys.argv[1:5]
@@ -24,25 +23,7 @@ client = SchemaRegistryClient({"url": url})
 
 
 def round_trip(topic, serializer, deserializer, objects):
-    """Produces every object serialized, reads them back; (embedded ids, objects back)."""
-    producer = Producer({"bootstrap.servers": bootstrap})
-    ids = set()
-    for o in objects:
-        value = serializer(o, SerializationContext(topic, MessageField.VALUE))
-        assert value[0] == 0, "Confluent wire format: magic byte 0"
-        ids.add(int.from_bytes(value[1:5], "big"))
-        producer.produce(topic, value=value)
-    producer.flush(30)
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"registry-{topic}", "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    back = []
-    while len(back) < len(objects):
-        m = consumer.poll(10)
-        assert m is not None, f"{topic}: only {len(back)} of {len(objects)} records came back"
-        assert m.error() is None, m.error()
-        back.append(deserializer(m.value(), SerializationContext(topic, MessageField.VALUE)))
-    consumer.close()
-    return sorted(ids), back
+    return registry_common.round_trip(bootstrap, topic, serializer, deserializer, objects)
 
 
 def refused(subject, schema):
