@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 # Longest first, so the pool ends together (measured per file in the serial run).
-SLOW_FIRST = ["faults", "scale", "exactly_once", "mirror", "truncation", "serve", "checkpoints", "java_tools", "control", "truncation", "topics", "broker"]
+SLOW_FIRST = ["faults", "scale", "exactly_once", "mirror", "registry", "serve", "truncation", "checkpoints", "java_tools", "control", "truncation", "topics", "broker"]
 
 
 def test_binaries():
