@@ -1,0 +1,11 @@
+//! Cluster monitoring, the part of `ferry serve` that watches every cluster of its file: brokers,
+//! topics, consumer groups with their lag in records and seconds, and a health status per group
+//! and partition (issue 16).
+//!
+//! Pure decisions live here first, each with its tests: [`status`] judges a partition's recent
+//! samples by Burrow's rules (without Burrow's known failure), [`lag`] turns a committed offset
+//! into seconds, exactly where a record's timestamp is known and with a stated error bound where
+//! it is interpolated. Collection from the clusters and the alerts build on them.
+
+pub mod lag;
+pub mod status;
