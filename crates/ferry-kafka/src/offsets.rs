@@ -127,6 +127,17 @@ impl Iterator for RecordScan {
 /// (blocking). A partition whose record did not arrive within `within` (compacted away, a
 /// control record, beyond the end) is absent from the answer.
 pub fn read_records_at(cluster: &crate::ClusterClient, at: &[(String, i32, i64)], within: Duration) -> KafkaResult<std::collections::HashMap<(String, i32), RecordFingerprint>> {
+    read_at(cluster, at, within, |m| fingerprint(m))
+}
+
+/// The timestamps (create or log-append time, as the topic keeps them) of the records at
+/// `(topic, partition, offset)`, as [`read_records_at`] reads them.
+pub fn record_timestamps(cluster: &crate::ClusterClient, at: &[(String, i32, i64)], within: Duration) -> KafkaResult<std::collections::HashMap<(String, i32), i64>> {
+    let found = read_at(cluster, at, within, |m| rdkafka::Message::timestamp(m).to_millis())?;
+    Ok(found.into_iter().filter_map(|(k, t)| t.map(|t| (k, t))).collect())
+}
+
+fn read_at<T>(cluster: &crate::ClusterClient, at: &[(String, i32, i64)], within: Duration, take: impl Fn(&rdkafka::message::BorrowedMessage<'_>) -> T) -> KafkaResult<std::collections::HashMap<(String, i32), T>> {
     use rdkafka::Message;
     let mut out = std::collections::HashMap::new();
     if at.is_empty() {
@@ -147,7 +158,7 @@ pub fn read_records_at(cluster: &crate::ClusterClient, at: &[(String, i32, i64)]
                 let key = (m.topic().to_string(), m.partition());
                 match wanted.get(&key) {
                     Some(&o) if m.offset() == o => {
-                        out.insert(key.clone(), fingerprint(&m));
+                        out.insert(key.clone(), take(&m));
                         wanted.remove(&key);
                     }
                     Some(&o) if m.offset() > o => {

@@ -132,68 +132,6 @@ impl Election {
     fn leader_url(&self) -> Option<String> {
         let groups = self.consumer.fetch_group_list(Some(&self.group), Duration::from_secs(5)).ok()?;
         let group = groups.groups().iter().find(|g| g.name() == self.group)?;
-        group.members().iter().find(|m| m.assignment().is_some_and(|a| assigns_partition_zero(a, &self.topic))).map(|m| m.client_id().to_string())
-    }
-}
-
-/// Whether a consumer-protocol member assignment (version, then topics with their partitions)
-/// holds partition 0 of `topic`.
-fn assigns_partition_zero(bytes: &[u8], topic: &str) -> bool {
-    let mut at = 2; // version
-    let int16 = |at: &mut usize| -> Option<i16> {
-        let v = bytes.get(*at..*at + 2)?;
-        *at += 2;
-        Some(i16::from_be_bytes([v[0], v[1]]))
-    };
-    let int32 = |at: &mut usize| -> Option<i32> {
-        let v = bytes.get(*at..*at + 4)?;
-        *at += 4;
-        Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]))
-    };
-    let mut parse = || -> Option<bool> {
-        let topics = int32(&mut at)?;
-        for _ in 0..topics.max(0) {
-            let len = int16(&mut at)?.max(0) as usize;
-            let name = bytes.get(at..at + len)?;
-            at += len;
-            let partitions = int32(&mut at)?;
-            for _ in 0..partitions.max(0) {
-                if int32(&mut at)? == 0 && name == topic.as_bytes() {
-                    return Some(true);
-                }
-            }
-        }
-        Some(false)
-    };
-    parse().unwrap_or(false)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assignment(topics: &[(&str, &[i32])]) -> Vec<u8> {
-        let mut out = vec![0, 1];
-        out.extend((topics.len() as i32).to_be_bytes());
-        for (t, ps) in topics {
-            out.extend((t.len() as i16).to_be_bytes());
-            out.extend(t.as_bytes());
-            out.extend((ps.len() as i32).to_be_bytes());
-            for p in *ps {
-                out.extend(p.to_be_bytes());
-            }
-        }
-        out.extend((-1i32).to_be_bytes()); // no user data
-        out
-    }
-
-    #[test]
-    fn the_member_with_partition_zero_of_the_topic_leads() {
-        assert!(assigns_partition_zero(&assignment(&[("_schemas", &[0])]), "_schemas"));
-        assert!(!assigns_partition_zero(&assignment(&[("_schemas", &[])]), "_schemas"));
-        assert!(!assigns_partition_zero(&assignment(&[("other", &[0])]), "_schemas"));
-        assert!(assigns_partition_zero(&assignment(&[("other", &[1]), ("_schemas", &[0])]), "_schemas"));
-        assert!(!assigns_partition_zero(&[0, 1, 0, 0], "_schemas"), "truncated bytes are no assignment");
-        assert!(!assigns_partition_zero(&[], "_schemas"));
+        group.members().iter().find(|m| m.assignment().is_some_and(|a| ferry_kafka::assigned_partitions(a).iter().any(|(t, p)| *t == self.topic && *p == 0))).map(|m| m.client_id().to_string())
     }
 }
