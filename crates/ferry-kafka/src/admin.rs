@@ -56,14 +56,19 @@ impl Admin {
     }
 
     /// Every ACL on topics (blocking). `Ok(None)`: the cluster has no authorizer.
+    /// Every (topic, partition, committed offset) of `group`, in one request.
+    pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, i32, i64)>> {
+        crate::ffi::group_offsets::list_group_offsets(self.client.inner().native_ptr(), group, self.timeout).map_err(|e| self.err(format!("list the offsets of group '{group}'"), e))
+    }
+
     pub fn describe_topic_acls(&self) -> Result<Option<Vec<crate::TopicAcl>>> {
-        crate::acl::describe_topic_acls(self.client.inner().native_ptr(), self.timeout).map_err(|e| self.err("describe topic ACLs", e))
+        crate::ffi::acl::describe_topic_acls(self.client.inner().native_ptr(), self.timeout).map_err(|e| self.err("describe topic ACLs", e))
     }
 
     /// Creates topic ACLs (blocking); one outcome per ACL, in order. An ACL that exists
     /// already succeeds.
     pub fn create_topic_acls(&self, acls: &[crate::TopicAcl]) -> Result<Vec<std::result::Result<(), String>>> {
-        crate::acl::create_topic_acls(self.client.inner().native_ptr(), acls, self.timeout).map_err(|e| self.err("create topic ACLs", e))
+        crate::ffi::acl::create_topic_acls(self.client.inner().native_ptr(), acls, self.timeout).map_err(|e| self.err("create topic ACLs", e))
     }
 
     /// All topics with their partition counts (blocking).

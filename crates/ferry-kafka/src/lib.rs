@@ -20,7 +20,7 @@
 //! (copying each record into a Ferry type only to cross a crate boundary would cost an
 //! allocation per record); it obtains its `ClientConfig`s from here.
 
-mod acl;
+mod ffi;
 mod admin;
 mod backoff;
 mod client;
@@ -31,7 +31,7 @@ pub mod properties;
 mod offsets;
 mod quiet;
 
-pub use acl::{AclOperation, AclPermission, PatternType, TopicAcl};
+pub use ffi::acl::{AclOperation, AclPermission, PatternType, TopicAcl};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use backoff::Backoff;
 pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};

@@ -1,12 +1,13 @@
-//! A consumer group's lag, read from a cluster: its committed offsets (OffsetFetch), each
+//! A consumer group's lag, read from a cluster: its committed offsets (ListConsumerGroupOffsets), each
 //! partition's end offset, and for every partition with lag the timestamp of the record at the
 //! committed offset (one consumer reads them all), so lag in seconds is exact ([`crate::lag`]).
 
 use std::time::Duration;
 
-use ferry_kafka::{ClientRole, ClusterClient, Error, Result};
+use std::collections::BTreeMap;
+
+use ferry_kafka::{Admin, ClientRole, ClusterClient, Error, Result};
 use rdkafka::consumer::BaseConsumer;
-use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::lag::{self, LagSeconds};
@@ -25,27 +26,19 @@ pub struct PartitionLag {
     pub lag_seconds: Option<LagSeconds>,
 }
 
-/// The lag of `group` on `partitions` at `now_ms`.
-pub fn group_lag(cluster: &ClusterClient, group: &str, partitions: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
-    // A client in the group's name that never joins it: OffsetFetch only.
-    let client: BaseConsumer = cluster
-        .client_config_with_defaults(ClientRole::Consumer, &[("enable.auto.commit", "false")])
-        .set("group.id", group)
-        .create()
-        .map_err(|e| Error::new(cluster, "create a client", e))?;
-    let mut tpl = TopicPartitionList::new();
-    for (topic, partition) in partitions {
-        tpl.add_partition(topic, *partition);
-    }
-    let committed = ferry_kafka::committed_offsets(&client, &tpl, within).map_err(|e| Error::new(cluster, format!("read the committed offsets of group '{group}'"), e))?;
+/// The lag of `group` at `now_ms` on every partition it has committed (one ListConsumerGroupOffsets
+/// request: an empty group's partitions are found too) and on `assigned` ones it has not
+/// committed yet (those with `committed: None`).
+pub fn group_lag(cluster: &ClusterClient, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
+    let committed: BTreeMap<(String, i32), i64> = Admin::connect(cluster)?.group_offsets(group)?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    let mut partitions: Vec<(String, i32)> = committed.keys().cloned().collect();
+    partitions.extend(assigned.iter().filter(|k| !committed.contains_key(*k)).cloned());
+    partitions.sort();
+    let client: BaseConsumer = cluster.client_config(ClientRole::Consumer).create().map_err(|e| Error::new(cluster, "create a client", e))?;
     let mut out = Vec::new();
-    for e in committed.elements() {
-        let (topic, partition) = (e.topic().to_string(), e.partition());
+    for (topic, partition) in partitions {
         let end = ferry_kafka::watermarks(&client, &topic, partition, within).map_err(|err| Error::new(cluster, format!("read the end offset of {topic}[{partition}]"), err))?.1;
-        let committed = match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        };
+        let committed = committed.get(&(topic.clone(), partition)).copied();
         out.push(PartitionLag { topic, partition, committed, end, lag: committed.map(|c| (end - c).max(0)), lag_seconds: None });
     }
     let lagging: Vec<(String, i32, i64)> = out.iter().filter_map(|p| p.committed.filter(|&c| c < p.end).map(|c| (p.topic.clone(), p.partition, c))).collect();
