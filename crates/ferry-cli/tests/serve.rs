@@ -138,6 +138,27 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     // The whole picture in one view: both flows, both clusters, Prometheus series.
     let clusters = json(&addr, "/api/v1/clusters", token);
     assert!(clusters.as_array().unwrap().iter().all(|c| c["reachable"] == true), "{clusters}");
+
+    // Consumer groups of every cluster: an empty group's committed partitions, lag in records and
+    // exact seconds (the records carry their create time), caught-up partitions at 0 s.
+    ferry_testkit::commit_offsets(&a.bootstrap(), "billing", &[("orders", 0, 10), ("orders", 1, 150), ("orders", 2, 0)]).unwrap();
+    let billing = wait_for(Duration::from_secs(30), || {
+        let (status, body) = get(&addr, "/api/v1/clusters/a/groups/billing", Some(token));
+        (status == 200).then(|| serde_json::from_str::<serde_json::Value>(&body).unwrap())
+    })
+    .unwrap_or_else(|| panic!("the group was never reported:\n{}", serve.output()));
+    println!("group billing on a: {billing}");
+    assert_eq!((billing["state"].as_str(), billing["lag"].as_i64()), (Some("Empty"), Some(140 + 150)), "{billing}");
+    let partitions = billing["partitions"].as_array().unwrap();
+    let at = |p: i64| partitions.iter().find(|x| x["topic"] == "orders" && x["partition"] == p).unwrap();
+    assert_eq!((at(0)["lag"].as_i64(), at(0)["lag_seconds"]["method"].as_str()), (Some(140), Some("record_timestamp")));
+    assert!(at(0)["lag_seconds"]["seconds"].as_f64().is_some_and(|s| (0.0..600.0).contains(&s)), "{billing}");
+    assert_eq!((at(1)["lag"].as_i64(), at(1)["lag_seconds"]["method"].as_str(), at(1)["lag_seconds"]["seconds"].as_f64()), (Some(0), Some("caught_up"), Some(0.0)));
+    assert!(["OK", "WARN", "STALL", "STOP"].contains(&billing["status"].as_str().unwrap()), "{billing}");
+    let page = json(&addr, "/api/v1/clusters/a/groups?search=BILL&limit=10", token);
+    assert_eq!((page["total"].as_u64(), page["groups"][0]["group"].as_str(), page["groups"][0]["lag"].as_i64()), (Some(1), Some("billing"), Some(290)), "{page}");
+    assert_eq!(get(&addr, "/api/v1/clusters/nowhere/groups", Some(token)).0, 404);
+    assert_eq!(get(&addr, "/api/v1/clusters/a/groups/nobody", Some(token)).0, 404);
     let (status, metrics) = get(&addr, "/metrics", Some(token));
     assert_eq!(status, 200);
     for line in ["ferry_replication_bytes_total{flow=\"a->b\"}", "ferry_replication_flow_state{flow=\"b->a\",state=\"active\"} 1", "ferry_cluster_up{cluster=\"a\"} 1"] {

@@ -26,27 +26,48 @@ pub struct PartitionLag {
     pub lag_seconds: Option<LagSeconds>,
 }
 
-/// The lag of `group` at `now_ms` on every partition it has committed (one ListConsumerGroupOffsets
-/// request: an empty group's partitions are found too) and on `assigned` ones it has not
-/// committed yet (those with `committed: None`).
-pub fn group_lag(cluster: &ClusterClient, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
-    let committed: BTreeMap<(String, i32), i64> = Admin::connect(cluster)?.group_offsets(group)?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-    let mut partitions: Vec<(String, i32)> = committed.keys().cloned().collect();
-    partitions.extend(assigned.iter().filter(|k| !committed.contains_key(*k)).cloned());
-    partitions.sort();
-    let client: BaseConsumer = cluster.client_config(ClientRole::Consumer).create().map_err(|e| Error::new(cluster, "create a client", e))?;
-    let mut out = Vec::new();
-    for (topic, partition) in partitions {
-        let end = ferry_kafka::watermarks(&client, &topic, partition, within).map_err(|err| Error::new(cluster, format!("read the end offset of {topic}[{partition}]"), err))?.1;
-        let committed = committed.get(&(topic.clone(), partition)).copied();
-        out.push(PartitionLag { topic, partition, committed, end, lag: committed.map(|c| (end - c).max(0)), lag_seconds: None });
+/// The clients one cluster's group reads share (made once, used every poll).
+pub struct GroupReader {
+    cluster: ClusterClient,
+    admin: Admin,
+    ends: BaseConsumer,
+}
+
+impl GroupReader {
+    pub fn connect(cluster: &ClusterClient) -> Result<GroupReader> {
+        let admin = Admin::connect(cluster)?;
+        let ends: BaseConsumer = cluster.client_config(ClientRole::Consumer).create().map_err(|e| Error::new(cluster, "create a client", e))?;
+        Ok(GroupReader { cluster: cluster.clone(), admin, ends })
     }
-    let lagging: Vec<(String, i32, i64)> = out.iter().filter_map(|p| p.committed.filter(|&c| c < p.end).map(|c| (p.topic.clone(), p.partition, c))).collect();
-    let stamps = ferry_kafka::record_timestamps(cluster, &lagging, within).map_err(|e| Error::new(cluster, "read the records at the committed offsets", e))?;
-    for p in &mut out {
-        if let Some(c) = p.committed {
-            p.lag_seconds = lag::exact(now_ms, c, p.end, stamps.get(&(p.topic.clone(), p.partition)).copied());
+
+    /// The lag of `group` at `now_ms` on every partition it has committed (one
+    /// ListConsumerGroupOffsets request: an empty group's partitions are found too) and on
+    /// `assigned` ones it has not committed yet (those with `committed: None`).
+    pub fn group_lag(&self, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
+        let cluster = &self.cluster;
+        let committed: BTreeMap<(String, i32), i64> = self.admin.group_offsets(group)?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+        let mut partitions: Vec<(String, i32)> = committed.keys().cloned().collect();
+        partitions.extend(assigned.iter().filter(|k| !committed.contains_key(*k)).cloned());
+        partitions.sort();
+        partitions.dedup();
+        let mut out = Vec::new();
+        for (topic, partition) in partitions {
+            let end = ferry_kafka::watermarks(&self.ends, &topic, partition, within).map_err(|err| Error::new(cluster, format!("read the end offset of {topic}[{partition}]"), err))?.1;
+            let committed = committed.get(&(topic.clone(), partition)).copied();
+            out.push(PartitionLag { topic, partition, committed, end, lag: committed.map(|c| (end - c).max(0)), lag_seconds: None });
         }
+        let lagging: Vec<(String, i32, i64)> = out.iter().filter_map(|p| p.committed.filter(|&c| c < p.end).map(|c| (p.topic.clone(), p.partition, c))).collect();
+        let stamps = ferry_kafka::record_timestamps(cluster, &lagging, within).map_err(|e| Error::new(cluster, "read the records at the committed offsets", e))?;
+        for p in &mut out {
+            if let Some(c) = p.committed {
+                p.lag_seconds = lag::exact(now_ms, c, p.end, stamps.get(&(p.topic.clone(), p.partition)).copied());
+            }
+        }
+        Ok(out)
     }
-    Ok(out)
+}
+
+/// [`GroupReader::group_lag`] with clients made for the one call.
+pub fn group_lag(cluster: &ClusterClient, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
+    GroupReader::connect(cluster)?.group_lag(group, assigned, now_ms, within)
 }

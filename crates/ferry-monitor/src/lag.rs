@@ -11,8 +11,9 @@
 //! than the oldest poll is at least that old, and said so (no bound above).
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// The group has read everything: 0 s.
@@ -25,7 +26,7 @@ pub enum Method {
     AtLeast,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct LagSeconds {
     pub seconds: f64,
     pub method: Method,

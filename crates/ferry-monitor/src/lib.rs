@@ -5,9 +5,11 @@
 //! Pure decisions live here first, each with its tests: [`status`] judges a partition's recent
 //! samples by Burrow's rules (without Burrow's known failure), [`lag`] turns a committed offset
 //! into seconds, exactly where a record's timestamp is known and with a stated error bound where
-//! it is interpolated. [`groups`] reads a group's lag from a cluster; history, alerts and the
-//! console pages build on them.
+//! it is interpolated. [`groups`] reads a group's lag from a cluster and [`collect`] polls
+//! every cluster's groups into views the API serves; history, alerts and the console pages build
+//! on them.
 
+pub mod collect;
 pub mod groups;
 pub mod lag;
 pub mod status;

@@ -14,13 +14,14 @@
 //! samples) → WARN; otherwise OK.
 
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A window must span this long before an unmoving offset is called stalled or stopped (a
 /// consumer that commits every few seconds is not stalled between two polls).
 pub const MIN_SPAN_MS: i64 = 30_000;
 
 /// Health, least to most severe (a group takes its worst partition's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Status {
     Ok,
@@ -94,7 +95,7 @@ pub fn group<'a>(partitions: impl IntoIterator<Item = (&'a str, i32, &'a Verdict
 
 /// How fast the group consumes and the partition grows over the window (records/s), and when
 /// the group catches up at those rates (`None`: never, at them).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct Trend {
     pub consume_per_s: f64,
     pub produce_per_s: f64,

@@ -15,6 +15,7 @@
 pub mod aggregate;
 mod api;
 mod auth;
+mod groups;
 pub mod collect;
 mod prometheus;
 mod registry;
@@ -51,19 +52,26 @@ pub(crate) struct AppState {
     pub(crate) shared: Arc<Shared>,
     /// The registry the Schemas page reads, if any.
     pub(crate) registry: Option<Arc<Registry>>,
+    /// Every cluster's consumer groups, polled (none in API tests without clusters).
+    pub(crate) monitor: Option<Arc<ferry_monitor::collect::Monitor>>,
 }
 
 /// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
-pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, token: Token) -> Router {
-    let state = AppState { shared, registry };
+pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, token: Token) -> Router {
+    let state = AppState { shared, registry, monitor };
     api::routes(state).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
-/// Reads the metrics of `config`'s flows and serves HTTP on `listen` until `cancel`.
+/// How often every cluster's consumer groups are polled.
+pub const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the metrics of `config`'s flows, polls every cluster's consumer groups, and serves HTTP
+/// on `listen` until `cancel`.
 pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
+    let monitor = ferry_monitor::collect::Monitor::start(&config.clusters, MONITOR_INTERVAL, cancel.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, auth = token.0.is_some(), "ferry serve listening");
-    axum::serve(listener, router(shared, registry.map(Arc::new), token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    axum::serve(listener, router(shared, registry.map(Arc::new), Some(monitor), token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }

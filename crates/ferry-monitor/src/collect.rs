@@ -1,0 +1,195 @@
+//! Polls every cluster's consumer groups (a thread per cluster, every [`Monitor::interval`]):
+//! describes the groups, reads each one's lag, keeps a window of samples per partition and judges
+//! them ([`crate::status`]). What the API answers is the latest [`GroupView`] of each group,
+//! served from memory. A cluster that does not answer is retried at the next poll and reported
+//! once per outage in the log and in its view, never in a tight loop.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use ferry_kafka::ClusterClient;
+use serde::Serialize;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::groups::{GroupReader, PartitionLag};
+use crate::lag::LagSeconds;
+use crate::status::{self, Sample, Status, Trend, Verdict};
+
+/// Samples kept per partition (Burrow keeps 10 commits).
+pub const WINDOW: usize = 10;
+
+/// A member of a group, as the coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MemberView {
+    pub client_id: String,
+    pub host: String,
+    pub assignment: Vec<Assigned>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Assigned {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// One partition of a group: its lag and its verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct PartitionView {
+    pub topic: String,
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub end: i64,
+    pub lag: Option<i64>,
+    pub lag_seconds: Option<LagSeconds>,
+    pub status: Status,
+    pub reason: String,
+    pub trend: Option<Trend>,
+}
+
+/// A group as last polled.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct GroupView {
+    pub group: String,
+    /// The coordinator's state: `Stable`, `Empty`, `PreparingRebalance`, …
+    pub state: String,
+    pub status: Status,
+    pub reason: String,
+    pub members: Vec<MemberView>,
+    pub partitions: Vec<PartitionView>,
+    /// Sum of the partitions' lag, and the oldest unconsumed record's age.
+    pub lag: i64,
+    pub lag_seconds_max: Option<f64>,
+    pub polled_at_ms: i64,
+}
+
+/// A cluster's groups as last polled, and whether the last poll failed.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterGroups {
+    pub groups: BTreeMap<String, GroupView>,
+    pub error: Option<String>,
+    pub polled_at_ms: Option<i64>,
+}
+
+/// Every cluster's groups, shared between the poll threads and the API.
+pub struct Monitor {
+    clusters: RwLock<BTreeMap<String, ClusterGroups>>,
+    pub interval: Duration,
+}
+
+impl Monitor {
+    /// Starts a poll thread per cluster; they end with `cancel`.
+    pub fn start(clusters: &[ClusterClient], interval: Duration, cancel: tokio_util::sync::CancellationToken) -> Arc<Monitor> {
+        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), ClusterGroups::default())).collect()), interval });
+        for cluster in clusters {
+            let (monitor, polled, cancel) = (monitor.clone(), cluster.clone(), cancel.clone());
+            let spawned = std::thread::Builder::new().name(format!("groups-{}", cluster.alias)).spawn(move || monitor.poll_loop(&polled, &cancel));
+            if let Err(e) = spawned {
+                warn!(cluster = %cluster_name(cluster), error = %e, "cannot start the group monitor thread");
+            }
+        }
+        monitor
+    }
+
+    /// The groups of `cluster` (None: not a cluster of the file).
+    pub fn cluster(&self, alias: &str) -> Option<ClusterGroups> {
+        self.clusters.read().unwrap().get(alias).cloned()
+    }
+
+    fn poll_loop(&self, cluster: &ClusterClient, cancel: &tokio_util::sync::CancellationToken) {
+        let mut windows: HashMap<(String, String, i32), VecDeque<Sample>> = HashMap::new();
+        let mut reader: Option<GroupReader> = None;
+        let mut failing = false;
+        while !cancel.is_cancelled() {
+            let started = Instant::now();
+            let outcome = (|| -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
+                if reader.is_none() {
+                    reader = Some(GroupReader::connect(cluster)?);
+                }
+                poll(cluster, reader.as_ref().expect("connected above"), &mut windows, self.interval)
+            })();
+            let now = now_ms();
+            let mut clusters = self.clusters.write().unwrap();
+            let entry = clusters.entry(cluster.alias.clone()).or_default();
+            entry.polled_at_ms = Some(now);
+            match outcome {
+                Ok(groups) => {
+                    if failing {
+                        info!(cluster = %cluster_name(cluster), "consumer groups readable again");
+                        failing = false;
+                    }
+                    entry.groups = groups;
+                    entry.error = None;
+                }
+                Err(e) => {
+                    if !failing {
+                        warn!(cluster = %cluster_name(cluster), error = %e, "cannot read consumer groups; retried every poll, said again once it recovers");
+                        failing = true;
+                    }
+                    entry.error = Some(e.to_string());
+                }
+            }
+            drop(clusters);
+            let rest = self.interval.saturating_sub(started.elapsed());
+            let deadline = Instant::now() + rest;
+            while Instant::now() < deadline && !cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(100).min(deadline - Instant::now()));
+            }
+        }
+    }
+}
+
+fn cluster_name(c: &ClusterClient) -> String {
+    format!("{} ({})", c.alias, c.bootstrap_servers)
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One poll of a cluster's consumer groups (those of the consumer protocol).
+fn poll(cluster: &ClusterClient, reader: &GroupReader, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, interval: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
+    let within = interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
+    let described = ferry_kafka::describe_groups(cluster, None, within)?;
+    let mut out = BTreeMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for g in described.into_iter().filter(|g| g.protocol_type == "consumer" || g.protocol_type.is_empty()) {
+        let assigned: Vec<(String, i32)> = g.members.iter().flat_map(|m| m.assignment.iter().cloned()).collect();
+        let now = now_ms();
+        let lags = reader.group_lag(&g.name, &assigned, now, within)?;
+        let mut partitions = Vec::new();
+        for l in lags {
+            let key = (g.name.clone(), l.topic.clone(), l.partition);
+            seen.insert(key.clone());
+            let window = windows.entry(key).or_default();
+            if let Some(c) = l.committed {
+                window.push_back(Sample { at_ms: now, committed: c, end: l.end });
+                while window.len() > WINDOW {
+                    window.pop_front();
+                }
+            }
+            let samples: Vec<Sample> = window.iter().copied().collect();
+            let owned = assigned.iter().any(|(t, p)| *t == l.topic && *p == l.partition);
+            let verdict = if l.committed.is_none() { Verdict { status: Status::Ok, reason: "nothing committed yet".into() } } else { status::partition(&samples, owned) };
+            partitions.push(view(l, verdict, status::trend(&samples)));
+        }
+        let verdicts: Vec<Verdict> = partitions.iter().map(|p| Verdict { status: p.status, reason: p.reason.clone() }).collect();
+        let verdict = status::group(partitions.iter().zip(&verdicts).map(|(p, v)| (p.topic.as_str(), p.partition, v)));
+        let lag = partitions.iter().filter_map(|p| p.lag).sum();
+        let lag_seconds_max = partitions.iter().filter_map(|p| p.lag_seconds.map(|s| s.seconds)).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        let members = g
+            .members
+            .into_iter()
+            .map(|m| MemberView { client_id: m.client_id, host: m.host, assignment: m.assignment.into_iter().map(|(topic, partition)| Assigned { topic, partition }).collect() })
+            .collect();
+        out.insert(g.name.clone(), GroupView { group: g.name, state: g.state, status: verdict.status, reason: verdict.reason, members, partitions, lag, lag_seconds_max, polled_at_ms: now });
+    }
+    // Partitions of groups gone or no longer committed are forgotten.
+    windows.retain(|k, _| seen.contains(k));
+    Ok(out)
+}
+
+fn view(l: PartitionLag, verdict: Verdict, trend: Option<Trend>) -> PartitionView {
+    PartitionView { topic: l.topic, partition: l.partition, committed: l.committed, end: l.end, lag: l.lag, lag_seconds: l.lag_seconds, status: verdict.status, reason: verdict.reason, trend }
+}

@@ -1,0 +1,103 @@
+//! Consumer groups of every cluster in the file (issue 16): `GET /api/v1/clusters/{cluster}/groups`
+//! (paged, searchable, answered from memory) and `…/groups/{group}` (members, and per partition
+//! the lag in records and seconds with the method that gave it, and a status with its reason).
+//! The polling is `ferry_monitor::collect`'s.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ferry_monitor::collect::{ClusterGroups, GroupView};
+use ferry_monitor::status::Status;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{error_body, ErrorBody};
+use crate::AppState;
+
+/// One line of the group list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct GroupSummary {
+    group: String,
+    state: String,
+    status: Status,
+    reason: String,
+    members: usize,
+    /// Records not consumed, over every partition.
+    lag: i64,
+    /// The oldest unconsumed record's age, in seconds.
+    lag_seconds_max: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct GroupPage {
+    /// Groups matching `search`, before paging.
+    total: usize,
+    groups: Vec<GroupSummary>,
+    /// When the cluster was last polled (ms since the epoch).
+    polled_at_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub(crate) struct Paging {
+    /// At most this many (default 100, at most 1,000).
+    limit: Option<usize>,
+    /// Skip this many first (default 0).
+    offset: Option<usize>,
+    /// Only groups whose name contains this (case-insensitive).
+    search: Option<String>,
+}
+
+/// The cluster's groups as last polled, or the error answer.
+fn polled(state: &AppState, cluster: &str) -> Result<ClusterGroups, Response> {
+    let Some(monitor) = &state.monitor else {
+        return Err(error_body(StatusCode::NOT_FOUND, "not_found", "cluster monitoring is not running"));
+    };
+    let Some(groups) = monitor.cluster(cluster) else {
+        return Err(error_body(StatusCode::NOT_FOUND, "not_found", &format!("no cluster '{cluster}' in the configuration")));
+    };
+    match (&groups.error, groups.polled_at_ms) {
+        (Some(e), _) => Err(error_body(StatusCode::SERVICE_UNAVAILABLE, "cluster_unreachable", &format!("cluster '{cluster}': {e}"))),
+        (None, None) => Err(error_body(StatusCode::SERVICE_UNAVAILABLE, "not_ready", &format!("cluster '{cluster}' has not been polled yet"))),
+        (None, Some(_)) => Ok(groups),
+    }
+}
+
+/// The cluster's consumer groups: state, status, members, total lag and the oldest unconsumed
+/// record's age. Paged and searched on the server, from memory.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
+    responses((status = 200, body = GroupPage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<String>, Query(paging): Query<Paging>) -> Response {
+    let polled = match polled(&state, &cluster) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let search = paging.search.unwrap_or_default().to_lowercase();
+    let matching: Vec<&GroupView> = polled.groups.values().filter(|g| g.group.to_lowercase().contains(&search)).collect();
+    let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
+    let groups = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|g| GroupSummary { group: g.group.clone(), state: g.state.clone(), status: g.status, reason: g.reason.clone(), members: g.members.len(), lag: g.lag, lag_seconds_max: g.lag_seconds_max })
+        .collect();
+    Json(GroupPage { total: matching.len(), groups, polled_at_ms: polled.polled_at_ms }).into_response()
+}
+
+/// One group: its members and assignments, and per partition the committed and end offsets, the
+/// lag in records and in seconds (`lag_seconds.method`: `record_timestamp` is exact, `caught_up`
+/// is 0), the status (OK, WARN, REWIND, STALL, STOP, ERR) with its reason, and the trend.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups/{group}", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("group" = String, Path, description = "the group id, URL-encoded")),
+    responses((status = 200, body = GroupView), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)): Path<(String, String)>) -> Response {
+    let polled = match polled(&state, &cluster) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match polled.groups.get(&group) {
+        Some(g) => Json(g).into_response(),
+        None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("no consumer group '{group}' on cluster '{cluster}' (as last polled)")),
+    }
+}
