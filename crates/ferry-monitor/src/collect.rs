@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use crate::groups::{GroupReader, PartitionLag};
-use crate::lag::LagSeconds;
 use crate::status::{self, Sample, Status, Trend, Verdict};
 
 /// Samples kept per partition (Burrow keeps 10 commits).
@@ -37,12 +36,8 @@ pub struct Assigned {
 /// One partition of a group: its lag and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct PartitionView {
-    pub topic: String,
-    pub partition: i32,
-    pub committed: Option<i64>,
-    pub end: i64,
-    pub lag: Option<i64>,
-    pub lag_seconds: Option<LagSeconds>,
+    #[serde(flatten)]
+    pub lag: PartitionLag,
     pub status: Status,
     pub reason: String,
     pub trend: Option<Trend>,
@@ -175,9 +170,9 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, windows: &mut HashMap<(St
             partitions.push(view(l, verdict, status::trend(&samples)));
         }
         let verdicts: Vec<Verdict> = partitions.iter().map(|p| Verdict { status: p.status, reason: p.reason.clone() }).collect();
-        let verdict = status::group(partitions.iter().zip(&verdicts).map(|(p, v)| (p.topic.as_str(), p.partition, v)));
-        let lag = partitions.iter().filter_map(|p| p.lag).sum();
-        let lag_seconds_max = partitions.iter().filter_map(|p| p.lag_seconds.map(|s| s.seconds)).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        let verdict = status::group(partitions.iter().zip(&verdicts).map(|(p, v)| (p.lag.topic.as_str(), p.lag.partition, v)));
+        let lag = partitions.iter().filter_map(|p| p.lag.lag).sum();
+        let lag_seconds_max = partitions.iter().filter_map(|p| p.lag.lag_seconds.map(|s| s.seconds)).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
         let members = g
             .members
             .into_iter()
@@ -190,6 +185,6 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, windows: &mut HashMap<(St
     Ok(out)
 }
 
-fn view(l: PartitionLag, verdict: Verdict, trend: Option<Trend>) -> PartitionView {
-    PartitionView { topic: l.topic, partition: l.partition, committed: l.committed, end: l.end, lag: l.lag, lag_seconds: l.lag_seconds, status: verdict.status, reason: verdict.reason, trend }
+fn view(lag: PartitionLag, verdict: Verdict, trend: Option<Trend>) -> PartitionView {
+    PartitionView { lag, status: verdict.status, reason: verdict.reason, trend }
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::lag::{self, LagSeconds};
 
 /// One partition of a group, as read now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PartitionLag {
     pub topic: String,
     pub partition: i32,

@@ -54,7 +54,7 @@ impl Modify for BearerAuth {
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
     paths(health, ready, clusters, flows, flow, flow_series, crate::groups::groups, crate::groups::group),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
-        crate::groups::GroupSummary, crate::groups::GroupPage, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::collect::MemberView,
+        crate::groups::GroupSummary, crate::groups::GroupPage, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Trend)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
