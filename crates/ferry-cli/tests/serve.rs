@@ -157,6 +157,17 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     assert!(["OK", "WARN", "STALL", "STOP"].contains(&billing["status"].as_str().unwrap()), "{billing}");
     let page = json(&addr, "/api/v1/clusters/a/groups?search=BILL&limit=10", token);
     assert_eq!((page["total"].as_u64(), page["groups"][0]["group"].as_str(), page["groups"][0]["lag"].as_i64()), (Some(1), Some("billing"), Some(290)), "{page}");
+    // Brokers and topics of the same cluster, from its metadata and end offsets.
+    let brokers = json(&addr, "/api/v1/clusters/a/brokers", token);
+    assert_eq!(brokers.as_array().map(Vec::len), Some(1), "{brokers}");
+    assert!(brokers[0]["partitions_led"].as_u64().is_some_and(|n| n >= 3), "{brokers}");
+    let topics = json(&addr, "/api/v1/clusters/a/topics?search=ORDERS", token);
+    let orders = topics["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "orders").unwrap_or_else(|| panic!("{topics}"));
+    assert_eq!((orders["partitions"].as_u64(), orders["end_total"].as_i64(), orders["offline"].as_u64()), (Some(3), Some(450), Some(0)), "{topics}");
+    let detail = json(&addr, "/api/v1/clusters/a/topics/orders", token);
+    assert_eq!(detail["partitions"][0]["isr"], detail["partitions"][0]["replicas"], "{detail}");
+    assert!(detail["groups"].as_array().unwrap().contains(&serde_json::json!("billing")), "the consuming group is named: {detail}");
+    assert_eq!(get(&addr, "/api/v1/clusters/a/topics/nothing", Some(token)).0, 404);
     assert_eq!(get(&addr, "/api/v1/clusters/nowhere/groups", Some(token)).0, 404);
     assert_eq!(get(&addr, "/api/v1/clusters/a/groups/nobody", Some(token)).0, 404);
     let (status, metrics) = get(&addr, "/metrics", Some(token));

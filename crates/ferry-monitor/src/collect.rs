@@ -1,7 +1,7 @@
-//! Polls every cluster's consumer groups (a thread per cluster, every [`Monitor::interval`]):
-//! describes the groups, reads each one's lag, keeps a window of samples per partition and judges
-//! them ([`crate::status`]). What the API answers is the latest [`GroupView`] of each group,
-//! served from memory. A cluster that does not answer is retried at the next poll and reported
+//! Polls every cluster (a thread per cluster, every [`Monitor::interval`]): its brokers and topics
+//! ([`crate::cluster`]), then its consumer groups: describes them, reads each one's lag, keeps a
+//! window of samples per partition and judges them ([`crate::status`]). What the API answers is
+//! the latest [`ClusterSnapshot`], served from memory. A cluster that does not answer is retried at the next poll and reported
 //! once per outage in the log and in its view, never in a tight loop.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -13,6 +13,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
+use crate::cluster::{BrokerView, TopicView};
 use crate::groups::{GroupReader, PartitionLag};
 use crate::status::{self, Sample, Status, Trend, Verdict};
 
@@ -59,9 +60,11 @@ pub struct GroupView {
     pub polled_at_ms: i64,
 }
 
-/// A cluster's groups as last polled, and whether the last poll failed.
+/// A cluster as last polled (brokers, topics, groups), and whether the last poll failed.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ClusterGroups {
+pub struct ClusterSnapshot {
+    pub brokers: Vec<BrokerView>,
+    pub topics: Vec<TopicView>,
     pub groups: BTreeMap<String, GroupView>,
     pub error: Option<String>,
     pub polled_at_ms: Option<i64>,
@@ -69,14 +72,14 @@ pub struct ClusterGroups {
 
 /// Every cluster's groups, shared between the poll threads and the API.
 pub struct Monitor {
-    clusters: RwLock<BTreeMap<String, ClusterGroups>>,
+    clusters: RwLock<BTreeMap<String, ClusterSnapshot>>,
     pub interval: Duration,
 }
 
 impl Monitor {
     /// Starts a poll thread per cluster; they end with `cancel`.
     pub fn start(clusters: &[ClusterClient], interval: Duration, cancel: tokio_util::sync::CancellationToken) -> Arc<Monitor> {
-        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), ClusterGroups::default())).collect()), interval });
+        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), ClusterSnapshot::default())).collect()), interval });
         for cluster in clusters {
             let (monitor, polled, cancel) = (monitor.clone(), cluster.clone(), cancel.clone());
             let spawned = std::thread::Builder::new().name(format!("groups-{}", cluster.alias)).spawn(move || monitor.poll_loop(&polled, &cancel));
@@ -88,38 +91,41 @@ impl Monitor {
     }
 
     /// The groups of `cluster` (None: not a cluster of the file).
-    pub fn cluster(&self, alias: &str) -> Option<ClusterGroups> {
+    pub fn cluster(&self, alias: &str) -> Option<ClusterSnapshot> {
         self.clusters.read().unwrap().get(alias).cloned()
     }
 
     fn poll_loop(&self, cluster: &ClusterClient, cancel: &tokio_util::sync::CancellationToken) {
         let mut windows: HashMap<(String, String, i32), VecDeque<Sample>> = HashMap::new();
-        let mut reader: Option<GroupReader> = None;
+        let mut reader: Option<(GroupReader, rdkafka::consumer::BaseConsumer)> = None;
         let mut failing = false;
         while !cancel.is_cancelled() {
             let started = Instant::now();
-            let outcome = (|| -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
+            let outcome = (|| -> ferry_kafka::Result<(Vec<BrokerView>, Vec<TopicView>, BTreeMap<String, GroupView>)> {
                 if reader.is_none() {
-                    reader = Some(GroupReader::connect(cluster)?);
+                    reader = Some((GroupReader::connect(cluster)?, crate::cluster::client(cluster)?));
                 }
-                poll(cluster, reader.as_ref().expect("connected above"), &mut windows, self.interval)
+                let (groups_reader, metadata) = reader.as_ref().expect("connected above");
+                let within = self.interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
+                let (brokers, topics) = crate::cluster::read(cluster, metadata, within)?;
+                Ok((brokers, topics, poll(cluster, groups_reader, &mut windows, self.interval)?))
             })();
             let now = now_ms();
             let mut clusters = self.clusters.write().unwrap();
             let entry = clusters.entry(cluster.alias.clone()).or_default();
             entry.polled_at_ms = Some(now);
             match outcome {
-                Ok(groups) => {
+                Ok((brokers, topics, groups)) => {
                     if failing {
-                        info!(cluster = %cluster_name(cluster), "consumer groups readable again");
+                        info!(cluster = %cluster_name(cluster), "cluster readable again");
                         failing = false;
                     }
-                    entry.groups = groups;
+                    (entry.brokers, entry.topics, entry.groups) = (brokers, topics, groups);
                     entry.error = None;
                 }
                 Err(e) => {
                     if !failing {
-                        warn!(cluster = %cluster_name(cluster), error = %e, "cannot read consumer groups; retried every poll, said again once it recovers");
+                        warn!(cluster = %cluster_name(cluster), error = %e, "cannot read the cluster's brokers, topics or groups; retried every poll, said again once it recovers");
                         failing = true;
                     }
                     entry.error = Some(e.to_string());

@@ -52,13 +52,14 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
-    paths(health, ready, clusters, flows, flow, flow_series, crate::groups::groups, crate::groups::group),
+    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
-        crate::groups::GroupSummary, crate::groups::GroupPage, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
+        crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
+        ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Trend)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Consumer groups of every cluster: lag in records and seconds, status"), (name = "service", description = "Health and readiness"))
+    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "service", description = "Health and readiness"))
 )]
 pub struct ApiDoc;
 
@@ -70,8 +71,11 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/{flow}", get(flow))
         .route("/api/v1/flows/{flow}/series", get(flow_series))
-        .route("/api/v1/clusters/{cluster}/groups", get(crate::groups::groups))
-        .route("/api/v1/clusters/{cluster}/groups/{group}", get(crate::groups::group))
+        .route("/api/v1/clusters/{cluster}/brokers", get(crate::monitoring::brokers))
+        .route("/api/v1/clusters/{cluster}/topics", get(crate::monitoring::topics))
+        .route("/api/v1/clusters/{cluster}/topics/{topic}", get(crate::monitoring::topic))
+        .route("/api/v1/clusters/{cluster}/groups", get(crate::monitoring::groups))
+        .route("/api/v1/clusters/{cluster}/groups/{group}", get(crate::monitoring::group))
         .route("/metrics", get(metrics))
         .route("/", get(console))
         .route("/index.html", get(console))

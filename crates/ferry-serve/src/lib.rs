@@ -15,7 +15,7 @@
 pub mod aggregate;
 mod api;
 mod auth;
-mod groups;
+mod monitoring;
 pub mod collect;
 mod prometheus;
 mod registry;

@@ -1,13 +1,15 @@
-//! Consumer groups of every cluster in the file (issue 16): `GET /api/v1/clusters/{cluster}/groups`
-//! (paged, searchable, answered from memory) and `…/groups/{group}` (members, and per partition
-//! the lag in records and seconds with the method that gave it, and a status with its reason).
-//! The polling is `ferry_monitor::collect`'s.
+//! Every cluster of the file as `ferry_monitor::collect` last polled it (issue 16), answered
+//! from memory: `GET /api/v1/clusters/{cluster}/brokers`, `…/topics` (paged, searchable) and
+//! `…/topics/{topic}` (partitions with leader, replicas, ISR and flags; the groups consuming it),
+//! `…/groups` (paged, searchable) and `…/groups/{group}` (members, and per partition the lag in
+//! records and seconds with the method that gave it, and a status with its reason).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_monitor::collect::{ClusterGroups, GroupView};
+use ferry_monitor::cluster::{BrokerView, TopicView};
+use ferry_monitor::collect::{ClusterSnapshot, GroupView};
 use ferry_monitor::status::Status;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -49,7 +51,7 @@ pub(crate) struct Paging {
 }
 
 /// The cluster's groups as last polled, or the error answer.
-fn polled(state: &AppState, cluster: &str) -> Result<ClusterGroups, Response> {
+fn polled(state: &AppState, cluster: &str) -> Result<ClusterSnapshot, Response> {
     let Some(monitor) = &state.monitor else {
         return Err(error_body(StatusCode::NOT_FOUND, "not_found", "cluster monitoring is not running"));
     };
@@ -100,4 +102,81 @@ pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)):
         Some(g) => Json(g).into_response(),
         None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("no consumer group '{group}' on cluster '{cluster}' (as last polled)")),
     }
+}
+
+/// The cluster's brokers: partitions each leads and under-replicated partitions it holds.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/brokers", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration")),
+    responses((status = 200, body = [BrokerView]), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn brokers(State(state): State<AppState>, Path(cluster): Path<String>) -> Response {
+    match polled(&state, &cluster) {
+        Ok(p) => Json(p.brokers).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// One line of the topic list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TopicSummary {
+    topic: String,
+    internal: bool,
+    partitions: usize,
+    under_replicated: usize,
+    offline: usize,
+    /// Sum of the partitions' end offsets.
+    end_total: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TopicPage {
+    /// Topics matching `search`, before paging.
+    total: usize,
+    topics: Vec<TopicSummary>,
+}
+
+/// The cluster's topics with their partition count, flags and size in records. Paged and
+/// searched on the server, from memory.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
+    responses((status = 200, body = TopicPage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<String>, Query(paging): Query<Paging>) -> Response {
+    let polled = match polled(&state, &cluster) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let search = paging.search.unwrap_or_default().to_lowercase();
+    let matching: Vec<&TopicView> = polled.topics.iter().filter(|t| t.topic.to_lowercase().contains(&search)).collect();
+    let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
+    let topics = matching
+        .iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| TopicSummary { topic: t.topic.clone(), internal: t.internal, partitions: t.partitions.len(), under_replicated: t.under_replicated, offline: t.offline, end_total: t.end_total })
+        .collect();
+    Json(TopicPage { total: matching.len(), topics }).into_response()
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TopicDetail {
+    #[serde(flatten)]
+    topic: TopicView,
+    /// Consumer groups with a committed offset or an assignment on the topic.
+    groups: Vec<String>,
+}
+
+/// One topic: each partition's leader, replicas, in-sync replicas, flags and end offset, and
+/// the consumer groups reading it.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics/{topic}", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("topic" = String, Path, description = "the topic, URL-encoded")),
+    responses((status = 200, body = TopicDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn topic(State(state): State<AppState>, Path((cluster, topic)): Path<(String, String)>) -> Response {
+    let polled = match polled(&state, &cluster) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(view) = polled.topics.iter().find(|t| t.topic == topic).cloned() else {
+        return error_body(StatusCode::NOT_FOUND, "not_found", &format!("no topic '{topic}' on cluster '{cluster}' (as last polled)"));
+    };
+    let groups = polled.groups.values().filter(|g| g.partitions.iter().any(|p| p.lag.topic == topic)).map(|g| g.group.clone()).collect();
+    Json(TopicDetail { topic: view, groups }).into_response()
 }
