@@ -108,7 +108,8 @@ impl Monitor {
                 let (groups_reader, metadata) = reader.as_ref().expect("connected above");
                 let within = self.interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
                 let (brokers, topics) = crate::cluster::read(cluster, metadata, within)?;
-                Ok((brokers, topics, poll(cluster, groups_reader, &mut windows, self.interval)?))
+                let ends: BTreeMap<(String, i32), i64> = topics.iter().flat_map(|t| t.partitions.iter().filter_map(|p| p.end.map(|e| ((t.topic.clone(), p.partition), e)))).collect();
+                Ok((brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, self.interval)?))
             })();
             let now = now_ms();
             let mut clusters = self.clusters.write().unwrap();
@@ -150,7 +151,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// One poll of a cluster's consumer groups (those of the consumer protocol).
-fn poll(cluster: &ClusterClient, reader: &GroupReader, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, interval: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
+fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, i32), i64>, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, interval: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
     let within = interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
     let described = ferry_kafka::describe_groups(cluster, None, within)?;
     let mut out = BTreeMap::new();
@@ -158,7 +159,7 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, windows: &mut HashMap<(St
     for g in described.into_iter().filter(|g| g.protocol_type == "consumer" || g.protocol_type.is_empty()) {
         let assigned: Vec<(String, i32)> = g.members.iter().flat_map(|m| m.assignment.iter().cloned()).collect();
         let now = now_ms();
-        let lags = reader.group_lag(&g.name, &assigned, now, within)?;
+        let lags = reader.group_lag(&g.name, &assigned, ends, now, within)?;
         let mut partitions = Vec::new();
         for l in lags {
             let key = (g.name.clone(), l.topic.clone(), l.partition);

@@ -43,7 +43,9 @@ impl GroupReader {
     /// The lag of `group` at `now_ms` on every partition it has committed (one
     /// ListConsumerGroupOffsets request: an empty group's partitions are found too) and on
     /// `assigned` ones it has not committed yet (those with `committed: None`).
-    pub fn group_lag(&self, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
+    /// `ends`: end offsets read already this poll (for every partition of the cluster, in one
+    /// ListOffsets per broker); a partition missing there is asked on its own.
+    pub fn group_lag(&self, group: &str, assigned: &[(String, i32)], ends: &BTreeMap<(String, i32), i64>, now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
         let cluster = &self.cluster;
         let committed: BTreeMap<(String, i32), i64> = self.admin.group_offsets(group)?.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
         let mut partitions: Vec<(String, i32)> = committed.keys().cloned().collect();
@@ -52,7 +54,10 @@ impl GroupReader {
         partitions.dedup();
         let mut out = Vec::new();
         for (topic, partition) in partitions {
-            let end = ferry_kafka::watermarks(&self.ends, &topic, partition, within).map_err(|err| Error::new(cluster, format!("read the end offset of {topic}[{partition}]"), err))?.1;
+            let end = match ends.get(&(topic.clone(), partition)) {
+                Some(&end) => end,
+                None => ferry_kafka::watermarks(&self.ends, &topic, partition, within).map_err(|err| Error::new(cluster, format!("read the end offset of {topic}[{partition}]"), err))?.1,
+            };
             let committed = committed.get(&(topic.clone(), partition)).copied();
             out.push(PartitionLag { topic, partition, committed, end, lag: committed.map(|c| (end - c).max(0)), lag_seconds: None });
         }
@@ -69,5 +74,5 @@ impl GroupReader {
 
 /// [`GroupReader::group_lag`] with clients made for the one call.
 pub fn group_lag(cluster: &ClusterClient, group: &str, assigned: &[(String, i32)], now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
-    GroupReader::connect(cluster)?.group_lag(group, assigned, now_ms, within)
+    GroupReader::connect(cluster)?.group_lag(group, assigned, &BTreeMap::new(), now_ms, within)
 }
