@@ -32,6 +32,13 @@ pub(crate) struct PartitionProgress {
     pub(crate) inflight: u64,
     /// Bumped on every rewind; acknowledgements from older epochs do not move `acked_next`.
     pub(crate) epoch: u16,
+    /// The source offset the current epoch started at.
+    pub(crate) epoch_start: i64,
+    /// Records of older epochs still in flight, and the position they hold the stored one to
+    /// (delivery reports can come out of order: a record failing after a later one already
+    /// started a rewind must neither be skipped nor be passed by the stored position).
+    pub(crate) stale: u64,
+    pub(crate) floor: i64,
     /// Set by a failed delivery: the relay must seek back here and re-send.
     pub(crate) rewind_to: Option<i64>,
     /// A non-retriable failure stopped this partition.
@@ -75,6 +82,9 @@ impl PartitionProgress {
             acked_next: start,
             inflight: 0,
             epoch: 0,
+            epoch_start: start,
+            stale: 0,
+            floor: start,
             rewind_to: None,
             failed: None,
             stored: start,
@@ -100,10 +110,11 @@ impl PartitionProgress {
             Some(r) => self.acked_next.min(r),
             None => self.acked_next,
         };
-        if self.inflight == 0 && self.rewind_to.is_none() {
-            self.consumed_next
+        let position = if self.inflight == 0 && self.rewind_to.is_none() { self.consumed_next } else { acked };
+        if self.stale > 0 {
+            position.min(self.floor)
         } else {
-            acked
+            position
         }
     }
 
@@ -115,6 +126,9 @@ impl PartitionProgress {
     /// A delivery succeeded at `target_offset`.
     pub(crate) fn acknowledged(&mut self, epoch: u16, source_offset: i64, target_offset: i64, bytes: usize) {
         self.inflight = self.inflight.saturating_sub(1);
+        if epoch != self.epoch {
+            self.stale = self.stale.saturating_sub(1);
+        }
         let current = epoch == self.epoch && self.rewind_to.is_none();
         if !self.transactional {
             self.offset_map.record(source_offset, target_offset);
@@ -161,7 +175,12 @@ impl PartitionProgress {
     pub(crate) fn delivery_failed(&mut self, epoch: u16, source_offset: i64, fatal: Option<String>) {
         self.inflight = self.inflight.saturating_sub(1);
         if epoch != self.epoch {
-            return;
+            self.stale = self.stale.saturating_sub(1);
+            // A record of an older epoch at or after this epoch's start is being sent again; one
+            // before it would be skipped: rewind to it.
+            if source_offset >= self.epoch_start {
+                return;
+            }
         }
         if let Some(reason) = fatal {
             self.failed.get_or_insert(reason);
@@ -172,7 +191,13 @@ impl PartitionProgress {
     /// The relay seeks back: a new epoch starts at the rewind point.
     pub(crate) fn take_rewind(&mut self) -> Option<i64> {
         let to = self.rewind_to.take()?;
+        // Every record in flight now belongs to an older epoch: until each is reported, the
+        // stored position stays at or before the first record not known to be delivered.
+        let floor = self.acked_next.min(to);
+        self.floor = if self.stale > 0 { self.floor.min(floor) } else { floor };
+        self.stale = self.inflight;
         self.epoch = self.epoch.wrapping_add(1);
+        self.epoch_start = to;
         self.consumed_next = to;
         self.acked_next = to;
         Some(to)
@@ -301,6 +326,35 @@ impl Watchdog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Records 200 and 201 in flight; 201's failure is reported first and starts a rewind to
+    /// 201; then 200 fails (an older epoch): it must be sent again, and no stored position may
+    /// pass it meanwhile.
+    #[test]
+    fn a_failure_reported_after_a_later_one_rewinds_again_and_holds_the_position() {
+        let mut p = PartitionProgress::new("t".into(), "a.t".into(), 0, 0);
+        p.consumed_next = 202;
+        p.acknowledged(0, 199, 199, 1); // 0..=199 delivered, in order (acked_next 200)
+        p.inflight = 2; // 200 and 201
+        p.delivery_failed(0, 201, None);
+        assert_eq!(p.take_rewind(), Some(201));
+        assert_eq!(p.safe_position(), 200, "200 is still in flight");
+        p.inflight += 1; // 201 sent again in the new epoch
+        p.acknowledged(1, 201, 250, 1);
+        assert_eq!(p.safe_position(), 200, "acked 201 in the new epoch does not pass 200");
+        p.delivery_failed(0, 200, None);
+        assert_eq!(p.take_rewind(), Some(200), "the record before the epoch's start is sent again");
+        assert_eq!(p.safe_position(), 200);
+        // An old-epoch failure at or after the epoch's start is being re-sent already.
+        let mut q = PartitionProgress::new("t".into(), "a.t".into(), 0, 0);
+        q.consumed_next = 10;
+        q.inflight = 2;
+        q.delivery_failed(0, 5, None);
+        assert_eq!(q.take_rewind(), Some(5));
+        q.delivery_failed(0, 7, None);
+        assert_eq!(q.take_rewind(), None);
+        assert_eq!((q.stale, q.safe_position()), (0, 5));
+    }
 
     #[test]
     fn the_watchdog_reports_a_stall_once_and_its_end() {
