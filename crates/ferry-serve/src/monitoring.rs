@@ -50,6 +50,14 @@ pub(crate) struct Paging {
     search: Option<String>,
 }
 
+/// The items whose name contains `search` (case-insensitive): how many, and the page asked for.
+fn paged<'a, T>(items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &str, paging: &Paging) -> (usize, Vec<&'a T>) {
+    let search = paging.search.as_deref().unwrap_or_default().to_lowercase();
+    let matching: Vec<&T> = items.filter(|i| name(i).to_lowercase().contains(&search)).collect();
+    let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
+    (matching.len(), matching.into_iter().skip(offset).take(limit).collect())
+}
+
 /// The cluster's groups as last polled, or the error answer.
 fn polled(state: &AppState, cluster: &str) -> Result<ClusterSnapshot, Response> {
     let Some(monitor) = &state.monitor else {
@@ -75,16 +83,12 @@ pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<St
         Ok(p) => p,
         Err(r) => return r,
     };
-    let search = paging.search.unwrap_or_default().to_lowercase();
-    let matching: Vec<&GroupView> = polled.groups.values().filter(|g| g.group.to_lowercase().contains(&search)).collect();
-    let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
-    let groups = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
+    let (total, page) = paged(polled.groups.values(), |g: &GroupView| &g.group, &paging);
+    let groups = page
+        .into_iter()
         .map(|g| GroupSummary { group: g.group.clone(), state: g.state.clone(), status: g.status, reason: g.reason.clone(), members: g.members.len(), lag: g.lag, lag_seconds_max: g.lag_seconds_max })
         .collect();
-    Json(GroupPage { total: matching.len(), groups, polled_at_ms: polled.polled_at_ms }).into_response()
+    Json(GroupPage { total, groups, polled_at_ms: polled.polled_at_ms }).into_response()
 }
 
 /// One group: its members and assignments, and per partition the committed and end offsets, the
@@ -144,16 +148,12 @@ pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<St
         Ok(p) => p,
         Err(r) => return r,
     };
-    let search = paging.search.unwrap_or_default().to_lowercase();
-    let matching: Vec<&TopicView> = polled.topics.iter().filter(|t| t.topic.to_lowercase().contains(&search)).collect();
-    let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
-    let topics = matching
-        .iter()
-        .skip(offset)
-        .take(limit)
+    let (total, page) = paged(polled.topics.iter(), |t: &TopicView| &t.topic, &paging);
+    let topics = page
+        .into_iter()
         .map(|t| TopicSummary { topic: t.topic.clone(), internal: t.internal, partitions: t.partitions.len(), under_replicated: t.under_replicated, offline: t.offline, end_total: t.end_total })
         .collect();
-    Json(TopicPage { total: matching.len(), topics }).into_response()
+    Json(TopicPage { total, topics }).into_response()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
