@@ -204,6 +204,12 @@ fn parse_jaas(text: &str) -> Option<JaasEntry> {
     }
 }
 
+/// Whether two secrets (tokens, passwords) are equal, in time independent of where the first
+/// difference is (the length aside).
+pub fn secrets_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether a property's value is a secret that must never be printed.
 pub fn is_sensitive_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();

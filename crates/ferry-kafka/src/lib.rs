@@ -34,7 +34,7 @@ mod quiet;
 pub use ffi::acl::{AclOperation, AclPermission, PatternType, TopicAcl};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use backoff::Backoff;
-pub use client::{is_sensitive_key, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
+pub use client::{is_sensitive_key, secrets_equal, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};
 pub use error::{classify, coordinator_moving, leadership_moving, Error, ErrorKind, Result};
 pub use groups::{assigned_partitions, describe_groups, GroupDescription, GroupMember};
 pub use offsets::{committed_offsets, log_reader, read_record, read_records_at, record_timestamps, same_record, watermarks, RecordFingerprint, RecordScan};

@@ -39,8 +39,8 @@ pub struct Assigned {
 pub struct PartitionView {
     #[serde(flatten)]
     pub lag: PartitionLag,
-    pub status: Status,
-    pub reason: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
     pub trend: Option<Trend>,
 }
 
@@ -109,7 +109,7 @@ impl Monitor {
                 let within = self.interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
                 let (brokers, topics) = crate::cluster::read(cluster, metadata, within)?;
                 let ends: BTreeMap<(String, i32), i64> = topics.iter().flat_map(|t| t.partitions.iter().filter_map(|p| p.end.map(|e| ((t.topic.clone(), p.partition), e)))).collect();
-                Ok((brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, self.interval)?))
+                Ok((brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, within)?))
             })();
             let now = now_ms();
             let mut clusters = self.clusters.write().unwrap();
@@ -151,8 +151,7 @@ pub fn now_ms() -> i64 {
 }
 
 /// One poll of a cluster's consumer groups (those of the consumer protocol).
-fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, i32), i64>, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, interval: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
-    let within = interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
+fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, i32), i64>, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, within: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
     let described = ferry_kafka::describe_groups(cluster, None, within)?;
     let mut out = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
@@ -174,10 +173,9 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, 
             let samples: Vec<Sample> = window.iter().copied().collect();
             let owned = assigned.iter().any(|(t, p)| *t == l.topic && *p == l.partition);
             let verdict = if l.committed.is_none() { Verdict { status: Status::Ok, reason: "nothing committed yet".into() } } else { status::partition(&samples, owned) };
-            partitions.push(view(l, verdict, status::trend(&samples)));
+            partitions.push(PartitionView { lag: l, verdict, trend: status::trend(&samples) });
         }
-        let verdicts: Vec<Verdict> = partitions.iter().map(|p| Verdict { status: p.status, reason: p.reason.clone() }).collect();
-        let verdict = status::group(partitions.iter().zip(&verdicts).map(|(p, v)| (p.lag.topic.as_str(), p.lag.partition, v)));
+        let verdict = status::group(partitions.iter().map(|p| (p.lag.topic.as_str(), p.lag.partition, &p.verdict)));
         let lag = partitions.iter().filter_map(|p| p.lag.lag).sum();
         let lag_seconds_max = partitions.iter().filter_map(|p| p.lag.lag_seconds.map(|s| s.seconds)).fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
         let members = g
@@ -190,8 +188,4 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, 
     // Partitions of groups gone or no longer committed are forgotten.
     windows.retain(|k, _| seen.contains(k));
     Ok(out)
-}
-
-fn view(lag: PartitionLag, verdict: Verdict, trend: Option<Trend>) -> PartitionView {
-    PartitionView { lag, status: verdict.status, reason: verdict.reason, trend }
 }

@@ -47,7 +47,7 @@ impl Sample {
 }
 
 /// A status and why, in words an operator reads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Verdict {
     pub status: Status,
     pub reason: String,

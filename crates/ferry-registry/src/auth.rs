@@ -107,12 +107,12 @@ impl Auth {
             let decoded = String::from_utf8(decoded).ok()?;
             let (user, password) = decoded.split_once(':')?;
             let found = self.users.get(user)?;
-            return same(found.secret.as_bytes(), password.as_bytes()).then_some(found);
+            return ferry_kafka::secrets_equal(found.secret.as_bytes(), password.as_bytes()).then_some(found);
         }
         if self.config.bearer && scheme.eq_ignore_ascii_case("bearer") {
             let token = value.trim().as_bytes();
             // Every token is compared, so the time taken does not say which one nearly matched.
-            return self.tokens.iter().fold(None, |hit, p| if same(p.secret.as_bytes(), token) { Some(p) } else { hit });
+            return self.tokens.iter().fold(None, |hit, p| if ferry_kafka::secrets_equal(p.secret.as_bytes(), token) { Some(p) } else { hit });
         }
         None
     }
@@ -135,11 +135,6 @@ impl Auth {
         }
         r
     }
-}
-
-/// Constant-time equality of two secrets (the length aside).
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The middleware: 401 without valid credentials, 403 (40301) for a role not allowed or a

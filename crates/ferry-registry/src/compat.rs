@@ -76,17 +76,15 @@ pub fn parse(schema_type: SchemaType, schema: &str, references: &[Reference], re
 
 /// Earlier versions parsed once, by id: a schema id names one schema with the same references
 /// for ever (ids are never reused, referenced versions cannot be deleted), so an entry never
-/// goes stale. Cleared whole when it grows past [`Parsed::CACHE_LIMIT`] entries.
+/// goes stale. Cleared whole when it grows past [`ParsedCache::LIMIT`] entries.
 #[derive(Default)]
 pub struct ParsedCache {
     entries: Mutex<HashMap<i64, Arc<(String, Parsed)>>>,
 }
 
-impl Parsed {
-    pub const CACHE_LIMIT: usize = 50_000;
-}
-
 impl ParsedCache {
+    pub const LIMIT: usize = 50_000;
+
     /// The canonical text and parsed form of schema `id`.
     fn get(&self, id: i64, schema: &Schema, resolve: Resolve<'_>) -> Result<Arc<(String, Parsed)>, ApiError> {
         if let Some(hit) = self.entries.lock().unwrap().get(&id) {
@@ -95,7 +93,7 @@ impl ParsedCache {
         let parsed = parse(schema.schema_type, &schema.schema, &schema.references, resolve)?;
         let entry = Arc::new((canonical(schema.schema_type, &schema.schema), parsed));
         let mut entries = self.entries.lock().unwrap();
-        if entries.len() >= Parsed::CACHE_LIMIT {
+        if entries.len() >= ParsedCache::LIMIT {
             entries.clear();
         }
         entries.insert(id, entry.clone());

@@ -56,7 +56,7 @@ impl Modify for BearerAuth {
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
-        ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Trend)),
+        ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "service", description = "Health and readiness"))

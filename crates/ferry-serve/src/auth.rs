@@ -15,10 +15,6 @@ const OPEN: &[&str] = &["/api/v1/health", "/api/v1/ready"];
 
 pub(crate) const COOKIE: &str = "ferry_token";
 
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
 
 /// The token a request presents: `Authorization: Bearer T` or the console's cookie.
 fn presented(req: &Request) -> Option<String> {
@@ -39,7 +35,7 @@ pub(crate) async fn require_token(State(token): State<Token>, req: Request, next
     let Some(expected) = &token.0 else {
         return next.run(req).await;
     };
-    if OPEN.contains(&req.uri().path()) || presented(&req).is_some_and(|t| same(t.as_bytes(), expected.as_bytes())) {
+    if OPEN.contains(&req.uri().path()) || presented(&req).is_some_and(|t| ferry_kafka::secrets_equal(t.as_bytes(), expected.as_bytes())) {
         return next.run(req).await;
     }
     let path = req.uri().path();
@@ -57,10 +53,10 @@ mod tests {
 
     #[test]
     fn tokens_compare_whole() {
-        assert!(same(b"secret", b"secret"));
-        assert!(!same(b"secret", b"secreT"));
-        assert!(!same(b"secret", b"secret2"));
-        assert!(!same(b"", b"x"));
+        assert!(ferry_kafka::secrets_equal(b"secret", b"secret"));
+        assert!(!ferry_kafka::secrets_equal(b"secret", b"secreT"));
+        assert!(!ferry_kafka::secrets_equal(b"secret", b"secret2"));
+        assert!(!ferry_kafka::secrets_equal(b"", b"x"));
         assert_eq!(percent_decode("a%2Bb%3D%zz"), "a+b=%zz");
     }
 }
