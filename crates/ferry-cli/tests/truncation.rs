@@ -101,6 +101,12 @@ fn a_source_topic_deleted_and_created_again_is_reported_and_its_new_records_arri
     common::all_arrived(&b.bootstrap(), &remote, 2, &slice(0, 100), 200, Duration::from_secs(60), &[&mirror]);
 
     delete_topic(&a.bootstrap(), &topic).unwrap();
+    // The mirror sees the topic gone (every record of it was replicated) before it comes back:
+    // its last positions are stored, so the new topic is told from the old one.
+    for partition in [0, 1] {
+        let line = reported(&mirror, "source topic deleted", partition);
+        assert!(line.contains("every record replicated") && line.contains("position=100"), "{line}");
+    }
     wait_for(Duration::from_secs(30), || create_topic(&a.bootstrap(), &topic, 2).ok()).expect("topic created again");
     // The new topic holds fewer records than the mirror had replicated of the old one.
     let fresh: Vec<TestRecord> = sample_records(2, 10, 1_710_000_000_000);

@@ -33,10 +33,8 @@ const LATENCY_SAMPLE: u64 = 16;
 pub(crate) enum RelayCommand {
     /// Start replicating these partitions from their `consumed_next` position.
     Assign(Vec<SharedProgress>),
-    /// Stop replicating these partitions.
-    Unassign(Vec<SharedProgress>),
     /// Stop replicating these partitions and confirm: after the confirmation the relay sends
-    /// nothing more of them (handover to another process).
+    /// nothing more of them (handover to another process, or their last positions stored).
     Release(Vec<SharedProgress>, std::sync::mpsc::Sender<()>),
 }
 
@@ -304,7 +302,6 @@ impl Relay {
             loop {
                 match self.commands.try_recv() {
                     Ok(RelayCommand::Assign(parts)) => self.assign(&consumer, &mut routes, parts),
-                    Ok(RelayCommand::Unassign(parts)) => self.unassign(&consumer, &mut routes, &parts),
                     Ok(RelayCommand::Release(parts, done)) => {
                         self.unassign(&consumer, &mut routes, &parts);
                         let _ = done.send(());

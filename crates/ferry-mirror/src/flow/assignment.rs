@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, Gauge};
 use tokio::task::spawn_blocking;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Running;
 use crate::membership::{self, RemotePartition};
@@ -156,10 +156,19 @@ impl Running {
             return Vec::new();
         }
         // 3. Their offset runs, then their positions (the runs cover the positions).
+        let positions = self.final_positions(&released, "handover").await;
+        debug!(flow = %self.name, partitions = positions.len(), took = ?started.elapsed(), "partitions stopped for handover");
+        positions
+    }
+
+    /// The last positions of partitions that stopped here (at-least-once), once the offset runs
+    /// that cover them are stored; none when the runs cannot be stored (whoever resumes them
+    /// re-sends from the last stored position: duplicates, no loss).
+    async fn final_positions(&mut self, stopped: &[SharedProgress], why: &str) -> Vec<(String, i32, i64)> {
         self.finish_persisting().await;
         let mut history = Vec::new();
         let mut positions = Vec::new();
-        for progress in &released {
+        for progress in stopped {
             let mut p = progress.lock().unwrap();
             if let Some(unsaved) = p.offset_map.unsaved() {
                 history.push((p.source_topic.to_string(), p.partition, unsaved));
@@ -169,11 +178,10 @@ impl Running {
         if !history.is_empty() {
             if let Err(e) = self.persist.syncs.write(&history).await {
                 counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::OFFSET_SYNC).increment(1);
-                warn!(flow = %self.name, error = %e, "cannot store offset runs at handover: positions are not handed over (the next owner re-sends)");
+                warn!(flow = %self.name, error = %e, why, "cannot store offset runs of stopped partitions: their last positions are not stored (they resume earlier: duplicates, no loss)");
                 return Vec::new();
             }
         }
-        debug!(flow = %self.name, partitions = positions.len(), took = ?started.elapsed(), "partitions stopped for handover");
         positions
     }
 
@@ -271,35 +279,63 @@ impl Running {
     pub(super) async fn unassign(&mut self, gone: &[(String, i32)]) {
         let mut per_relay: Vec<Vec<SharedProgress>> = vec![Vec::new(); self.parts.relays.len()];
         let mut leaving = Vec::new();
+        let mut deleted = Vec::new();
         for key in gone {
             if let Some(a) = self.parts.assigned.remove(key) {
                 a.lag.set(0.0);
                 per_relay[a.relay].push(a.progress.clone());
-                leaving.push(a.progress);
-                let deleted = !self.parts.source_names.contains(&key.0);
                 if self.parts.wanted.contains_key(key) {
                     info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer assigned to this process: replication stopped here");
-                } else if deleted {
-                    warn!(flow = %self.name, topic = %key.0, partition = key.1, "source topic deleted: replication of it stopped (remote topic kept)");
+                } else if !self.parts.source_names.contains(&key.0) {
+                    deleted.push(a.progress.clone());
                 } else {
                     info!(flow = %self.name, topic = %key.0, partition = key.1, "partition no longer selected: replication stopped (remote topic kept)");
                 }
+                leaving.push(a.progress);
             }
         }
+        // Their relays stop sending them, and confirm.
+        self.release(per_relay).await;
         if self.eos.is_some() {
             // Exactly-once: their last records and positions are committed together before
             // they leave the table, so adding them back later resumes exactly.
-            self.release(per_relay).await;
             self.commit_transaction(None).await;
         } else {
-            for (relay, parts) in per_relay.into_iter().enumerate() {
-                if !parts.is_empty() {
-                    let _ = self.parts.relays[relay].send(RelayCommand::Unassign(parts));
-                }
+            // Their last positions are stored, so a partition that comes back (selected again,
+            // its topic created again) resumes where it stopped and a recreated source log is
+            // told from the replicated one (`SOURCE REPLACED`) rather than taken for a new topic.
+            if !wait_drained(&leaving, Duration::from_secs(10)).await {
+                warn!(flow = %self.name, partitions = leaving.len(), "records still in flight as partitions stop: their positions stay before them (duplicates if they come back, no loss)");
             }
+            let positions = self.final_positions(&leaving, "partitions stopped").await;
+            let member = self.persist.member.clone();
+            let stored = spawn_blocking(move || member.commit(&positions)).await.expect("position store panicked");
+            if let Err(e) = stored {
+                counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::POSITION_STORE).increment(1);
+                warn!(flow = %self.name, error = %e, "cannot store the last positions of stopped partitions (they resume from earlier ones: duplicates, no loss)");
+            }
+        }
+        for progress in &deleted {
+            self.report_deleted(progress);
         }
         for progress in &leaving {
             self.forget(progress);
+        }
+    }
+
+    /// A partition whose source topic was deleted: reported with the records it held that were
+    /// never replicated (lost with the topic; counted as truncated).
+    fn report_deleted(&self, progress: &SharedProgress) {
+        let p = progress.lock().unwrap();
+        let position = p.safe_position();
+        let unreplicated = (p.high_watermark - position).max(0);
+        if unreplicated > 0 {
+            counter!(telemetry::TRUNCATED, "flow" => self.name.clone()).increment(unreplicated as u64);
+            counter!(telemetry::ERRORS, "flow" => self.name.clone(), "kind" => kind::SOURCE_TRUNCATED).increment(1);
+            error!(flow = %self.name, cluster = %self.config.source, topic = %p.source_topic, partition = p.partition, position, high_watermark = p.high_watermark, lost = unreplicated,
+                "SOURCE TOPIC DELETED with records never replicated: they are lost; the remote topic keeps what was replicated");
+        } else {
+            warn!(flow = %self.name, topic = %p.source_topic, partition = p.partition, position, "source topic deleted: replication of it stopped (remote topic kept, every record replicated)");
         }
     }
 
