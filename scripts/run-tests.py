@@ -54,7 +54,10 @@ def main():
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--test-threads", type=int, default=3)
     args = parser.parse_args()
+    build_started = time.monotonic()
     binaries = test_binaries()
+    print(f"test binaries built in {time.monotonic() - build_started:.0f} s", flush=True)
+    tests_started = time.monotonic()
     print(f"running {len(binaries)} test binaries, {args.jobs} at a time, {args.test_threads} tests each", flush=True)
     results = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -63,7 +66,7 @@ def main():
     for label, code, took, output in sorted(results, key=lambda r: r[1] != 0):
         print(f"\n===== {label}: {'ok' if code == 0 else f'FAILED (exit {code})'} in {took:.1f} s =====")
         print(output)
-    print("\ntime per test binary:")
+    print(f"\ntests: {time.monotonic() - tests_started:.0f} s wall; time per test binary:")
     for label, code, took, _ in sorted(results, key=lambda r: -r[2]):
         print(f"  {took:7.1f} s  {'ok    ' if code == 0 else 'FAILED'}  {label}")
     failed = [r[0] for r in results if r[1] != 0]

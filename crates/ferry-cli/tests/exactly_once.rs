@@ -130,30 +130,50 @@ fn kill_9_in_the_middle_of_transactions_leaves_every_record_exactly_once() {
 /// Returns (transactions aborted, records discarded, the mirror's log).
 fn resends_exactly_after_a_fault(
     name: &str,
-    fault: impl FnOnce(&ferry_testkit::Mock),
+    fault: impl Fn(&ferry_testkit::Mock),
     until: impl Fn(&str) -> bool,
     all_discarded_written: bool,
 ) -> (usize, u64, String) {
     let (a, b, config) = mock_pair(name, "orders", PARTITIONS);
     let config = eos(&config);
-    let records = sample_records(PARTITIONS, 400, 1_700_000_000_000);
+    // 400 records per partition, and 2 x 10 more per partition in reserve for re-injections.
+    let all = sample_records(PARTITIONS, 420, 1_700_000_000_000);
+    let (records, reserve) = all.split_at(400 * PARTITIONS as usize);
+    let mut records = records.to_vec();
     let (first, second) = records.split_at(records.len() / 2);
+    let (first, second) = (first.to_vec(), second.to_vec());
     let producer = RecordProducer::new(&a.bootstrap_servers()).unwrap();
     let metrics = format!("127.0.0.1:{}", ferry_testkit::free_port());
     let mut mirror = Process::spawn(common::ferry(), &["mirror", "--config", config.to_str().unwrap(), "--metrics-addr", &metrics], &ferry_testkit::unique(name)).unwrap();
-    producer.send_all("orders", first).unwrap();
-    arrived(&b.bootstrap_servers(), "a.orders", first, first.len(), &mirror);
+    producer.send_all("orders", &first).unwrap();
+    arrived(&b.bootstrap_servers(), "a.orders", &first, first.len(), &mirror);
     wait_for(Duration::from_secs(10), || mirror.output().contains("first transaction committed").then_some(()))
         .unwrap_or_else(|| panic!("no transaction committed:\n{}", mirror.output()));
     std::thread::sleep(Duration::from_secs(2)); // every record of `first` committed
 
+    // The mock answers the next request of a kind with the error, whoever sends it: a Produce
+    // error can be taken by the heartbeat producer instead of the flow's transactional one. The
+    // fault is injected again (at most three times) until the flow shows its effect.
     fault(&b);
-    producer.send_all("orders", second).unwrap();
-    let log = wait_for(Duration::from_secs(30), || {
-        let log = mirror.output();
-        until(&log).then_some(log)
-    })
-    .unwrap_or_else(|| panic!("the fault had no effect:\n{}", mirror.output()));
+    producer.send_all("orders", &second).unwrap();
+    let mut injected = 1;
+    let log = loop {
+        let seen = wait_for(Duration::from_secs(10), || {
+            let log = mirror.output();
+            until(&log).then_some(log)
+        });
+        match seen {
+            Some(log) => break log,
+            None if injected < 3 => {
+                fault(&b);
+                let more = &reserve[(injected - 1) * 10 * PARTITIONS as usize..injected * 10 * PARTITIONS as usize];
+                producer.send_all("orders", more).unwrap();
+                records.extend_from_slice(more);
+                injected += 1;
+            }
+            None => panic!("the fault had no effect after {injected} injections:\n{}", mirror.output()),
+        }
+    };
     let (aborts, discarded) = aborted(&log);
     let expected = records.len() + discarded as usize;
     let at_least = if all_discarded_written { expected } else { records.len() };
