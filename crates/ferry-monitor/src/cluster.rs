@@ -23,6 +23,7 @@ pub struct BrokerView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = ClusterTopicPartition)]
 pub struct TopicPartitionView {
     pub partition: i32,
     /// -1: no leader (offline).
@@ -36,6 +37,7 @@ pub struct TopicPartitionView {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = ClusterTopic)]
 pub struct TopicView {
     pub topic: String,
     /// Kafka's own topics (`__consumer_offsets`, `__transaction_state`, …).

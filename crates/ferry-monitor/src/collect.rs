@@ -36,6 +36,7 @@ pub struct Assigned {
 
 /// One partition of a group: its lag and its verdict.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = GroupPartition)]
 pub struct PartitionView {
     #[serde(flatten)]
     pub lag: PartitionLag,
@@ -72,14 +73,15 @@ pub struct ClusterSnapshot {
 
 /// Every cluster's groups, shared between the poll threads and the API.
 pub struct Monitor {
-    clusters: RwLock<BTreeMap<String, ClusterSnapshot>>,
+    /// Replaced whole after each poll: readers hold the one they got, never a lock.
+    clusters: RwLock<BTreeMap<String, Arc<ClusterSnapshot>>>,
     pub interval: Duration,
 }
 
 impl Monitor {
     /// Starts a poll thread per cluster; they end with `cancel`.
     pub fn start(clusters: &[ClusterClient], interval: Duration, cancel: tokio_util::sync::CancellationToken) -> Arc<Monitor> {
-        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), ClusterSnapshot::default())).collect()), interval });
+        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), Arc::new(ClusterSnapshot::default()))).collect()), interval });
         for cluster in clusters {
             let (monitor, polled, cancel) = (monitor.clone(), cluster.clone(), cancel.clone());
             let spawned = std::thread::Builder::new().name(format!("groups-{}", cluster.alias)).spawn(move || monitor.poll_loop(&polled, &cancel));
@@ -90,8 +92,8 @@ impl Monitor {
         monitor
     }
 
-    /// The groups of `cluster` (None: not a cluster of the file).
-    pub fn cluster(&self, alias: &str) -> Option<ClusterSnapshot> {
+    /// `cluster` as last polled (None: not a cluster of the file).
+    pub fn cluster(&self, alias: &str) -> Option<Arc<ClusterSnapshot>> {
         self.clusters.read().unwrap().get(alias).cloned()
     }
 
@@ -112,27 +114,23 @@ impl Monitor {
                 Ok((brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, within)?))
             })();
             let now = now_ms();
-            let mut clusters = self.clusters.write().unwrap();
-            let entry = clusters.entry(cluster.alias.clone()).or_default();
-            entry.polled_at_ms = Some(now);
-            match outcome {
+            let snapshot = match outcome {
                 Ok((brokers, topics, groups)) => {
                     if failing {
                         info!(cluster = %cluster_name(cluster), "cluster readable again");
                         failing = false;
                     }
-                    (entry.brokers, entry.topics, entry.groups) = (brokers, topics, groups);
-                    entry.error = None;
+                    ClusterSnapshot { brokers, topics, groups, error: None, polled_at_ms: Some(now) }
                 }
                 Err(e) => {
                     if !failing {
                         warn!(cluster = %cluster_name(cluster), error = %e, "cannot read the cluster's brokers, topics or groups; retried every poll, said again once it recovers");
                         failing = true;
                     }
-                    entry.error = Some(e.to_string());
+                    ClusterSnapshot { error: Some(e.to_string()), polled_at_ms: Some(now), ..Default::default() }
                 }
-            }
-            drop(clusters);
+            };
+            self.clusters.write().unwrap().insert(cluster.alias.clone(), Arc::new(snapshot));
             let rest = self.interval.saturating_sub(started.elapsed());
             let deadline = Instant::now() + rest;
             while Instant::now() < deadline && !cancel.is_cancelled() {

@@ -23,6 +23,7 @@ pub struct PartitionLag {
     /// Records not yet consumed (`None` without a committed offset).
     pub lag: Option<i64>,
     /// `None` when the group committed nothing, or the record at its offset could not be read.
+    #[serde(flatten)]
     pub lag_seconds: Option<LagSeconds>,
 }
 

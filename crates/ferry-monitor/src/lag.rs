@@ -26,11 +26,17 @@ pub enum Method {
     AtLeast,
 }
 
+/// Serialized flat into a partition's view: `lag_seconds`, `lag_seconds_method`,
+/// `lag_seconds_error_bound` (all absent when the lag in seconds is unknown).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, ToSchema)]
 pub struct LagSeconds {
+    #[serde(rename = "lag_seconds")]
     pub seconds: f64,
+    #[serde(rename = "lag_seconds_method")]
     pub method: Method,
-    /// How far the true value may be from `seconds` either way (`None`: unbounded above).
+    /// How far the true value may be from `seconds` either way: 0 for `record_timestamp` and
+    /// `caught_up`, `null` for `at_least` (unbounded above).
+    #[serde(rename = "lag_seconds_error_bound")]
     pub error_bound_seconds: Option<f64>,
 }
 

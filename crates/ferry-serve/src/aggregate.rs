@@ -132,7 +132,8 @@ pub struct FlowDetail {
     pub summary: FlowSummary,
     pub topics: Vec<TopicView>,
     pub checkpoints: Vec<CheckpointView>,
-    pub processes: Vec<ProcessView>,
+    /// Each live process serving the flow (`processes` counts them).
+    pub process_list: Vec<ProcessView>,
 }
 
 /// One chart point: a 10 s bucket.
@@ -314,7 +315,7 @@ impl Aggregator {
                 *newest = (*newest).max(c.checked_ms);
             }
         }
-        let processes = f
+        let process_list = f
             .live_reports(now_ms)
             .map(|r| ProcessView { process: r.process.clone(), report_age_ms: (now_ms - r.at_ms).max(0), partitions: r.partitions.len() })
             .collect();
@@ -322,7 +323,7 @@ impl Aggregator {
             summary,
             topics: topics.into_values().collect(),
             checkpoints: checkpoints.into_iter().map(|(g, t)| CheckpointView { group: g.to_string(), age_ms: (now_ms - t).max(0) }).collect(),
-            processes,
+            process_list,
         })
     }
 
@@ -509,7 +510,7 @@ mod tests {
         assert_eq!(t.partitions[0].process, "p3");
         assert_eq!(t.partitions[0].records_total, 120);
         assert_eq!(d.checkpoints, vec![CheckpointView { group: "g".into(), age_ms: 1100 }]);
-        assert_eq!(d.processes.len(), 3);
+        assert_eq!(d.process_list.len(), 3);
         let series = agg.series("a->b").unwrap();
         assert_eq!(series.len(), 1, "all in one 10 s bucket");
         assert!((series[0].records_per_sec - 17.0).abs() < 1e-9);

@@ -63,7 +63,20 @@ impl Modify for BearerAuth {
 )]
 pub struct ApiDoc;
 
-pub(crate) fn routes(state: AppState) -> Router {
+/// The OpenAPI document of this instance: without a token no route requires one, so the
+/// document claims no security requirement (clients and schemathesis trust it).
+pub fn api_doc(token_required: bool) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if !token_required {
+        doc.security = None;
+        if let Some(c) = doc.components.as_mut() {
+            c.security_schemes.clear();
+        }
+    }
+    doc
+}
+
+pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/ready", get(ready))
@@ -84,7 +97,7 @@ pub(crate) fn routes(state: AppState) -> Router {
         .route("/api/v1/registry/{*path}", get(crate::registry::proxy))
         .fallback(not_found)
         .with_state(state)
-        .merge(SwaggerUi::new("/api/docs").url("/openapi.json", ApiDoc::openapi()))
+        .merge(SwaggerUi::new("/api/docs").url("/openapi.json", api_doc(token_required)))
 }
 
 async fn not_found() -> Response {
@@ -190,7 +203,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         let agg = state.shared.aggregator.lock().unwrap();
         agg.flow_names().filter_map(|f| agg.detail(f, now)).collect()
     };
-    let text = crate::prometheus::render(&details, &clusters);
+    let polled: Vec<(String, std::sync::Arc<ferry_monitor::collect::ClusterSnapshot>)> = match &state.monitor {
+        Some(m) => clusters.iter().filter_map(|c| Some((c.alias.clone(), m.cluster(&c.alias)?))).collect(),
+        None => Vec::new(),
+    };
+    let text = crate::prometheus::render(&details, &clusters, &polled);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

@@ -27,7 +27,7 @@ use axum::Router;
 use ferry_mirror::MirrorConfig;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::api::ApiDoc;
+pub use crate::api::{api_doc, ApiDoc};
 pub use crate::collect::Shared;
 pub use crate::registry::Registry;
 
@@ -59,7 +59,7 @@ pub(crate) struct AppState {
 /// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
 pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, token: Token) -> Router {
     let state = AppState { shared, registry, monitor };
-    api::routes(state).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
+    api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
 /// How often every cluster's consumer groups are polled.

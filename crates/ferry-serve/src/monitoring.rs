@@ -4,6 +4,7 @@
 //! `…/groups` (paged, searchable) and `…/groups/{group}` (members, and per partition the lag in
 //! records and seconds with the method that gave it, and a status with its reason).
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -41,13 +42,21 @@ pub(crate) struct GroupPage {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Paging {
     /// At most this many (default 100, at most 1,000).
+    #[param(minimum = 0)]
     limit: Option<usize>,
     /// Skip this many first (default 0).
+    #[param(minimum = 0)]
     offset: Option<usize>,
     /// Only groups whose name contains this (case-insensitive).
     search: Option<String>,
+}
+
+/// A query string that is not `limit`, `offset` and `search` of the right types.
+fn bad_paging(e: QueryRejection) -> Response {
+    error_body(StatusCode::BAD_REQUEST, "bad_request", &e.body_text())
 }
 
 /// The items whose name contains `search` (case-insensitive): how many, and the page asked for.
@@ -59,7 +68,7 @@ fn paged<'a, T>(items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &str, p
 }
 
 /// The cluster's groups as last polled, or the error answer.
-fn polled(state: &AppState, cluster: &str) -> Result<ClusterSnapshot, Response> {
+fn polled(state: &AppState, cluster: &str) -> Result<std::sync::Arc<ClusterSnapshot>, Response> {
     let Some(monitor) = &state.monitor else {
         return Err(error_body(StatusCode::NOT_FOUND, "not_found", "cluster monitoring is not running"));
     };
@@ -77,8 +86,12 @@ fn polled(state: &AppState, cluster: &str) -> Result<ClusterSnapshot, Response> 
 /// record's age. Paged and searched on the server, from memory.
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups", tag = "monitoring",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
-    responses((status = 200, body = GroupPage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<String>, Query(paging): Query<Paging>) -> Response {
+    responses((status = 200, body = GroupPage), (status = 400, description = "`limit` or `offset` not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
+    let paging = match paging {
+        Ok(Query(p)) => p,
+        Err(e) => return bad_paging(e),
+    };
     let polled = match polled(&state, &cluster) {
         Ok(p) => p,
         Err(r) => return r,
@@ -114,7 +127,7 @@ pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)):
     responses((status = 200, body = [BrokerView]), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn brokers(State(state): State<AppState>, Path(cluster): Path<String>) -> Response {
     match polled(&state, &cluster) {
-        Ok(p) => Json(p.brokers).into_response(),
+        Ok(p) => Json(&p.brokers).into_response(),
         Err(r) => r,
     }
 }
@@ -142,8 +155,12 @@ pub(crate) struct TopicPage {
 /// searched on the server, from memory.
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics", tag = "monitoring",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
-    responses((status = 200, body = TopicPage), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<String>, Query(paging): Query<Paging>) -> Response {
+    responses((status = 200, body = TopicPage), (status = 400, description = "`limit` or `offset` not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
+    let paging = match paging {
+        Ok(Query(p)) => p,
+        Err(e) => return bad_paging(e),
+    };
     let polled = match polled(&state, &cluster) {
         Ok(p) => p,
         Err(r) => return r,

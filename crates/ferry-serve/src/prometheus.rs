@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+use ferry_monitor::collect::ClusterSnapshot;
+use ferry_monitor::status::Status;
+
 use crate::aggregate::{FlowDetail, FlowState};
 use crate::collect::ClusterView;
 
@@ -24,8 +27,63 @@ impl Out {
     }
 }
 
-pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView]) -> String {
+/// Every status a group can have, as its label value.
+const STATUSES: [(Status, &str); 6] = [(Status::Ok, "OK"), (Status::Warn, "WARN"), (Status::Rewind, "REWIND"), (Status::Stall, "STALL"), (Status::Stop, "STOP"), (Status::Err, "ERR")];
+
+/// The monitored clusters' brokers, topics and groups as last polled (`ferry_group_*`,
+/// `ferry_topic_*`, `ferry_broker_*`).
+fn render_monitoring(o: &mut Out, polled: &[(String, std::sync::Arc<ClusterSnapshot>)]) {
+    o.family("ferry_broker_partitions_led", "gauge", "Partitions the broker leads");
+    o.family("ferry_broker_under_replicated_partitions", "gauge", "Under-replicated partitions with a replica on the broker");
+    for (cluster, snap) in polled {
+        for b in &snap.brokers {
+            let id = b.id.to_string();
+            o.sample("ferry_broker_partitions_led", &[("cluster", cluster), ("broker", &id)], b.partitions_led as f64);
+            o.sample("ferry_broker_under_replicated_partitions", &[("cluster", cluster), ("broker", &id)], b.under_replicated as f64);
+        }
+    }
+    o.family("ferry_topic_partitions", "gauge", "Partitions of the topic");
+    o.family("ferry_topic_under_replicated_partitions", "gauge", "Partitions with fewer in-sync replicas than replicas");
+    o.family("ferry_topic_offline_partitions", "gauge", "Partitions without a leader");
+    o.family("ferry_topic_end_offsets_total", "counter", "Sum of the topic's partition end offsets (records written)");
+    for (cluster, snap) in polled {
+        for t in &snap.topics {
+            let labels = [("cluster", cluster.as_str()), ("topic", t.topic.as_str())];
+            o.sample("ferry_topic_partitions", &labels, t.partitions.len() as f64);
+            o.sample("ferry_topic_under_replicated_partitions", &labels, t.under_replicated as f64);
+            o.sample("ferry_topic_offline_partitions", &labels, t.offline as f64);
+            o.sample("ferry_topic_end_offsets_total", &labels, t.end_total as f64);
+        }
+    }
+    o.family("ferry_group_status", "gauge", "1 for the group's current status (OK, WARN, REWIND, STALL, STOP, ERR)");
+    for (cluster, snap) in polled {
+        for g in snap.groups.values() {
+            for (status, name) in STATUSES {
+                o.sample("ferry_group_status", &[("cluster", cluster), ("group", &g.group), ("status", name)], if g.status == status { 1.0 } else { 0.0 });
+            }
+        }
+    }
+    o.family("ferry_group_lag_records", "gauge", "Records the group has not consumed, per partition (absent before its first commit)");
+    o.family("ferry_group_lag_seconds", "gauge", "Age of the first record the group has not consumed, per partition (0 caught up; absent when unknown)");
+    for (cluster, snap) in polled {
+        for g in snap.groups.values() {
+            for p in &g.partitions {
+                let partition = p.lag.partition.to_string();
+                let labels = [("cluster", cluster.as_str()), ("group", g.group.as_str()), ("topic", p.lag.topic.as_str()), ("partition", partition.as_str())];
+                if let Some(lag) = p.lag.lag {
+                    o.sample("ferry_group_lag_records", &labels, lag as f64);
+                }
+                if let Some(s) = p.lag.lag_seconds {
+                    o.sample("ferry_group_lag_seconds", &labels, s.seconds);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView], polled: &[(String, std::sync::Arc<ClusterSnapshot>)]) -> String {
     let mut o = Out { text: String::new() };
+    render_monitoring(&mut o, polled);
     o.family("ferry_cluster_up", "gauge", "1 if ferry serve reaches the cluster, 0 if not (absent until probed)");
     for c in clusters {
         if let Some(up) = c.reachable {

@@ -156,7 +156,13 @@ async fn prometheus_openapi_and_the_pages() {
     for path in ["/api/v1/flows", "/api/v1/flows/{flow}", "/api/v1/flows/{flow}/series", "/api/v1/clusters", "/api/v1/health", "/api/v1/ready"] {
         assert!(doc["paths"][path].is_object(), "{path} not documented");
     }
+    // Without a token no route needs one, and the document says so.
+    assert!(doc["security"].is_null() && doc["components"]["securitySchemes"].is_null(), "{}", doc["security"]);
+    let secured = router(shared(), None, None, Token::new(Some("s3cret".into())));
+    let (_, body, _) = call(&secured, "/openapi.json", Some("Bearer s3cret")).await;
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(doc["security"][0]["bearer"], serde_json::json!([]));
     // The interactive API page and its assets come from the binary.
     let (status, page, _) = call(&app, "/api/docs/", None).await;
     assert_eq!(status, StatusCode::OK);
