@@ -9,6 +9,7 @@
 //! every cluster's groups into views the API serves; history, alerts and the console pages build
 //! on them.
 
+pub mod alerts;
 pub mod cluster;
 pub mod collect;
 pub mod groups;
