@@ -92,7 +92,11 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let console = {
         let (config, cancel, addr) = (config_for_serve, cancel.clone(), args.console_addr);
         tokio::spawn(async move {
-            if let Err(e) = ferry_serve::serve(&config, addr, None, ferry_serve::Token::default(), cancel).await {
+            let alerts = match ferry_serve::alerts::Alerts::open(".ferry-demo/serve".into()) {
+                Ok(a) => std::sync::Arc::new(a),
+                Err(e) => return println!("(console not served: {e})"),
+            };
+            if let Err(e) = ferry_serve::serve(&config, addr, None, alerts, ferry_serve::Token::default(), cancel).await {
                 println!("(console not served on {addr}: {e})");
             }
         })

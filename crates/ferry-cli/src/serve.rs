@@ -1,4 +1,4 @@
-//! `ferry serve --config F [--listen 127.0.0.1:8080] [--api-token-file PATH] [--registry URL [--registry-credentials-file PATH]]`
+//! `ferry serve --config F [--listen 127.0.0.1:8080] [--api-token-file PATH] [--registry URL [--registry-credentials-file PATH]] [--data-dir DIR]`
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,6 +28,10 @@ pub(crate) struct Args {
     /// File holding the registry's credentials (first line): `user:password` or `Bearer <token>`.
     #[arg(long, requires = "registry")]
     registry_credentials_file: Option<PathBuf>,
+    /// Directory for what serve keeps across restarts: alert policies, notifiers and the alert
+    /// history. Made if missing.
+    #[arg(long, default_value = "ferry-serve-data")]
+    data_dir: PathBuf,
 }
 
 /// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
@@ -77,10 +81,17 @@ pub(crate) async fn run(args: Args) -> ExitCode {
         }
         None => None,
     };
+    let alerts = match ferry_serve::alerts::Alerts::open(args.data_dir.clone()) {
+        Ok(a) => std::sync::Arc::new(a),
+        Err(e) => {
+            eprintln!("ferry: --data-dir: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
-    info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, "ferry serve starting");
-    match ferry_serve::serve(&config, args.listen, registry, ferry_serve::Token::new(token), cancel).await {
+    info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, data_dir = %args.data_dir.display(), "ferry serve starting");
+    match ferry_serve::serve(&config, args.listen, registry, alerts, ferry_serve::Token::new(token), cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(listen = %args.listen, error = %e, "ferry serve failed");

@@ -81,8 +81,13 @@ fn browser(addr: &str, token: &str, screenshot: &Path, extra: &[&str]) -> (bool,
 }
 
 fn start_serve(config: &Path, token_file: &Path, port: u16) -> Process {
+    start_serve_in(config, token_file, port, &std::env::temp_dir().join(unique("serve-data")))
+}
+
+fn start_serve_in(config: &Path, token_file: &Path, port: u16, data_dir: &Path) -> Process {
     let listen = format!("127.0.0.1:{port}");
-    Process::spawn(ferry(), &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap()], &unique("serve")).unwrap()
+    let args = ["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()];
+    Process::spawn(ferry(), &args, &unique("serve")).unwrap()
 }
 
 #[test]
@@ -324,7 +329,8 @@ fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
     let listen = format!("127.0.0.1:{port}");
     let serve = Process::spawn(
         ferry(),
-        &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--registry", &format!("http://{registry_addr}"), "--registry-credentials-file", credentials.to_str().unwrap()],
+        &["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--registry", &format!("http://{registry_addr}"), "--registry-credentials-file", credentials.to_str().unwrap(),
+            "--data-dir", std::env::temp_dir().join(unique("serve-data")).to_str().unwrap()],
         &unique("serve-schemas"),
     )
     .unwrap();
@@ -360,4 +366,161 @@ fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
 /// A write to the registry as its admin (basic auth `admin:adm1n`).
 fn send(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
     common::http_request(addr, method, path, &[("Authorization", "Basic YWRtaW46YWRtMW4="), ("Content-Type", "application/json")], &body.to_string()).unwrap()
+}
+
+/// An HTTP sink on loopback: answers 200 to every request and keeps each body.
+fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_ok() {
+                keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+            }
+            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (addr, got)
+}
+
+/// An SMTP sink on loopback: accepts every message (no TLS, no auth) and keeps each one whole.
+fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut out = stream.try_clone().unwrap();
+            let mut reader = std::io::BufReader::new(stream);
+            let _ = out.write_all(b"220 sink ESMTP\r\n");
+            let mut in_data = false;
+            let mut message = String::new();
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if in_data {
+                    if line == ".\r\n" {
+                        in_data = false;
+                        keep.lock().unwrap().push(std::mem::take(&mut message));
+                        let _ = out.write_all(b"250 queued\r\n");
+                    } else {
+                        message.push_str(&line);
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                    "DATA" => {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    }
+                    "QUIT" => {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                let _ = out.write_all(reply);
+            }
+        }
+    });
+    (addr, got)
+}
+
+fn put(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
+    common::http_request(addr, "PUT", path, &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")], &body.to_string()).unwrap()
+}
+
+/// A lag policy on a real group: one firing and one resolved notification reach a webhook on
+/// loopback and an SMTP server on loopback; bad policies are refused naming the field; policies,
+/// notifiers and the history survive a restart of serve.
+#[test]
+fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
+    let a = Broker::start("alerts-a").unwrap();
+    let b = Broker::start("alerts-b").unwrap();
+    create_topic(&a.bootstrap(), "events", 2).unwrap();
+    produce(&a.bootstrap(), "events", &sample_records(2, 100, now_ms())).unwrap();
+    ferry_testkit::commit_offsets(&a.bootstrap(), "reporting", &[("events", 0, 0), ("events", 1, 100)]).unwrap();
+    let config = write_config("alerts", &two_clusters(&a, &b, "a->b.enabled = true\na->b.topics = nothing-replicated\n"));
+    let token = "alert-t0ken";
+    let token_file = std::env::temp_dir().join(unique("token"));
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let data_dir = std::env::temp_dir().join(unique("alerts-data"));
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut serve = start_serve_in(&config, &token_file, port, &data_dir);
+    wait_for(Duration::from_secs(20), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen:\n{}", serve.output()));
+
+    let (hook_addr, hooks) = webhook_sink();
+    let (smtp_addr, mails) = smtp_sink();
+    assert_eq!(put(&addr, "/api/v1/alerts/notifiers/hook", token, &serde_json::json!({"type": "webhook", "url": format!("http://{hook_addr}/alerts")})).0, 200);
+    let mail = serde_json::json!({"type": "email", "smtp": smtp_addr, "from": "ferry@example.com", "to": ["oncall@example.com"]});
+    assert_eq!(put(&addr, "/api/v1/alerts/notifiers/mail", token, &mail).0, 200);
+    // Refused, naming the field, and nothing stored.
+    let (status, body) = put(&addr, "/api/v1/alerts/policies/bad", token, &serde_json::json!({"entity": "group", "metric": "lag_records", "above": 50, "notifiers": ["pager"]}));
+    assert!(status == 422 && body.contains("notifiers: no notifier named 'pager'"), "{status} {body}");
+    let (status, body) = put(&addr, "/api/v1/alerts/policies/bad", token, &serde_json::json!({"entity": "group", "metric": "lag_records"}));
+    assert!(status == 422 && body.contains("above/below"), "{status} {body}");
+    assert_eq!(put(&addr, "/api/v1/alerts/policies/bad", token, &serde_json::json!({"entity": "group", "metrik": "x"})).0, 400);
+    let policy = serde_json::json!({"entity": "group", "cluster": "a", "match": "^report", "metric": "lag_records", "above": 50.0, "for_seconds": 5, "notifiers": ["hook", "mail"]});
+    let (status, body) = put(&addr, "/api/v1/alerts/policies/reporting-behind", token, &policy);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&addr, "/api/v1/alerts/policies", token).as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()), Some(vec!["reporting-behind".to_string()]));
+
+    // 100 records behind on partition 0: it fires once, after 5 s.
+    let started = Instant::now();
+    let fired = wait_for(Duration::from_secs(60), || hooks.lock().unwrap().first().cloned()).unwrap_or_else(|| panic!("no firing notification: alerts {}, groups {}, hooks {:?}\n{}", get(&addr, "/api/v1/alerts", Some(token)).1, get(&addr, "/api/v1/clusters/a/groups", Some(token)).1, hooks.lock().unwrap(), serve.output()));
+    println!("firing after {:?}: {fired}", started.elapsed());
+    assert_eq!((fired["policy"].as_str(), fired["state"].as_str(), fired["entity"].as_str(), fired["name"].as_str(), fired["value"].as_f64()),
+        (Some("reporting-behind"), Some("firing"), Some("group"), Some("reporting"), Some(100.0)), "{fired}");
+    let firing = json(&addr, "/api/v1/alerts", token);
+    assert_eq!(firing["firing"][0]["name"], "reporting", "{firing}");
+    // Caught up: it resolves once.
+    ferry_testkit::commit_offsets(&a.bootstrap(), "reporting", &[("events", 0, 100)]).unwrap();
+    wait_for(Duration::from_secs(60), || (hooks.lock().unwrap().len() >= 2).then_some(())).unwrap_or_else(|| panic!("no resolved notification:\n{}", serve.output()));
+    std::thread::sleep(Duration::from_secs(12)); // two more polls: no repeat of either
+    let got = hooks.lock().unwrap().clone();
+    let states: Vec<&str> = got.iter().map(|h| h["state"].as_str().unwrap_or("?")).collect();
+    assert_eq!(states, ["firing", "resolved"], "exactly one of each: {got:?}");
+    assert_eq!(got[1]["value"].as_f64(), Some(0.0));
+    let mails = mails.lock().unwrap().clone();
+    assert_eq!(mails.len(), 2, "two e-mails: {mails:?}");
+    assert!(mails[0].contains("Subject: [FIRING] reporting-behind") && mails[0].contains("To: oncall@example.com"), "{}", mails[0]);
+    assert!(mails[1].contains("Subject: [RESOLVED] reporting-behind"), "{}", mails[1]);
+    let view = json(&addr, "/api/v1/alerts", token);
+    assert!(view["firing"].as_array().unwrap().is_empty(), "{view}");
+    assert_eq!(view["history"].as_array().map(Vec::len), Some(2), "{view}");
+    assert!(view["history"].as_array().unwrap().iter().all(|h| h["deliveries"].as_array().unwrap().iter().all(|d| d["ok"] == true)), "{view}");
+
+    // A restart keeps policies, notifiers (secrets included) and the history.
+    assert!(serve.terminate(Duration::from_secs(20)).unwrap().success(), "{}", serve.output());
+    let serve = start_serve_in(&config, &token_file, port, &data_dir);
+    wait_for(Duration::from_secs(20), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen again:\n{}", serve.output()));
+    let policies = json(&addr, "/api/v1/alerts/policies", token);
+    assert_eq!(policies["reporting-behind"], policy, "{policies}");
+    assert_eq!(json(&addr, "/api/v1/alerts/notifiers", token)["mail"]["smtp"], smtp_addr);
+    assert_eq!(json(&addr, "/api/v1/alerts", token)["history"].as_array().map(Vec::len), Some(2));
+    // A notifier in use cannot go; once its policy is gone it can.
+    let delete = |path: &str| common::http_request(&addr, "DELETE", path, &[("Authorization", &format!("Bearer {token}"))], "").unwrap().0;
+    assert_eq!(delete("/api/v1/alerts/notifiers/hook"), 409);
+    assert_eq!(delete("/api/v1/alerts/policies/reporting-behind"), 204);
+    assert_eq!(delete("/api/v1/alerts/notifiers/hook"), 204);
 }

@@ -222,9 +222,10 @@ pub struct Evaluator {
 }
 
 impl Evaluator {
-    /// One evaluation at `now_ms`. `observed` are the clusters read this time (entities of the
-    /// others keep their state); flows count as observed under their target cluster.
-    pub fn step(&mut self, now_ms: i64, policies: &[Compiled], observations: &[Observation], observed: &BTreeSet<String>) -> Vec<Event> {
+    /// One evaluation at `now_ms`. `observed` says which kinds of entity were read this time on
+    /// which cluster (entities of the others keep their state): a cluster's poll observes its
+    /// groups, topics and brokers; the flows' reports observe flows under their target.
+    pub fn step(&mut self, now_ms: i64, policies: &[Compiled], observations: &[Observation], observed: &BTreeSet<(Entity, String)>) -> Vec<Event> {
         let mut events = Vec::new();
         let mut seen = BTreeSet::new();
         for c in policies {
@@ -254,9 +255,9 @@ impl Evaluator {
         let by_name: HashMap<&str, &Compiled> = policies.iter().map(|c| (c.name.as_str(), c)).collect();
         let gone: Vec<(String, String, String)> = self
             .pending
-            .keys()
-            .filter(|k| !seen.contains(*k) && (observed.contains(&k.1) || !by_name.contains_key(k.0.as_str())))
-            .cloned()
+            .iter()
+            .filter(|(k, p)| !seen.contains(*k) && (observed.contains(&(p.entity, k.1.clone())) || !by_name.contains_key(k.0.as_str())))
+            .map(|(k, _)| k.clone())
             .collect();
         for key in gone {
             let was = self.pending.remove(&key).expect("listed above");
@@ -355,7 +356,7 @@ mod tests {
     #[test]
     fn fires_once_after_the_duration_and_resolves_once() {
         let p = [policy(r#"{"entity":"group","cluster":"a","match":"^bill","metric":"lag_seconds","above":60,"for_seconds":10,"notifiers":["hook"]}"#)];
-        let a = BTreeSet::from(["a".to_string()]);
+        let a = BTreeSet::from([(Entity::Group, "a".to_string())]);
         let mut e = Evaluator::default();
         assert!(e.step(0, &p, &[lag("a", "billing", 90.0), lag("a", "shipping", 500.0), lag("b", "billing", 500.0)], &a).is_empty(), "not for 10 s yet; others do not match");
         assert!(e.step(5_000, &p, &[lag("a", "billing", 95.0)], &a).is_empty());
@@ -373,7 +374,7 @@ mod tests {
     #[test]
     fn a_condition_that_stops_before_the_duration_never_fires_and_starts_over() {
         let p = [policy(r#"{"entity":"group","metric":"lag_seconds","above":60,"for_seconds":10}"#)];
-        let a = BTreeSet::from(["a".to_string()]);
+        let a = BTreeSet::from([(Entity::Group, "a".to_string())]);
         let mut e = Evaluator::default();
         e.step(0, &p, &[lag("a", "g", 90.0)], &a);
         assert!(e.step(5_000, &p, &[lag("a", "g", 10.0)], &a).is_empty(), "no resolved for what never fired");
@@ -385,7 +386,7 @@ mod tests {
     fn an_unread_cluster_keeps_its_alerts_and_a_gone_entity_resolves() {
         let p = [policy(r#"{"entity":"group","metric":"lag_seconds","above":60}"#)];
         let mut e = Evaluator::default();
-        let a = BTreeSet::from(["a".to_string()]);
+        let a = BTreeSet::from([(Entity::Group, "a".to_string())]);
         assert_eq!(e.step(0, &p, &[lag("a", "g", 90.0)], &a).len(), 1);
         assert!(e.step(5_000, &p, &[], &BTreeSet::new()).is_empty(), "cluster a not read: nothing resolves");
         let gone = e.step(10_000, &p, &[], &a);
@@ -393,9 +394,18 @@ mod tests {
     }
 
     #[test]
+    fn flows_read_without_a_poll_of_their_cluster_leave_its_group_alerts_alone() {
+        let p = [policy(r#"{"entity":"group","metric":"lag_seconds","above":60}"#)];
+        let mut e = Evaluator::default();
+        assert_eq!(e.step(0, &p, &[lag("a", "g", 90.0)], &BTreeSet::from([(Entity::Group, "a".to_string())])).len(), 1);
+        assert!(e.step(1_000, &p, &[], &BTreeSet::from([(Entity::Flow, "a".to_string())])).is_empty(), "only flows of a were read");
+        assert_eq!(e.firing().len(), 1);
+    }
+
+    #[test]
     fn statuses_and_removed_policies() {
         let p = [policy(r#"{"entity":"group","metric":"status","status_in":["STOP","STALL"]}"#)];
-        let a = BTreeSet::from(["a".to_string()]);
+        let a = BTreeSet::from([(Entity::Group, "a".to_string())]);
         let st = |s: &str| Observation { entity: Entity::Group, cluster: "a".into(), name: "g".into(), metric: "status", value: Value::Status(s.into()) };
         let mut e = Evaluator::default();
         assert!(e.step(0, &p, &[st("OK")], &a).is_empty());

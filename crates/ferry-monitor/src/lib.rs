@@ -14,4 +14,5 @@ pub mod cluster;
 pub mod collect;
 pub mod groups;
 pub mod lag;
+pub mod notify;
 pub mod status;

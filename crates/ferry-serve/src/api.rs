@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use ferry_mirror::report::now_ms;
 use serde::Serialize;
@@ -52,14 +52,17 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
-    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group),
+    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group,
+        crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
-        ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend)),
+        ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend,
+        crate::alerts::AlertsView, crate::alerts::HistoryEntry, crate::alerts::PolicyMap, crate::alerts::NotifierMap, crate::alerts::Delivery, ferry_monitor::alerts::Policy, ferry_monitor::alerts::Entity, ferry_monitor::alerts::Firing,
+        ferry_monitor::notify::Notifier, ferry_monitor::notify::SmtpSecurity)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "service", description = "Health and readiness"))
+    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "alerts", description = "Alert policies on groups, topics, brokers and flows; notifiers (webhook, Slack-compatible, e-mail); what fires"), (name = "service", description = "Health and readiness"))
 )]
 pub struct ApiDoc;
 
@@ -89,6 +92,11 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/clusters/{cluster}/topics/{topic}", get(crate::monitoring::topic))
         .route("/api/v1/clusters/{cluster}/groups", get(crate::monitoring::groups))
         .route("/api/v1/clusters/{cluster}/groups/{group}", get(crate::monitoring::group))
+        .route("/api/v1/alerts", get(crate::alerts::list))
+        .route("/api/v1/alerts/policies", get(crate::alerts::policies))
+        .route("/api/v1/alerts/notifiers", get(crate::alerts::notifiers))
+        .route("/api/v1/alerts/policies/{name}", put(crate::alerts::put_policy).delete(crate::alerts::delete_policy))
+        .route("/api/v1/alerts/notifiers/{name}", put(crate::alerts::put_notifier).delete(crate::alerts::delete_notifier))
         .route("/metrics", get(metrics))
         .route("/", get(console))
         .route("/index.html", get(console))

@@ -13,6 +13,7 @@
 //! Any number of `serve` instances can run: each reads the topics on its own.
 
 pub mod aggregate;
+pub mod alerts;
 mod api;
 mod auth;
 mod monitoring;
@@ -54,24 +55,39 @@ pub(crate) struct AppState {
     pub(crate) registry: Option<Arc<Registry>>,
     /// Every cluster's consumer groups, polled (none in API tests without clusters).
     pub(crate) monitor: Option<Arc<ferry_monitor::collect::Monitor>>,
+    /// Alert policies, notifiers and their evaluation (none in API tests that do not need them).
+    pub(crate) alerts: Option<Arc<alerts::Alerts>>,
 }
 
 /// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
-pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, token: Token) -> Router {
-    let state = AppState { shared, registry, monitor };
+pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, alerts: Option<Arc<alerts::Alerts>>, token: Token) -> Router {
+    let state = AppState { shared, registry, monitor, alerts };
     api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
 /// How often every cluster's consumer groups are polled.
 pub const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the metrics of `config`'s flows, polls every cluster's consumer groups, and serves HTTP
-/// on `listen` until `cancel`.
-pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+/// Reads the metrics of `config`'s flows, polls every cluster, evaluates `alerts` after every
+/// poll, and serves HTTP on `listen` until `cancel`.
+pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, alerts: Arc<alerts::Alerts>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
     let monitor = ferry_monitor::collect::Monitor::start(&config.clusters, MONITOR_INTERVAL, cancel.clone());
+    let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()) };
+    let evaluating = state.clone();
+    let stop = cancel.clone();
+    tokio::spawn(async move {
+        // Polls land every MONITOR_INTERVAL on each cluster's own clock: looking every second
+        // judges each one soon after it lands (a poll is evaluated once).
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        while !stop.is_cancelled() {
+            tick.tick().await;
+            alerts.evaluate(&evaluating, ferry_mirror::report::now_ms());
+        }
+    });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, auth = token.0.is_some(), "ferry serve listening");
-    axum::serve(listener, router(shared, registry.map(Arc::new), Some(monitor), token)).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    let app = api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token));
+    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
 }

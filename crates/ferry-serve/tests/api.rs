@@ -58,7 +58,7 @@ async fn call(app: &axum::Router, uri: &str, auth: Option<&str>) -> (StatusCode,
 
 #[tokio::test]
 async fn without_a_valid_token_api_and_console_answer_401() {
-    let app = router(shared(), None, None, Token::new(Some("s3cret".into())));
+    let app = router(shared(), None, None, None, Token::new(Some("s3cret".into())));
     for uri in ["/api/v1/flows", "/api/v1/clusters", "/api/v1/flows/a-%3Eb", "/metrics", "/openapi.json"] {
         let (status, body, headers) = call(&app, uri, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}");
@@ -84,7 +84,7 @@ async fn without_a_valid_token_api_and_console_answer_401() {
 #[tokio::test]
 async fn flows_are_aggregated_with_stable_errors() {
     let shared = shared();
-    let app = router(shared.clone(), None, None, Token::default());
+    let app = router(shared.clone(), None, None, None, Token::default());
     let (status, body, _) = call(&app, "/api/v1/flows", None).await;
     assert_eq!(status, StatusCode::OK);
     let flows: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -136,7 +136,7 @@ async fn flows_are_aggregated_with_stable_errors() {
 
 #[tokio::test]
 async fn prometheus_openapi_and_the_pages() {
-    let app = router(shared(), None, None, Token::default());
+    let app = router(shared(), None, None, None, Token::default());
     let (status, text, headers) = call(&app, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain"));
@@ -158,7 +158,7 @@ async fn prometheus_openapi_and_the_pages() {
     }
     // Without a token no route needs one, and the document says so.
     assert!(doc["security"].is_null() && doc["components"]["securitySchemes"].is_null(), "{}", doc["security"]);
-    let secured = router(shared(), None, None, Token::new(Some("s3cret".into())));
+    let secured = router(shared(), None, None, None, Token::new(Some("s3cret".into())));
     let (_, body, _) = call(&secured, "/openapi.json", Some("Bearer s3cret")).await;
     let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
