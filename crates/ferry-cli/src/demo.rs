@@ -92,11 +92,12 @@ async fn demo(args: Args) -> anyhow::Result<()> {
     let console = {
         let (config, cancel, addr) = (config_for_serve, cancel.clone(), args.console_addr);
         tokio::spawn(async move {
-            let alerts = match ferry_serve::alerts::Alerts::open(".ferry-demo/serve".into()) {
-                Ok(a) => std::sync::Arc::new(a),
-                Err(e) => return println!("(console not served: {e})"),
+            let dir = std::path::PathBuf::from(".ferry-demo/serve");
+            let (alerts, history) = match (ferry_serve::alerts::Alerts::open(dir.clone()), ferry_serve::history::Recorder::open(&dir)) {
+                (Ok(a), Ok(h)) => (std::sync::Arc::new(a), std::sync::Arc::new(h)),
+                (Err(e), _) | (_, Err(e)) => return println!("(console not served: {e})"),
             };
-            if let Err(e) = ferry_serve::serve(&config, addr, None, alerts, ferry_serve::Token::default(), cancel).await {
+            if let Err(e) = ferry_serve::serve(&config, addr, None, alerts, history, ferry_serve::Token::default(), cancel).await {
                 println!("(console not served on {addr}: {e})");
             }
         })

@@ -32,6 +32,15 @@ pub(crate) const EXIT_CONFIG: u8 = 2;
 
 /// Reads and validates a configuration file; prints every problem.
 pub(crate) fn load(path: &PathBuf, clusters: &[String]) -> Result<MirrorConfig, ExitCode> {
+    load_with(path, clusters, MirrorConfig::parse)
+}
+
+/// The file as `ferry serve` reads it: clusters without any enabled flow are fine (monitoring only).
+pub(crate) fn load_for_monitoring(path: &PathBuf) -> Result<MirrorConfig, ExitCode> {
+    load_with(path, &[], MirrorConfig::parse_for_monitoring)
+}
+
+fn load_with(path: &PathBuf, clusters: &[String], parse: fn(&str, &str) -> Result<MirrorConfig, ferry_mirror::config::ConfigError>) -> Result<MirrorConfig, ExitCode> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -39,7 +48,7 @@ pub(crate) fn load(path: &PathBuf, clusters: &[String]) -> Result<MirrorConfig, 
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let mut config = MirrorConfig::parse(&path.display().to_string(), &text).map_err(|e| {
+    let mut config = parse(&path.display().to_string(), &text).map_err(|e| {
         eprint!("ferry: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;

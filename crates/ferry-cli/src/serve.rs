@@ -28,8 +28,8 @@ pub(crate) struct Args {
     /// File holding the registry's credentials (first line): `user:password` or `Bearer <token>`.
     #[arg(long, requires = "registry")]
     registry_credentials_file: Option<PathBuf>,
-    /// Directory for what serve keeps across restarts: alert policies, notifiers and the alert
-    /// history. Made if missing.
+    /// Directory for what serve keeps across restarts: alert policies, notifiers, the alert
+    /// history and the monitoring history. Made if missing.
     #[arg(long, default_value = "ferry-serve-data")]
     data_dir: PathBuf,
 }
@@ -45,10 +45,18 @@ fn read_token(path: &PathBuf) -> Result<String, String> {
 }
 
 pub(crate) async fn run(args: Args) -> ExitCode {
-    let config = match crate::mirror::load(&args.config, &[]) {
+    let mut config = match crate::mirror::load_for_monitoring(&args.config) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // A cluster listed without an address can be neither replicated nor watched.
+    config.clusters.retain(|c| {
+        let known = !c.bootstrap_servers.is_empty();
+        if !known {
+            tracing::warn!(cluster = %c.alias, "no {}.bootstrap.servers: not monitored", c.alias);
+        }
+        known
+    });
     let token = match &args.api_token_file {
         Some(path) => match read_token(path) {
             Ok(t) => Some(t),
@@ -88,10 +96,17 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let history = match ferry_serve::history::Recorder::open(&args.data_dir) {
+        Ok(h) => std::sync::Arc::new(h),
+        Err(e) => {
+            eprintln!("ferry: --data-dir: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
     info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, data_dir = %args.data_dir.display(), "ferry serve starting");
-    match ferry_serve::serve(&config, args.listen, registry, alerts, ferry_serve::Token::new(token), cancel).await {
+    match ferry_serve::serve(&config, args.listen, registry, alerts, history, ferry_serve::Token::new(token), cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(listen = %args.listen, error = %e, "ferry serve failed");

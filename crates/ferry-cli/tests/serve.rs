@@ -368,81 +368,80 @@ fn send(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16,
     common::http_request(addr, method, path, &[("Authorization", "Basic YWRtaW46YWRtMW4="), ("Content-Type", "application/json")], &body.to_string()).unwrap()
 }
 
-/// An HTTP sink on loopback: answers 200 to every request and keeps each body.
-fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+/// A server on loopback that hands each connection to `serve`, which keeps what it received.
+fn loopback_sink<T: Send + 'static>(serve: impl Fn(std::net::TcpStream, &std::sync::Mutex<Vec<T>>) + Send + 'static) -> (String, std::sync::Arc<std::sync::Mutex<Vec<T>>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let keep = got.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let mut reader = std::io::BufReader::new(stream);
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_ok() {
-                keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
-            }
-            let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            serve(stream, &keep);
         }
     });
     (addr, got)
 }
 
-/// An SMTP sink on loopback: accepts every message (no TLS, no auth) and keeps each one whole.
-fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let mut out = stream.try_clone().unwrap();
-            let mut reader = std::io::BufReader::new(stream);
-            let _ = out.write_all(b"220 sink ESMTP\r\n");
-            let mut in_data = false;
-            let mut message = String::new();
-            loop {
-                let mut line = String::new();
-                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if in_data {
-                    if line == ".\r\n" {
-                        in_data = false;
-                        keep.lock().unwrap().push(std::mem::take(&mut message));
-                        let _ = out.write_all(b"250 queued\r\n");
-                    } else {
-                        message.push_str(&line);
-                    }
-                    continue;
-                }
-                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
-                let reply: &[u8] = match verb.as_str() {
-                    "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
-                    "DATA" => {
-                        in_data = true;
-                        b"354 go on\r\n"
-                    }
-                    "QUIT" => {
-                        let _ = out.write_all(b"221 bye\r\n");
-                        break;
-                    }
-                    _ => b"250 ok\r\n",
-                };
-                let _ = out.write_all(reply);
+/// An HTTP sink: answers 200 to every request and keeps each JSON body.
+fn webhook_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    loopback_sink(|stream, keep| {
+        let mut reader = std::io::BufReader::new(stream);
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
             }
         }
-    });
-    (addr, got)
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_ok() {
+            keep.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null));
+        }
+        let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    })
+}
+
+/// An SMTP sink: accepts every message (no TLS, no auth) and keeps each one whole.
+fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    loopback_sink(|stream, keep| {
+        let mut out = stream.try_clone().unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let _ = out.write_all(b"220 sink ESMTP\r\n");
+        let mut in_data = false;
+        let mut message = String::new();
+        loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if in_data {
+                if line == ".\r\n" {
+                    in_data = false;
+                    keep.lock().unwrap().push(std::mem::take(&mut message));
+                    let _ = out.write_all(b"250 queued\r\n");
+                } else {
+                    message.push_str(&line);
+                }
+                continue;
+            }
+            let reply: &[u8] = match line.get(..4).unwrap_or("").to_ascii_uppercase().as_str() {
+                "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+                "DATA" => {
+                    in_data = true;
+                    b"354 go on\r\n"
+                }
+                "QUIT" => {
+                    let _ = out.write_all(b"221 bye\r\n");
+                    break;
+                }
+                _ => b"250 ok\r\n",
+            };
+            let _ = out.write_all(reply);
+        }
+    })
 }
 
 fn put(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
@@ -459,7 +458,7 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     create_topic(&a.bootstrap(), "events", 2).unwrap();
     produce(&a.bootstrap(), "events", &sample_records(2, 100, now_ms())).unwrap();
     ferry_testkit::commit_offsets(&a.bootstrap(), "reporting", &[("events", 0, 0), ("events", 1, 100)]).unwrap();
-    let config = write_config("alerts", &two_clusters(&a, &b, "a->b.enabled = true\na->b.topics = nothing-replicated\n"));
+    let config = write_config("alerts", &two_clusters(&a, &b, ""));
     let token = "alert-t0ken";
     let token_file = std::env::temp_dir().join(unique("token"));
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
@@ -510,7 +509,34 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     assert_eq!(view["history"].as_array().map(Vec::len), Some(2), "{view}");
     assert!(view["history"].as_array().unwrap().iter().all(|h| h["deliveries"].as_array().unwrap().iter().all(|d| d["ok"] == true)), "{view}");
 
-    // A restart keeps policies, notifiers (secrets included) and the history.
+    // The Monitoring page shows this cluster in every view, from real data, in Chromium.
+    let shots = std::env::temp_dir().join(unique("monitor-page"));
+    let out = std::process::Command::new("node")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["monitor.mjs", &format!("http://{addr}/"), token, shots.to_str().unwrap(), "a", "reporting", "events"])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("the Monitoring page (screenshots {}-*.png): {seen}", shots.display());
+    assert!(out.status.success(), "{seen}\nserve:\n{}", serve.output());
+    assert!(seen["cards"].as_array().unwrap().iter().any(|c| c == "1brokers"), "{seen}");
+    assert_eq!((seen["brokers"].as_u64(), seen["topicPartitions"].as_u64()), (Some(1), Some(2)), "{seen}");
+    assert!(seen["consumers"].as_str().unwrap().contains("reporting"), "{seen}");
+    assert_eq!(seen["groupRow"][0], "reporting", "{seen}");
+    assert_eq!(seen["chartLines"].as_u64(), Some(2), "a lag line per partition: {seen}");
+    assert!(seen["partitionRows"].as_array().unwrap().len() == 2, "{seen}");
+    assert!(seen["policies"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("lag_records")), "{seen}");
+    // The group's history over the API: total lag went from 100 to 0, per partition too.
+    let history = json(&addr, "/api/v1/clusters/a/groups/reporting/history", token);
+    let lag: Vec<f64> = history["lag"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
+    assert!(lag.first() == Some(&100.0) && lag.last() == Some(&0.0), "{history}");
+    assert_eq!(history["partitions"].as_array().map(Vec::len), Some(2), "{history}");
+    assert_eq!(get(&addr, "/api/v1/clusters/a/groups/reporting/history?resolution=1h", Some(token)).0, 400);
+    assert_eq!(get(&addr, "/api/v1/clusters/a/groups/nobody/history", Some(token)).0, 404);
+
+    // A restart keeps policies, notifiers (secrets included), the alert history and the
+    // monitoring history.
     assert!(serve.terminate(Duration::from_secs(20)).unwrap().success(), "{}", serve.output());
     let serve = start_serve_in(&config, &token_file, port, &data_dir);
     wait_for(Duration::from_secs(20), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen again:\n{}", serve.output()));
@@ -518,6 +544,8 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     assert_eq!(policies["reporting-behind"], policy, "{policies}");
     assert_eq!(json(&addr, "/api/v1/alerts/notifiers", token)["mail"]["smtp"], smtp_addr);
     assert_eq!(json(&addr, "/api/v1/alerts", token)["history"].as_array().map(Vec::len), Some(2));
+    let kept = json(&addr, "/api/v1/clusters/a/groups/reporting/history", token);
+    assert!(kept["lag"].as_array().unwrap().len() >= lag.len(), "the history survives a restart: {kept}");
     // A notifier in use cannot go; once its policy is gone it can.
     let delete = |path: &str| common::http_request(&addr, "DELETE", path, &[("Authorization", &format!("Bearer {token}"))], "").unwrap().0;
     assert_eq!(delete("/api/v1/alerts/notifiers/hook"), 409);

@@ -335,6 +335,16 @@ impl Parser<'_> {
 impl MirrorConfig {
     /// Parses and validates the text of a properties file named `file`.
     pub fn parse(file: &str, text: &str) -> Result<MirrorConfig, ConfigError> {
+        Self::parse_with(file, text, true)
+    }
+
+    /// As [`MirrorConfig::parse`], for `ferry serve`: a file with clusters and no enabled flow is
+    /// valid (clusters to monitor, nothing to replicate).
+    pub fn parse_for_monitoring(file: &str, text: &str) -> Result<MirrorConfig, ConfigError> {
+        Self::parse_with(file, text, false)
+    }
+
+    fn parse_with(file: &str, text: &str, require_flow: bool) -> Result<MirrorConfig, ConfigError> {
         let mut p = Parser { file, problems: Vec::new(), warnings: Vec::new() };
         let entries = match properties::parse(text) {
             Ok(entries) => entries,
@@ -469,7 +479,7 @@ impl MirrorConfig {
             }
         }
 
-        if flows.is_empty() && p.problems.is_empty() {
+        if require_flow && flows.is_empty() && p.problems.is_empty() {
             p.problem(None, None, format!(
                 "no replication flow is enabled: add e.g. `{}->{}.enabled = true`",
                 aliases.first().map_or("a", String::as_str),

@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod cluster;
 pub mod collect;
 pub mod groups;
+pub mod history;
 pub mod lag;
 pub mod notify;
 pub mod status;

@@ -66,6 +66,12 @@ pub struct AlertsView {
     pub history: Vec<HistoryEntry>,
 }
 
+/// What one evaluation saw: the clusters polled since the last one, and every observation.
+pub(crate) struct Polled {
+    pub(crate) snapshots: Vec<(String, Arc<ferry_monitor::collect::ClusterSnapshot>)>,
+    pub(crate) observations: Vec<Observation>,
+}
+
 struct Inner {
     stored: Stored,
     compiled: Vec<Compiled>,
@@ -138,7 +144,10 @@ impl Alerts {
     }
 
     /// One evaluation: the clusters polled since the last one and the flows' summaries.
-    pub(crate) fn evaluate(self: &Arc<Self>, state: &AppState, now_ms: i64) {
+    /// Returns the polls judged for the first time, and everything observed (the history
+    /// records both).
+    pub(crate) fn evaluate(self: &Arc<Self>, state: &AppState, now_ms: i64) -> Polled {
+        let mut polled = Vec::new();
         let mut observations: Vec<Observation> = Vec::new();
         let mut observed = BTreeSet::new();
         let mut inner = self.inner.lock().unwrap();
@@ -151,6 +160,7 @@ impl Alerts {
                 }
                 inner.evaluated.insert(alias.clone(), at);
                 observations.extend(inner.observer.cluster(alias, &snap, at));
+                polled.push((alias.clone(), snap.clone()));
                 for kind in [Entity::Group, Entity::Topic, Entity::Broker] {
                     observed.insert((kind, alias.clone()));
                 }
@@ -177,6 +187,7 @@ impl Alerts {
             let alerts = self.clone();
             tokio::spawn(async move { alerts.deliver(event, notifiers).await });
         }
+        Polled { snapshots: polled, observations }
     }
 
     async fn deliver(self: Arc<Self>, event: Event, notifiers: Vec<(String, Notifier)>) {

@@ -52,12 +52,13 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
-    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group,
+    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic,
         crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend,
+        crate::history::GroupHistory, crate::history::TopicHistory, crate::history::PartitionSeries, crate::history::Resolution, ferry_monitor::history::Point,
         crate::alerts::AlertsView, crate::alerts::HistoryEntry, crate::alerts::PolicyMap, crate::alerts::NotifierMap, crate::alerts::Delivery, ferry_monitor::alerts::Policy, ferry_monitor::alerts::Entity, ferry_monitor::alerts::Firing,
         ferry_monitor::notify::Notifier, ferry_monitor::notify::SmtpSecurity)),
     modifiers(&BearerAuth),
@@ -92,6 +93,8 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/clusters/{cluster}/topics/{topic}", get(crate::monitoring::topic))
         .route("/api/v1/clusters/{cluster}/groups", get(crate::monitoring::groups))
         .route("/api/v1/clusters/{cluster}/groups/{group}", get(crate::monitoring::group))
+        .route("/api/v1/clusters/{cluster}/groups/{group}/history", get(crate::history::group))
+        .route("/api/v1/clusters/{cluster}/topics/{topic}/history", get(crate::history::topic))
         .route("/api/v1/alerts", get(crate::alerts::list))
         .route("/api/v1/alerts/policies", get(crate::alerts::policies))
         .route("/api/v1/alerts/notifiers", get(crate::alerts::notifiers))
@@ -101,6 +104,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/", get(console))
         .route("/index.html", get(console))
         .route("/schemas", get(schemas_page))
+        .route("/monitor", get(monitor_page))
         .route("/console.css", get(console_css))
         .route("/api/v1/registry/{*path}", get(crate::registry::proxy))
         .fallback(not_found)
@@ -221,6 +225,10 @@ async fn metrics(State(state): State<AppState>) -> Response {
 
 async fn console() -> Html<&'static str> {
     Html(include_str!("console.html"))
+}
+
+async fn monitor_page() -> Html<&'static str> {
+    Html(include_str!("monitor.html"))
 }
 
 async fn schemas_page() -> Html<&'static str> {

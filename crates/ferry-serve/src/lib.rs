@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod alerts;
 mod api;
 mod auth;
+pub mod history;
 mod monitoring;
 pub mod collect;
 mod prometheus;
@@ -57,11 +58,13 @@ pub(crate) struct AppState {
     pub(crate) monitor: Option<Arc<ferry_monitor::collect::Monitor>>,
     /// Alert policies, notifiers and their evaluation (none in API tests that do not need them).
     pub(crate) alerts: Option<Arc<alerts::Alerts>>,
+    /// The monitoring history (none in API tests that do not need it).
+    pub(crate) history: Option<Arc<history::Recorder>>,
 }
 
 /// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
 pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, alerts: Option<Arc<alerts::Alerts>>, token: Token) -> Router {
-    let state = AppState { shared, registry, monitor, alerts };
+    let state = AppState { shared, registry, monitor, alerts, history: None };
     api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
@@ -70,24 +73,41 @@ pub const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 
 /// Reads the metrics of `config`'s flows, polls every cluster, evaluates `alerts` after every
 /// poll, and serves HTTP on `listen` until `cancel`.
-pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, alerts: Arc<alerts::Alerts>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, alerts: Arc<alerts::Alerts>, history: Arc<history::Recorder>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
     let monitor = ferry_monitor::collect::Monitor::start(&config.clusters, MONITOR_INTERVAL, cancel.clone());
-    let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()) };
+    let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()), history: Some(history.clone()) };
     let evaluating = state.clone();
     let stop = cancel.clone();
-    tokio::spawn(async move {
+    let evaluation = tokio::spawn(async move {
         // Polls land every MONITOR_INTERVAL on each cluster's own clock: looking every second
         // judges each one soon after it lands (a poll is evaluated once).
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut saved = std::time::Instant::now();
         while !stop.is_cancelled() {
-            tick.tick().await;
-            alerts.evaluate(&evaluating, ferry_mirror::report::now_ms());
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            let now = ferry_mirror::report::now_ms();
+            let polled = alerts.evaluate(&evaluating, now);
+            history.record(&polled, now);
+            if saved.elapsed() >= std::time::Duration::from_secs(60) {
+                saved = std::time::Instant::now();
+                let h = history.clone();
+                let _ = tokio::task::spawn_blocking(move || h.save(now)).await;
+            }
         }
+        let _ = tokio::task::spawn_blocking(move || history.save(ferry_mirror::report::now_ms())).await;
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, auth = token.0.is_some(), "ferry serve listening");
     let app = api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token));
-    axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await
+    let ended = cancel.clone();
+    let served = axum::serve(listener, app).with_graceful_shutdown(async move { cancel.cancelled().await }).await;
+    // The history's last minute is saved before the process ends.
+    ended.cancel();
+    let _ = evaluation.await;
+    served
 }

@@ -14,6 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
 
@@ -335,6 +336,9 @@ pub fn consume_all(bootstrap: &str, topic: &str, partitions: i32, expected: usiz
     while out.len() < expected && start.elapsed() < timeout {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(to_record(&m)),
+            // A broker just resumed (SIGCONT, restart): librdkafka reports its connections down
+            // and reconnects by itself; the reader goes on until its timeout.
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure))) => {}
             Some(Err(e)) => bail!("consume {topic} from {bootstrap}: {e}"),
             None => {}
         }
