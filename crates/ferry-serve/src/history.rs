@@ -139,7 +139,7 @@ fn recorder<'a>(state: &'a AppState, cluster: &str) -> Result<&'a Recorder, Resp
 
 /// A group's lag history (total, oldest record's age, each partition), from `ferry serve`'s
 /// own store: no Prometheus needed. 404 when the group was never seen.
-#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups/{group}/history", tag = "monitoring",
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups/{group}/history", tag = "monitoring", operation_id = "group_history",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("group" = String, Path, description = "the group id, URL-encoded"), HistoryQuery),
     responses((status = 200, body = GroupHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)): Path<(String, String)>, q: Result<Query<HistoryQuery>, QueryRejection>) -> Response {
@@ -170,7 +170,7 @@ pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)):
 
 /// A topic's history: messages in per second (end-offset deltas), under-replicated and
 /// offline partitions. 404 when the topic was never seen.
-#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics/{topic}/history", tag = "monitoring",
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics/{topic}/history", tag = "monitoring", operation_id = "topic_history",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("topic" = String, Path, description = "the topic, URL-encoded"), HistoryQuery),
     responses((status = 200, body = TopicHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn topic(State(state): State<AppState>, Path((cluster, topic)): Path<(String, String)>, q: Result<Query<HistoryQuery>, QueryRejection>) -> Response {

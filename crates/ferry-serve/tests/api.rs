@@ -156,6 +156,10 @@ async fn prometheus_openapi_and_the_pages() {
     for path in ["/api/v1/flows", "/api/v1/flows/{flow}", "/api/v1/flows/{flow}/series", "/api/v1/clusters", "/api/v1/health", "/api/v1/ready"] {
         assert!(doc["paths"][path].is_object(), "{path} not documented");
     }
+    // Operation ids are unique (clients generate a method per id).
+    let ids: Vec<&str> = doc["paths"].as_object().unwrap().values().flat_map(|p| p.as_object().unwrap().values().filter_map(|op| op["operationId"].as_str())).collect();
+    let unique: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "duplicate operation ids: {ids:?}");
     // Without a token no route needs one, and the document says so.
     assert!(doc["security"].is_null() && doc["components"]["securitySchemes"].is_null(), "{}", doc["security"]);
     let secured = router(shared(), None, None, None, Token::new(Some("s3cret".into())));
