@@ -17,8 +17,10 @@ use crate::cluster::{BrokerView, TopicView};
 use crate::groups::{GroupReader, PartitionLag};
 use crate::status::{self, Sample, Status, Trend, Verdict};
 
-/// Samples kept per partition (Burrow keeps 10 commits).
+/// Samples kept per partition (Burrow keeps 10 commits), more when they span less than
+/// [`status::MIN_SPAN_MS`], up to [`MAX_WINDOW`].
 pub const WINDOW: usize = 10;
+pub const MAX_WINDOW: usize = 120;
 
 /// A member of a group, as the coordinator describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -164,7 +166,9 @@ fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, 
             let window = windows.entry(key).or_default();
             if let Some(c) = l.committed {
                 window.push_back(Sample { at_ms: now, committed: c, end: l.end });
-                while window.len() > WINDOW {
+                // At least WINDOW samples, and as many as span MIN_SPAN_MS when polls are
+                // frequent (a stall needs that long a view); never more than MAX_WINDOW.
+                while window.len() > MAX_WINDOW || (window.len() > WINDOW && window.get(1).is_some_and(|second| now - second.at_ms >= status::MIN_SPAN_MS)) {
                     window.pop_front();
                 }
             }

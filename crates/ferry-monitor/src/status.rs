@@ -9,9 +9,10 @@
 //!   it is STOP.
 //!
 //! Rules, first match wins: no sample → ERR; latest lag zero → OK; the committed offset moved back
-//! → REWIND; the offset did not move over the whole window (of at least [`MIN_SPAN_MS`]) with lag
-//! → STALL or STOP; the offset moved but the lag never fell in any interval (at least three
-//! samples) → WARN; otherwise OK.
+//! → REWIND; no member owns the partition and its offset did not move since the previous poll,
+//! with lag → STOP (seen at the second poll); a member owns it and its offset did not move over
+//! the whole window (of at least [`MIN_SPAN_MS`]) → STALL; the offset moved but the lag never
+//! fell in any interval (at least three samples) → WARN; otherwise OK.
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -72,12 +73,16 @@ pub fn partition(window: &[Sample], owned: bool) -> Verdict {
         return Verdict::new(Status::Rewind, format!("the committed offset moved back from {} to {}", w[0].committed, w[1].committed));
     }
     let span_s = (last.at_ms - first.at_ms) / 1000;
-    if first.committed == last.committed && last.at_ms - first.at_ms >= MIN_SPAN_MS {
-        return if owned {
-            Verdict::new(Status::Stall, format!("offset {} has not moved for {span_s} s with {} records to read, while a member owns the partition", last.committed, last.lag()))
-        } else {
-            Verdict::new(Status::Stop, format!("offset {} has not moved for {span_s} s with {} records to read, and no member owns the partition", last.committed, last.lag()))
-        };
+    // Nobody owns it and its offset did not move since the last poll: nothing consumes it, and
+    // waiting longer would only say so later.
+    if !owned && window.len() >= 2 && window[window.len() - 2].committed == last.committed {
+        let unmoved = window.iter().rev().take_while(|s| s.committed == last.committed).last().map_or(0, |s| (last.at_ms - s.at_ms) / 1000);
+        return Verdict::new(Status::Stop, format!("offset {} has not moved for {unmoved} s with {} records to read, and no member owns the partition", last.committed, last.lag()));
+    }
+    // A member owns it: it may commit only every few seconds (5 s by default, a Flink job at each
+    // checkpoint), so only a whole window without progress is a stall.
+    if owned && first.committed == last.committed && last.at_ms - first.at_ms >= MIN_SPAN_MS {
+        return Verdict::new(Status::Stall, format!("offset {} has not moved for {span_s} s with {} records to read, while a member owns the partition", last.committed, last.lag()));
     }
     if window.len() >= 3 && first.committed != last.committed && window.windows(2).all(|w| w[1].lag() >= w[0].lag()) {
         return Verdict::new(Status::Warn, format!("falling behind: the lag grew from {} to {} records in {span_s} s while the group consumed", first.lag(), last.lag()));
@@ -139,7 +144,11 @@ mod tests {
         assert_eq!(partition(&[], true).status, Status::Err);
         assert_eq!(partition(&every_10s(&[(10, 50), (50, 50)]), true).status, Status::Ok, "caught up now");
         assert_eq!(partition(&every_10s(&[(10, 50), (5, 50)]), true).status, Status::Rewind);
-        assert_eq!(partition(&every_10s(&[(10, 50), (10, 60)]), false).status, Status::Ok, "too short a window to call it stopped");
+        assert_eq!(partition(&every_10s(&[(10, 50), (10, 60)]), true).status, Status::Ok, "too short a window to call a member stalled");
+        let stopped = partition(&every_10s(&[(10, 50), (10, 60)]), false);
+        assert_eq!(stopped.status, Status::Stop, "no member and no progress between two polls: stopped at once");
+        assert!(stopped.reason.contains("has not moved for 10 s"), "{stopped:?}");
+        assert_eq!(partition(&every_10s(&[(10, 50)]), false).status, Status::Ok, "one poll cannot tell");
         let behind = every_10s(&[(10, 50), (20, 70), (30, 95), (40, 130)]);
         let v = partition(&behind, true);
         assert_eq!(v.status, Status::Warn, "{v:?}");
