@@ -136,7 +136,7 @@ fn each_status_on_purpose_and_lag_seconds_against_the_truth() {
     create_topic(&bootstrap, &truth_topic, 1).unwrap();
     let reader = unique("reader");
     let mut stamps: Vec<i64> = Vec::new();
-    let mut write = |n: usize, stamps: &mut Vec<i64>| {
+    let write = |n: usize, stamps: &mut Vec<i64>| {
         let at = now_ms();
         producer.send_all(&truth_topic, &records(n, at)).unwrap();
         stamps.extend(std::iter::repeat_n(at, n));
