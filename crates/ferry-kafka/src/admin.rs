@@ -57,6 +57,12 @@ impl Admin {
 
     /// Every ACL on topics (blocking). `Ok(None)`: the cluster has no authorizer.
     /// Every (topic, partition, committed offset) of `group`, in one request.
+    /// The committed offsets of many groups at once (all requests in flight together); per group
+    /// its offsets or why they could not be read. Groups that did not answer in time are missing.
+    pub fn many_group_offsets(&self, groups: &[String]) -> Result<Vec<(String, std::result::Result<Vec<(String, i32, i64)>, String>)>> {
+        crate::ffi::group_offsets::list_many(self.client.inner().native_ptr(), groups, self.timeout).map_err(|e| self.err(format!("list the offsets of {} groups", groups.len()), e))
+    }
+
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, i32, i64)>> {
         crate::ffi::group_offsets::list_group_offsets(self.client.inner().native_ptr(), group, self.timeout).map_err(|e| self.err(format!("list the offsets of group '{group}'"), e))
     }

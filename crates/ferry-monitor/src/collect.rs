@@ -152,13 +152,22 @@ pub fn now_ms() -> i64 {
 
 /// One poll of a cluster's consumer groups (those of the consumer protocol).
 fn poll(cluster: &ClusterClient, reader: &GroupReader, ends: &BTreeMap<(String, i32), i64>, windows: &mut HashMap<(String, String, i32), VecDeque<Sample>>, within: Duration) -> ferry_kafka::Result<BTreeMap<String, GroupView>> {
-    let described = ferry_kafka::describe_groups(cluster, None, within)?;
+    let described: Vec<_> = ferry_kafka::describe_groups(cluster, None, within)?.into_iter().filter(|g| g.protocol_type == "consumer" || g.protocol_type.is_empty()).collect();
+    let asked: Vec<(String, Vec<(String, i32)>)> = described.iter().map(|g| (g.name.clone(), g.members.iter().flat_map(|m| m.assignment.iter().cloned()).collect())).collect();
+    let now = now_ms();
+    let mut all_lags = reader.lags(&asked, ends, now, within)?;
     let mut out = BTreeMap::new();
     let mut seen = std::collections::HashSet::new();
-    for g in described.into_iter().filter(|g| g.protocol_type == "consumer" || g.protocol_type.is_empty()) {
-        let assigned: Vec<(String, i32)> = g.members.iter().flat_map(|m| m.assignment.iter().cloned()).collect();
-        let now = now_ms();
-        let lags = reader.group_lag(&g.name, &assigned, ends, now, within)?;
+    for (g, (_, assigned)) in described.into_iter().zip(asked) {
+        // A group whose offsets could not be read this time (its coordinator moving) is left
+        // out of this poll rather than shown without lag.
+        let lags = match all_lags.remove(&g.name) {
+            Some(Ok(lags)) => lags,
+            _ => {
+                seen.extend(windows.keys().filter(|k| k.0 == g.name).cloned());
+                continue;
+            }
+        };
         let mut partitions = Vec::new();
         for l in lags {
             let key = (g.name.clone(), l.topic.clone(), l.partition);
