@@ -169,6 +169,7 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     let brokers = json(&addr, "/api/v1/clusters/a/brokers", token);
     assert_eq!(brokers.as_array().map(Vec::len), Some(1), "{brokers}");
     assert!(brokers[0]["partitions_led"].as_u64().is_some_and(|n| n >= 3), "{brokers}");
+    assert_eq!((brokers[0]["controller"].as_bool(), brokers[0]["rack"].is_null()), (Some(true), true), "one broker, no rack: {brokers}");
     let topics = json(&addr, "/api/v1/clusters/a/topics?search=ORDERS", token);
     let orders = topics["topics"].as_array().unwrap().iter().find(|t| t["topic"] == "orders").unwrap_or_else(|| panic!("{topics}"));
     assert_eq!((orders["partitions"].as_u64(), orders["end_total"].as_i64(), orders["offline"].as_u64()), (Some(3), Some(450), Some(0)), "{topics}");
@@ -455,7 +456,7 @@ fn put(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, S
 fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     let a = Broker::start("alerts-a").unwrap();
     let b = Broker::start("alerts-b").unwrap();
-    create_topic(&a.bootstrap(), "events", 2).unwrap();
+    ferry_testkit::create_topic_with(&a.bootstrap(), "events", 2, &[("retention.ms", "86400000")]).unwrap();
     produce(&a.bootstrap(), "events", &sample_records(2, 100, now_ms())).unwrap();
     ferry_testkit::commit_offsets(&a.bootstrap(), "reporting", &[("events", 0, 0), ("events", 1, 100)]).unwrap();
     let config = write_config("alerts", &two_clusters(&a, &b, ""));
@@ -523,6 +524,7 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     assert!(seen["cards"].as_array().unwrap().iter().any(|c| c == "1brokers"), "{seen}");
     assert_eq!((seen["brokers"].as_u64(), seen["topicPartitions"].as_u64()), (Some(1), Some(2)), "{seen}");
     assert!(seen["consumers"].as_str().unwrap().contains("reporting"), "{seen}");
+    assert_eq!(seen["configs"], serde_json::json!(["retention.ms86400000"]), "the topic's own setting: {seen}");
     assert_eq!(seen["groupRow"][0], "reporting", "{seen}");
     assert_eq!(seen["chartLines"].as_u64(), Some(2), "a lag line per partition: {seen}");
     assert!(seen["partitionRows"].as_array().unwrap().len() == 2, "{seen}");

@@ -63,6 +63,11 @@ impl Admin {
         crate::ffi::group_offsets::list_many(self.client.inner().native_ptr(), groups, self.timeout).map_err(|e| self.err(format!("list the offsets of {} groups", groups.len()), e))
     }
 
+    /// The cluster id, each broker's rack and the broker named controller (DescribeCluster).
+    pub fn describe_cluster(&self) -> Result<crate::ClusterDescription> {
+        crate::ffi::cluster::describe_cluster(self.client.inner().native_ptr(), self.timeout).map_err(|e| self.err("describe the cluster", e))
+    }
+
     pub fn group_offsets(&self, group: &str) -> Result<Vec<(String, i32, i64)>> {
         crate::ffi::group_offsets::list_group_offsets(self.client.inner().native_ptr(), group, self.timeout).map_err(|e| self.err(format!("list the offsets of group '{group}'"), e))
     }

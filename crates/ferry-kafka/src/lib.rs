@@ -32,6 +32,7 @@ mod offsets;
 mod quiet;
 
 pub use ffi::acl::{AclOperation, AclPermission, PatternType, TopicAcl};
+pub use ffi::cluster::{ClusterDescription, ClusterNode};
 pub use admin::{Admin, NewTopicSpec, TopicMeta};
 pub use backoff::Backoff;
 pub use client::{is_sensitive_key, secrets_equal, ClientRole, ClusterClient, PropertyProblem, PropertyProblemKind};

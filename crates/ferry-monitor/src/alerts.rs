@@ -431,7 +431,7 @@ mod tests {
     fn topics_get_a_rate_and_missing_brokers_are_offline() {
         use crate::cluster::{BrokerView, TopicView};
         let topic = |end| TopicView { topic: "t".into(), internal: false, partitions: vec![], under_replicated: 0, offline: 0, end_total: end };
-        let broker = |id| BrokerView { id, host: "h".into(), port: 1, partitions_led: 0, under_replicated: 0 };
+        let broker = |id| BrokerView { id, host: "h".into(), port: 1, partitions_led: 0, under_replicated: 0, rack: None, controller: false };
         let mut o = Observer::default();
         let mut snap = crate::collect::ClusterSnapshot { brokers: vec![broker(1), broker(2)], topics: vec![topic(100)], ..Default::default() };
         assert!(!o.cluster("a", &snap, 0).iter().any(|x| x.metric == "messages_in_per_sec"), "no rate from one poll");

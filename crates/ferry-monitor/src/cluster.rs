@@ -20,6 +20,11 @@ pub struct BrokerView {
     pub partitions_led: usize,
     /// Partitions with a replica here that are under-replicated.
     pub under_replicated: usize,
+    /// `broker.rack`, if set (DescribeCluster).
+    pub rack: Option<String>,
+    /// The broker the cluster names controller. On KRaft clusters brokers name one of
+    /// themselves (KIP-919); the active KRaft controller is not visible to clients.
+    pub controller: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -55,7 +60,7 @@ pub type RawPartition = (i32, i32, Vec<i32>, Vec<i32>);
 /// Brokers and topics from metadata (`brokers`: id, host, port; `topics`: name and partitions)
 /// and end offsets by (topic, partition).
 pub fn summarize(brokers: &[(i32, String, i32)], topics: &[(String, Vec<RawPartition>)], ends: &BTreeMap<(String, i32), i64>) -> (Vec<BrokerView>, Vec<TopicView>) {
-    let mut by_id: BTreeMap<i32, BrokerView> = brokers.iter().map(|(id, host, port)| (*id, BrokerView { id: *id, host: host.clone(), port: *port, partitions_led: 0, under_replicated: 0 })).collect();
+    let mut by_id: BTreeMap<i32, BrokerView> = brokers.iter().map(|(id, host, port)| (*id, BrokerView { id: *id, host: host.clone(), port: *port, partitions_led: 0, under_replicated: 0, rack: None, controller: false })).collect();
     let mut out = Vec::new();
     for (name, partitions) in topics {
         let mut views = Vec::new();
@@ -86,6 +91,14 @@ pub fn summarize(brokers: &[(i32, String, i32)], topics: &[(String, Vec<RawParti
     }
     out.sort_by(|a, b| a.topic.cmp(&b.topic));
     (by_id.into_values().collect(), out)
+}
+
+/// Adds what DescribeCluster says (racks, the controller) to the brokers.
+pub fn with_description(brokers: &mut [BrokerView], d: &ferry_kafka::ClusterDescription) {
+    for b in brokers {
+        b.rack = d.nodes.iter().find(|n| n.id == b.id).and_then(|n| n.rack.clone());
+        b.controller = d.controller == Some(b.id);
+    }
 }
 
 /// Reads the cluster's metadata and every partition's end offset (one ListOffsets per broker,
@@ -137,6 +150,10 @@ mod tests {
         let ends = BTreeMap::from([(("orders".to_string(), 0), 10), (("orders".to_string(), 1), 5)]);
         let (b, t) = summarize(&brokers, &topics, &ends);
         assert_eq!(b.iter().map(|b| (b.id, b.partitions_led, b.under_replicated)).collect::<Vec<_>>(), vec![(1, 2, 0), (2, 1, 1), (3, 0, 2)]);
+        let mut b = b;
+        let node = |id, rack: Option<&str>| ferry_kafka::ClusterNode { id, host: "h".into(), port: 1, rack: rack.map(String::from) };
+        with_description(&mut b, &ferry_kafka::ClusterDescription { cluster_id: None, controller: Some(2), nodes: vec![node(1, Some("eu-1a")), node(2, None)] });
+        assert_eq!(b.iter().map(|b| (b.rack.as_deref(), b.controller)).collect::<Vec<_>>(), vec![(Some("eu-1a"), false), (None, true), (None, false)]);
         assert_eq!(t[0].topic, "__consumer_offsets");
         assert!(t[0].internal);
         let orders = &t[1];

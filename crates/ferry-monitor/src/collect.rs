@@ -66,6 +66,8 @@ pub struct GroupView {
 /// A cluster as last polled (brokers, topics, groups), and whether the last poll failed.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ClusterSnapshot {
+    /// The cluster id (DescribeCluster), when it could be read.
+    pub cluster_id: Option<String>,
     pub brokers: Vec<BrokerView>,
     pub topics: Vec<TopicView>,
     pub groups: BTreeMap<String, GroupView>,
@@ -77,13 +79,16 @@ pub struct ClusterSnapshot {
 pub struct Monitor {
     /// Replaced whole after each poll: readers hold the one they got, never a lock.
     clusters: RwLock<BTreeMap<String, Arc<ClusterSnapshot>>>,
+    /// One admin client per cluster for what is read on demand (a topic's configs).
+    admins: BTreeMap<String, ferry_kafka::Result<ferry_kafka::Admin>>,
     pub interval: Duration,
 }
 
 impl Monitor {
     /// Starts a poll thread per cluster; they end with `cancel`.
     pub fn start(clusters: &[ClusterClient], interval: Duration, cancel: tokio_util::sync::CancellationToken) -> Arc<Monitor> {
-        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), Arc::new(ClusterSnapshot::default()))).collect()), interval });
+        let admins = clusters.iter().map(|c| (c.alias.clone(), ferry_kafka::Admin::connect(c))).collect();
+        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), Arc::new(ClusterSnapshot::default()))).collect()), admins, interval });
         for cluster in clusters {
             let (monitor, polled, cancel) = (monitor.clone(), cluster.clone(), cancel.clone());
             let spawned = std::thread::Builder::new().name(format!("groups-{}", cluster.alias)).spawn(move || monitor.poll_loop(&polled, &cancel));
@@ -92,6 +97,16 @@ impl Monitor {
             }
         }
         monitor
+    }
+
+    /// The configuration set on `topic` (its overrides of the broker defaults), read now; None
+    /// for a cluster not in the file.
+    pub async fn topic_configs(&self, cluster: &str, topic: &str) -> Option<Result<BTreeMap<String, String>, String>> {
+        let admin = match self.admins.get(cluster)? {
+            Ok(a) => a,
+            Err(e) => return Some(Err(e.to_string())),
+        };
+        Some(admin.describe_topic_configs(&[topic.to_string()]).await.map(|mut m| m.remove(topic).unwrap_or_default()).map_err(|e| e.to_string()))
     }
 
     /// `cluster` as last polled (None: not a cluster of the file).
@@ -105,24 +120,29 @@ impl Monitor {
         let mut failing = false;
         while !cancel.is_cancelled() {
             let started = Instant::now();
-            let outcome = (|| -> ferry_kafka::Result<(Vec<BrokerView>, Vec<TopicView>, BTreeMap<String, GroupView>)> {
+            let outcome = (|| -> ferry_kafka::Result<(Option<String>, Vec<BrokerView>, Vec<TopicView>, BTreeMap<String, GroupView>)> {
                 if reader.is_none() {
                     reader = Some((GroupReader::connect(cluster)?, crate::cluster::client(cluster)?));
                 }
                 let (groups_reader, metadata) = reader.as_ref().expect("connected above");
                 let within = self.interval.clamp(Duration::from_secs(5), Duration::from_secs(30));
-                let (brokers, topics) = crate::cluster::read(cluster, metadata, within)?;
+                let (mut brokers, topics) = crate::cluster::read(cluster, metadata, within)?;
+                // Racks and the controller: shown when the cluster answers DescribeCluster.
+                let described = groups_reader.admin().describe_cluster().ok();
+                if let Some(d) = &described {
+                    crate::cluster::with_description(&mut brokers, d);
+                }
                 let ends: BTreeMap<(String, i32), i64> = topics.iter().flat_map(|t| t.partitions.iter().filter_map(|p| p.end.map(|e| ((t.topic.clone(), p.partition), e)))).collect();
-                Ok((brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, within)?))
+                Ok((described.and_then(|d| d.cluster_id), brokers, topics, poll(cluster, groups_reader, &ends, &mut windows, within)?))
             })();
             let now = now_ms();
             let snapshot = match outcome {
-                Ok((brokers, topics, groups)) => {
+                Ok((cluster_id, brokers, topics, groups)) => {
                     if failing {
                         info!(cluster = %cluster_name(cluster), "cluster readable again");
                         failing = false;
                     }
-                    ClusterSnapshot { brokers, topics, groups, error: None, polled_at_ms: Some(now) }
+                    ClusterSnapshot { cluster_id, brokers, topics, groups, error: None, polled_at_ms: Some(now) }
                 }
                 Err(e) => {
                     if !failing {

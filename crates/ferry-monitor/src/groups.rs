@@ -51,6 +51,11 @@ impl GroupReader {
         Ok(GroupReader { cluster: cluster.clone(), admin, ends, records, stamps: Mutex::new(HashMap::new()) })
     }
 
+    /// The cluster's admin client.
+    pub fn admin(&self) -> &Admin {
+        &self.admin
+    }
+
     /// The lag of `group` at `now_ms` (see [`GroupReader::lags`]).
     pub fn group_lag(&self, group: &str, assigned: &[(String, i32)], ends: &BTreeMap<(String, i32), i64>, now_ms: i64, within: Duration) -> Result<Vec<PartitionLag>> {
         let mut all = self.lags(&[(group.to_string(), assigned.to_vec())], ends, now_ms, within)?;

@@ -179,10 +179,14 @@ pub(crate) struct TopicDetail {
     topic: TopicView,
     /// Consumer groups with a committed offset or an assignment on the topic.
     groups: Vec<String>,
+    /// The configuration set on the topic (its overrides of the broker defaults), read now.
+    configs: std::collections::BTreeMap<String, String>,
+    /// Why the configs could not be read, if they could not.
+    configs_error: Option<String>,
 }
 
-/// One topic: each partition's leader, replicas, in-sync replicas, flags and end offset, and
-/// the consumer groups reading it.
+/// One topic: each partition's leader, replicas, in-sync replicas, flags and end offset, the
+/// consumer groups reading it, and the configuration set on it.
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics/{topic}", tag = "monitoring",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("topic" = String, Path, description = "the topic, URL-encoded")),
     responses((status = 200, body = TopicDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -195,5 +199,14 @@ pub(crate) async fn topic(State(state): State<AppState>, Path((cluster, topic)):
         return error_body(StatusCode::NOT_FOUND, "not_found", &format!("no topic '{topic}' on cluster '{cluster}' (as last polled)"));
     };
     let groups = polled.groups.values().filter(|g| g.partitions.iter().any(|p| p.lag.topic == topic)).map(|g| g.group.clone()).collect();
-    Json(TopicDetail { topic: view, groups }).into_response()
+    let read = match &state.monitor {
+        Some(m) => m.topic_configs(&cluster, &topic).await,
+        None => None,
+    };
+    let (configs, configs_error) = match read {
+        Some(Ok(c)) => (c, None),
+        Some(Err(e)) => (Default::default(), Some(e)),
+        None => (Default::default(), Some("cluster monitoring is not running".into())),
+    };
+    Json(TopicDetail { topic: view, groups, configs, configs_error }).into_response()
 }

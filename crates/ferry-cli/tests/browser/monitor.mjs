@@ -28,6 +28,7 @@ await withPage(url, { width: 1400, height: 1000 }, async (page, seen) => {
   await page.locator('#consumers').waitFor({ timeout: 20000 });
   seen.topicPartitions = await page.locator('main table tbody tr').count();
   seen.consumers = await page.locator('#consumers').textContent();
+  seen.configs = await page.locator('#configs tr').allTextContents();
   await page.screenshot({ path: `${shots}-topic.png`, fullPage: true });
   await view({ v: 'groups' }, `tr[data-g="${group}"]`, 'groups');
   seen.groupRow = await page.locator(`tr[data-g="${group}"] td`).allTextContents();

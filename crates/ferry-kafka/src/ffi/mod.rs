@@ -1,5 +1,6 @@
-//! Admin calls librdkafka implements and rust-rdkafka does not wrap: topic ACLs ([`acl`]) and a
-//! group's committed offsets for every partition ([`group_offsets`]). This module is the
+//! Admin calls librdkafka implements and rust-rdkafka does not wrap: topic ACLs ([`acl`]), a
+//! group's committed offsets for every partition ([`group_offsets`]), and the cluster's id, racks
+//! and controller ([`cluster`]). This module is the
 //! workspace's only `unsafe` code: safe wrappers over librdkafka's C functions, in the style of
 //! rust-rdkafka's own admin module. Each call runs on a temporary event queue of an existing
 //! admin client and blocks until the result (or the timeout) arrives; every object librdkafka
@@ -7,6 +8,7 @@
 #![allow(unsafe_code)]
 
 pub(crate) mod acl;
+pub(crate) mod cluster;
 pub(crate) mod group_offsets;
 
 use std::ffi::{CStr, CString};
