@@ -26,7 +26,7 @@ await withPage(url, { width: 1400, height: 1000 }, async (page, seen) => {
   await view({ v: 'topics' }, `tr[data-t="${topic}"]`, 'topics');
   await page.locator(`tr[data-t="${topic}"]`).click();
   await page.locator('#consumers').waitFor({ timeout: 20000 });
-  seen.topicPartitions = await page.locator('main table tbody tr').count();
+  seen.topicPartitions = await page.locator('main table').first().locator('tbody tr').count();
   seen.consumers = await page.locator('#consumers').textContent();
   seen.configs = await page.locator('#configs tr').allTextContents();
   await page.screenshot({ path: `${shots}-topic.png`, fullPage: true });
