@@ -32,6 +32,11 @@ pub(crate) struct Args {
     /// history and the monitoring history. Made if missing.
     #[arg(long, default_value = "ferry-serve-data")]
     data_dir: PathBuf,
+    /// Runs the end-to-end latency canary on this cluster (an alias of the file; repeat for
+    /// more): a `ferry-canary` topic with a partition led by each broker, a record to each every
+    /// second, p50/p99 per broker.
+    #[arg(long = "canary", value_name = "CLUSTER")]
+    canary: Vec<String>,
 }
 
 /// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
@@ -96,6 +101,11 @@ pub(crate) async fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(unknown) = args.canary.iter().find(|c| !config.clusters.iter().any(|k| &k.alias == *c)) {
+        let known: Vec<&str> = config.clusters.iter().map(|c| c.alias.as_str()).collect();
+        eprintln!("ferry: --canary {unknown}: no such cluster with bootstrap servers in {} (clusters: {})", args.config.display(), known.join(", "));
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let history = match ferry_serve::history::Recorder::open(&args.data_dir) {
         Ok(h) => std::sync::Arc::new(h),
         Err(e) => {
@@ -106,7 +116,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
     info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, data_dir = %args.data_dir.display(), "ferry serve starting");
-    match ferry_serve::serve(&config, args.listen, registry, alerts, history, ferry_serve::Token::new(token), cancel).await {
+    match ferry_serve::serve(&config, args.listen, ferry_serve::Services { registry, alerts, history, canary: args.canary.clone() }, ferry_serve::Token::new(token), cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(listen = %args.listen, error = %e, "ferry serve failed");

@@ -81,12 +81,13 @@ fn browser(addr: &str, token: &str, screenshot: &Path, extra: &[&str]) -> (bool,
 }
 
 fn start_serve(config: &Path, token_file: &Path, port: u16) -> Process {
-    start_serve_in(config, token_file, port, &std::env::temp_dir().join(unique("serve-data")))
+    start_serve_in(config, token_file, port, &std::env::temp_dir().join(unique("serve-data")), &[])
 }
 
-fn start_serve_in(config: &Path, token_file: &Path, port: u16, data_dir: &Path) -> Process {
+fn start_serve_in(config: &Path, token_file: &Path, port: u16, data_dir: &Path, extra: &[&str]) -> Process {
     let listen = format!("127.0.0.1:{port}");
-    let args = ["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()];
+    let mut args = vec!["serve", "--config", config.to_str().unwrap(), "--listen", &listen, "--api-token-file", token_file.to_str().unwrap(), "--data-dir", data_dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
     Process::spawn(ferry(), &args, &unique("serve")).unwrap()
 }
 
@@ -466,7 +467,12 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     let data_dir = std::env::temp_dir().join(unique("alerts-data"));
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut serve = start_serve_in(&config, &token_file, port, &data_dir);
+    // A canary on a cluster the file does not have is refused, naming it.
+    let mut refused = start_serve_in(&config, &token_file, free_port(), &data_dir, &["--canary", "z"]);
+    let status = refused.wait_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{}", refused.output());
+    assert!(refused.output().contains("--canary z: no such cluster"), "{}", refused.output());
+    let mut serve = start_serve_in(&config, &token_file, port, &data_dir, &["--canary", "a"]);
     wait_for(Duration::from_secs(20), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen:\n{}", serve.output()));
 
     let (hook_addr, hooks) = webhook_sink();
@@ -529,6 +535,15 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     assert_eq!(seen["chartLines"].as_u64(), Some(2), "a lag line per partition: {seen}");
     assert!(seen["partitionRows"].as_array().unwrap().len() == 2, "{seen}");
     assert!(seen["policies"].as_array().unwrap().iter().any(|p| p.as_str().unwrap().contains("lag_records")), "{seen}");
+    // The canary: a record a second through broker 1, read back; its latency per broker.
+    let canary = wait_for(Duration::from_secs(30), || Some(json(&addr, "/api/v1/clusters/a/canary", token)).filter(|c| c["brokers"][0]["samples"].as_u64() >= Some(3))).unwrap_or_else(|| panic!("no canary samples: {}", get(&addr, "/api/v1/clusters/a/canary", Some(token)).1));
+    println!("canary on a: {canary}");
+    let b = &canary["brokers"][0];
+    assert_eq!((b["broker"].as_i64(), b["missing"].as_u64()), (Some(1), Some(0)), "{canary}");
+    assert!(b["p50_ms"].as_f64().unwrap() <= b["p99_ms"].as_f64().unwrap(), "{canary}");
+    assert!(get(&addr, "/metrics", Some(token)).1.contains("ferry_canary_latency_seconds{cluster=\"a\",broker=\"1\",quantile=\"0.99\"}"));
+    assert_eq!(get(&addr, "/api/v1/clusters/b/canary", Some(token)).0, 404, "no canary asked on b");
+    assert!(seen["canary"].as_array().unwrap().iter().all(|c| c.as_str().unwrap().ends_with(" ms")), "the Brokers page shows it: {seen}");
     // The group's history over the API: total lag went from 100 to 0, per partition too.
     let history = json(&addr, "/api/v1/clusters/a/groups/reporting/history", token);
     let lag: Vec<f64> = history["lag"].as_array().unwrap().iter().map(|p| p["value"].as_f64().unwrap()).collect();
@@ -540,7 +555,7 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     // A restart keeps policies, notifiers (secrets included), the alert history and the
     // monitoring history.
     assert!(serve.terminate(Duration::from_secs(20)).unwrap().success(), "{}", serve.output());
-    let serve = start_serve_in(&config, &token_file, port, &data_dir);
+    let serve = start_serve_in(&config, &token_file, port, &data_dir, &[]);
     wait_for(Duration::from_secs(20), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("serve did not listen again:\n{}", serve.output()));
     let policies = json(&addr, "/api/v1/alerts/policies", token);
     assert_eq!(policies["reporting-behind"], policy, "{policies}");

@@ -97,6 +97,24 @@ impl Admin {
             .collect())
     }
 
+    /// Creates one topic with its replicas placed: `assignment[p]` lists partition p's replicas,
+    /// the first one its preferred leader. A topic that already exists counts as success.
+    pub async fn create_topic_assigned(&self, name: &str, assignment: &[Vec<i32>], configs: &[(&str, &str)]) -> Result<()> {
+        let replicas: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+        let mut topic = NewTopic::new(name, assignment.len() as i32, TopicReplication::Variable(&replicas));
+        for (k, v) in configs {
+            topic = topic.set(k, v);
+        }
+        let results = self.client.create_topics(&[topic], &self.options()).await.map_err(|e| self.err("create topics", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(self.err(format!("create topic '{topic}'"), KafkaError::AdminOp(code))),
+            }
+        }
+        Ok(())
+    }
+
     /// Creates topics; a topic that already exists counts as success.
     pub async fn create_topics(&self, specs: &[NewTopicSpec]) -> Result<()> {
         if specs.is_empty() {

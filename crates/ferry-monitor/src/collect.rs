@@ -79,6 +79,8 @@ pub struct ClusterSnapshot {
 pub struct Monitor {
     /// Replaced whole after each poll: readers hold the one they got, never a lock.
     clusters: RwLock<BTreeMap<String, Arc<ClusterSnapshot>>>,
+    /// The canary of each cluster it runs on ([`crate::canary`]).
+    canaries: RwLock<BTreeMap<String, Arc<RwLock<crate::canary::CanaryState>>>>,
     /// One admin client per cluster for what is read on demand (a topic's configs).
     admins: BTreeMap<String, ferry_kafka::Result<ferry_kafka::Admin>>,
     pub interval: Duration,
@@ -88,7 +90,7 @@ impl Monitor {
     /// Starts a poll thread per cluster; they end with `cancel`.
     pub fn start(clusters: &[ClusterClient], interval: Duration, cancel: tokio_util::sync::CancellationToken) -> Arc<Monitor> {
         let admins = clusters.iter().map(|c| (c.alias.clone(), ferry_kafka::Admin::connect(c))).collect();
-        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), Arc::new(ClusterSnapshot::default()))).collect()), admins, interval });
+        let monitor = Arc::new(Monitor { clusters: RwLock::new(clusters.iter().map(|c| (c.alias.clone(), Arc::new(ClusterSnapshot::default()))).collect()), canaries: RwLock::new(BTreeMap::new()), admins, interval });
         for cluster in clusters {
             let (monitor, polled, cancel) = (monitor.clone(), cluster.clone(), cancel.clone());
             let spawned = std::thread::Builder::new().name(format!("groups-{}", cluster.alias)).spawn(move || monitor.poll_loop(&polled, &cancel));
@@ -97,6 +99,18 @@ impl Monitor {
             }
         }
         monitor
+    }
+
+    /// Starts the canary on `cluster`.
+    pub fn start_canary(&self, cluster: &ClusterClient, cancel: tokio_util::sync::CancellationToken) {
+        let state = Arc::new(RwLock::new(crate::canary::CanaryState::default()));
+        self.canaries.write().unwrap().insert(cluster.alias.clone(), state.clone());
+        crate::canary::start(cluster, state, cancel);
+    }
+
+    /// The canary's latest per-broker latencies on `cluster`; None when it does not run there.
+    pub fn canary(&self, cluster: &str) -> Option<crate::canary::CanaryState> {
+        Some(self.canaries.read().unwrap().get(cluster)?.read().unwrap().clone())
     }
 
     /// The configuration set on `topic` (its overrides of the broker defaults), read now; None

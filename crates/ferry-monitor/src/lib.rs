@@ -10,6 +10,7 @@
 //! on them.
 
 pub mod alerts;
+pub mod canary;
 pub mod cluster;
 pub mod collect;
 pub mod groups;

@@ -52,13 +52,13 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
-    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic,
+    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic, crate::monitoring::canary,
         crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend,
-        crate::history::GroupHistory, crate::history::TopicHistory, crate::history::PartitionSeries, crate::history::Resolution, ferry_monitor::history::Point,
+        ferry_monitor::canary::CanaryState, ferry_monitor::canary::CanaryView, crate::history::GroupHistory, crate::history::TopicHistory, crate::history::PartitionSeries, crate::history::Resolution, ferry_monitor::history::Point,
         crate::alerts::AlertsView, crate::alerts::HistoryEntry, crate::alerts::PolicyMap, crate::alerts::NotifierMap, crate::alerts::Delivery, ferry_monitor::alerts::Policy, ferry_monitor::alerts::Entity, ferry_monitor::alerts::Firing,
         ferry_monitor::notify::Notifier, ferry_monitor::notify::SmtpSecurity)),
     modifiers(&BearerAuth),
@@ -93,6 +93,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/clusters/{cluster}/topics/{topic}", get(crate::monitoring::topic))
         .route("/api/v1/clusters/{cluster}/groups", get(crate::monitoring::groups))
         .route("/api/v1/clusters/{cluster}/groups/{group}", get(crate::monitoring::group))
+        .route("/api/v1/clusters/{cluster}/canary", get(crate::monitoring::canary))
         .route("/api/v1/clusters/{cluster}/groups/{group}/history", get(crate::history::group))
         .route("/api/v1/clusters/{cluster}/topics/{topic}/history", get(crate::history::topic))
         .route("/api/v1/alerts", get(crate::alerts::list))
@@ -219,7 +220,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Some(m) => clusters.iter().filter_map(|c| Some((c.alias.clone(), m.cluster(&c.alias)?))).collect(),
         None => Vec::new(),
     };
-    let text = crate::prometheus::render(&details, &clusters, &polled);
+    let canaries: Vec<(String, ferry_monitor::canary::CanaryState)> = match &state.monitor {
+        Some(m) => clusters.iter().filter_map(|c| Some((c.alias.clone(), m.canary(&c.alias)?))).collect(),
+        None => Vec::new(),
+    };
+    let text = crate::prometheus::render(&details, &clusters, &polled, &canaries);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

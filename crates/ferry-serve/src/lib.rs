@@ -73,10 +73,24 @@ pub const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs
 
 /// Reads the metrics of `config`'s flows, polls every cluster, evaluates `alerts` after every
 /// poll, and serves HTTP on `listen` until `cancel`.
-pub async fn serve(config: &MirrorConfig, listen: SocketAddr, registry: Option<Registry>, alerts: Arc<alerts::Alerts>, history: Arc<history::Recorder>, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+/// What `serve` runs besides the replication view.
+pub struct Services {
+    /// The registry the Schemas page reads.
+    pub registry: Option<Registry>,
+    pub alerts: Arc<alerts::Alerts>,
+    pub history: Arc<history::Recorder>,
+    /// Cluster aliases to run the latency canary on.
+    pub canary: Vec<String>,
+}
+
+pub async fn serve(config: &MirrorConfig, listen: SocketAddr, services: Services, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
+    let Services { registry, alerts, history, canary } = services;
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
     let monitor = ferry_monitor::collect::Monitor::start(&config.clusters, MONITOR_INTERVAL, cancel.clone());
+    for c in config.clusters.iter().filter(|c| canary.contains(&c.alias)) {
+        monitor.start_canary(c, cancel.clone());
+    }
     let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()), history: Some(history.clone()) };
     let evaluating = state.clone();
     let stop = cancel.clone();

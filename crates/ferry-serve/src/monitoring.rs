@@ -210,3 +210,15 @@ pub(crate) async fn topic(State(state): State<AppState>, Path((cluster, topic)):
     };
     Json(TopicDetail { topic: view, groups, configs, configs_error }).into_response()
 }
+
+/// The latency canary's per-broker end-to-end latency over the last minute (p50, p99, samples,
+/// records not back). 404 when `ferry serve` runs without `--canary` for the cluster.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/canary", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration")),
+    responses((status = 200, body = ferry_monitor::canary::CanaryState), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn canary(State(state): State<AppState>, Path(cluster): Path<String>) -> Response {
+    match state.monitor.as_ref().and_then(|m| m.canary(&cluster)) {
+        Some(c) => Json(c).into_response(),
+        None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("the canary does not run on cluster '{cluster}' (ferry serve --canary {cluster})")),
+    }
+}

@@ -81,9 +81,20 @@ fn render_monitoring(o: &mut Out, polled: &[(String, std::sync::Arc<ClusterSnaps
     }
 }
 
-pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView], polled: &[(String, std::sync::Arc<ClusterSnapshot>)]) -> String {
+pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView], polled: &[(String, std::sync::Arc<ClusterSnapshot>)], canaries: &[(String, ferry_monitor::canary::CanaryState)]) -> String {
     let mut o = Out { text: String::new() };
     render_monitoring(&mut o, polled);
+    o.family("ferry_canary_latency_seconds", "gauge", "End-to-end latency of the canary's records through each broker over the last minute: quantile 0.5, 0.99");
+    for (cluster, c) in canaries {
+        for b in &c.brokers {
+            let broker = b.broker.to_string();
+            for (q, v) in [("0.5", b.p50_ms), ("0.99", b.p99_ms)] {
+                if let Some(ms) = v {
+                    o.sample("ferry_canary_latency_seconds", &[("cluster", cluster), ("broker", &broker), ("quantile", q)], ms / 1000.0);
+                }
+            }
+        }
+    }
     o.family("ferry_cluster_up", "gauge", "1 if ferry serve reaches the cluster, 0 if not (absent until probed)");
     for c in clusters {
         if let Some(up) = c.reachable {

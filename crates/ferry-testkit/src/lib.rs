@@ -433,6 +433,19 @@ impl Process {
         }
     }
 
+    /// Waits up to `timeout` for the process to exit by itself: its status, or None if it runs on.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<std::process::ExitStatus>> {
+        let child = self.child.as_mut().context("process already stopped")?;
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
     /// SIGTERM, then waits up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let mut child = self.child.take().context("process already stopped")?;

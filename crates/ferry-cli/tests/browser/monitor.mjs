@@ -23,6 +23,9 @@ await withPage(url, { width: 1400, height: 1000 }, async (page, seen) => {
   seen.cards = await page.locator('#cards .card').allTextContents();
   await view({ v: 'brokers' }, 'main table tbody tr', 'brokers');
   seen.brokers = await page.locator('main table tbody tr').count();
+  // The canary's latency shows once it has samples (refreshes every 5 s).
+  await page.waitForFunction(() => [...document.querySelectorAll('td.canary')].some(td => td.textContent.endsWith(' ms')), null, { timeout: 20000 }).catch(() => {});
+  seen.canary = await page.locator('td.canary').allTextContents();
   await view({ v: 'topics' }, `tr[data-t="${topic}"]`, 'topics');
   await page.locator(`tr[data-t="${topic}"]`).click();
   await page.locator('#consumers').waitFor({ timeout: 20000 });
