@@ -206,6 +206,7 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     let schemathesis = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/schemathesis-venv/bin/schemathesis");
     let started = std::time::Instant::now();
     let out = std::process::Command::new(&schemathesis)
+        .current_dir(std::env::temp_dir()) // its cache directory goes there, not into the tree
         .args(["run", &format!("http://{addr}/openapi.json"), "-H", &format!("Authorization: Bearer {token}"), "--checks",
             "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance", "--max-examples", "15", "--seed", "1", "--no-color"])
         .env("SCHEMATHESIS_HOOKS", "")

@@ -120,21 +120,21 @@ pub(crate) struct TopicHistory {
     offline_partitions: Vec<Point>,
 }
 
-fn resolution(q: Result<Query<HistoryQuery>, QueryRejection>) -> Result<(bool, i64), Response> {
-    match q {
-        Ok(Query(q)) => Ok(match q.resolution.unwrap_or_default() {
+/// The history of a cluster of the file, and the resolution asked for (coarse?, its width); or
+/// the error answer (a resolution other than 10s or 1m, an unknown cluster).
+fn asked<'a>(state: &'a AppState, cluster: &str, q: Result<Query<HistoryQuery>, QueryRejection>) -> Result<(&'a Recorder, bool, i64), Response> {
+    let (coarse, width) = match q {
+        Ok(Query(q)) => match q.resolution.unwrap_or_default() {
             Resolution::TenSeconds => (false, ferry_monitor::history::FINE_MS),
             Resolution::OneMinute => (true, ferry_monitor::history::COARSE_MS),
-        }),
-        Err(e) => Err(error_body(StatusCode::BAD_REQUEST, "bad_request", &format!("{} (resolution is 10s or 1m)", e.body_text()))),
-    }
-}
-
-fn recorder<'a>(state: &'a AppState, cluster: &str) -> Result<&'a Recorder, Response> {
+        },
+        Err(e) => return Err(error_body(StatusCode::BAD_REQUEST, "bad_request", &format!("{} (resolution is 10s or 1m)", e.body_text()))),
+    };
     if !state.shared.clusters.lock().unwrap().contains_key(cluster) {
         return Err(error_body(StatusCode::NOT_FOUND, "not_found", &format!("no cluster '{cluster}' in the configuration")));
     }
-    state.history.as_deref().ok_or_else(|| error_body(StatusCode::NOT_FOUND, "not_found", "the history is not kept"))
+    let rec = state.history.as_deref().ok_or_else(|| error_body(StatusCode::NOT_FOUND, "not_found", "the history is not kept"))?;
+    Ok((rec, coarse, width))
 }
 
 /// A group's lag history (total, oldest record's age, each partition), from `ferry serve`'s
@@ -143,11 +143,7 @@ fn recorder<'a>(state: &'a AppState, cluster: &str) -> Result<&'a Recorder, Resp
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("group" = String, Path, description = "the group id, URL-encoded"), HistoryQuery),
     responses((status = 200, body = GroupHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)): Path<(String, String)>, q: Result<Query<HistoryQuery>, QueryRejection>) -> Response {
-    let (coarse, resolution_ms) = match resolution(q) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let rec = match recorder(&state, &cluster) {
+    let (rec, coarse, resolution_ms) = match asked(&state, &cluster, q) {
         Ok(r) => r,
         Err(r) => return r,
     };
@@ -174,11 +170,7 @@ pub(crate) async fn group(State(state): State<AppState>, Path((cluster, group)):
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), ("topic" = String, Path, description = "the topic, URL-encoded"), HistoryQuery),
     responses((status = 200, body = TopicHistory), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn topic(State(state): State<AppState>, Path((cluster, topic)): Path<(String, String)>, q: Result<Query<HistoryQuery>, QueryRejection>) -> Response {
-    let (coarse, resolution_ms) = match resolution(q) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let rec = match recorder(&state, &cluster) {
+    let (rec, coarse, resolution_ms) = match asked(&state, &cluster, q) {
         Ok(r) => r,
         Err(r) => return r,
     };
