@@ -177,6 +177,11 @@ fn serve_reports_replication_across_processes_restarts_and_in_the_browser() {
     let detail = json(&addr, "/api/v1/clusters/a/topics/orders", token);
     assert_eq!(detail["partitions"][0]["isr"], detail["partitions"][0]["replicas"], "{detail}");
     assert!(detail["groups"].as_array().unwrap().contains(&serde_json::json!("billing")), "the consuming group is named: {detail}");
+    // Sorted on the server before paging: the topic with the most records first.
+    let largest = json(&addr, "/api/v1/clusters/a/topics?sort=records&limit=1", token);
+    assert_eq!(largest["topics"][0]["topic"], "orders", "{largest}");
+    let (status, body) = get(&addr, "/api/v1/clusters/a/groups?sort=size", Some(token));
+    assert!(status == 400 && body.contains("sort: 'size' is not one of name, lag, lag_seconds, status"), "{status} {body}");
     assert_eq!(get(&addr, "/api/v1/clusters/a/topics/nothing", Some(token)).0, 404);
     assert_eq!(get(&addr, "/api/v1/clusters/nowhere/groups", Some(token)).0, 404);
     assert_eq!(get(&addr, "/api/v1/clusters/a/groups/nobody", Some(token)).0, 404);

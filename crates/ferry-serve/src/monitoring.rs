@@ -50,21 +50,38 @@ pub(crate) struct Paging {
     /// Skip this many first (default 0).
     #[param(minimum = 0)]
     offset: Option<usize>,
-    /// Only groups whose name contains this (case-insensitive).
+    /// Only those whose name contains this (case-insensitive).
     search: Option<String>,
+    /// Order before paging: `name` (default); for groups also `lag`, `lag_seconds` and `status`
+    /// (largest or worst first); for topics `partitions`, `records` and `under_replicated`
+    /// (largest first). Another value is a 400.
+    sort: Option<String>,
 }
 
-/// A query string that is not `limit`, `offset` and `search` of the right types.
+/// A query string that is not `limit`, `offset`, `search` and `sort` of the right types.
 fn bad_paging(e: QueryRejection) -> Response {
     error_body(StatusCode::BAD_REQUEST, "bad_request", &e.body_text())
 }
 
-/// The items whose name contains `search` (case-insensitive): how many, and the page asked for.
-fn paged<'a, T>(items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &str, paging: &Paging) -> (usize, Vec<&'a T>) {
+/// The items whose name contains `search` (case-insensitive), ordered by `sort` (a key of
+/// `keys`, largest first; by name when absent or `name`): how many, and the page asked for; or
+/// the 400 for an unknown `sort`.
+fn paged<'a, T>(items: impl Iterator<Item = &'a T>, name: impl Fn(&T) -> &str, keys: &[(&str, fn(&T) -> f64)], paging: &Paging) -> Result<(usize, Vec<&'a T>), Response> {
     let search = paging.search.as_deref().unwrap_or_default().to_lowercase();
-    let matching: Vec<&T> = items.filter(|i| name(i).to_lowercase().contains(&search)).collect();
+    let mut matching: Vec<&T> = items.filter(|i| name(i).to_lowercase().contains(&search)).collect();
+    match paging.sort.as_deref() {
+        None | Some("name") => {}
+        Some(sort) => {
+            let Some((_, key)) = keys.iter().find(|(k, _)| *k == sort) else {
+                let known: Vec<&str> = std::iter::once("name").chain(keys.iter().map(|(k, _)| *k)).collect();
+                return Err(error_body(StatusCode::BAD_REQUEST, "bad_request", &format!("sort: '{sort}' is not one of {}", known.join(", "))));
+            };
+            // Stable: equal keys keep the name order.
+            matching.sort_by(|a, b| key(b).total_cmp(&key(a)));
+        }
+    }
     let (offset, limit) = (paging.offset.unwrap_or(0), paging.limit.unwrap_or(100).clamp(1, 1000));
-    (matching.len(), matching.into_iter().skip(offset).take(limit).collect())
+    Ok((matching.len(), matching.into_iter().skip(offset).take(limit).collect()))
 }
 
 /// The cluster's groups as last polled, or the error answer.
@@ -86,7 +103,7 @@ fn polled(state: &AppState, cluster: &str) -> Result<std::sync::Arc<ClusterSnaps
 /// record's age. Paged and searched on the server, from memory.
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/groups", tag = "monitoring",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
-    responses((status = 200, body = GroupPage), (status = 400, description = "`limit` or `offset` not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = GroupPage), (status = 400, description = "`limit` or `offset` not a whole number, or an unknown `sort`", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
     let paging = match paging {
         Ok(Query(p)) => p,
@@ -96,7 +113,11 @@ pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<St
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (total, page) = paged(polled.groups.values(), |g: &GroupView| &g.group, &paging);
+    let keys: [(&str, fn(&GroupView) -> f64); 3] = [("lag", |g| g.lag as f64), ("lag_seconds", |g| g.lag_seconds_max.unwrap_or(-1.0)), ("status", |g| g.status as u8 as f64)];
+    let (total, page) = match paged(polled.groups.values(), |g: &GroupView| &g.group, &keys, &paging) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let groups = page
         .into_iter()
         .map(|g| GroupSummary { group: g.group.clone(), state: g.state.clone(), status: g.status, reason: g.reason.clone(), members: g.members.len(), lag: g.lag, lag_seconds_max: g.lag_seconds_max })
@@ -155,7 +176,7 @@ pub(crate) struct TopicPage {
 /// searched on the server, from memory.
 #[utoipa::path(get, path = "/api/v1/clusters/{cluster}/topics", tag = "monitoring",
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
-    responses((status = 200, body = TopicPage), (status = 400, description = "`limit` or `offset` not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = TopicPage), (status = 400, description = "`limit` or `offset` not a whole number, or an unknown `sort`", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
     let paging = match paging {
         Ok(Query(p)) => p,
@@ -165,7 +186,11 @@ pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<St
         Ok(p) => p,
         Err(r) => return r,
     };
-    let (total, page) = paged(polled.topics.iter(), |t: &TopicView| &t.topic, &paging);
+    let keys: [(&str, fn(&TopicView) -> f64); 3] = [("partitions", |t| t.partitions.len() as f64), ("records", |t| t.end_total as f64), ("under_replicated", |t| t.under_replicated as f64)];
+    let (total, page) = match paged(polled.topics.iter(), |t: &TopicView| &t.topic, &keys, &paging) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let topics = page
         .into_iter()
         .map(|t| TopicSummary { topic: t.topic.clone(), internal: t.internal, partitions: t.partitions.len(), under_replicated: t.under_replicated, offline: t.offline, end_total: t.end_total })
