@@ -313,7 +313,7 @@ impl Observer {
             if let Some(s) = g.lag_seconds_max {
                 out.push(obs(Entity::Group, &g.group, "lag_seconds", Value::Number(s)));
             }
-            out.push(obs(Entity::Group, &g.group, "status", Value::Status(serde_json::to_value(g.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())));
+            out.push(obs(Entity::Group, &g.group, "status", Value::Status(g.status.as_str().to_string())));
         }
         for t in &snapshot.topics {
             out.push(obs(Entity::Topic, &t.topic, "under_replicated_partitions", Value::Number(t.under_replicated as f64)));

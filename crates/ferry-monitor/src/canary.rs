@@ -14,6 +14,8 @@ use rdkafka::producer::{BaseProducer, BaseRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 use tracing::warn;
+
+use crate::collect::now_ms;
 use utoipa::ToSchema;
 
 pub const TOPIC: &str = "ferry-canary";
@@ -103,7 +105,7 @@ impl Probe {
         }
         let started = Instant::now();
         for p in leaders.keys() {
-            let sent = ferry_kafka_now_ms();
+            let sent = now_ms();
             let value = sent.to_string();
             if self.producer.send(BaseRecord::<(), str>::to(TOPIC).partition(*p).payload(&value)).is_ok() {
                 self.samples.entry(*p).or_default().push_back((started, sent, None));
@@ -113,7 +115,7 @@ impl Probe {
         while started.elapsed() < Duration::from_secs(1) {
             self.producer.poll(Duration::ZERO);
             if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {
-                let now = ferry_kafka_now_ms();
+                let now = now_ms();
                 let sent: Option<i64> = m.payload().and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.parse().ok());
                 if let (Some(sent), Some(window)) = (sent, self.samples.get_mut(&m.partition())) {
                     if let Some(s) = window.iter_mut().find(|s| s.1 == sent && s.2.is_none()) {
@@ -143,10 +145,6 @@ impl Probe {
             })
             .collect()
     }
-}
-
-fn ferry_kafka_now_ms() -> i64 {
-    crate::collect::now_ms()
 }
 
 /// Runs the canary of `cluster` on a thread of its own until `cancel`; its state lands in `state`.

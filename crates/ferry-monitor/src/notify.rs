@@ -170,22 +170,20 @@ impl Sender {
         Err(last)
     }
 
+    /// POSTs a JSON body; any answer but 2xx is an error naming the URL.
+    async fn post(&self, url: &str, headers: &BTreeMap<String, String>, body: Vec<u8>) -> Result<(), String> {
+        let mut req = self.http.post(url).header("content-type", "application/json");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req.body(body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
+        resp.error_for_status().map(|_| ()).map_err(|e| format!("POST {url}: {e}"))
+    }
+
     async fn send_once(&self, notifier: &Notifier, event: &Event) -> Result<(), String> {
         match notifier {
-            Notifier::Webhook { url, headers } => {
-                let mut req = self.http.post(url).header("content-type", "application/json");
-                for (k, v) in headers {
-                    req = req.header(k, v);
-                }
-                let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
-                let resp = req.body(body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
-                resp.error_for_status().map(|_| ()).map_err(|e| format!("POST {url}: {e}"))
-            }
-            Notifier::Slack { url } => {
-                let body = serde_json::json!({ "text": event.message }).to_string();
-                let resp = self.http.post(url).header("content-type", "application/json").body(body).send().await.map_err(|e| format!("POST {url}: {e}"))?;
-                resp.error_for_status().map(|_| ()).map_err(|e| format!("POST {url}: {e}"))
-            }
+            Notifier::Webhook { url, headers } => self.post(url, headers, serde_json::to_vec(event).map_err(|e| e.to_string())?).await,
+            Notifier::Slack { url } => self.post(url, &BTreeMap::new(), serde_json::json!({ "text": event.message }).to_string().into_bytes()).await,
             Notifier::Email { smtp, security, from, to, username, password } => {
                 let (host, port) = split_host_port(smtp)?;
                 let builder = match security {

@@ -33,6 +33,22 @@ pub enum Status {
     Err,
 }
 
+impl Status {
+    pub const ALL: [Status; 6] = [Status::Ok, Status::Warn, Status::Rewind, Status::Stall, Status::Stop, Status::Err];
+
+    /// The name the API, Prometheus and alert policies use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warn => "WARN",
+            Status::Rewind => "REWIND",
+            Status::Stall => "STALL",
+            Status::Stop => "STOP",
+            Status::Err => "ERR",
+        }
+    }
+}
+
 /// One poll of a partition: when, the group's committed offset, the partition's end offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -137,6 +153,13 @@ mod tests {
         assert_eq!(v.status, Status::Stop, "{v:?}");
         assert!(v.reason.contains("offset 100 has not moved for 40 s with 200 records"), "{v:?}");
         assert_eq!(partition(&w, true).status, Status::Stall, "a member owns it: it runs but does not progress");
+    }
+
+    #[test]
+    fn names_are_the_serialized_ones() {
+        for s in Status::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]

@@ -31,6 +31,19 @@ pub enum FlowState {
     Failing,
 }
 
+impl FlowState {
+    pub const ALL: [FlowState; 3] = [FlowState::Active, FlowState::Paused, FlowState::Failing];
+
+    /// The name the API, Prometheus and alert policies use (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowState::Active => "active",
+            FlowState::Paused => "paused",
+            FlowState::Failing => "failing",
+        }
+    }
+}
+
 /// Latency of replicated records (target acknowledgement minus source timestamp).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
 pub struct Latency {
@@ -433,6 +446,13 @@ impl FlowAgg {
 mod tests {
     use super::*;
     use ferry_mirror::report::{GroupCheckpoint, PartitionMetrics};
+
+    #[test]
+    fn state_names_are_the_serialized_ones() {
+        for s in FlowState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
 
     fn report(process: &str, at_ms: i64, parts: &[(&str, i32, u64, i64)]) -> MetricsReport {
         MetricsReport {

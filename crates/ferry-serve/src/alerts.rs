@@ -171,8 +171,7 @@ impl Alerts {
             let obs = |metric, value| Observation { entity: Entity::Flow, cluster: f.target.clone(), name: f.flow.clone(), metric, value };
             observations.push(obs("lag_seconds", Value::Number(f.lag_seconds)));
             observations.push(obs("lag_records", Value::Number(f.lag_records as f64)));
-            let s = serde_json::to_value(f.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            observations.push(obs("state", Value::Status(s)));
+            observations.push(obs("state", Value::Status(f.state.as_str().to_string())));
         }
         observed.extend(observations.iter().filter(|o| o.entity == Entity::Flow).map(|o| (Entity::Flow, o.cluster.clone())));
         let compiled = inner.compiled.clone();

@@ -58,9 +58,11 @@ pub(crate) struct Paging {
     sort: Option<String>,
 }
 
-/// A query string that is not `limit`, `offset`, `search` and `sort` of the right types.
-fn bad_paging(e: QueryRejection) -> Response {
-    error_body(StatusCode::BAD_REQUEST, "bad_request", &e.body_text())
+/// A list call's cluster as last polled and its paging, or the error answer (a query string
+/// that is not `limit`, `offset`, `search` and `sort` of the right types is a 400).
+fn list_request(state: &AppState, cluster: &str, paging: Result<Query<Paging>, QueryRejection>) -> Result<(std::sync::Arc<ClusterSnapshot>, Paging), Response> {
+    let Query(paging) = paging.map_err(|e| error_body(StatusCode::BAD_REQUEST, "bad_request", &e.body_text()))?;
+    Ok((polled(state, cluster)?, paging))
 }
 
 /// The items whose name contains `search` (case-insensitive), ordered by `sort` (a key of
@@ -105,12 +107,8 @@ fn polled(state: &AppState, cluster: &str) -> Result<std::sync::Arc<ClusterSnaps
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
     responses((status = 200, body = GroupPage), (status = 400, description = "`limit` or `offset` not a whole number, or an unknown `sort`", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
-    let paging = match paging {
-        Ok(Query(p)) => p,
-        Err(e) => return bad_paging(e),
-    };
-    let polled = match polled(&state, &cluster) {
-        Ok(p) => p,
+    let (polled, paging) = match list_request(&state, &cluster, paging) {
+        Ok(r) => r,
         Err(r) => return r,
     };
     let keys: [(&str, fn(&GroupView) -> f64); 3] = [("lag", |g| g.lag as f64), ("lag_seconds", |g| g.lag_seconds_max.unwrap_or(-1.0)), ("status", |g| g.status as u8 as f64)];
@@ -178,12 +176,8 @@ pub(crate) struct TopicPage {
     params(("cluster" = String, Path, description = "a cluster alias of the configuration"), Paging),
     responses((status = 200, body = TopicPage), (status = 400, description = "`limit` or `offset` not a whole number, or an unknown `sort`", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub(crate) async fn topics(State(state): State<AppState>, Path(cluster): Path<String>, paging: Result<Query<Paging>, QueryRejection>) -> Response {
-    let paging = match paging {
-        Ok(Query(p)) => p,
-        Err(e) => return bad_paging(e),
-    };
-    let polled = match polled(&state, &cluster) {
-        Ok(p) => p,
+    let (polled, paging) = match list_request(&state, &cluster, paging) {
+        Ok(r) => r,
         Err(r) => return r,
     };
     let keys: [(&str, fn(&TopicView) -> f64); 3] = [("partitions", |t| t.partitions.len() as f64), ("records", |t| t.end_total as f64), ("under_replicated", |t| t.under_replicated as f64)];

@@ -27,9 +27,6 @@ impl Out {
     }
 }
 
-/// Every status a group can have, as its label value.
-const STATUSES: [(Status, &str); 6] = [(Status::Ok, "OK"), (Status::Warn, "WARN"), (Status::Rewind, "REWIND"), (Status::Stall, "STALL"), (Status::Stop, "STOP"), (Status::Err, "ERR")];
-
 /// The monitored clusters' brokers, topics and groups as last polled (`ferry_group_*`,
 /// `ferry_topic_*`, `ferry_broker_*`).
 fn render_monitoring(o: &mut Out, polled: &[(String, std::sync::Arc<ClusterSnapshot>)]) {
@@ -58,8 +55,8 @@ fn render_monitoring(o: &mut Out, polled: &[(String, std::sync::Arc<ClusterSnaps
     o.family("ferry_group_status", "gauge", "1 for the group's current status (OK, WARN, REWIND, STALL, STOP, ERR)");
     for (cluster, snap) in polled {
         for g in snap.groups.values() {
-            for (status, name) in STATUSES {
-                o.sample("ferry_group_status", &[("cluster", cluster), ("group", &g.group), ("status", name)], if g.status == status { 1.0 } else { 0.0 });
+            for status in Status::ALL {
+                o.sample("ferry_group_status", &[("cluster", cluster), ("group", &g.group), ("status", status.as_str())], if g.status == status { 1.0 } else { 0.0 });
             }
         }
     }
@@ -103,8 +100,8 @@ pub(crate) fn render(flows: &[FlowDetail], clusters: &[ClusterView], polled: &[(
     }
     o.family("ferry_replication_flow_state", "gauge", "1 for the flow's current state (active, paused, failing)");
     for f in flows {
-        for (state, name) in [(FlowState::Active, "active"), (FlowState::Paused, "paused"), (FlowState::Failing, "failing")] {
-            o.sample("ferry_replication_flow_state", &[("flow", &f.summary.flow), ("state", name)], if f.summary.state == state { 1.0 } else { 0.0 });
+        for state in FlowState::ALL {
+            o.sample("ferry_replication_flow_state", &[("flow", &f.summary.flow), ("state", state.as_str())], if f.summary.state == state { 1.0 } else { 0.0 });
         }
     }
     o.family("ferry_replication_processes", "gauge", "ferry mirror processes reporting for the flow");
