@@ -12,6 +12,7 @@ usage: scripts/run-tests.py [--jobs N] [--test-threads N]
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -45,7 +46,11 @@ def test_binaries():
 def run(binary, test_threads):
     label, _, exe, cwd = binary
     started = time.monotonic()
-    p = subprocess.run([exe, "--test-threads", str(test_threads)], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # libtest's --report-time (each test's time, printed after its result) is unstable; the
+    # RUSTC_BOOTSTRAP variable lets a stable-built test binary accept it.
+    env = dict(os.environ, RUSTC_BOOTSTRAP="1")
+    cmd = [exe, "--test-threads", str(test_threads), "-Z", "unstable-options", "--report-time"]
+    p = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return label, p.returncode, time.monotonic() - started, p.stdout
 
 
@@ -69,6 +74,15 @@ def main():
     print(f"\ntests: {time.monotonic() - tests_started:.0f} s wall; time per test binary:")
     for label, code, took, _ in sorted(results, key=lambda r: -r[2]):
         print(f"  {took:7.1f} s  {'ok    ' if code == 0 else 'FAILED'}  {label}")
+    # The slowest tests, where shortening the run pays most ("test NAME ... ok <12.345s>").
+    timed = []
+    for label, _, _, output in results:
+        for m in re.finditer(r"^test (\S+) \.\.\. (\w+) <([0-9.]+)s>", output, re.M):
+            timed.append((float(m.group(3)), f"{label.split('::')[-1]}::{m.group(1)}", m.group(2)))
+    print("\nslowest tests:")
+    for took, name, result in sorted(timed, reverse=True)[:15]:
+        print(f"  {took:7.1f} s  {result:6}  {name}")
+    print(f"\ntest binaries built in {tests_started - build_started:.0f} s, run in {time.monotonic() - tests_started:.0f} s")
     failed = [r[0] for r in results if r[1] != 0]
     if failed:
         print(f"\nFAILED: {', '.join(failed)}")

@@ -556,7 +556,7 @@ impl Relay {
         if !restart.is_empty() {
             // Back off briefly: the failure was transient (timeout, leader change).
             std::thread::sleep(Duration::from_millis(500));
-            self.reposition(consumer, &restart);
+            self.reposition(consumer, routes, &restart);
         }
     }
 
@@ -635,7 +635,7 @@ impl Relay {
         for progress in &resume {
             progress.lock().unwrap().fetch_stopped = None;
         }
-        self.reposition(consumer, &resume);
+        self.reposition(consumer, routes, &resume);
         retry
     }
 
@@ -652,8 +652,10 @@ impl Relay {
         Some(ferry_kafka::same_record(&source, &copy))
     }
 
-    /// Restarts fetching of already-routed partitions at their `consumed_next`.
-    fn reposition(&self, consumer: &BaseConsumer<SourceContext>, parts: &[SharedProgress]) {
+    /// Restarts fetching of already-routed partitions at their `consumed_next`. Each is watched
+    /// as a new assignment is: one that fetches nothing while the source has records for it is
+    /// caught by the never-fetched check.
+    fn reposition(&self, consumer: &BaseConsumer<SourceContext>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, parts: &[SharedProgress]) {
         if parts.is_empty() {
             return;
         }
@@ -661,6 +663,9 @@ impl Relay {
         let mut start = TopicPartitionList::new();
         for progress in parts {
             let p = progress.lock().unwrap();
+            if let Some(Some(route)) = routes.get(&p.source_topic).and_then(|r| r.get(p.partition as usize)) {
+                route.waiting_since.set(Some(Instant::now()));
+            }
             stop.add_partition(&p.source_topic, p.partition);
             if let Err(e) = start.add_partition_offset(&p.source_topic, p.partition, Offset::Offset(p.consumed_next)) {
                 error!(flow = %self.flow, topic = %p.source_topic, partition = p.partition, error = %e, "cannot reposition partition");

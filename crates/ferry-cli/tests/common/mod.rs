@@ -63,14 +63,20 @@ pub(crate) fn produce_slowly(bootstrap: String, topic: String, records: Vec<Test
 /// Returns everything the target holds.
 pub(crate) fn all_arrived(bootstrap: &str, remote: &str, partitions: i32, records: &[TestRecord], at_least: usize, timeout: Duration, logs: &[&Process]) -> Vec<TestRecord> {
     let want: HashSet<(i32, String)> = records.iter().map(TestRecord::seq).collect();
+    let mut last_read = String::new();
     let got = wait_for(timeout, || {
         let got = consume_all(bootstrap, remote, partitions, at_least, Duration::from_secs(3)).unwrap();
         let distinct: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
-        (distinct.is_superset(&want) && got.len() >= at_least).then_some(got)
+        let done = distinct.is_superset(&want) && got.len() >= at_least;
+        if !done {
+            let missing: Vec<usize> = (0..partitions).map(|p| want.iter().filter(|k| k.0 == p && !distinct.contains(*k)).count()).collect();
+            last_read = format!("the last read got {} records; missing per partition: {missing:?}", got.len());
+        }
+        done.then_some(got)
     })
     .unwrap_or_else(|| {
         let logs: Vec<String> = logs.iter().map(|p| p.output()).collect();
-        panic!("records missing on {remote} after {timeout:?}:\n{}", logs.join("\n-----\n"))
+        panic!("records missing on {remote} after {timeout:?} ({last_read}):\n{}", logs.join("\n-----\n"))
     });
     let distinct: HashSet<(i32, String)> = got.iter().map(TestRecord::seq).collect();
     assert_eq!(distinct, want, "the target holds other records than the source");
