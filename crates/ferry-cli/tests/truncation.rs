@@ -36,6 +36,14 @@ fn replicated_then_stopped(name: &str, old: &[TestRecord]) -> (ferry_testkit::Br
     (a, b, topic, remote, config)
 }
 
+/// Freezes the mirror (SIGSTOP) and waits out any fetch it had in flight: the broker answers a
+/// pending fetch (fetch.wait.max.ms = 20) with records produced meanwhile, and a frozen process
+/// still gets that answer. Records produced after this return are not fetched before SIGCONT.
+fn freeze(mirror: &Process) {
+    signal(mirror.pid(), "-STOP");
+    std::thread::sleep(Duration::from_millis(200));
+}
+
 /// The mirror's log line that reports the loss on `partition`, once it is there.
 fn reported(mirror: &Process, what: &str, partition: i32) -> String {
     wait_for(Duration::from_secs(30), || mirror.output().lines().find(|l| l.contains(what) && l.contains(&format!("partition={partition} "))).map(str::to_string))
@@ -53,7 +61,7 @@ fn records_deleted_past_the_position_are_reported_with_the_count_lost_and_replic
 
     // While the mirror runs (frozen for a moment, so it cannot read ahead): offsets 100..150 of
     // partition 0 are deleted before it read them.
-    signal(mirror.pid(), "-STOP");
+    freeze(&mirror);
     producer.send_all(&topic, &slice(100, 200)).unwrap();
     assert_eq!(delete_records(&a.bootstrap(), &topic, 0, 150).unwrap(), 150);
     signal(mirror.pid(), "-CONT");
@@ -165,13 +173,13 @@ fn a_second_out_of_range_partition_right_after_the_first_is_not_left_stopped() {
 
     let p0 = |r: &TestRecord| r.partition == 0;
     let p1 = |r: &TestRecord| r.partition == 1;
-    signal(mirror.pid(), "-STOP");
+    freeze(&mirror);
     producer.send_all(&topic, &slice(100, 200).into_iter().filter(p0).collect::<Vec<_>>()).unwrap();
     delete_records(&a.bootstrap(), &topic, 0, 150).unwrap();
     signal(mirror.pid(), "-CONT");
     reported(&mirror, "SOURCE TRUNCATED", 0);
     // Within the same second: partition 1 goes out of range too.
-    signal(mirror.pid(), "-STOP");
+    freeze(&mirror);
     producer.send_all(&topic, &slice(100, 200).into_iter().filter(p1).collect::<Vec<_>>()).unwrap();
     delete_records(&a.bootstrap(), &topic, 1, 150).unwrap();
     signal(mirror.pid(), "-CONT");
