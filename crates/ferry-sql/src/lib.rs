@@ -1,0 +1,16 @@
+//! `ferry sql`: streaming SQL in Flink's dialect over Kafka topics.
+//!
+//! A job file travels: [`parse`] (Flink's DDL and statements, with their places in the file) →
+//! [`catalog`] (tables over topics, their options checked as Flink checks them) → [`plan`]
+//! (DataFusion plans each query; its logical plan becomes Ferry's operators over Arrow batches)
+//! → [`run`] (Kafka consumers decode records with [`format`], the operators run, producers
+//! write the results).
+
+pub mod catalog;
+pub mod error;
+pub mod format;
+pub mod parse;
+pub mod plan;
+pub mod types;
+
+pub use error::{Pos, SqlError};

@@ -1,0 +1,547 @@
+//! From a parsed job file to what runs: tables, and per `INSERT` a pipeline of Arrow operators
+//! from a source table to a sink table. DataFusion plans each query (SQL to a logical plan, with
+//! Flink's identifier rules) and compiles its expressions; the logical plan is then translated
+//! node by node into Ferry's operators, and a node Ferry cannot run yet is refused with its place
+//! in the file. Pure: nothing here touches a cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion_common::config::ConfigOptions;
+use datafusion_common::{Column as DfColumn, DFSchema, DataFusionError, TableReference};
+use datafusion_expr::execution_props::ExecutionProps;
+use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion_expr::planner::ExprPlanner;
+use datafusion_expr::{AggregateUDF, Expr, ExprSchemable, HigherOrderUDF, LogicalPlan, ScalarUDF, TableSource, WindowUDF};
+use datafusion_physical_expr::PhysicalExpr;
+use datafusion_sql::planner::{ContextProvider, ParserOptions, PlannerContext, SqlToRel};
+
+use crate::catalog::{ColumnSource, Table};
+use crate::error::{fail, Pos, Result, SqlError};
+use crate::parse::{parse_script, Insert, Statement};
+
+/// A whole job: its tables and what runs.
+pub struct Job {
+    pub settings: Vec<(String, String)>,
+    pub tables: BTreeMap<String, Arc<ScanTable>>,
+    pub pipelines: Vec<Pipeline>,
+}
+
+/// A table as its readers see it: every column (physical, metadata, computed) with its Arrow
+/// type, and the computed columns' compiled expressions.
+pub struct ScanTable {
+    pub table: Table,
+    /// All columns, in declaration order.
+    pub schema: SchemaRef,
+    /// Physical and metadata columns, in order: what is decoded and attached.
+    pub base: SchemaRef,
+    /// For each column of `schema`: its index in `base`, or the expression computing it from `base`.
+    pub columns: Vec<ColumnPlan>,
+    /// The watermark: rowtime column index in `schema` and the expression over `schema`.
+    pub watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+}
+
+pub enum ColumnPlan {
+    Base(usize),
+    Computed(Arc<dyn PhysicalExpr>),
+}
+
+/// One `INSERT`: records of `source` through `steps` into `sink`.
+pub struct Pipeline {
+    pub pos: Pos,
+    pub source: Arc<ScanTable>,
+    pub steps: Vec<Step>,
+    pub sink: Arc<ScanTable>,
+    /// The sink's persisted columns, in order: what `steps` produce.
+    pub output: SchemaRef,
+    /// The logical plan, for `explain`.
+    pub logical: String,
+}
+
+pub enum Step {
+    Filter(Arc<dyn PhysicalExpr>),
+    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Filter(e) => write!(f, "filter {e}"),
+            Step::Project(exprs, schema) => {
+                write!(f, "project ")?;
+                for (i, (e, field)) in exprs.iter().zip(schema.fields()).enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{e} AS {}", field.name())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Parses and plans a job file.
+pub fn plan_script(text: &str) -> Result<Job> {
+    plan(&parse_script(text)?)
+}
+
+/// DataFusion's view of a table or view.
+#[derive(Debug)]
+struct Source {
+    schema: SchemaRef,
+}
+
+impl TableSource for Source {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+/// What queries may name: tables, views, and the built-in functions.
+struct Provider {
+    tables: HashMap<String, Arc<ScanTable>>,
+    views: HashMap<String, (LogicalPlan, Pos)>,
+    functions: HashMap<String, Arc<ScalarUDF>>,
+    aggregates: HashMap<String, Arc<AggregateUDF>>,
+    planners: Vec<Arc<dyn ExprPlanner>>,
+    options: ConfigOptions,
+}
+
+impl Provider {
+    fn new() -> Self {
+        let mut functions = HashMap::new();
+        for f in datafusion_functions::all_default_functions() {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                functions.insert(name.to_ascii_lowercase(), f.clone());
+            }
+        }
+        let mut aggregates = HashMap::new();
+        for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
+            for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
+                aggregates.insert(name.to_ascii_lowercase(), f.clone());
+            }
+        }
+        let planners: Vec<Arc<dyn ExprPlanner>> = vec![
+            Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
+            Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
+            Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+        ];
+        Provider { tables: HashMap::new(), views: HashMap::new(), functions, aggregates, planners, options: ConfigOptions::default() }
+    }
+}
+
+impl ContextProvider for Provider {
+    fn get_table_source(&self, name: TableReference) -> datafusion_common::Result<Arc<dyn TableSource>> {
+        let key = name.table();
+        if let Some(t) = self.tables.get(key) {
+            return Ok(Arc::new(Source { schema: t.schema.clone() }));
+        }
+        if let Some((plan, _)) = self.views.get(key) {
+            return Ok(Arc::new(Source { schema: Arc::new(plan.schema().as_arrow().clone()) }));
+        }
+        Err(DataFusionError::Plan(format!("table or view {key} is not declared in the job file")))
+    }
+
+    fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
+        &self.planners
+    }
+
+    fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
+        self.functions.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
+        None
+    }
+
+    fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
+        self.aggregates.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
+        None
+    }
+
+    fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
+        None
+    }
+
+    fn options(&self) -> &ConfigOptions {
+        &self.options
+    }
+
+    fn udf_names(&self) -> Vec<String> {
+        self.functions.keys().cloned().collect()
+    }
+
+    fn higher_order_function_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn udaf_names(&self) -> Vec<String> {
+        self.aggregates.keys().cloned().collect()
+    }
+
+    fn udwf_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+fn parser_options() -> ParserOptions {
+    ParserOptions {
+        // Flink: `1.5` is DECIMAL(2, 1), identifiers keep their case.
+        parse_float_as_decimal: true,
+        enable_ident_normalization: false,
+        support_varchar_with_length: true,
+        enable_options_value_normalization: false,
+        collect_spans: true,
+        map_string_types_to_utf8view: false,
+        default_null_ordering: datafusion_sql::planner::NullOrdering::NullsMax,
+    }
+}
+
+/// A DataFusion error as a job error: at the place DataFusion names, else at `pos`.
+fn df_error(e: &DataFusionError, pos: Pos) -> SqlError {
+    let at = e.diagnostic().and_then(|d| d.span).filter(|s| s.start.line > 0).map_or(pos, |s| Pos::new(s.start.line, s.start.column));
+    let message = match e.diagnostic() {
+        Some(d) => d.message.clone(),
+        None => e.strip_backtrace().to_string(),
+    };
+    let message = message.strip_prefix("Error during planning: ").unwrap_or(&message).to_string();
+    SqlError::new(at, message)
+}
+
+pub fn plan(statements: &[crate::parse::Located]) -> Result<Job> {
+    let mut provider = Provider::new();
+    let mut settings = Vec::new();
+    let mut inserts: Vec<(Pos, &Insert)> = Vec::new();
+    for s in statements {
+        match &s.statement {
+            Statement::CreateTable(ddl) => {
+                if provider.tables.contains_key(&ddl.name) || provider.views.contains_key(&ddl.name) {
+                    return fail(s.pos, format!("{} is declared twice", ddl.name));
+                }
+                let table = Table::from_ddl(ddl, s.pos)?;
+                let scan = scan_table(table, &provider)?;
+                provider.tables.insert(ddl.name.clone(), Arc::new(scan));
+            }
+            Statement::CreateView { name, query } => {
+                if provider.tables.contains_key(name) || provider.views.contains_key(name) {
+                    return fail(s.pos, format!("{name} is declared twice"));
+                }
+                let planner = SqlToRel::new_with_options(&provider, parser_options());
+                let plan = planner.sql_statement_to_plan(sqlparser::ast::Statement::Query(query.clone())).map_err(|e| df_error(&e, s.pos))?;
+                provider.views.insert(name.clone(), (plan, s.pos));
+            }
+            Statement::Insert(insert) => inserts.push((s.pos, insert)),
+            Statement::StatementSet(list) => inserts.extend(list.iter().map(|(p, i)| (*p, i))),
+            Statement::Set { key, value } => settings.push((key.clone(), value.clone())),
+            Statement::CreateMaterializedView { .. } => return fail(s.pos, "CREATE MATERIALIZED VIEW is not supported yet"),
+            Statement::Select(_) => {
+                return fail(s.pos, "a query in a job file must write its rows somewhere: INSERT INTO a table (or sample it with `ferry sql sample`)");
+            }
+        }
+    }
+    for (key, _) in &settings {
+        if !KNOWN_SETTINGS.contains(&key.as_str()) {
+            let pos = statements.iter().find(|s| matches!(&s.statement, Statement::Set { key: k, .. } if k == key)).map_or_else(Pos::default, |s| s.pos);
+            return fail(pos, format!("setting '{key}' is not supported (known: {})", KNOWN_SETTINGS.join(", ")));
+        }
+    }
+    let mut pipelines = Vec::new();
+    for (pos, insert) in inserts {
+        pipelines.push(pipeline(&provider, pos, insert)?);
+    }
+    if pipelines.is_empty() {
+        return fail(Pos::new(1, 1), "the job has no INSERT INTO: nothing would run");
+    }
+    let tables = provider.tables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(Job { settings, tables, pipelines })
+}
+
+/// `SET` keys a job may carry (Flink's; the others are refused rather than ignored).
+const KNOWN_SETTINGS: &[&str] = &["pipeline.name", "table.exec.state.ttl", "execution.checkpointing.interval", "parallelism.default", "table.local-time-zone"];
+
+/// A table's columns as Arrow fields, and its computed columns and watermark compiled.
+fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
+    let qualifier = TableReference::bare(table.name.as_str());
+    let mut base_fields = Vec::new();
+    let mut plans = Vec::new();
+    for c in &table.columns {
+        match &c.source {
+            ColumnSource::Computed(_) => plans.push(None),
+            _ => {
+                plans.push(Some(base_fields.len()));
+                base_fields.push(Field::new(&c.name, c.ty.arrow(), c.nullable));
+            }
+        }
+    }
+    let base = Arc::new(Schema::new(base_fields));
+    let base_df = DFSchema::try_from_qualified_schema(qualifier.clone(), &base).map_err(|e| df_error(&e, table.pos))?;
+    let planner = SqlToRel::new_with_options(provider, parser_options());
+    let props = ExecutionProps::new();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    let mut table = table;
+    for (i, plan) in plans.into_iter().enumerate() {
+        let c = &table.columns[i];
+        match plan {
+            Some(b) => {
+                fields.push(base.field(b).clone());
+                columns.push(ColumnPlan::Base(b));
+            }
+            None => {
+                let ColumnSource::Computed(sql) = &c.source else { unreachable!("computed columns only") };
+                let expr = planner.sql_to_expr(sql.clone(), &base_df, &mut PlannerContext::new()).map_err(|e| df_error(&e, c.pos))?;
+                let field = expr.to_field(&base_df).map_err(|e| df_error(&e, c.pos))?.1;
+                let (t, nullable) = (field.data_type().clone(), field.is_nullable());
+                let physical = physical(&expr, &base_df, c.pos, &props)?;
+                fields.push(Field::new(&c.name, t.clone(), nullable));
+                columns.push(ColumnPlan::Computed(physical));
+                if let Some(ty) = crate::types::FlinkType::from_arrow(&t) {
+                    table.columns[i].ty = ty;
+                }
+            }
+        }
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let watermark = match &table.watermark {
+        None => None,
+        Some((i, sql, pos)) => {
+            let df = DFSchema::try_from_qualified_schema(qualifier, &schema).map_err(|e| df_error(&e, *pos))?;
+            let rowtime = schema.field(*i).data_type();
+            if !matches!(rowtime, DataType::Timestamp(TimeUnit::Millisecond | TimeUnit::Second, _)) {
+                return fail(*pos, format!("table {}: the rowtime column {} must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {rowtime}", table.name, schema.field(*i).name()));
+            }
+            let expr = planner.sql_to_expr(sql.clone(), &df, &mut PlannerContext::new()).map_err(|e| df_error(&e, *pos))?;
+            let t = expr.get_type(&df).map_err(|e| df_error(&e, *pos))?;
+            if !matches!(t, DataType::Timestamp(..)) {
+                return fail(*pos, format!("table {}: the watermark expression is {t}, not a timestamp", table.name));
+            }
+            Some((*i, physical(&expr, &df, *pos, &props)?))
+        }
+    };
+    Ok(ScanTable { table, schema, base, columns, watermark })
+}
+
+fn physical(expr: &Expr, schema: &DFSchema, pos: Pos, props: &ExecutionProps) -> Result<Arc<dyn PhysicalExpr>> {
+    datafusion_physical_expr::create_physical_expr(expr, schema, props, &PhysicalPlanningContext::default()).map_err(|e| df_error(&e, pos))
+}
+
+fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> {
+    let Some(sink) = provider.tables.get(&insert.table).cloned() else {
+        let what = if provider.views.contains_key(&insert.table) { "is a view; INSERT INTO a table" } else { "is not declared in the job file" };
+        return fail(insert.table_pos, format!("{} {what}", insert.table));
+    };
+    let planner = SqlToRel::new_with_options(provider, parser_options());
+    let logical = planner.sql_statement_to_plan(sqlparser::ast::Statement::Query(insert.query.clone())).map_err(|e| df_error(&e, pos))?;
+    let props = ExecutionProps::new();
+    let mut steps = Vec::new();
+    let source = translate(provider, &logical, pos, &props, &mut steps)?;
+
+    // The query's columns to the sink's persisted columns: by position, or by the INSERT's list.
+    let persisted: Vec<(usize, &crate::catalog::Column)> = sink.table.persisted().collect();
+    let out_schema = logical.schema();
+    let out_fields: Vec<&Field> = out_schema.fields().iter().map(AsRef::as_ref).collect();
+    let targets: Vec<usize> = if insert.columns.is_empty() {
+        if out_fields.len() != persisted.len() {
+            let want: Vec<String> = persisted.iter().map(|(_, c)| format!("{} {}", c.name, c.ty)).collect();
+            return fail(pos, format!("the query has {} columns, table {} takes {}: [{}]", out_fields.len(), sink.table.name, persisted.len(), want.join(", ")));
+        }
+        (0..persisted.len()).collect()
+    } else {
+        let mut targets = Vec::new();
+        for name in &insert.columns {
+            match persisted.iter().position(|(_, c)| &c.name == name) {
+                Some(i) if !targets.contains(&i) => targets.push(i),
+                Some(_) => return fail(insert.table_pos, format!("column {name} is listed twice")),
+                None => return fail(insert.table_pos, format!("table {} has no writable column {name}", sink.table.name)),
+            }
+        }
+        if targets.len() != out_fields.len() {
+            return fail(pos, format!("the INSERT lists {} columns and the query has {}", targets.len(), out_fields.len()));
+        }
+        targets
+    };
+    let unqualified = DFSchema::try_from(Schema::new(out_fields.iter().map(|f| (*f).clone()).collect::<Vec<_>>())).map_err(|e| df_error(&e, pos))?;
+    let mut exprs = Vec::new();
+    let mut fields = Vec::new();
+    for (j, (col_index, column)) in persisted.iter().enumerate() {
+        let want = sink.schema.field(*col_index).data_type().clone();
+        let expr = match targets.iter().position(|t| *t == j) {
+            Some(q) => {
+                let from = out_fields[q].data_type();
+                if !assignable(from, &want) {
+                    return fail(pos, format!("column {} of table {} is {}, the query gives {} ({}): CAST it", column.name, sink.table.name, column.ty, crate::types::FlinkType::from_arrow(from).map_or_else(|| from.to_string(), |t| t.to_string()), out_fields[q].name()));
+                }
+                let c = Expr::Column(DfColumn::new_unqualified(out_fields[q].name()));
+                if from == &want { c } else { datafusion_expr::cast(c, want.clone()) }
+            }
+            None => Expr::Literal(datafusion_common::ScalarValue::try_from(&want).map_err(|e| df_error(&e, pos))?, None),
+        };
+        exprs.push(physical(&expr, &unqualified, pos, &props)?);
+        fields.push(Field::new(&column.name, want, true));
+    }
+    let output = Arc::new(Schema::new(fields));
+    steps.push(Step::Project(exprs, output.clone()));
+    Ok(Pipeline { pos, source, steps, sink, output, logical: format!("{}", logical.display_indent()) })
+}
+
+/// Whether a query column of type `from` may be written to a column of type `to` without a CAST
+/// (Flink's implicit widening).
+fn assignable(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    let rank = |t: &DataType| match t {
+        Int8 => Some(1),
+        Int16 => Some(2),
+        Int32 => Some(3),
+        Int64 => Some(4),
+        Float32 => Some(5),
+        Float64 => Some(6),
+        _ => None,
+    };
+    match (from, to) {
+        _ if from == to => true,
+        (Null, _) => true,
+        (Utf8 | LargeUtf8 | Utf8View, Utf8) => true,
+        (Binary | LargeBinary | BinaryView, Binary) => true,
+        (Timestamp(_, a), Timestamp(_, b)) => a.is_some() == b.is_some(),
+        // Within one type root Flink casts implicitly; a value that does not fit fails the job.
+        (Decimal128(..), Decimal128(..)) => true,
+        (Int8 | Int16 | Int32 | Int64, Decimal128(..)) => true,
+        (Decimal128(..), Float32 | Float64) => true,
+        (Struct(a), Struct(b)) => a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| assignable(x.data_type(), y.data_type())),
+        (List(a), List(b)) => assignable(a.data_type(), b.data_type()),
+        _ => matches!((rank(from), rank(to)), (Some(a), Some(b)) if a <= b),
+    }
+}
+
+/// Appends the operators for `plan` to `steps`; returns the source table it reads.
+fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            let name = scan.table_name.table();
+            let source = if let Some(t) = provider.tables.get(name) {
+                if t.table.kafka.upsert {
+                    return fail(pos, format!("reading the upsert-kafka table {name} (a changelog) is not supported yet; it can be written to"));
+                }
+                t.clone()
+            } else if let Some((view, _)) = provider.views.get(name) {
+                translate(provider, view, pos, props, steps)?
+            } else {
+                return fail(pos, format!("{name} is not declared"));
+            };
+            if let Some(projection) = &scan.projection {
+                let input = DFSchema::try_from(Schema::new(scan.source.schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>())).map_err(|e| df_error(&e, pos))?;
+                let exprs = projection.iter().map(|i| physical(&Expr::Column(DfColumn::new_unqualified(input.field(*i).name())), &input, pos, props)).collect::<Result<Vec<_>>>()?;
+                steps.push(Step::Project(exprs, Arc::new(scan.projected_schema.as_arrow().clone())));
+            }
+            if !scan.filters.is_empty() || scan.fetch.is_some() {
+                return fail(pos, "a scan with pushed-down filters or a fetch limit is not supported");
+            }
+            Ok(source)
+        }
+        LogicalPlan::Filter(f) => {
+            let source = translate(provider, &f.input, pos, props, steps)?;
+            steps.push(Step::Filter(physical(&f.predicate, f.input.schema(), pos, props)?));
+            Ok(source)
+        }
+        LogicalPlan::Projection(p) => {
+            let source = translate(provider, &p.input, pos, props, steps)?;
+            let exprs = p.expr.iter().map(|e| physical(e, p.input.schema(), pos, props)).collect::<Result<Vec<_>>>()?;
+            steps.push(Step::Project(exprs, Arc::new(p.schema.as_arrow().clone())));
+            Ok(source)
+        }
+        LogicalPlan::SubqueryAlias(a) => translate(provider, &a.input, pos, props, steps),
+        other => {
+            let what = match other {
+                LogicalPlan::Aggregate(_) => "GROUP BY and aggregate functions",
+                LogicalPlan::Join(_) => "joins",
+                LogicalPlan::Window(_) => "OVER windows and ROW_NUMBER",
+                LogicalPlan::Sort(_) => "ORDER BY on a stream",
+                LogicalPlan::Limit(_) => "LIMIT on a stream",
+                LogicalPlan::Union(_) => "UNION",
+                LogicalPlan::Distinct(_) => "SELECT DISTINCT",
+                LogicalPlan::Values(_) => "VALUES (a stream is read from a table)",
+                LogicalPlan::EmptyRelation(_) => "a query without FROM (a stream is read from a table)",
+                _ => "this kind of query",
+            };
+            fail(pos, format!("{what}: not supported yet"))
+        }
+    }
+}
+
+/// The job as text: tables, and per pipeline its logical plan and operators.
+pub fn explain(job: &Job) -> String {
+    let mut out = String::new();
+    for (name, t) in &job.tables {
+        out.push_str(&format!("table {name}: topic {} ({}{})\n", t.table.kafka.topic, if t.table.kafka.upsert { "upsert-kafka" } else { "kafka" }, t.table.kafka.key_format.as_ref().map_or(String::new(), |_| ", keyed".to_string())));
+        for (f, c) in t.schema.fields().iter().zip(&t.table.columns) {
+            let how = match &c.source {
+                ColumnSource::Physical { in_key: true, in_value: true } => "key and value".to_string(),
+                ColumnSource::Physical { in_key: true, .. } => "key".to_string(),
+                ColumnSource::Physical { .. } => "value".to_string(),
+                ColumnSource::Metadata { key, is_virtual } => format!("metadata {key:?}{}", if *is_virtual { ", virtual" } else { "" }),
+                ColumnSource::Computed(e) => format!("computed: {e}"),
+            };
+            out.push_str(&format!("  {} {} ({how})\n", f.name(), c.ty));
+        }
+        if let Some((i, e)) = &t.watermark {
+            out.push_str(&format!("  watermark for {} as {e}\n", t.schema.field(*i).name()));
+        }
+    }
+    for (i, p) in job.pipelines.iter().enumerate() {
+        out.push_str(&format!("\npipeline {} (line {}): {} -> {}\n", i + 1, p.pos.line, p.source.table.name, p.sink.table.name));
+        out.push_str("  logical plan:\n");
+        for line in p.logical.lines() {
+            out.push_str(&format!("    {line}\n"));
+        }
+        out.push_str("  operators:\n");
+        out.push_str(&format!("    scan {} (topic {})\n", p.source.table.name, p.source.table.kafka.topic));
+        for s in &p.steps {
+            out.push_str(&format!("    {s}\n"));
+        }
+        out.push_str(&format!("    sink {} (topic {})\n", p.sink.table.name, p.sink.table.kafka.topic));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDERS: &str = "CREATE TABLE orders (\n  id BIGINT,\n  customer STRING,\n  amount DECIMAL(10, 2),\n  ts TIMESTAMP(3),\n  part INT METADATA FROM 'partition' VIRTUAL,\n  big AS amount > 100,\n  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND\n) WITH ('connector' = 'kafka', 'topic' = 'orders', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nCREATE TABLE out (id BIGINT, who STRING, doubled DECIMAL(12, 2)) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n";
+
+    #[test]
+    fn a_filter_and_projection_through_a_view() {
+        let job = plan_script(&format!("{ORDERS}CREATE TEMPORARY VIEW big_orders AS SELECT * FROM orders WHERE big;\nINSERT INTO out SELECT id, UPPER(customer), amount * 2 FROM big_orders WHERE part >= 0;")).unwrap();
+        assert_eq!(job.pipelines.len(), 1);
+        let p = &job.pipelines[0];
+        assert_eq!(p.source.table.name, "orders");
+        assert_eq!(p.output.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>(), ["id", "who", "doubled"]);
+        assert!(matches!(p.steps[0], Step::Filter(_)));
+        assert!(p.source.watermark.is_some());
+        assert!(explain(&job).contains("filter"), "{}", explain(&job));
+        assert!(matches!(p.source.columns[5], ColumnPlan::Computed(_)));
+    }
+
+    #[test]
+    fn errors_name_the_line_and_column() {
+        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, nope, amount FROM orders;")).err().unwrap();
+        assert_eq!(e.pos.line, 11, "{e}");
+        assert!(e.message.contains("nope"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, customer FROM orders;")).err().unwrap();
+        assert!(e.message.contains("the query has 2 columns, table out takes 3"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT customer, id, amount FROM orders;")).err().unwrap();
+        assert!(e.message.contains("column id of table out is BIGINT, the query gives STRING"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, customer, SUM(amount) FROM orders GROUP BY id, customer;")).err().unwrap();
+        assert!(e.message.contains("not supported yet"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO nowhere SELECT * FROM orders;")).err().unwrap();
+        assert_eq!((e.pos, e.message.as_str()), (Pos::new(11, 13), "nowhere is not declared in the job file"));
+        let e = plan_script(&format!("{ORDERS}SET 'foo' = 'bar';\nINSERT INTO out SELECT id, customer, amount FROM orders;")).err().unwrap();
+        assert!(e.message.contains("setting 'foo'"), "{e}");
+    }
+}
