@@ -9,6 +9,7 @@ mod lists;
 mod mirror;
 mod registry;
 mod serve;
+mod sql;
 mod status;
 
 use std::process::ExitCode;
@@ -35,6 +36,9 @@ enum Command {
     Demo(demo::Args),
     /// Serve a schema registry with Confluent's REST API, its state kept in a Kafka topic.
     Registry(registry::Args),
+    /// Streaming SQL over Kafka topics in Flink's dialect: check, explain or run a job file.
+    #[command(subcommand)]
+    Sql(sql::Command),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
             Command::Ctl(command) => ctl::run(command).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Registry(args) => registry::run(args).await,
+            Command::Sql(command) => sql::run(command).await,
         }
     })
 }

@@ -37,7 +37,7 @@ pub enum ColumnSource {
     Physical { in_key: bool, in_value: bool },
     Metadata { key: MetadataKey, is_virtual: bool },
     /// `name AS expr`: computed when read, never written.
-    Computed(Expr),
+    Computed(Box<Expr>),
 }
 
 /// The Kafka connector's metadata (Flink's names).
@@ -124,7 +124,6 @@ pub enum SinkPartitioner {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeliveryGuarantee {
     AtLeastOnce,
-    ExactlyOnce { transactional_id_prefix: String },
     None,
 }
 
@@ -135,6 +134,9 @@ pub struct KafkaTable {
     /// `properties.*`, passed to librdkafka (Java-only keys translated or refused).
     pub properties: Vec<(String, String)>,
     pub group_id: Option<String>,
+    /// `properties.auto.offset.reset`: where `group-offsets` starts a partition the group has no
+    /// offset for (`none`, the default, fails the job, as in Flink).
+    pub offset_reset: Option<String>,
     pub startup: StartupMode,
     pub bounded: BoundedMode,
     pub key_format: Option<Format>,
@@ -203,6 +205,7 @@ impl Table {
         }
         let group_id = opts.take("properties.group.id");
         let mut properties = Vec::new();
+        let mut reset = None;
         let bootstrap = opts.required("properties.bootstrap.servers")?;
         properties.push(("bootstrap.servers".to_string(), bootstrap));
         for (key, value, at) in opts.take_prefixed("properties.") {
@@ -211,7 +214,14 @@ impl Table {
                     Some(kv) => kv,
                     None => return fail(at, format!("table {}: 'properties.sasl.jaas.config' is not a PLAIN or SCRAM login module with a username and a password", ddl.name)),
                 },
-                "auto.offset.reset" | "enable.auto.commit" | "key.deserializer" | "value.deserializer" | "key.serializer" | "value.serializer" => {
+                "auto.offset.reset" => {
+                    if !["earliest", "latest", "none"].contains(&value.as_str()) {
+                        return fail(at, format!("table {}: 'properties.auto.offset.reset' is earliest, latest or none, not '{value}'", ddl.name));
+                    }
+                    reset = Some(value.clone());
+                    continue;
+                }
+                "enable.auto.commit" | "key.deserializer" | "value.deserializer" | "key.serializer" | "value.serializer" => {
                     return fail(at, format!("table {}: 'properties.{key}' is set by the connector (use scan.startup.mode and the formats)", ddl.name));
                 }
                 _ => vec![(key.clone(), value.clone())],
@@ -314,10 +324,7 @@ impl Table {
         let delivery = match opts.take("sink.delivery-guarantee").as_deref() {
             None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
             Some("none") => DeliveryGuarantee::None,
-            Some("exactly-once") => match opts.take("sink.transactional-id-prefix") {
-                Some(prefix) => DeliveryGuarantee::ExactlyOnce { transactional_id_prefix: prefix },
-                None => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: 'exactly-once' needs 'sink.transactional-id-prefix'", ddl.name)),
-            },
+            Some("exactly-once") => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: sink.delivery-guarantee 'exactly-once' is not supported yet (at-least-once, none)", ddl.name)),
             Some(other) => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: unknown sink.delivery-guarantee '{other}'", ddl.name)),
         };
         opts.take("sink.transactional-id-prefix");
@@ -331,7 +338,7 @@ impl Table {
             columns,
             watermark,
             primary_key,
-            kafka: KafkaTable { upsert, topic, properties, group_id, startup, bounded, key_format, value_format, key_fields_prefix, partitioner, delivery },
+            kafka: KafkaTable { upsert, topic, properties, group_id, offset_reset: reset, startup, bounded, key_format, value_format, key_fields_prefix, partitioner, delivery },
         })
     }
 

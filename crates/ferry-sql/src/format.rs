@@ -6,9 +6,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
-use arrow::json::writer::{make_encoder, EncoderOptions};
+use arrow::array::{new_null_array, Array, ArrayRef, AsArray, BinaryArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampNanosecondType};
+use arrow::error::ArrowError;
+use arrow::json::writer::{make_encoder, Encoder, EncoderFactory, EncoderOptions, NullableEncoder};
 
 use crate::catalog::Options;
 use crate::error::{fail, Result};
@@ -254,11 +255,7 @@ pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>
             })
         }
         Format::Json(o) => {
-            let options = if o.iso_timestamps {
-                EncoderOptions::default().with_explicit_nulls(true).with_timestamp_format("%Y-%m-%dT%H:%M:%S%.f".into()).with_timestamp_tz_format("%Y-%m-%dT%H:%M:%S%.fZ".into())
-            } else {
-                EncoderOptions::default().with_explicit_nulls(true).with_timestamp_format("%Y-%m-%d %H:%M:%S%.f".into()).with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.fZ".into())
-            };
+            let options = EncoderOptions::default().with_explicit_nulls(true).with_encoder_factory(Arc::new(FlinkEncoders { iso: o.iso_timestamps }));
             let fields: Vec<FieldRef> = batch.schema().fields().iter().cloned().collect();
             let mut encoders = Vec::with_capacity(fields.len());
             for (f, c) in fields.iter().zip(batch.columns()) {
@@ -289,6 +286,54 @@ pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>
     }
 }
 
+/// Flink's JSON text for timestamps: `2023-11-14 22:13:20.25` (the fraction's trailing zeros
+/// dropped, no fraction for a whole second), `Z` after a TIMESTAMP_LTZ, `T` instead of the space
+/// with `json.timestamp-format.standard` = 'ISO-8601'.
+#[derive(Debug)]
+struct FlinkEncoders {
+    iso: bool,
+}
+
+impl EncoderFactory for FlinkEncoders {
+    fn make_default_encoder<'a>(&self, _field: &'a FieldRef, array: &'a dyn Array, _options: &'a EncoderOptions) -> Result<Option<NullableEncoder<'a>>, ArrowError> {
+        let DataType::Timestamp(unit, tz) = array.data_type() else { return Ok(None) };
+        let nanos: Vec<i64> = {
+            let a = arrow::compute::cast(array, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
+            let a = a.as_primitive::<TimestampNanosecondType>();
+            a.iter().map(|v| v.unwrap_or_default()).collect()
+        };
+        let _ = unit;
+        let encoder = TimestampText { nanos, iso: self.iso, zone: tz.is_some() };
+        Ok(Some(NullableEncoder::new(Box::new(encoder), array.nulls().cloned())))
+    }
+}
+
+struct TimestampText {
+    nanos: Vec<i64>,
+    iso: bool,
+    zone: bool,
+}
+
+impl Encoder for TimestampText {
+    fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
+        let n = self.nanos[idx];
+        let t = chrono::DateTime::from_timestamp(n.div_euclid(1_000_000_000), n.rem_euclid(1_000_000_000) as u32).unwrap_or_default().naive_utc();
+        let mut text = t.format(if self.iso { "%Y-%m-%dT%H:%M:%S" } else { "%Y-%m-%d %H:%M:%S" }).to_string();
+        let fraction = n.rem_euclid(1_000_000_000);
+        if fraction > 0 {
+            let digits = format!("{fraction:09}");
+            text.push('.');
+            text.push_str(digits.trim_end_matches('0'));
+        }
+        if self.zone {
+            text.push('Z');
+        }
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
+}
+
 /// A schema whose fields are all nullable (what decoding produces).
 pub fn nullable(fields: impl IntoIterator<Item = Field>) -> SchemaRef {
     Arc::new(Schema::new(fields.into_iter().map(|f| f.with_nullable(true)).collect::<Vec<_>>()))
@@ -302,7 +347,7 @@ pub fn nulls(t: &DataType, len: usize) -> ArrayRef {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{AsArray, Int32Array};
+    use arrow::array::Int32Array;
     use arrow::datatypes::Int32Type;
 
     fn schema() -> SchemaRef {
@@ -327,9 +372,9 @@ mod tests {
     fn json_out_uses_flinks_timestamp_format() {
         use arrow::array::TimestampMillisecondArray;
         let schema = nullable([Field::new("n", DataType::Int32, true), Field::new("ts", DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None), true)]);
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![Some(1), None])), Arc::new(TimestampMillisecondArray::from(vec![Some(1_700_000_000_123), None]))]).unwrap();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from(vec![Some(1), None])), Arc::new(TimestampMillisecondArray::from(vec![Some(1_700_000_000_120), None]))]).unwrap();
         let out = encode(&Format::Json(JsonOptions::default()), &batch).unwrap();
-        assert_eq!(String::from_utf8(out[0].clone().unwrap()).unwrap(), r#"{"n":1,"ts":"2023-11-14 22:13:20.123"}"#);
+        assert_eq!(String::from_utf8(out[0].clone().unwrap()).unwrap(), r#"{"n":1,"ts":"2023-11-14 22:13:20.12"}"#);
         assert_eq!(String::from_utf8(out[1].clone().unwrap()).unwrap(), r#"{"n":null,"ts":null}"#);
     }
 }

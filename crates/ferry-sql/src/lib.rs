@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 pub mod parse;
 pub mod plan;
+pub mod run;
 pub mod types;
 
 pub use error::{Pos, SqlError};

@@ -44,7 +44,7 @@ pub struct Located {
 
 #[derive(Debug, Clone)]
 pub enum Statement {
-    CreateTable(TableDdl),
+    CreateTable(Box<TableDdl>),
     CreateView { name: String, query: Box<Query> },
     /// Ferry's: the query's result kept by key and served over REST.
     CreateMaterializedView { name: String, options: Vec<OptionDdl>, query: Box<Query> },
@@ -86,7 +86,7 @@ pub enum ColumnKind {
     /// `METADATA [FROM 'key'] [VIRTUAL]`: the key defaults to the column's name.
     Metadata { ty: FlinkType, key: String, is_virtual: bool },
     /// `name AS expr`.
-    Computed(Expr),
+    Computed(Box<Expr>),
 }
 
 #[derive(Debug, Clone)]
@@ -216,7 +216,7 @@ fn statement(p: &mut Parser<'_>) -> Parsed<Statement> {
     if eat_word(p, "CREATE") {
         let temporary = eat_word(p, "TEMPORARY");
         if eat_word(p, "TABLE") {
-            return Ok(Statement::CreateTable(create_table(p)?));
+            return Ok(Statement::CreateTable(Box::new(create_table(p)?)));
         }
         if eat_word(p, "VIEW") {
             eat_words(p, &["IF", "NOT", "EXISTS"]);
@@ -375,7 +375,7 @@ fn create_table(p: &mut Parser<'_>) -> Parsed<TableDdl> {
                 return unsupported(pos, format!("column {column} is declared twice"));
             }
             let kind = if eat_word(p, "AS") {
-                ColumnKind::Computed(p.parse_expr()?)
+                ColumnKind::Computed(Box::new(p.parse_expr()?))
             } else {
                 let ty = flink_type(p)?;
                 let mut not_null = false;

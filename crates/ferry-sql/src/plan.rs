@@ -234,6 +234,7 @@ pub fn plan(statements: &[crate::parse::Located]) -> Result<Job> {
                 }
                 let planner = SqlToRel::new_with_options(&provider, parser_options());
                 let plan = planner.sql_statement_to_plan(sqlparser::ast::Statement::Query(query.clone())).map_err(|e| df_error(&e, s.pos))?;
+                let plan = analyze(plan, &provider, s.pos)?;
                 provider.views.insert(name.clone(), (plan, s.pos));
             }
             Statement::Insert(insert) => inserts.push((s.pos, insert)),
@@ -295,7 +296,8 @@ fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
             }
             None => {
                 let ColumnSource::Computed(sql) = &c.source else { unreachable!("computed columns only") };
-                let expr = planner.sql_to_expr(sql.clone(), &base_df, &mut PlannerContext::new()).map_err(|e| df_error(&e, c.pos))?;
+                let expr = planner.sql_to_expr((**sql).clone(), &base_df, &mut PlannerContext::new()).map_err(|e| df_error(&e, c.pos))?;
+                let expr = coerce(vec![expr], &base_df, provider, c.pos)?.remove(0);
                 let field = expr.to_field(&base_df).map_err(|e| df_error(&e, c.pos))?.1;
                 let (t, nullable) = (field.data_type().clone(), field.is_nullable());
                 let physical = physical(&expr, &base_df, c.pos, &props)?;
@@ -317,6 +319,7 @@ fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
                 return fail(*pos, format!("table {}: the rowtime column {} must be TIMESTAMP(3) or TIMESTAMP_LTZ(3), not {rowtime}", table.name, schema.field(*i).name()));
             }
             let expr = planner.sql_to_expr(sql.clone(), &df, &mut PlannerContext::new()).map_err(|e| df_error(&e, *pos))?;
+            let expr = coerce(vec![expr], &df, provider, *pos)?.remove(0);
             let t = expr.get_type(&df).map_err(|e| df_error(&e, *pos))?;
             if !matches!(t, DataType::Timestamp(..)) {
                 return fail(*pos, format!("table {}: the watermark expression is {t}, not a timestamp", table.name));
@@ -325,6 +328,27 @@ fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
         }
     };
     Ok(ScanTable { table, schema, base, columns, watermark })
+}
+
+/// DataFusion's analyzer: type coercion (and its checks) on a planned query.
+fn analyze(plan: LogicalPlan, provider: &Provider, pos: Pos) -> Result<LogicalPlan> {
+    datafusion_optimizer::Analyzer::new().execute_and_check(plan, &provider.options, |_, _| {}).map_err(|e| df_error(&e, pos))
+}
+
+/// Expressions over `schema`, type-coerced as in a query (a projection over an empty relation
+/// of that schema, analyzed).
+fn coerce(exprs: Vec<Expr>, schema: &DFSchema, provider: &Provider, pos: Pos) -> Result<Vec<Expr>> {
+    let input = Arc::new(LogicalPlan::EmptyRelation(datafusion_expr::EmptyRelation { produce_one_row: false, schema: Arc::new(schema.clone()) }));
+    let n = exprs.len();
+    let aliased: Vec<Expr> = exprs.into_iter().enumerate().map(|(i, e)| e.alias(format!("__ferry_{i}"))).collect();
+    let plan = LogicalPlan::Projection(datafusion_expr::Projection::try_new(aliased, input).map_err(|e| df_error(&e, pos))?);
+    match analyze(plan, provider, pos)? {
+        LogicalPlan::Projection(p) if p.expr.len() == n => Ok(p.expr.into_iter().map(|e| match e {
+            Expr::Alias(a) => *a.expr,
+            other => other,
+        }).collect()),
+        _ => fail(pos, "the expression could not be typed"),
+    }
 }
 
 fn physical(expr: &Expr, schema: &DFSchema, pos: Pos, props: &ExecutionProps) -> Result<Arc<dyn PhysicalExpr>> {
@@ -338,6 +362,7 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     };
     let planner = SqlToRel::new_with_options(provider, parser_options());
     let logical = planner.sql_statement_to_plan(sqlparser::ast::Statement::Query(insert.query.clone())).map_err(|e| df_error(&e, pos))?;
+    let logical = analyze(logical, provider, pos)?;
     let props = ExecutionProps::new();
     let mut steps = Vec::new();
     let source = translate(provider, &logical, pos, &props, &mut steps)?;

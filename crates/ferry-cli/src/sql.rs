@@ -1,0 +1,88 @@
+//! `ferry sql check|explain|run FILE`: streaming SQL jobs in Flink's dialect.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::mirror::EXIT_CONFIG;
+
+#[derive(clap::Subcommand)]
+pub(crate) enum Command {
+    /// Parse and plan a job file; touches no cluster. Exit 2 with FILE:LINE:COLUMN on an error.
+    Check { file: PathBuf },
+    /// Print a job's tables, and per INSERT its logical plan and Ferry's operators.
+    Explain { file: PathBuf },
+    /// Run a job until its bounded sources are read (scan.bounded.mode) or SIGTERM / Ctrl-C.
+    Run {
+        file: PathBuf,
+        /// Serve Prometheus metrics (records in, out, skipped) on this address.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
+}
+
+fn load(file: &PathBuf) -> Result<ferry_sql::plan::Job, ExitCode> {
+    let name = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("ferry: cannot read {name}: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    ferry_sql::plan::plan_script(&text).map_err(|e| {
+        eprintln!("{name}:{}:{}: {}", e.pos.line, e.pos.column, e.message);
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+pub(crate) async fn run(command: Command) -> ExitCode {
+    match command {
+        Command::Check { file } => match load(&file) {
+            Ok(job) => {
+                println!("{}: ok: {} tables, {} pipelines", file.display(), job.tables.len(), job.pipelines.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Explain { file } => match load(&file) {
+            Ok(job) => {
+                print!("{}", ferry_sql::plan::explain(&job));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Run { file, metrics_addr } => {
+            let job = match load(&file) {
+                Ok(job) => job,
+                Err(code) => return code,
+            };
+            if let Some(addr) = metrics_addr {
+                if let Err(e) = crate::install_metrics(addr) {
+                    eprintln!("ferry: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+            let cancel = CancellationToken::new();
+            crate::cancel_on_signal(cancel.clone());
+            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run(&job, &cancel)).await;
+            match outcome {
+                Ok(Ok(stats)) => {
+                    let (read, written, skipped) = stats.iter().fold((0, 0, 0), |a, s| (a.0 + s.records_in, a.1 + s.records_out, a.2 + s.skipped));
+                    tracing::info!(read, written, skipped, "job finished");
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "job failed");
+                    eprintln!("ferry: {}: {e}", file.display());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("ferry: the job stopped unexpectedly: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

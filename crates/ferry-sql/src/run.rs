@@ -1,0 +1,577 @@
+//! Running a planned job on Kafka: per pipeline a thread that reads the source topic in batches,
+//! decodes them into Arrow rows, runs the operators and writes the results to the sink topic.
+//!
+//! At least once: a batch's results are acknowledged by the sink cluster before the source
+//! offsets after it are committed to the table's group (`properties.group.id`); a restart
+//! resumes there. A record that does not decode stops the job naming topic, partition and
+//! offset, unless the format ignores parse errors (then it is skipped, counted and logged).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, TimeUnit};
+use metrics::counter;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
+use crate::format::{self, Format};
+use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Step};
+
+/// Records per batch at most, and how long a batch waits to fill.
+const BATCH_RECORDS: usize = 4096;
+const BATCH_WAIT: Duration = Duration::from_millis(50);
+
+/// Why a job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("table {table}: {message}")]
+    Table { table: String, message: String },
+    #[error("table {table}: the record at topic {topic} partition {partition} offset {offset} does not decode ({reason}); set '{option}' = 'true' to skip such records")]
+    BadRecord { table: String, topic: String, partition: i32, offset: i64, reason: String, option: String },
+    #[error("pipeline at line {line}: {message}")]
+    Operator { line: u64, message: String },
+}
+
+/// What a finished pipeline did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub skipped: u64,
+}
+
+/// Runs every pipeline until all bounded sources are read or `cancel`; the first failure stops
+/// the others.
+pub fn run(job: &Job, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = job
+            .pipelines
+            .iter()
+            .map(|p| {
+                scope.spawn(move || {
+                    let result = run_pipeline(p, cancel);
+                    if result.is_err() {
+                        cancel.cancel();
+                    }
+                    result
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut first_error = None;
+        for h in handles {
+            match h.join().expect("a pipeline thread panicked") {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    })
+}
+
+fn table_error(table: &str, message: impl Into<String>) -> RunError {
+    RunError::Table { table: table.to_string(), message: message.into() }
+}
+
+fn client_config(kafka: &KafkaTable) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in &kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+fn bootstrap(kafka: &KafkaTable) -> &str {
+    kafka.properties.iter().find(|(k, _)| k == "bootstrap.servers").map_or("", |(_, v)| v.as_str())
+}
+
+/// Counts the sink's failed deliveries; the first error is kept to be reported.
+#[derive(Default)]
+struct DeliveryCounter {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryCounter {}
+
+impl ProducerContext for DeliveryCounter {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// One source record, copied out of librdkafka's buffer.
+struct Raw {
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    timestamp_type: &'static str,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Raw {
+    fn from(m: &BorrowedMessage<'_>) -> Raw {
+        let (timestamp, timestamp_type) = match m.timestamp() {
+            rdkafka::Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
+            rdkafka::Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
+            rdkafka::Timestamp::NotAvailable => (None, "NoTimestampType"),
+        };
+        Raw {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp,
+            timestamp_type,
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: m.headers().map_or_else(Vec::new, |h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()),
+        }
+    }
+}
+
+fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
+    let source = &p.source.table;
+    let kafka = &source.kafka;
+    let name = source.name.as_str();
+    let group = kafka.group_id.clone().unwrap_or_else(|| format!("ferry-sql-{}", std::process::id()));
+    let consumer: BaseConsumer = client_config(kafka)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "error")
+        .create()
+        .map_err(|e| table_error(name, format!("cannot create a consumer for {}: {e}", bootstrap(kafka))))?;
+    let metadata = consumer
+        .fetch_metadata(Some(&kafka.topic), Duration::from_secs(30))
+        .map_err(|e| table_error(name, format!("cannot read topic {} on {}: {e}", kafka.topic, bootstrap(kafka))))?;
+    let partitions: Vec<i32> = metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+    if partitions.is_empty() {
+        return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
+    }
+    let starts = start_offsets(&consumer, kafka, name, &group, &partitions)?;
+    let ends = end_offsets(&consumer, kafka, name, &partitions)?;
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in &starts {
+        tpl.add_partition_offset(&kafka.topic, *partition, *offset).map_err(|e| table_error(name, e.to_string()))?;
+    }
+    consumer.assign(&tpl).map_err(|e| table_error(name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
+
+    let sink = &p.sink.table;
+    let context = DeliveryCounter::default();
+    let producer: ThreadedProducer<DeliveryCounter> = client_config(&sink.kafka)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        // Java's partitioner (murmur2 of the key): a key lands where Flink and Java clients put it.
+        .set("partitioner", "murmur2_random")
+        .create_with_context(context)
+        .map_err(|e| table_error(&sink.name, format!("cannot create a producer for {}: {e}", bootstrap(&sink.kafka))))?;
+    let sink_partitions = match sink.kafka.partitioner {
+        SinkPartitioner::RoundRobin => {
+            let md = producer.client().fetch_metadata(Some(&sink.kafka.topic), Duration::from_secs(30)).map_err(|e| table_error(&sink.name, format!("cannot read topic {}: {e}", sink.kafka.topic)))?;
+            md.topics().first().map_or(0, |t| t.partitions().len() as i32)
+        }
+        _ => 0,
+    };
+    if sink.kafka.partitioner == SinkPartitioner::RoundRobin && sink_partitions == 0 {
+        return Err(table_error(&sink.name, format!("topic {} does not exist on {}", sink.kafka.topic, bootstrap(&sink.kafka))));
+    }
+    info!(source = %name, topic = %kafka.topic, sink = %sink.name, sink_topic = %sink.kafka.topic, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
+
+    let labels = [("source", name.to_string()), ("sink", sink.name.clone())];
+    let records_in = counter!("ferry_sql_records_in_total", &labels);
+    let records_out = counter!("ferry_sql_records_out_total", &labels);
+    let skipped = counter!("ferry_sql_records_skipped_total", &labels);
+    let mut stats = PipelineStats::default();
+    let mut done: HashMap<i32, bool> = partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut round_robin = 0i32;
+    loop {
+        if ends.is_some() && done.values().all(|d| *d) {
+            break;
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        while batch.len() < BATCH_RECORDS && started.elapsed() < BATCH_WAIT {
+            match consumer.poll(Duration::from_millis(10)) {
+                None => {}
+                Some(Ok(m)) => {
+                    if let Some(end) = ends.as_ref().and_then(|e| e.get(&m.partition())) {
+                        if m.offset() >= *end {
+                            done.insert(m.partition(), true);
+                            continue;
+                        }
+                        if m.offset() + 1 >= *end {
+                            done.insert(m.partition(), true);
+                        }
+                    }
+                    batch.push(Raw::from(&m));
+                }
+                Some(Err(e)) => warn!(table = %name, topic = %kafka.topic, error = %e, "source consumer error (librdkafka retries)"),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        stats.records_in += batch.len() as u64;
+        records_in.increment(batch.len() as u64);
+        for r in &batch {
+            next.insert(r.partition, r.offset + 1);
+        }
+        let (rows, skipped_now) = decode_batch(&p.source, &batch)?;
+        stats.skipped += skipped_now;
+        skipped.increment(skipped_now);
+        let out = run_steps(p, rows)?;
+        let written = write(p, &producer, &out, &mut round_robin, sink_partitions)?;
+        stats.records_out += written;
+        records_out.increment(written);
+        // At least once: everything produced so far is acknowledged before the offsets move.
+        if producer.flush(Duration::from_secs(60)).is_err() {
+            return Err(table_error(&sink.name, format!("writes to topic {} on {} were not acknowledged within 60 s", sink.kafka.topic, bootstrap(&sink.kafka))));
+        }
+        let failed = producer.context().failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let e = producer.context().first_error.lock().unwrap().clone().unwrap_or_default();
+            return Err(table_error(&sink.name, format!("{failed} records could not be written to topic {} on {}: {e}", sink.kafka.topic, bootstrap(&sink.kafka))));
+        }
+        if kafka.group_id.is_some() {
+            let mut commit = TopicPartitionList::new();
+            for (partition, offset) in &next {
+                let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
+            }
+            if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
+                warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets (retried with the next batch)");
+            }
+        }
+    }
+    if kafka.group_id.is_some() && !next.is_empty() {
+        let mut commit = TopicPartitionList::new();
+        for (partition, offset) in &next {
+            let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
+            warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets at the end");
+        }
+    }
+    info!(source = %name, sink = %sink.name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, "pipeline finished");
+    Ok(stats)
+}
+
+fn start_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, group: &str, partitions: &[i32]) -> Result<HashMap<i32, Offset>, RunError> {
+    let mut out = HashMap::new();
+    match &kafka.startup {
+        StartupMode::EarliestOffset => out.extend(partitions.iter().map(|p| (*p, Offset::Beginning))),
+        StartupMode::LatestOffset => out.extend(partitions.iter().map(|p| (*p, Offset::End))),
+        StartupMode::Timestamp(ts) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                let _ = tpl.add_partition_offset(&kafka.topic, *p, Offset::Offset(*ts));
+            }
+            let found = consumer.offsets_for_times(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot look up offsets for timestamp {ts}: {e}")))?;
+            for e in found.elements() {
+                out.insert(e.partition(), match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::End,
+                });
+            }
+        }
+        StartupMode::GroupOffsets => {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                let _ = tpl.add_partition(&kafka.topic, *p);
+            }
+            let committed = consumer.committed_offsets(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot read group {group}'s offsets: {e}")))?;
+            for e in committed.elements() {
+                let offset = match (e.offset(), kafka.offset_reset.as_deref()) {
+                    (Offset::Offset(o), _) => Offset::Offset(o),
+                    (_, Some("earliest")) => Offset::Beginning,
+                    (_, Some("latest")) => Offset::End,
+                    _ => {
+                        return Err(table_error(name, format!("group {group} has no offset for topic {} partition {} (scan.startup.mode 'group-offsets'); set 'properties.auto.offset.reset' to earliest or latest, or another scan.startup.mode", kafka.topic, e.partition())));
+                    }
+                };
+                out.insert(e.partition(), offset);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// For a bounded source, each partition's end offset (exclusive).
+fn end_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, partitions: &[i32]) -> Result<Option<HashMap<i32, i64>>, RunError> {
+    match &kafka.bounded {
+        BoundedMode::Unbounded => Ok(None),
+        BoundedMode::LatestOffset => {
+            let mut out = HashMap::new();
+            for p in partitions {
+                let (_, high) = consumer.fetch_watermarks(&kafka.topic, *p, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot read the end of topic {} partition {p}: {e}", kafka.topic)))?;
+                out.insert(*p, high);
+            }
+            Ok(Some(out))
+        }
+        BoundedMode::Timestamp(ts) => {
+            let mut tpl = TopicPartitionList::new();
+            for p in partitions {
+                let _ = tpl.add_partition_offset(&kafka.topic, *p, Offset::Offset(*ts + 1));
+            }
+            let found = consumer.offsets_for_times(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot look up offsets for timestamp {ts}: {e}")))?;
+            let mut out = HashMap::new();
+            for e in found.elements() {
+                let end = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => consumer.fetch_watermarks(&kafka.topic, e.partition(), Duration::from_secs(30)).map_err(|x| table_error(name, x.to_string()))?.1,
+                };
+                out.insert(e.partition(), end);
+            }
+            Ok(Some(out))
+        }
+    }
+}
+
+/// The source rows of a batch, every column of the table (physical, metadata, computed); records
+/// that do not decode are skipped and counted, or stop the job.
+fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, u64), RunError> {
+    let table = &scan.table;
+    let kafka = &table.kafka;
+    let mut keep: Vec<bool> = vec![true; batch.len()];
+    // A null value is no row for the json format (a tombstone), and a null for raw.
+    if matches!(kafka.value_format, Format::Json(_)) {
+        for (i, r) in batch.iter().enumerate() {
+            if r.value.is_none() {
+                keep[i] = false;
+            }
+        }
+    }
+    let value_fields: Vec<Field> = table.columns.iter().zip(scan.base.fields().iter()).filter(|(c, _)| matches!(c.source, ColumnSource::Physical { in_value: true, .. })).map(|(_, f)| f.as_ref().clone()).collect();
+    let base_of = |name: &str| scan.base.fields().iter().find(|f| f.name() == name).cloned();
+    let mut decoded: HashMap<String, ArrayRef> = HashMap::new();
+    let mut decode_part = |format: &Format, fields: Vec<Field>, names: Vec<String>, payloads: Vec<Option<&[u8]>>, option: &str, keep: &mut Vec<bool>| -> Result<(), RunError> {
+        if fields.is_empty() {
+            return Ok(());
+        }
+        let schema = format::nullable(fields);
+        let kept: Vec<usize> = (0..payloads.len()).filter(|i| keep[*i]).collect();
+        let input: Vec<Option<&[u8]>> = kept.iter().map(|i| payloads[*i]).collect();
+        let (rows, good, bad) = format::decode(format, &schema, &input);
+        if let Some(b) = bad.first() {
+            if !format.ignores_parse_errors() {
+                let r = &batch[kept[b.index]];
+                return Err(RunError::BadRecord { table: table.name.clone(), topic: kafka.topic.clone(), partition: r.partition, offset: r.offset, reason: b.reason.clone(), option: option.to_string() });
+            }
+            for b in &bad {
+                let r = &batch[kept[b.index]];
+                warn!(table = %table.name, topic = %kafka.topic, partition = r.partition, offset = r.offset, reason = %b.reason, "record skipped: it does not decode");
+                keep[kept[b.index]] = false;
+            }
+        }
+        // Spread the decoded rows back over the batch (null where a record has no row).
+        let mut index: Vec<Option<u32>> = vec![None; payloads.len()];
+        for (row, at) in good.iter().enumerate() {
+            index[kept[*at]] = Some(row as u32);
+        }
+        let take = UInt32Array::from(index);
+        for (name, column) in names.iter().zip(rows.columns()) {
+            decoded.insert(name.clone(), arrow::compute::take(column.as_ref(), &take, None).expect("indices within the batch"));
+        }
+        Ok(())
+    };
+    let value_names: Vec<String> = value_fields.iter().map(|f| f.name().clone()).collect();
+    let value_option = format!("{}json.ignore-parse-errors", if kafka.key_format.is_some() { "value." } else { "" });
+    decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), &value_option, &mut keep)?;
+    if let Some(key_format) = &kafka.key_format {
+        let key_columns: Vec<&crate::catalog::Column> = table.columns.iter().filter(|c| matches!(c.source, ColumnSource::Physical { in_key: true, .. })).collect();
+        let fields: Vec<Field> = key_columns.iter().map(|c| base_of(&c.name).expect("a base column").as_ref().clone().with_name(c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name))).collect();
+        let names: Vec<String> = key_columns.iter().map(|c| format!("\u{0}key:{}", c.name)).collect();
+        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), "key.json.ignore-parse-errors", &mut keep)?;
+    }
+    let n = batch.len();
+    let mut base_columns: Vec<ArrayRef> = Vec::new();
+    for (c, f) in table.columns.iter().filter(|c| !matches!(c.source, ColumnSource::Computed(_))).zip(scan.base.fields()) {
+        let array: ArrayRef = match &c.source {
+            ColumnSource::Physical { in_value: true, .. } => decoded.remove(&c.name).unwrap_or_else(|| format::nulls(f.data_type(), n)),
+            ColumnSource::Physical { .. } => decoded.remove(&format!("\u{0}key:{}", c.name)).unwrap_or_else(|| format::nulls(f.data_type(), n)),
+            ColumnSource::Metadata { key, .. } => metadata(*key, batch, &kafka.topic, f.data_type()),
+            ColumnSource::Computed(_) => unreachable!("filtered out"),
+        };
+        base_columns.push(array);
+    }
+    let base = RecordBatch::try_new(format::nullable(scan.base.fields().iter().map(|f| f.as_ref().clone())), base_columns).map_err(|e| table_error(&table.name, format!("decoded rows do not fit the table: {e}")))?;
+    let skipped = keep.iter().filter(|k| !**k).count() as u64;
+    let base = if skipped > 0 { arrow::compute::filter_record_batch(&base, &arrow::array::BooleanArray::from(keep)).expect("a mask of the batch's length") } else { base };
+    // Computed columns, from the physical and metadata ones.
+    let mut columns = Vec::with_capacity(scan.columns.len());
+    for (plan, f) in scan.columns.iter().zip(scan.schema.fields()) {
+        columns.push(match plan {
+            ColumnPlan::Base(i) => base.column(*i).clone(),
+            ColumnPlan::Computed(e) => {
+                let v = e.evaluate(&base).and_then(|v| v.into_array(base.num_rows())).map_err(|e| table_error(&table.name, format!("computed column {}: {e}", f.name())))?;
+                v
+            }
+        });
+    }
+    let schema = format::nullable(scan.schema.fields().iter().map(|f| f.as_ref().clone()));
+    let rows = RecordBatch::try_new(schema, columns).map_err(|e| table_error(&table.name, format!("computed columns do not fit the table: {e}")))?;
+    Ok((rows, skipped))
+}
+
+fn metadata(key: MetadataKey, batch: &[Raw], topic: &str, t: &DataType) -> ArrayRef {
+    let array: ArrayRef = match key {
+        MetadataKey::Topic => Arc::new(StringArray::from(vec![topic; batch.len()])),
+        MetadataKey::Partition => Arc::new(Int32Array::from(batch.iter().map(|r| r.partition).collect::<Vec<_>>())),
+        MetadataKey::LeaderEpoch => Arc::new(Int32Array::from(vec![None::<i32>; batch.len()])),
+        MetadataKey::Offset => Arc::new(Int64Array::from(batch.iter().map(|r| r.offset).collect::<Vec<_>>())),
+        MetadataKey::TimestampType => Arc::new(StringArray::from(batch.iter().map(|r| r.timestamp_type).collect::<Vec<_>>())),
+        MetadataKey::Timestamp => {
+            let a = TimestampMillisecondArray::from(batch.iter().map(|r| r.timestamp).collect::<Vec<_>>());
+            match t {
+                DataType::Timestamp(_, Some(tz)) => Arc::new(a.with_timezone(tz.clone())),
+                _ => Arc::new(a),
+            }
+        }
+        MetadataKey::Headers => {
+            let keys: Vec<&str> = batch.iter().flat_map(|r| r.headers.iter().map(|(k, _)| k.as_str())).collect();
+            let values: Vec<Option<&[u8]>> = batch.iter().flat_map(|r| r.headers.iter().map(|(_, v)| v.as_deref())).collect();
+            let mut offsets = vec![0i32];
+            for r in batch {
+                offsets.push(offsets.last().copied().unwrap_or(0) + r.headers.len() as i32);
+            }
+            let keys: ArrayRef = Arc::new(StringArray::from(keys));
+            let values: ArrayRef = Arc::new(BinaryArray::from(values));
+            let DataType::Map(entries, _) = t else { unreachable!("headers are a MAP") };
+            let DataType::Struct(kv) = entries.data_type() else { unreachable!("map entries are a struct") };
+            let entries = arrow::array::StructArray::new(kv.clone(), vec![keys, values], None);
+            Arc::new(MapArray::new(entries_field(entries.data_type()), arrow::buffer::OffsetBuffer::new(offsets.into()), entries, None, false))
+        }
+    };
+    if array.data_type() == t {
+        array
+    } else {
+        arrow::compute::cast(&array, t).unwrap_or(array)
+    }
+}
+
+fn entries_field(t: &DataType) -> arrow::datatypes::FieldRef {
+    Arc::new(Field::new("entries", t.clone(), false))
+}
+
+fn run_steps(p: &Pipeline, mut rows: RecordBatch) -> Result<RecordBatch, RunError> {
+    let line = p.pos.line;
+    for step in &p.steps {
+        rows = match step {
+            Step::Filter(e) => {
+                let mask = e.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| RunError::Operator { line, message: e.to_string() })?;
+                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| RunError::Operator { line, message: "the WHERE condition is not BOOLEAN".into() })?;
+                arrow::compute::filter_record_batch(&rows, mask).map_err(|e| RunError::Operator { line, message: e.to_string() })?
+            }
+            Step::Project(exprs, schema) => {
+                let columns = exprs.iter().map(|e| e.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows()))).collect::<Result<Vec<_>, _>>().map_err(|e| RunError::Operator { line, message: e.to_string() })?;
+                let schema = format::nullable(schema.fields().iter().map(|f| f.as_ref().clone()));
+                RecordBatch::try_new(schema, columns).map_err(|e| RunError::Operator { line, message: e.to_string() })?
+            }
+        };
+    }
+    Ok(rows)
+}
+
+/// Produces the rows of `out` (the sink's persisted columns) to the sink topic.
+fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, out: &RecordBatch, round_robin: &mut i32, partitions: i32) -> Result<u64, RunError> {
+    if out.num_rows() == 0 {
+        return Ok(0);
+    }
+    let sink = &p.sink.table;
+    let kafka = &sink.kafka;
+    let pick = |keep: &dyn Fn(&ColumnSource) -> bool, strip: bool| -> Option<RecordBatch> {
+        let mut fields = Vec::new();
+        let mut columns = Vec::new();
+        for ((_, c), (f, a)) in sink.persisted().zip(out.schema().fields().iter().zip(out.columns())) {
+            if keep(&c.source) {
+                let name = if strip { c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name) } else { &c.name };
+                fields.push(f.as_ref().clone().with_name(name));
+                columns.push(a.clone());
+            }
+        }
+        (!fields.is_empty()).then(|| RecordBatch::try_new(format::nullable(fields), columns).expect("columns of the output"))
+    };
+    let values = pick(&|s| matches!(s, ColumnSource::Physical { in_value: true, .. }), false);
+    let keys = pick(&|s| matches!(s, ColumnSource::Physical { in_key: true, .. }), true);
+    let values = match values {
+        Some(v) => format::encode(&kafka.value_format, &v).map_err(|e| table_error(&sink.name, e))?,
+        None => vec![None; out.num_rows()],
+    };
+    let keys = match (&kafka.key_format, keys) {
+        (Some(f), Some(k)) => format::encode(f, &k).map_err(|e| table_error(&sink.name, e))?,
+        _ => vec![None; out.num_rows()],
+    };
+    let column_of = |key: MetadataKey| sink.persisted().position(|(_, c)| matches!(c.source, ColumnSource::Metadata { key: k, .. } if k == key)).map(|i| out.column(i).clone());
+    let timestamps = column_of(MetadataKey::Timestamp).and_then(|a| arrow::compute::cast(&a, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok());
+    let timestamps = timestamps.as_ref().and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>().cloned());
+    let headers = column_of(MetadataKey::Headers);
+    let headers = headers.as_ref().and_then(|a| a.as_any().downcast_ref::<MapArray>().cloned());
+    for row in 0..out.num_rows() {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&kafka.topic);
+        if let Some(k) = &keys[row] {
+            record = record.key(k.as_slice());
+        }
+        if let Some(v) = &values[row] {
+            record = record.payload(v.as_slice());
+        }
+        if let Some(ts) = timestamps.as_ref().filter(|t| t.is_valid(row)) {
+            record = record.timestamp(ts.value(row));
+        }
+        if let Some(h) = headers.as_ref().filter(|h| h.is_valid(row)) {
+            let entries = h.value(row);
+            let names = entries.column(0).as_any().downcast_ref::<StringArray>().cloned();
+            let bytes = entries.column(1).as_any().downcast_ref::<BinaryArray>().cloned();
+            if let (Some(names), Some(bytes)) = (names, bytes) {
+                let mut owned = OwnedHeaders::new();
+                for i in 0..names.len() {
+                    owned = owned.insert(Header { key: names.value(i), value: bytes.is_valid(i).then(|| bytes.value(i)) });
+                }
+                record = record.headers(owned);
+            }
+        }
+        match kafka.partitioner {
+            SinkPartitioner::Default => {}
+            SinkPartitioner::Fixed => record = record.partition(0),
+            SinkPartitioner::RoundRobin => {
+                record = record.partition(*round_robin % partitions.max(1));
+                *round_robin = round_robin.wrapping_add(1) & i32::MAX;
+            }
+        }
+        let mut pending = record;
+        loop {
+            match producer.send(pending) {
+                Ok(()) => break,
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    pending = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(table_error(&sink.name, format!("cannot write to topic {}: {e}", kafka.topic))),
+            }
+        }
+    }
+    Ok(out.num_rows() as u64)
+}
