@@ -417,7 +417,7 @@ mod tests {
     use crate::parse::{parse_script, Statement};
 
     fn table(sql: &str) -> Result<Table> {
-        let s = parse_script(sql).unwrap().remove(0);
+        let s = parse_script(sql).unwrap().statements.remove(0);
         let Statement::CreateTable(ddl) = s.statement else { panic!() };
         Table::from_ddl(&ddl, s.pos)
     }

@@ -9,9 +9,12 @@
 pub mod catalog;
 pub mod error;
 pub mod format;
+pub mod ops;
 pub mod parse;
 pub mod plan;
 pub mod run;
+pub mod tvf;
 pub mod types;
+pub mod watermark;
 
 pub use error::{Pos, SqlError};

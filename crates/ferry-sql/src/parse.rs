@@ -8,9 +8,10 @@
 use sqlparser::ast::{Expr, Query};
 use sqlparser::dialect::Dialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::Token;
+use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{fail, Pos, Result, SqlError};
+use crate::tvf::WindowTvf;
 use crate::types::FlinkType;
 
 /// Flink's lexical rules: identifiers quoted with backticks, case kept.
@@ -104,9 +105,23 @@ pub struct OptionDdl {
     pub pos: Pos,
 }
 
+/// A parsed job file: its statements, and the window table functions its queries name (each
+/// replaced by a table `__ferry_window_N`, see [`crate::tvf`]).
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    pub statements: Vec<Located>,
+    pub windows: Vec<WindowTvf>,
+}
+
 /// Parses a whole job file.
-pub fn parse_script(text: &str) -> Result<Vec<Located>> {
-    let mut p = Parser::new(&FlinkDialect).try_with_sql(text).map_err(|e| SqlError::from_parser(&e, Pos::new(1, 1)))?;
+pub fn parse_script(text: &str) -> Result<Script> {
+    let tokens = Tokenizer::new(&FlinkDialect, text).with_unescape(true).tokenize_with_location().map_err(|e| {
+        let message = e.message.clone();
+        SqlError::new(Pos::new(e.location.line, e.location.column), message)
+    })?;
+    let mut windows = Vec::new();
+    let tokens = crate::tvf::rewrite(tokens, &mut windows)?;
+    let mut p = Parser::new(&FlinkDialect).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
     loop {
         while p.consume_token(&Token::SemiColon) {}
@@ -121,7 +136,7 @@ pub fn parse_script(text: &str) -> Result<Vec<Located>> {
         }
         out.push(Located { pos, statement });
     }
-    Ok(out)
+    Ok(Script { statements: out, windows })
 }
 
 /// A parse failure: sqlparser's (which says where) or ours.
@@ -637,7 +652,7 @@ mod tests {
     use super::*;
 
     fn one(sql: &str) -> Statement {
-        let mut s = parse_script(sql).unwrap();
+        let mut s = parse_script(sql).unwrap().statements;
         assert_eq!(s.len(), 1);
         s.remove(0).statement
     }
@@ -668,7 +683,8 @@ mod tests {
         let script = parse_script(
             "SET 'table.exec.state.ttl' = '1 h';\nCREATE TEMPORARY VIEW v AS SELECT a FROM t;\nINSERT INTO s SELECT * FROM v;\nINSERT INTO s (a, b) SELECT a, b FROM t;\nEXECUTE STATEMENT SET BEGIN\nINSERT INTO s SELECT 1;\nINSERT INTO s2 SELECT 2;\nEND;\nCREATE MATERIALIZED VIEW m WITH ('retention' = '60') AS SELECT a, COUNT(*) AS n FROM t GROUP BY a",
         )
-        .unwrap();
+        .unwrap()
+        .statements;
         assert!(matches!(&script[0].statement, Statement::Set { key, value } if key == "table.exec.state.ttl" && value == "1 h"));
         assert!(matches!(&script[1].statement, Statement::CreateView { name, .. } if name == "v"));
         assert!(matches!(&script[3].statement, Statement::Insert(i) if i.columns == ["a", "b"]));

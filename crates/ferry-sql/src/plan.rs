@@ -5,7 +5,6 @@
 //! in the file. Pure: nothing here touches a cluster.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -20,7 +19,9 @@ use datafusion_sql::planner::{ContextProvider, ParserOptions, PlannerContext, Sq
 
 use crate::catalog::{ColumnSource, Table};
 use crate::error::{fail, Pos, Result, SqlError};
-use crate::parse::{parse_script, Insert, Statement};
+use crate::ops::{Aggregate, AggregatePlan, Step};
+use crate::parse::{parse_script, Insert, Script, Statement};
+use crate::tvf::WindowTvf;
 
 /// A whole job: its tables and what runs.
 pub struct Job {
@@ -56,31 +57,13 @@ pub struct Pipeline {
     pub sink: Arc<ScanTable>,
     /// The sink's persisted columns, in order: what `steps` produce.
     pub output: SchemaRef,
+    /// Whether the output is a changelog (an updating aggregate): only upsert-kafka takes it.
+    pub updating: bool,
+    /// `SET 'table.exec.source.idle-timeout'`: a source partition without rows this long does
+    /// not hold the watermark back.
+    pub idle_timeout: Option<std::time::Duration>,
     /// The logical plan, for `explain`.
     pub logical: String,
-}
-
-pub enum Step {
-    Filter(Arc<dyn PhysicalExpr>),
-    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::Filter(e) => write!(f, "filter {e}"),
-            Step::Project(exprs, schema) => {
-                write!(f, "project ")?;
-                for (i, (e, field)) in exprs.iter().zip(schema.fields()).enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    write!(f, "{e} AS {}", field.name())?;
-                }
-                Ok(())
-            }
-        }
-    }
 }
 
 /// Parses and plans a job file.
@@ -104,6 +87,7 @@ impl TableSource for Source {
 struct Provider {
     tables: HashMap<String, Arc<ScanTable>>,
     views: HashMap<String, (LogicalPlan, Pos)>,
+    windows: Vec<WindowTvf>,
     functions: HashMap<String, Arc<ScalarUDF>>,
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
@@ -128,8 +112,25 @@ impl Provider {
             Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
             Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
             Arc::new(datafusion_functions::datetime::planner::DatetimeFunctionPlanner),
+            // COUNT(*) as COUNT(1).
+            Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
         ];
-        Provider { tables: HashMap::new(), views: HashMap::new(), functions, aggregates, planners, options: ConfigOptions::default() }
+        Provider { tables: HashMap::new(), views: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default() }
+    }
+}
+
+impl Provider {
+    /// The window table function a `__ferry_window_N` name stands for.
+    fn window(&self, name: &str) -> Option<&WindowTvf> {
+        name.strip_prefix(crate::tvf::PREFIX).and_then(|n| n.parse::<usize>().ok()).and_then(|n| self.windows.get(n))
+    }
+
+    /// A table's or view's columns.
+    fn relation_schema(&self, name: &str) -> Option<SchemaRef> {
+        if let Some(t) = self.tables.get(name) {
+            return Some(t.schema.clone());
+        }
+        self.views.get(name).map(|(plan, _)| Arc::new(plan.schema().as_arrow().clone()))
     }
 }
 
@@ -141,6 +142,11 @@ impl ContextProvider for Provider {
         }
         if let Some((plan, _)) = self.views.get(key) {
             return Ok(Arc::new(Source { schema: Arc::new(plan.schema().as_arrow().clone()) }));
+        }
+        if let Some(tvf) = self.window(key) {
+            let input = self.relation_schema(&tvf.table).ok_or_else(|| DataFusionError::Plan(format!("table or view {} is not declared in the job file", tvf.table)))?;
+            let time = input.index_of(&tvf.time_column).map_err(|_| DataFusionError::Plan(format!("{} has no column {}", tvf.table, tvf.time_column)))?;
+            return Ok(Arc::new(Source { schema: crate::ops::window_schema(&input, time) }));
         }
         Err(DataFusionError::Plan(format!("table or view {key} is not declared in the job file")))
     }
@@ -214,8 +220,10 @@ fn df_error(e: &DataFusionError, pos: Pos) -> SqlError {
     SqlError::new(at, message)
 }
 
-pub fn plan(statements: &[crate::parse::Located]) -> Result<Job> {
+pub fn plan(script: &Script) -> Result<Job> {
+    let statements = &script.statements;
     let mut provider = Provider::new();
+    provider.windows = script.windows.clone();
     let mut settings = Vec::new();
     let mut inserts: Vec<(Pos, &Insert)> = Vec::new();
     for s in statements {
@@ -252,9 +260,19 @@ pub fn plan(statements: &[crate::parse::Located]) -> Result<Job> {
             return fail(pos, format!("setting '{key}' is not supported (known: {})", KNOWN_SETTINGS.join(", ")));
         }
     }
+    let mut idle_timeout = None;
+    for s in statements {
+        if let Statement::Set { key, value } = &s.statement {
+            if key == "table.exec.source.idle-timeout" {
+                idle_timeout = Some(parse_duration(value).map_err(|e| SqlError::new(s.pos, format!("'{key}' = '{value}': {e}")))?);
+            }
+        }
+    }
     let mut pipelines = Vec::new();
     for (pos, insert) in inserts {
-        pipelines.push(pipeline(&provider, pos, insert)?);
+        let mut p = pipeline(&provider, pos, insert)?;
+        p.idle_timeout = idle_timeout;
+        pipelines.push(p);
     }
     if pipelines.is_empty() {
         return fail(Pos::new(1, 1), "the job has no INSERT INTO: nothing would run");
@@ -264,7 +282,25 @@ pub fn plan(statements: &[crate::parse::Located]) -> Result<Job> {
 }
 
 /// `SET` keys a job may carry (Flink's; the others are refused rather than ignored).
-const KNOWN_SETTINGS: &[&str] = &["pipeline.name", "table.exec.state.ttl", "execution.checkpointing.interval", "parallelism.default", "table.local-time-zone"];
+const KNOWN_SETTINGS: &[&str] = &["pipeline.name", "table.exec.state.ttl", "table.exec.source.idle-timeout", "execution.checkpointing.interval", "parallelism.default", "table.local-time-zone"];
+
+/// A duration as Flink writes them: `500 ms`, `5 s`, `10 min`, `1 h`, `1 d` (a bare number is
+/// milliseconds).
+pub fn parse_duration(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: u64 = number.parse().map_err(|_| "expected a whole number and a unit, as '5 s'".to_string())?;
+    let ms = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => 1,
+        "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+        "min" | "m" | "minute" | "minutes" => 60_000,
+        "h" | "hour" | "hours" => 3_600_000,
+        "d" | "day" | "days" => 86_400_000,
+        other => return Err(format!("unknown unit '{other}' (ms, s, min, h, d)")),
+    };
+    n.checked_mul(ms).map(std::time::Duration::from_millis).ok_or_else(|| "too long".to_string())
+}
 
 /// A table's columns as Arrow fields, and its computed columns and watermark compiled.
 fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
@@ -412,7 +448,11 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     }
     let output = Arc::new(Schema::new(fields));
     steps.push(Step::Project(exprs, output.clone()));
-    Ok(Pipeline { pos, source, steps, sink, output, logical: format!("{}", logical.display_indent()) })
+    let updating = crate::ops::updating(&steps);
+    if updating && !sink.table.kafka.upsert {
+        return fail(pos, format!("table {} (connector 'kafka') takes appended rows only, and this query updates rows it has emitted (GROUP BY without a window): write it to an 'upsert-kafka' table with a PRIMARY KEY, or aggregate over a window", sink.table.name));
+    }
+    Ok(Pipeline { pos, source, steps, sink, output, updating, idle_timeout: None, logical: format!("{}", logical.display_indent()) })
 }
 
 /// Whether a query column of type `from` may be written to a column of type `to` without a CAST
@@ -456,6 +496,8 @@ fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &Executio
                 t.clone()
             } else if let Some((view, _)) = provider.views.get(name) {
                 translate(provider, view, pos, props, steps)?
+            } else if let Some(tvf) = provider.window(name) {
+                window(provider, tvf, pos, props, steps)?
             } else {
                 return fail(pos, format!("{name} is not declared"));
             };
@@ -467,6 +509,43 @@ fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &Executio
             if !scan.filters.is_empty() || scan.fetch.is_some() {
                 return fail(pos, "a scan with pushed-down filters or a fetch limit is not supported");
             }
+            Ok(source)
+        }
+        LogicalPlan::Aggregate(a) => {
+            let source = translate(provider, &a.input, pos, props, steps)?;
+            if steps.iter().any(|s| matches!(s, Step::Aggregate(_))) {
+                return fail(pos, "aggregating the result of an aggregate: not supported yet");
+            }
+            if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+                return fail(pos, "GROUPING SETS, ROLLUP and CUBE: not supported yet");
+            }
+            let input = a.input.schema();
+            let keys = a.group_expr.iter().map(|e| physical(e, input, pos, props)).collect::<Result<Vec<_>>>()?;
+            let key_named = |n: &str| a.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == n));
+            // Grouped by window_start and window_end of a window table function: a window
+            // aggregate, whose rows are final when the watermark passes the window's end.
+            let window = match steps.iter_mut().rev().find_map(|s| match s {
+                Step::Window { drop_late, .. } => Some(drop_late),
+                _ => None,
+            }) {
+                Some(drop_late) => {
+                    let w = key_named("window_start").zip(key_named("window_end"));
+                    *drop_late = w.is_some();
+                    w
+                }
+                None => None,
+            };
+            let arrow_input = input.as_arrow();
+            let context = PhysicalPlanningContext::default();
+            let mut aggregates = Vec::new();
+            for e in &a.aggr_expr {
+                let lowered = datafusion_physical_expr::aggregate::LoweredAggregateBuilder::new(e, input, arrow_input, props, &context).build().map_err(|e| df_error(&e, pos))?;
+                if !lowered.order_bys.is_empty() {
+                    return fail(pos, format!("{e}: ORDER BY inside an aggregate function is not supported yet"));
+                }
+                aggregates.push(Aggregate { function: lowered.aggregate, filter: lowered.filter });
+            }
+            steps.push(Step::Aggregate(Box::new(AggregatePlan { keys, window, aggregates, output: Arc::new(a.schema.as_arrow().clone()) })));
             Ok(source)
         }
         LogicalPlan::Filter(f) => {
@@ -483,7 +562,6 @@ fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &Executio
         LogicalPlan::SubqueryAlias(a) => translate(provider, &a.input, pos, props, steps),
         other => {
             let what = match other {
-                LogicalPlan::Aggregate(_) => "GROUP BY and aggregate functions",
                 LogicalPlan::Join(_) => "joins",
                 LogicalPlan::Window(_) => "OVER windows and ROW_NUMBER",
                 LogicalPlan::Sort(_) => "ORDER BY on a stream",
@@ -497,6 +575,31 @@ fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &Executio
             fail(pos, format!("{what}: not supported yet"))
         }
     }
+}
+
+/// A window table function: its table's (or view's) operators, then the window's.
+fn window(provider: &Provider, tvf: &WindowTvf, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+    let (source, input) = if let Some(t) = provider.tables.get(&tvf.table) {
+        if t.table.kafka.upsert {
+            return fail(tvf.table_pos, format!("reading the upsert-kafka table {} (a changelog) is not supported yet", tvf.table));
+        }
+        (t.clone(), t.schema.clone())
+    } else if let Some((view, _)) = provider.views.get(&tvf.table) {
+        (translate(provider, view, pos, props, steps)?, Arc::new(view.schema().as_arrow().clone()))
+    } else {
+        return fail(tvf.table_pos, format!("{} is not declared in the job file", tvf.table));
+    };
+    let Ok(time) = input.index_of(&tvf.time_column) else {
+        return fail(tvf.time_pos, format!("{} has no column {}", tvf.table, tvf.time_column));
+    };
+    // The time attribute: the source's rowtime column (named as declared, through views).
+    match &source.watermark {
+        Some((i, _)) if source.schema.field(*i).name() == &tvf.time_column => {}
+        Some((i, _)) => return fail(tvf.time_pos, format!("DESCRIPTOR({}): the time attribute of {} is {} (its WATERMARK)", tvf.time_column, tvf.table, source.schema.field(*i).name())),
+        None => return fail(tvf.time_pos, format!("DESCRIPTOR({}): table {} declares no WATERMARK, so it has no event time to put rows in windows by (add WATERMARK FOR {} AS {} - INTERVAL '5' SECOND)", tvf.time_column, source.table.name, tvf.time_column, tvf.time_column)),
+    }
+    steps.push(Step::Window { kind: tvf.kind, time, output: crate::ops::window_schema(&input, time), drop_late: false });
+    Ok(source)
 }
 
 /// The job as text: tables, and per pipeline its logical plan and operators.
@@ -562,8 +665,8 @@ mod tests {
         assert!(e.message.contains("the query has 2 columns, table out takes 3"), "{e}");
         let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT customer, id, amount FROM orders;")).err().unwrap();
         assert!(e.message.contains("column id of table out is BIGINT, the query gives STRING"), "{e}");
-        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, customer, SUM(amount) FROM orders GROUP BY id, customer;")).err().unwrap();
-        assert!(e.message.contains("not supported yet"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT o.id, o.customer, o.amount FROM orders o JOIN orders p ON o.id = p.id;")).err().unwrap();
+        assert!(e.message.contains("joins: not supported yet"), "{e}");
         let e = plan_script(&format!("{ORDERS}INSERT INTO nowhere SELECT * FROM orders;")).err().unwrap();
         assert_eq!((e.pos, e.message.as_str()), (Pos::new(11, 13), "nowhere is not declared in the job file"));
         let e = plan_script(&format!("{ORDERS}SET 'foo' = 'bar';\nINSERT INTO out SELECT id, customer, amount FROM orders;")).err().unwrap();

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, TimeUnit};
-use metrics::counter;
+use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -23,7 +23,9 @@ use tracing::{info, warn};
 
 use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
 use crate::format::{self, Format};
-use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Step};
+use crate::ops::{Operators, Rows, Step};
+use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable};
+use crate::watermark::Watermarks;
 
 /// Records per batch at most, and how long a batch waits to fill.
 const BATCH_RECORDS: usize = 4096;
@@ -46,6 +48,8 @@ pub struct PipelineStats {
     pub records_in: u64,
     pub records_out: u64,
     pub skipped: u64,
+    /// Records dropped because every window they belong to had fired.
+    pub late: u64,
 }
 
 /// Runs every pipeline until all bounded sources are read or `cancel`; the first failure stops
@@ -202,10 +206,28 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
     let records_in = counter!("ferry_sql_records_in_total", &labels);
     let records_out = counter!("ferry_sql_records_out_total", &labels);
     let skipped = counter!("ferry_sql_records_skipped_total", &labels);
+    let late = counter!("ferry_sql_late_records_total", &labels);
+    let state_rows = gauge!("ferry_sql_state_rows", &labels);
+    let watermark_lag = gauge!("ferry_sql_watermark_lag_seconds", &labels);
+    let line = p.pos.line;
+    let operator_error = |message: String| RunError::Operator { line, message };
+    let mut ops = Operators::new(&p.steps).map_err(operator_error)?;
+    // Until checkpoints keep state with the offsets, a pipeline with state commits its source
+    // offsets only once a bounded input has been read and every result written: a restart
+    // replays what the lost state held (at least once), never skips it.
+    let stateful = p.steps.iter().any(|s| matches!(s, Step::Aggregate(_)));
     let mut stats = PipelineStats::default();
     let mut done: HashMap<i32, bool> = partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
+    let mut marks = Watermarks::new(&partitions, idle_timeout(p), Instant::now());
+    for (partition, d) in &done {
+        if *d {
+            marks.finish(*partition, Instant::now());
+        }
+    }
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut round_robin = 0i32;
+    let mut fired_under = i64::MIN;
+    let mut finished = Vec::new();
     loop {
         if ends.is_some() && done.values().all(|d| *d) {
             break;
@@ -221,11 +243,13 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
                 Some(Ok(m)) => {
                     if let Some(end) = ends.as_ref().and_then(|e| e.get(&m.partition())) {
                         if m.offset() >= *end {
-                            done.insert(m.partition(), true);
+                            if done.insert(m.partition(), true) == Some(false) {
+                                finished.push(m.partition());
+                            }
                             continue;
                         }
-                        if m.offset() + 1 >= *end {
-                            done.insert(m.partition(), true);
+                        if m.offset() + 1 >= *end && done.insert(m.partition(), true) == Some(false) {
+                            finished.push(m.partition());
                         }
                     }
                     batch.push(Raw::from(&m));
@@ -233,31 +257,54 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
                 Some(Err(e)) => warn!(table = %name, topic = %kafka.topic, error = %e, "source consumer error (librdkafka retries)"),
             }
         }
-        if batch.is_empty() {
-            continue;
+        let rows = if batch.is_empty() {
+            for f in finished.drain(..) {
+                marks.finish(f, Instant::now());
+            }
+            // Nothing read: only a watermark that moved (an idle or finished partition) has
+            // work for a window aggregate.
+            if !stateful || marks.tick(Instant::now()) <= fired_under {
+                continue;
+            }
+            Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))))
+        } else {
+            stats.records_in += batch.len() as u64;
+            records_in.increment(batch.len() as u64);
+            for r in &batch {
+                next.insert(r.partition, r.offset + 1);
+            }
+            let (rows, partitions_of_rows, skipped_now) = decode_batch(&p.source, &batch)?;
+            stats.skipped += skipped_now;
+            skipped.increment(skipped_now);
+            let watermarks = match &p.source.watermark {
+                Some((_, expr)) => {
+                    let values = expr.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
+                    let values = arrow::compute::cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
+                    let values = values.as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default();
+                    Some(Int64Array::from(marks.observe(&partitions_of_rows, &values, Instant::now())))
+                }
+                None => None,
+            };
+            for f in finished.drain(..) {
+                marks.finish(f, Instant::now());
+            }
+            Rows { batch: rows, kinds: None, watermarks }
+        };
+        let watermark = marks.tick(Instant::now());
+        let late_before = ops.late;
+        let out = ops.process(rows, watermark).map_err(operator_error)?;
+        fired_under = watermark;
+        stats.late += ops.late - late_before;
+        late.increment(ops.late - late_before);
+        state_rows.set(ops.state_rows() as f64);
+        if watermark > i64::MIN && watermark < i64::MAX {
+            watermark_lag.set((now_ms() - watermark) as f64 / 1000.0);
         }
-        stats.records_in += batch.len() as u64;
-        records_in.increment(batch.len() as u64);
-        for r in &batch {
-            next.insert(r.partition, r.offset + 1);
-        }
-        let (rows, skipped_now) = decode_batch(&p.source, &batch)?;
-        stats.skipped += skipped_now;
-        skipped.increment(skipped_now);
-        let out = run_steps(p, rows)?;
         let written = write(p, &producer, &out, &mut round_robin, sink_partitions)?;
         stats.records_out += written;
         records_out.increment(written);
-        // At least once: everything produced so far is acknowledged before the offsets move.
-        if producer.flush(Duration::from_secs(60)).is_err() {
-            return Err(table_error(&sink.name, format!("writes to topic {} on {} were not acknowledged within 60 s", sink.kafka.topic, bootstrap(&sink.kafka))));
-        }
-        let failed = producer.context().failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let e = producer.context().first_error.lock().unwrap().clone().unwrap_or_default();
-            return Err(table_error(&sink.name, format!("{failed} records could not be written to topic {} on {}: {e}", sink.kafka.topic, bootstrap(&sink.kafka))));
-        }
-        if kafka.group_id.is_some() {
+        acknowledge(&producer, sink)?;
+        if kafka.group_id.is_some() && !stateful {
             let mut commit = TopicPartitionList::new();
             for (partition, offset) in &next {
                 let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
@@ -267,7 +314,17 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
             }
         }
     }
-    if kafka.group_id.is_some() && !next.is_empty() {
+    let completed = ends.is_some() && done.values().all(|d| *d) && !cancel.is_cancelled();
+    if completed && stateful {
+        // The end of a bounded input: every window fires.
+        let empty = Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))));
+        let out = ops.process(empty, i64::MAX).map_err(operator_error)?;
+        let written = write(p, &producer, &out, &mut round_robin, sink_partitions)?;
+        stats.records_out += written;
+        records_out.increment(written);
+        acknowledge(&producer, sink)?;
+    }
+    if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed) {
         let mut commit = TopicPartitionList::new();
         for (partition, offset) in &next {
             let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
@@ -276,8 +333,30 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
             warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets at the end");
         }
     }
-    info!(source = %name, sink = %sink.name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, "pipeline finished");
+    info!(source = %name, sink = %sink.name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
     Ok(stats)
+}
+
+/// Waits until everything produced so far is acknowledged by the sink cluster.
+fn acknowledge(producer: &ThreadedProducer<DeliveryCounter>, sink: &crate::catalog::Table) -> Result<(), RunError> {
+    if producer.flush(Duration::from_secs(60)).is_err() {
+        return Err(table_error(&sink.name, format!("writes to topic {} on {} were not acknowledged within 60 s", sink.kafka.topic, bootstrap(&sink.kafka))));
+    }
+    let failed = producer.context().failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let e = producer.context().first_error.lock().unwrap().clone().unwrap_or_default();
+        return Err(table_error(&sink.name, format!("{failed} records could not be written to topic {} on {}: {e}", sink.kafka.topic, bootstrap(&sink.kafka))));
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `SET 'table.exec.source.idle-timeout'` (checked when the job was planned).
+fn idle_timeout(p: &Pipeline) -> Option<Duration> {
+    p.idle_timeout.filter(|d| !d.is_zero())
 }
 
 fn start_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, group: &str, partitions: &[i32]) -> Result<HashMap<i32, Offset>, RunError> {
@@ -353,7 +432,8 @@ fn end_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, partitio
 
 /// The source rows of a batch, every column of the table (physical, metadata, computed); records
 /// that do not decode are skipped and counted, or stop the job.
-fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, u64), RunError> {
+/// Also returns the partition of each row.
+fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32>, u64), RunError> {
     let table = &scan.table;
     let kafka = &table.kafka;
     let mut keep: Vec<bool> = vec![true; batch.len()];
@@ -420,7 +500,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, u64), R
     }
     let base = RecordBatch::try_new(format::nullable(scan.base.fields().iter().map(|f| f.as_ref().clone())), base_columns).map_err(|e| table_error(&table.name, format!("decoded rows do not fit the table: {e}")))?;
     let skipped = keep.iter().filter(|k| !**k).count() as u64;
-    let base = if skipped > 0 { arrow::compute::filter_record_batch(&base, &arrow::array::BooleanArray::from(keep)).expect("a mask of the batch's length") } else { base };
+    let base = if skipped > 0 { arrow::compute::filter_record_batch(&base, &arrow::array::BooleanArray::from(keep.clone())).expect("a mask of the batch's length") } else { base };
     // Computed columns, from the physical and metadata ones.
     let mut columns = Vec::with_capacity(scan.columns.len());
     for (plan, f) in scan.columns.iter().zip(scan.schema.fields()) {
@@ -434,7 +514,8 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, u64), R
     }
     let schema = format::nullable(scan.schema.fields().iter().map(|f| f.as_ref().clone()));
     let rows = RecordBatch::try_new(schema, columns).map_err(|e| table_error(&table.name, format!("computed columns do not fit the table: {e}")))?;
-    Ok((rows, skipped))
+    let partitions = batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r.partition).collect();
+    Ok((rows, partitions, skipped))
 }
 
 fn metadata(key: MetadataKey, batch: &[Raw], topic: &str, t: &DataType) -> ArrayRef {
@@ -477,27 +558,13 @@ fn entries_field(t: &DataType) -> arrow::datatypes::FieldRef {
     Arc::new(Field::new("entries", t.clone(), false))
 }
 
-fn run_steps(p: &Pipeline, mut rows: RecordBatch) -> Result<RecordBatch, RunError> {
-    let line = p.pos.line;
-    for step in &p.steps {
-        rows = match step {
-            Step::Filter(e) => {
-                let mask = e.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| RunError::Operator { line, message: e.to_string() })?;
-                let mask = mask.as_any().downcast_ref::<arrow::array::BooleanArray>().ok_or_else(|| RunError::Operator { line, message: "the WHERE condition is not BOOLEAN".into() })?;
-                arrow::compute::filter_record_batch(&rows, mask).map_err(|e| RunError::Operator { line, message: e.to_string() })?
-            }
-            Step::Project(exprs, schema) => {
-                let columns = exprs.iter().map(|e| e.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows()))).collect::<Result<Vec<_>, _>>().map_err(|e| RunError::Operator { line, message: e.to_string() })?;
-                let schema = format::nullable(schema.fields().iter().map(|f| f.as_ref().clone()));
-                RecordBatch::try_new(schema, columns).map_err(|e| RunError::Operator { line, message: e.to_string() })?
-            }
-        };
-    }
-    Ok(rows)
-}
-
 /// Produces the rows of `out` (the sink's persisted columns) to the sink topic.
-fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, out: &RecordBatch, round_robin: &mut i32, partitions: i32) -> Result<u64, RunError> {
+///
+/// A changelog goes to an upsert-kafka table folded by key within the batch: the last change of
+/// each key is written, a row for +I and +U, a tombstone for -U and -D (a row taken back and not
+/// replaced, as after a HAVING that no longer holds).
+fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, rows: &Rows, round_robin: &mut i32, partitions: i32) -> Result<u64, RunError> {
+    let out = &rows.batch;
     if out.num_rows() == 0 {
         return Ok(0);
     }
@@ -530,12 +597,24 @@ fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, out: &Recor
     let timestamps = timestamps.as_ref().and_then(|a| a.as_any().downcast_ref::<TimestampMillisecondArray>().cloned());
     let headers = column_of(MetadataKey::Headers);
     let headers = headers.as_ref().and_then(|a| a.as_any().downcast_ref::<MapArray>().cloned());
-    for row in 0..out.num_rows() {
+    let selected: Vec<(usize, bool)> = match &rows.kinds {
+        Some(_) if kafka.upsert => {
+            let mut last: HashMap<Option<&[u8]>, usize> = HashMap::new();
+            for (row, k) in keys.iter().enumerate() {
+                last.insert(k.as_deref(), row);
+            }
+            (0..out.num_rows()).filter(|row| last.get(&keys[*row].as_deref()) == Some(row)).map(|row| (row, !rows.kind(row).adds())).collect()
+        }
+        Some(_) => (0..out.num_rows()).filter(|row| rows.kind(*row).adds()).map(|row| (row, false)).collect(),
+        None => (0..out.num_rows()).map(|row| (row, false)).collect(),
+    };
+    let written = selected.len() as u64;
+    for (row, tombstone) in selected {
         let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&kafka.topic);
         if let Some(k) = &keys[row] {
             record = record.key(k.as_slice());
         }
-        if let Some(v) = &values[row] {
+        if let Some(v) = values[row].as_ref().filter(|_| !tombstone) {
             record = record.payload(v.as_slice());
         }
         if let Some(ts) = timestamps.as_ref().filter(|t| t.is_valid(row)) {
@@ -573,5 +652,5 @@ fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, out: &Recor
             }
         }
     }
-    Ok(out.num_rows() as u64)
+    Ok(written)
 }

@@ -1,0 +1,699 @@
+//! The operators a pipeline runs over Arrow batches, in order: filters and projections
+//! (DataFusion's compiled expressions), window assignment, window aggregates (a window's rows
+//! are emitted once the watermark passes its end) and updating aggregates (a changelog per
+//! batch). Pure: the run loop brings the rows and the watermark, and takes what comes out.
+//!
+//! Event time: every row carries the watermark it arrived under (the minimum over the source
+//! partitions of each partition's largest watermark expression so far, not counting the row
+//! itself). A row whose windows have all fired under that watermark is late: it is dropped and
+//! counted, as Flink drops it; a window fires when the watermark reaches its end minus 1 ms.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int8Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::row::{RowConverter, SortField};
+use datafusion_common::ScalarValue;
+use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
+use datafusion_physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion_physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+
+use crate::format;
+use crate::tvf::WindowKind;
+
+/// A change to a result row, as Flink's `RowKind` (and its byte values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(i8)]
+pub enum RowKind {
+    Insert = 0,
+    UpdateBefore = 1,
+    UpdateAfter = 2,
+    Delete = 3,
+}
+
+impl RowKind {
+    pub fn from_i8(v: i8) -> RowKind {
+        match v {
+            1 => RowKind::UpdateBefore,
+            2 => RowKind::UpdateAfter,
+            3 => RowKind::Delete,
+            _ => RowKind::Insert,
+        }
+    }
+
+    /// Whether the change adds its row (+I, +U) rather than taking it back (-U, -D).
+    pub fn adds(self) -> bool {
+        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
+    }
+
+    pub fn short(self) -> &'static str {
+        match self {
+            RowKind::Insert => "+I",
+            RowKind::UpdateBefore => "-U",
+            RowKind::UpdateAfter => "+U",
+            RowKind::Delete => "-D",
+        }
+    }
+}
+
+/// Rows on their way through a pipeline.
+#[derive(Debug, Clone)]
+pub struct Rows {
+    pub batch: RecordBatch,
+    /// Each row's change ([`RowKind`] as i8); `None`: every row is an insert.
+    pub kinds: Option<Int8Array>,
+    /// The watermark each row arrived under (ms); `None` where event time is not tracked.
+    pub watermarks: Option<Int64Array>,
+}
+
+impl Rows {
+    pub fn new(batch: RecordBatch) -> Rows {
+        Rows { batch, kinds: None, watermarks: None }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    pub fn kind(&self, row: usize) -> RowKind {
+        self.kinds.as_ref().map_or(RowKind::Insert, |k| RowKind::from_i8(k.value(row)))
+    }
+
+    fn filter(self, mask: &BooleanArray) -> Result<Rows, String> {
+        let batch = arrow::compute::filter_record_batch(&self.batch, mask).map_err(|e| e.to_string())?;
+        let kinds = self.kinds.map(|k| arrow::compute::filter(&k, mask).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;
+        let watermarks = self.watermarks.map(|w| arrow::compute::filter(&w, mask).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;
+        Ok(Rows { batch, kinds, watermarks })
+    }
+
+    fn take(&self, indices: &UInt32Array) -> Result<Rows, String> {
+        let batch = arrow::compute::take_record_batch(&self.batch, indices).map_err(|e| e.to_string())?;
+        let kinds = self.kinds.as_ref().map(|k| arrow::compute::take(k, indices, None).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;
+        let watermarks = self.watermarks.as_ref().map(|w| arrow::compute::take(w, indices, None).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;
+        Ok(Rows { batch, kinds, watermarks })
+    }
+}
+
+/// One operator of a pipeline.
+pub enum Step {
+    Filter(Arc<dyn PhysicalExpr>),
+    Project(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
+    /// A row per window holding the row's time: the input's columns, then `window_start`,
+    /// `window_end` and `window_time` (`output`). With `drop_late` (it feeds a window
+    /// aggregate), rows whose every window has fired are dropped and counted.
+    Window { kind: WindowKind, time: usize, output: SchemaRef, drop_late: bool },
+    Aggregate(Box<AggregatePlan>),
+}
+
+/// `GROUP BY keys` with `aggregates`: output columns are the keys then the aggregates.
+pub struct AggregatePlan {
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// For a window aggregate: the indices in `keys` of `window_start` and `window_end`.
+    pub window: Option<(usize, usize)>,
+    pub aggregates: Vec<Aggregate>,
+    pub output: SchemaRef,
+}
+
+pub struct Aggregate {
+    pub function: Arc<AggregateFunctionExpr>,
+    /// `FILTER (WHERE …)`.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Filter(e) => write!(f, "filter {e}"),
+            Step::Project(exprs, schema) => {
+                write!(f, "project ")?;
+                for (i, (e, field)) in exprs.iter().zip(schema.fields()).enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{e} AS {}", field.name())?;
+                }
+                Ok(())
+            }
+            Step::Window { kind, time, output, .. } => {
+                let how = match kind {
+                    WindowKind::Tumble { size } => format!("size {size} ms"),
+                    WindowKind::Hop { slide, size } => format!("slide {slide} ms, size {size} ms"),
+                    WindowKind::Cumulate { step, size } => format!("step {step} ms, size {size} ms"),
+                };
+                write!(f, "window {} on {} ({how})", kind.name(), output.field(*time).name())
+            }
+            Step::Aggregate(a) => {
+                let keys: Vec<String> = a.keys.iter().map(ToString::to_string).collect();
+                let aggs: Vec<String> = a.aggregates.iter().map(|g| g.function.name().to_string()).collect();
+                let what = if a.window.is_some() { "window aggregate (emitted when the watermark passes window_end)" } else { "updating aggregate (a changelog)" };
+                write!(f, "{what} by [{}]: {}", keys.join(", "), aggs.join(", "))
+            }
+        }
+    }
+}
+
+/// Whether the steps' output is a changelog (it updates rows already emitted).
+pub fn updating(steps: &[Step]) -> bool {
+    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()))
+}
+
+/// The running state of a pipeline's steps.
+pub struct Operators<'a> {
+    steps: &'a [Step],
+    states: Vec<State<'a>>,
+    /// Rows dropped because every window they belong to had fired.
+    pub late: u64,
+    windows: Vec<(i64, i64)>,
+}
+
+enum State<'a> {
+    None,
+    Window(WindowAggregate<'a>),
+    Group(GroupAggregate<'a>),
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn evaluate(e: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef, String> {
+    e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(err)
+}
+
+impl<'a> Operators<'a> {
+    pub fn new(steps: &'a [Step]) -> Result<Operators<'a>, String> {
+        let mut states = Vec::new();
+        for s in steps {
+            states.push(match s {
+                Step::Aggregate(a) if a.window.is_some() => State::Window(WindowAggregate::new(a)?),
+                Step::Aggregate(a) => State::Group(GroupAggregate::new(a)?),
+                _ => State::None,
+            });
+        }
+        Ok(Operators { steps, states, late: 0, windows: Vec::new() })
+    }
+
+    /// Rows held in state (groups of open windows and of updating aggregates).
+    pub fn state_rows(&self) -> usize {
+        self.states
+            .iter()
+            .map(|s| match s {
+                State::None => 0,
+                State::Window(w) => w.windows.values().map(|g| g.keys.len()).sum(),
+                State::Group(g) => g.keys.len(),
+            })
+            .sum()
+    }
+
+    /// Runs `rows` through every step; `watermark` is the watermark after them (`i64::MAX` at
+    /// the end of a bounded input: every window fires).
+    pub fn process(&mut self, mut rows: Rows, watermark: i64) -> Result<Rows, String> {
+        for (step, state) in self.steps.iter().zip(self.states.iter_mut()) {
+            rows = match (step, state) {
+                (Step::Filter(e), _) => {
+                    let mask = evaluate(e, &rows.batch)?;
+                    let mask = mask.as_any().downcast_ref::<BooleanArray>().ok_or("the WHERE condition is not BOOLEAN")?;
+                    // NULL is not true: the row goes.
+                    rows.filter(&null_as_false(mask))?
+                }
+                (Step::Project(exprs, schema), _) => {
+                    let columns = exprs.iter().map(|e| evaluate(e, &rows.batch)).collect::<Result<Vec<_>, _>>()?;
+                    let schema = format::nullable(schema.fields().iter().map(|f| f.as_ref().clone()));
+                    Rows { batch: RecordBatch::try_new(schema, columns).map_err(err)?, ..rows }
+                }
+                (Step::Window { kind, time, output, drop_late }, _) => assign_windows(rows, *kind, *time, output, *drop_late, &mut self.late, &mut self.windows)?,
+                (Step::Aggregate(_), State::Window(w)) => w.process(&rows, watermark)?,
+                (Step::Aggregate(_), State::Group(g)) => g.process(&rows)?,
+                (Step::Aggregate(_), State::None) => unreachable!("aggregates have state"),
+            };
+        }
+        Ok(rows)
+    }
+}
+
+/// A condition's mask: NULL is not true.
+fn null_as_false(mask: &BooleanArray) -> BooleanArray {
+    if mask.null_count() == 0 {
+        mask.clone()
+    } else {
+        arrow::compute::prep_null_mask_filter(mask)
+    }
+}
+
+/// The milliseconds of a time column (TIMESTAMP or TIMESTAMP_LTZ of any precision).
+fn millis(column: &ArrayRef) -> Result<TimestampMillisecondArray, String> {
+    let a = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(err)?;
+    Ok(a.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+fn assign_windows(rows: Rows, kind: WindowKind, time: usize, output: &SchemaRef, drop_late: bool, late: &mut u64, windows: &mut Vec<(i64, i64)>) -> Result<Rows, String> {
+    let times = millis(rows.batch.column(time))?;
+    let mut take = Vec::with_capacity(rows.num_rows());
+    let (mut starts, mut ends) = (Vec::with_capacity(rows.num_rows()), Vec::with_capacity(rows.num_rows()));
+    for i in 0..rows.num_rows() {
+        if times.is_null(i) {
+            return Err(format!("a row has a NULL time attribute {}: it cannot be put in a window", output.field(time).name()));
+        }
+        kind.assign(times.value(i), windows);
+        let watermark = rows.watermarks.as_ref().map_or(i64::MIN, |w| w.value(i));
+        if drop_late && windows.last().is_some_and(|(_, end)| end - 1 <= watermark) {
+            *late += 1;
+            continue;
+        }
+        for (start, end) in windows.iter() {
+            take.push(i as u32);
+            starts.push(*start);
+            ends.push(*end);
+        }
+    }
+    let taken = rows.take(&UInt32Array::from(take))?;
+    let mut columns = taken.batch.columns().to_vec();
+    let n = output.fields().len();
+    columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(ends.clone())));
+    let window_time: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends.iter().map(|e| e - 1).collect::<Vec<_>>()));
+    columns.push(arrow::compute::cast(&window_time, output.field(n - 1).data_type()).map_err(err)?);
+    let schema = format::nullable(output.fields().iter().map(|f| f.as_ref().clone()));
+    Ok(Rows { batch: RecordBatch::try_new(schema, columns).map_err(err)?, ..taken })
+}
+
+/// Group keys: each distinct key gets an index, in order of arrival.
+struct KeyTable {
+    /// `None` when there are no key columns (one group).
+    converter: Option<RowConverter>,
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Vec<Box<[u8]>>,
+    single: bool,
+}
+
+impl KeyTable {
+    fn new(types: &[DataType]) -> Result<KeyTable, String> {
+        let converter = if types.is_empty() { None } else { Some(RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect()).map_err(err)?) };
+        Ok(KeyTable { converter, index: HashMap::new(), keys: Vec::new(), single: false })
+    }
+
+    fn len(&self) -> usize {
+        if self.converter.is_none() {
+            usize::from(self.single)
+        } else {
+            self.keys.len()
+        }
+    }
+
+    /// Each row's group index.
+    fn intern(&mut self, columns: &[ArrayRef], num_rows: usize) -> Result<Vec<usize>, String> {
+        let Some(converter) = &self.converter else {
+            self.single = true;
+            return Ok(vec![0; num_rows]);
+        };
+        let rows = converter.convert_columns(columns).map_err(err)?;
+        let mut out = Vec::with_capacity(num_rows);
+        for row in rows.iter() {
+            let g = match self.index.get(row.as_ref()) {
+                Some(g) => *g,
+                None => {
+                    let bytes: Box<[u8]> = row.as_ref().into();
+                    let g = self.keys.len();
+                    self.keys.push(bytes.clone());
+                    self.index.insert(bytes, g);
+                    g
+                }
+            };
+            out.push(g);
+        }
+        Ok(out)
+    }
+
+    /// The key columns of the given groups.
+    fn columns(&self, groups: &[usize]) -> Result<Vec<ArrayRef>, String> {
+        match &self.converter {
+            None => Ok(Vec::new()),
+            Some(c) => {
+                let parser = c.parser();
+                c.convert_rows(groups.iter().map(|g| parser.parse(&self.keys[*g]))).map_err(err)
+            }
+        }
+    }
+}
+
+/// The arguments of each aggregate over `batch`, and its FILTER mask.
+fn arguments(aggregates: &[Aggregate], batch: &RecordBatch) -> Result<Vec<(Vec<ArrayRef>, Option<BooleanArray>)>, String> {
+    aggregates
+        .iter()
+        .map(|a| {
+            let args = a.function.expressions().iter().map(|e| evaluate(e, batch)).collect::<Result<Vec<_>, _>>()?;
+            let filter = match &a.filter {
+                Some(f) => {
+                    let m = evaluate(f, batch)?;
+                    let m = m.as_any().downcast_ref::<BooleanArray>().ok_or("FILTER (WHERE …) is not BOOLEAN")?.clone();
+                    Some(null_as_false(&m))
+                }
+                None => None,
+            };
+            Ok((args, filter))
+        })
+        .collect()
+}
+
+fn retractions(rows: &Rows) -> bool {
+    rows.kinds.as_ref().is_some_and(|k| k.values().iter().any(|v| !RowKind::from_i8(*v).adds()))
+}
+
+/// Keyed windows: per window (end, start) its groups and their accumulators.
+struct WindowAggregate<'a> {
+    plan: &'a AggregatePlan,
+    windows: BTreeMap<(i64, i64), WindowGroups>,
+    key_types: Vec<DataType>,
+}
+
+struct WindowGroups {
+    keys: KeyTable,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+fn groups_accumulator(f: &AggregateFunctionExpr) -> Result<Box<dyn GroupsAccumulator>, String> {
+    if f.groups_accumulator_supported() {
+        return f.create_groups_accumulator().map_err(err);
+    }
+    let f = f.clone();
+    Ok(Box::new(GroupsAccumulatorAdapter::new(move || f.create_accumulator())))
+}
+
+impl<'a> WindowAggregate<'a> {
+    fn new(plan: &'a AggregatePlan) -> Result<Self, String> {
+        let (ws, we) = plan.window.expect("a window aggregate");
+        let key_types = (0..plan.keys.len()).filter(|k| *k != ws && *k != we).map(|k| plan.output.field(k).data_type().clone()).collect();
+        Ok(WindowAggregate { plan, windows: BTreeMap::new(), key_types })
+    }
+
+    fn process(&mut self, rows: &Rows, watermark: i64) -> Result<Rows, String> {
+        let plan = self.plan;
+        let (ws, we) = plan.window.expect("a window aggregate");
+        if retractions(rows) {
+            return Err("a window aggregate over a changelog is not supported".into());
+        }
+        let batch = &rows.batch;
+        if batch.num_rows() > 0 {
+            let keys = plan.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
+            let starts = millis(&keys[ws])?;
+            let ends = millis(&keys[we])?;
+            let others: Vec<ArrayRef> = keys.iter().enumerate().filter(|(k, _)| *k != ws && *k != we).map(|(_, a)| a.clone()).collect();
+            let args = arguments(&plan.aggregates, batch)?;
+            // Rows per window, in arrival order.
+            let mut per_window: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+            for i in 0..batch.num_rows() {
+                let (start, end) = (starts.value(i), ends.value(i));
+                let arrived_under = rows.watermarks.as_ref().map_or(i64::MIN, |w| w.value(i));
+                // This window fired before the row came (its record is counted as late by the
+                // window step only when all its windows had fired).
+                if end - 1 <= arrived_under {
+                    continue;
+                }
+                per_window.entry((end, start)).or_default().push(i as u32);
+            }
+            for (window, indices) in per_window {
+                let take = UInt32Array::from(indices);
+                let key_columns = others.iter().map(|a| arrow::compute::take(a, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                let state = match self.windows.entry(window) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        let accumulators = plan.aggregates.iter().map(|a| groups_accumulator(&a.function)).collect::<Result<Vec<_>, _>>()?;
+                        v.insert(WindowGroups { keys: KeyTable::new(&self.key_types)?, accumulators })
+                    }
+                };
+                let groups = state.keys.intern(&key_columns, take.len())?;
+                let total = state.keys.len();
+                for ((values, filter), acc) in args.iter().zip(state.accumulators.iter_mut()) {
+                    let values = values.iter().map(|a| arrow::compute::take(a, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                    let filter = filter.as_ref().map(|f| arrow::compute::take(f, &take, None).map(|a| a.as_boolean().clone())).transpose().map_err(err)?;
+                    acc.update_batch(&values, &groups, filter.as_ref(), total).map_err(err)?;
+                }
+            }
+        }
+        // Fire every window the watermark has passed, earliest end first.
+        let mut outputs = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            let (end, start) = *entry.key();
+            if end - 1 > watermark {
+                break;
+            }
+            let mut state = entry.remove();
+            let n = state.keys.len();
+            if n == 0 {
+                continue;
+            }
+            let groups: Vec<usize> = (0..n).collect();
+            let mut others = state.keys.columns(&groups)?.into_iter();
+            let mut columns = Vec::with_capacity(plan.output.fields().len());
+            for k in 0..plan.keys.len() {
+                let column: ArrayRef = if k == ws || k == we {
+                    let v = if k == ws { start } else { end };
+                    let a: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![v; n]));
+                    arrow::compute::cast(&a, plan.output.field(k).data_type()).map_err(err)?
+                } else {
+                    others.next().ok_or("a key column is missing")?
+                };
+                columns.push(column);
+            }
+            for acc in &mut state.accumulators {
+                columns.push(acc.evaluate(EmitTo::All).map_err(err)?);
+            }
+            outputs.push(output_batch(&plan.output, columns)?);
+        }
+        let schema = format::nullable(plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let batch = arrow::compute::concat_batches(&schema, &outputs).map_err(err)?;
+        Ok(Rows::new(batch))
+    }
+}
+
+/// Output columns as a batch of the plan's schema (types cast where an accumulator's differ).
+fn output_batch(output: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, String> {
+    let columns = columns
+        .into_iter()
+        .zip(output.fields())
+        .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()).map_err(err) })
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = format::nullable(output.fields().iter().map(|f| f.as_ref().clone()));
+    RecordBatch::try_new(schema, columns).map_err(err)
+}
+
+/// `GROUP BY` without windows: every batch changes some groups, and each change is emitted
+/// (+I for a new group; -U old and +U new for a changed one; nothing when the result is equal).
+struct GroupAggregate<'a> {
+    plan: &'a AggregatePlan,
+    keys: KeyTable,
+    accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    last: Vec<Option<Vec<ScalarValue>>>,
+}
+
+impl<'a> GroupAggregate<'a> {
+    fn new(plan: &'a AggregatePlan) -> Result<Self, String> {
+        let types: Vec<DataType> = (0..plan.keys.len()).map(|k| plan.output.field(k).data_type().clone()).collect();
+        Ok(GroupAggregate { plan, keys: KeyTable::new(&types)?, accumulators: Vec::new(), last: Vec::new() })
+    }
+
+    fn process(&mut self, rows: &Rows) -> Result<Rows, String> {
+        let plan = self.plan;
+        let schema = format::nullable(plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let batch = &rows.batch;
+        if batch.num_rows() == 0 {
+            return Ok(Rows { batch: RecordBatch::new_empty(schema), kinds: Some(Int8Array::from(Vec::<i8>::new())), watermarks: None });
+        }
+        if retractions(rows) {
+            return Err("an aggregate over a changelog (an updating input) is not supported yet".into());
+        }
+        let keys = plan.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
+        let groups = self.keys.intern(&keys, batch.num_rows())?;
+        let args = arguments(&plan.aggregates, batch)?;
+        // Rows per group, groups in order of first arrival in the batch.
+        let mut order: Vec<usize> = Vec::new();
+        let mut rows_of: HashMap<usize, Vec<u32>> = HashMap::new();
+        for (i, g) in groups.iter().enumerate() {
+            rows_of
+                .entry(*g)
+                .or_insert_with(|| {
+                    order.push(*g);
+                    Vec::new()
+                })
+                .push(i as u32);
+        }
+        while self.accumulators.len() < self.keys.len().max(1) {
+            self.accumulators.push(plan.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect::<Result<Vec<_>, _>>()?);
+            self.last.push(None);
+        }
+        let mut emitted_groups = Vec::new();
+        let mut kinds = Vec::new();
+        let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); plan.aggregates.len()];
+        for g in order {
+            let take = UInt32Array::from(rows_of.remove(&g).unwrap_or_default());
+            for ((args, filter), acc) in args.iter().zip(self.accumulators[g].iter_mut()) {
+                let mut taken = args.iter().map(|a| arrow::compute::take(a, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                if let Some(f) = filter {
+                    let f = arrow::compute::take(f, &take, None).map_err(err)?;
+                    taken = taken.iter().map(|a| arrow::compute::filter(a, f.as_boolean())).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                }
+                acc.update_batch(&taken).map_err(err)?;
+            }
+            let now = self.accumulators[g].iter_mut().map(|a| a.evaluate()).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
+            match self.last[g].take() {
+                Some(before) if before == now => {
+                    self.last[g] = Some(before);
+                    continue;
+                }
+                Some(before) => {
+                    emitted_groups.push(g);
+                    kinds.push(RowKind::UpdateBefore as i8);
+                    for (j, v) in before.into_iter().enumerate() {
+                        values[j].push(v);
+                    }
+                    emitted_groups.push(g);
+                    kinds.push(RowKind::UpdateAfter as i8);
+                }
+                None => {
+                    emitted_groups.push(g);
+                    kinds.push(RowKind::Insert as i8);
+                }
+            }
+            for (j, v) in now.iter().enumerate() {
+                values[j].push(v.clone());
+            }
+            self.last[g] = Some(now);
+        }
+        if emitted_groups.is_empty() {
+            return Ok(Rows { batch: RecordBatch::new_empty(schema), kinds: Some(Int8Array::from(Vec::<i8>::new())), watermarks: None });
+        }
+        let mut columns = self.keys.columns(&emitted_groups)?;
+        for (j, v) in values.into_iter().enumerate() {
+            let field = plan.output.field(plan.keys.len() + j);
+            let array = if v.is_empty() { arrow::array::new_empty_array(field.data_type()) } else { ScalarValue::iter_to_array(v).map_err(err)? };
+            columns.push(array);
+        }
+        Ok(Rows { batch: output_batch(&plan.output, columns)?, kinds: Some(Int8Array::from(kinds)), watermarks: None })
+    }
+}
+
+/// The schema of a window step's output: the input's columns and the window's.
+pub fn window_schema(input: &Schema, time: usize) -> SchemaRef {
+    let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let time_type = match input.field(time).data_type() {
+        DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Millisecond, tz.clone()),
+        other => other.clone(),
+    };
+    fields.push(Field::new("window_start", DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    fields.push(Field::new("window_end", DataType::Timestamp(TimeUnit::Millisecond, None), false));
+    fields.push(Field::new("window_time", time_type, false));
+    Arc::new(Schema::new(fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::plan_script;
+    use arrow::array::{Int64Array, StringArray};
+
+    const TABLES: &str = "CREATE TABLE bids (item STRING, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n";
+
+    fn sink(columns: &str, upsert: bool) -> String {
+        if upsert {
+            format!("CREATE TABLE out ({columns}, PRIMARY KEY (item) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n")
+        } else {
+            format!("CREATE TABLE out ({columns}) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n")
+        }
+    }
+
+    /// Source rows (item, price, ts in ms) with the watermark each arrived under.
+    fn rows(job: &crate::plan::Job, data: &[(&str, i64, i64)], watermarks: &[i64]) -> Rows {
+        let schema = format::nullable(job.pipelines[0].source.schema.fields().iter().map(|f| f.as_ref().clone()));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(data.iter().map(|d| d.0).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(data.iter().map(|d| d.1).collect::<Vec<_>>())),
+                Arc::new(TimestampMillisecondArray::from(data.iter().map(|d| d.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        Rows { batch, kinds: None, watermarks: Some(Int64Array::from(watermarks.to_vec())) }
+    }
+
+    fn text(rows: &Rows) -> Vec<String> {
+        let b = &rows.batch;
+        (0..b.num_rows())
+            .map(|r| {
+                let cells: Vec<String> = b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, r).unwrap()).collect();
+                format!("{} {}", rows.kind(r).short(), cells.join(","))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tumbling_window_fires_when_the_watermark_passes_its_end_and_drops_late_rows() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(*), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(!p.updating);
+        assert!(matches!(p.steps.iter().find(|s| matches!(s, Step::Window { .. })), Some(Step::Window { drop_late: true, .. })));
+        let mut ops = Operators::new(&p.steps).unwrap();
+        // Window [0, 10 s): a, a, b; [10 s, 20 s): a.
+        let out = ops.process(rows(&job, &[("a", 1, 1_000), ("b", 2, 9_000), ("a", 4, 5_000), ("a", 3, 12_000)], &[i64::MIN, 0, 8_000, 8_000]), 11_000).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:00,2,5", "+I b,1970-01-01T00:00:00,1,2"]);
+        assert_eq!(ops.state_rows(), 1);
+        // A row for the fired window is late: dropped and counted.
+        let out = ops.process(rows(&job, &[("a", 100, 2_000)], &[11_000]), 11_000).unwrap();
+        assert!(text(&out).is_empty());
+        assert_eq!(ops.late, 1);
+        let out = ops.process(rows(&job, &[], &[]), i64::MAX).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:10,1,3"]);
+    }
+
+    #[test]
+    fn hopping_and_cumulating_windows_hold_a_row_in_several_windows() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, SUM(price) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
+        let job = plan_script(&sql).unwrap();
+        let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
+        ops.process(rows(&job, &[("a", 1, 7_000), ("a", 10, 12_000)], &[i64::MIN, 6_000]), 11_000).unwrap();
+        // [0,10) fired before the second row came; a row for [5,15) and [10,20) still counts.
+        let out = ops.process(rows(&job, &[("a", 100, 9_999)], &[11_000]), i64::MAX).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:05,1970-01-01T00:00:15,111", "+I a,1970-01-01T00:00:10,1970-01-01T00:00:20,10"]);
+        assert_eq!(ops.late, 0, "the row was in a window that had not fired");
+
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, SUM(price) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '4' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
+        let job = plan_script(&sql).unwrap();
+        let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
+        let out = ops.process(rows(&job, &[("a", 1, 500), ("a", 2, 2_500)], &[i64::MIN, i64::MIN]), i64::MAX).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:00,1970-01-01T00:00:02,1", "+I a,1970-01-01T00:00:00,1970-01-01T00:00:04,3"]);
+    }
+
+    #[test]
+    fn an_updating_aggregate_emits_a_changelog() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*), COUNT(DISTINCT price), MAX(price) FROM bids GROUP BY item HAVING SUM(price) < 100;", sink("item STRING, n BIGINT, prices BIGINT, top BIGINT", true));
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(p.updating);
+        let mut ops = Operators::new(&p.steps).unwrap();
+        let out = ops.process(rows(&job, &[("a", 5, 0), ("b", 7, 0), ("a", 5, 0)], &[0, 0, 0]), 0).unwrap();
+        assert_eq!(text(&out), ["+I a,2,1,5", "+I b,1,1,7"]);
+        // b passes 100: its -U goes through HAVING, its +U does not (the sink deletes b).
+        let out = ops.process(rows(&job, &[("a", 6, 0), ("b", 200, 0)], &[0, 0]), 0).unwrap();
+        assert_eq!(text(&out), ["-U a,2,1,5", "+U a,3,2,6", "-U b,1,1,7"]);
+        let err = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*) FROM bids GROUP BY item;", sink("item STRING, n BIGINT", false))).err().unwrap();
+        assert!(err.message.contains("takes appended rows only"), "{err}");
+    }
+
+    #[test]
+    fn window_functions_are_checked_where_they_are_written() {
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(item), INTERVAL '1' MINUTE)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT", false))).err().unwrap();
+        assert!(e.message.contains("DESCRIPTOR(item): the time attribute of bids is ts"), "{e}");
+        assert_eq!(e.pos.line, 3, "{e}");
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT * FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE));", sink("item STRING", false))).err().unwrap();
+        assert!(e.message.contains("SESSION windows are not supported yet"), "{e}");
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '10' SECOND));", sink("item STRING", false))).err().unwrap();
+        assert!(e.message.contains("whole multiple of the slide"), "{e}");
+        // Named arguments, and a window table function without an aggregate.
+        let job = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, window_end FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SIZE => INTERVAL '1' MINUTES));", sink("item STRING, we TIMESTAMP(3)", false))).unwrap();
+        let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
+        let out = ops.process(rows(&job, &[("a", 1, 61_000)], &[i64::MIN]), 0).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:02:00"]);
+    }
+}
