@@ -291,3 +291,218 @@ fn a_job_file_with_a_mistake_is_refused_with_its_line_and_column() {
     assert_eq!(code, 2);
     assert!(err.contains("cannot read /nonexistent/job.sql"), "{err}");
 }
+
+/// Bid `i` on one partition: item, price, event time. Every 7th bid is 3 s behind (out of order,
+/// within the 5 s watermark delay); every 50th is 30 s behind: late for its windows.
+fn bid(i: usize) -> (&'static str, i64, i64) {
+    let base = 1_700_000_000_000 + i as i64 * 100;
+    let ts = if i % 50 == 49 {
+        base - 30_000
+    } else if i % 7 == 6 {
+        base - 3_000
+    } else {
+        base
+    };
+    (["a", "b", "c"][i % 3], (i as i64 * 37) % 100, ts)
+}
+
+/// The windows holding time `t`: every `[start, start + size)` with `start` a multiple of `slide`.
+fn windows_of(t: i64, slide: i64, size: i64) -> Vec<(i64, i64)> {
+    let mut start = t.div_euclid(slide) * slide;
+    let mut out = Vec::new();
+    while start > t - size {
+        out.push((start, start + size));
+        start -= slide;
+    }
+    out.reverse();
+    out
+}
+
+/// What a window aggregate over `n` bids must write, and how many bids are late: a bid is late
+/// for a window when the watermark before it (the largest `ts - 5 s` so far) has reached the
+/// window's end minus 1 ms, and dropped when late for all its windows.
+fn window_reference(n: usize, slide: i64, size: i64) -> (BTreeMap<(String, String, String), (i64, i64)>, u64) {
+    let mut watermark = i64::MIN;
+    let mut sums: BTreeMap<(String, String, String), (i64, i64)> = BTreeMap::new();
+    let mut late = 0;
+    for i in 0..n {
+        let (item, price, ts) = bid(i);
+        let open: Vec<(i64, i64)> = windows_of(ts, slide, size).into_iter().filter(|(_, end)| end - 1 > watermark).collect();
+        if open.is_empty() {
+            late += 1;
+        }
+        for (start, end) in open {
+            let e = sums.entry((item.to_string(), format_ts(start), format_ts(end))).or_default();
+            e.0 += 1;
+            e.1 += price;
+        }
+        watermark = watermark.max(ts - 5_000);
+    }
+    (sums, late)
+}
+
+/// A topic's records read to its end.
+fn read_to_end(bootstrap: &str, topic: &str, partitions: i32) -> Vec<TestRecord> {
+    let total: i64 = (0..partitions).map(|p| ferry_testkit::watermarks(bootstrap, topic, p).unwrap().1).sum();
+    consume_all(bootstrap, topic, partitions, total as usize, std::time::Duration::from_secs(20)).unwrap()
+}
+
+/// The `late=` a pipeline into `sink` reported when it finished.
+fn late_reported(log: &str, sink: &str) -> u64 {
+    let line = log.lines().find(|l| l.contains("pipeline finished") && l.contains(&format!("sink={sink} "))).unwrap_or_else(|| panic!("no finish line for {sink}: {log}"));
+    line.split_whitespace().find_map(|w| w.strip_prefix("late=")).unwrap().parse().unwrap()
+}
+
+#[test]
+fn windows_and_updating_aggregates_write_what_an_independent_reference_computes() {
+    let broker = Broker::start("sql-agg").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (bids, tumbled, hopped, orders_topic, totals) = (unique("bids"), unique("tumbled"), unique("hopped"), unique("orders"), unique("totals"));
+    create_topic(&bootstrap, &bids, 1).unwrap();
+    create_topic(&bootstrap, &tumbled, 2).unwrap();
+    create_topic(&bootstrap, &hopped, 1).unwrap();
+    create_topic(&bootstrap, &orders_topic, 3).unwrap();
+    create_topic(&bootstrap, &totals, 2).unwrap();
+    let n = 3_000;
+    let bid_records: Vec<TestRecord> = (0..n)
+        .map(|i| {
+            let (item, price, ts) = bid(i);
+            TestRecord { partition: 0, offset: 0, key: None, value: Some(json!({"item": item, "price": price, "ts": format_ts(ts)}).to_string().into_bytes()), headers: vec![], timestamp: Some(ts) }
+        })
+        .collect();
+    // Orders for the updating aggregate, on 3 partitions; zed's last order takes its MAX over
+    // the HAVING bound: zed must end absent.
+    let zed = |k: i64, cents: i64| {
+        let value = json!({"id": 10_000 + k, "customer": "zed", "amount": cents as f64 / 100.0, "ts": format_ts(1_700_000_000_000), "note": {"channel": "web"}});
+        TestRecord { partition: 0, offset: 0, key: None, value: Some(value.to_string().into_bytes()), headers: vec![], timestamp: None }
+    };
+    let mut order_records = orders(0, 2_000, 3);
+    for (k, cents) in [(0, 100), (1, 200), (2, 300), (3, 29_990)] {
+        order_records.push(zed(k, cents));
+    }
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+    producer.send_all(&bids, &bid_records).unwrap();
+    producer.send_all(&orders_topic, &order_records).unwrap();
+
+    let job = format!(
+        "{orders_ddl}CREATE TABLE bids (item STRING, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+WITH ('connector' = 'kafka', 'topic' = '{bids}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json',
+      'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+CREATE TABLE tumbled (item STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), bids BIGINT, total BIGINT)
+WITH ('connector' = 'kafka', 'topic' = '{tumbled}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE hopped (item STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), bids BIGINT, total BIGINT)
+WITH ('connector' = 'kafka', 'topic' = '{hopped}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE totals (customer STRING, orders BIGINT, cents BIGINT, parts BIGINT, top DECIMAL(10, 2), PRIMARY KEY (customer) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{totals}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+EXECUTE STATEMENT SET BEGIN
+INSERT INTO tumbled
+  SELECT item, window_start, window_end, COUNT(*), SUM(price)
+  FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECONDS))
+  GROUP BY item, window_start, window_end;
+INSERT INTO hopped
+  SELECT item, window_start, window_end, COUNT(*), SUM(price)
+  FROM TABLE(HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '20' SECOND))
+  GROUP BY item, window_start, window_end;
+INSERT INTO totals
+  SELECT customer, COUNT(*), SUM(CAST(amount * 100 AS BIGINT)), COUNT(DISTINCT part), MAX(amount)
+  FROM orders
+  GROUP BY customer
+  HAVING MAX(amount) < 299.5;
+END;
+",
+        orders_ddl = tables(&bootstrap, &orders_topic, &unique("unused"), "").split("CREATE TABLE big").next().unwrap()
+    );
+    let file = job_file("sql-agg", &job);
+    let (code, out, err) = sql(&["explain", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("window aggregate") && out.contains("updating aggregate"), "{out}");
+    let (code, _, log) = sql(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "the bounded job must finish: {log}");
+
+    // Window aggregates: each (item, window) written once, with the reference's count and sum.
+    for (sink, partitions, slide, size) in [(&tumbled, 2, 10_000, 10_000), (&hopped, 1, 5_000, 20_000)] {
+        let (want, late) = window_reference(n, slide, size);
+        assert!(late > 0, "the input has late bids");
+        let mut got: BTreeMap<(String, String, String), (i64, i64)> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, sink, partitions) {
+            let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            let key = (v["item"].as_str().unwrap().to_string(), v["window_start"].as_str().unwrap().to_string(), v["window_end"].as_str().unwrap().to_string());
+            let prev = got.insert(key.clone(), (v["bids"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+            assert!(prev.is_none(), "{sink}: window {key:?} written twice");
+        }
+        assert_eq!(got.len(), want.len(), "{sink}: windows written");
+        for (k, v) in &want {
+            assert_eq!(got.get(k), Some(v), "{sink}: window {k:?}");
+        }
+        let sink_name = if sink == &tumbled { "tumbled" } else { "hopped" };
+        assert_eq!(late_reported(&log, sink_name), late, "{sink}: late bids counted");
+    }
+
+    // The updating aggregate: the upsert topic folded by key is the reference's final table.
+    let mut want: BTreeMap<String, (i64, i64, i64, f64)> = BTreeMap::new();
+    let mut parts: HashMap<String, std::collections::BTreeSet<i32>> = HashMap::new();
+    for r in &order_records {
+        let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        let customer = v["customer"].as_str().unwrap().to_string();
+        let amount = v["amount"].as_f64().unwrap();
+        let e = want.entry(customer.clone()).or_insert((0, 0, 0, f64::MIN));
+        e.0 += 1;
+        e.1 += (amount * 100.0).round() as i64;
+        e.3 = e.3.max(amount);
+        parts.entry(customer).or_default().insert(r.partition);
+    }
+    for (customer, e) in &mut want {
+        e.2 = parts[customer].len() as i64;
+    }
+    want.retain(|_, e| e.3 < 299.5);
+    assert!(!want.contains_key("zed") && want.len() >= 3, "{want:?}");
+    let mut folded: BTreeMap<String, (i64, i64, i64, f64)> = BTreeMap::new();
+    let mut zed_deleted = false;
+    for r in read_to_end(&bootstrap, &totals, 2) {
+        let key: Value = serde_json::from_slice(r.key.as_ref().expect("upsert records have keys")).unwrap();
+        let customer = key["customer"].as_str().unwrap().to_string();
+        match &r.value {
+            None => {
+                zed_deleted |= customer == "zed";
+                folded.remove(&customer);
+            }
+            Some(v) => {
+                let v: Value = serde_json::from_slice(v).unwrap();
+                let top = match &v["top"] {
+                    Value::String(s) => s.parse().unwrap(),
+                    other => other.as_f64().unwrap(),
+                };
+                folded.insert(customer, (v["orders"].as_i64().unwrap(), v["cents"].as_i64().unwrap(), v["parts"].as_i64().unwrap(), top));
+            }
+        }
+    }
+    assert_eq!(folded, want, "the upsert topic folded by key");
+    if zed_deleted {
+        println!("zed's orders were read in more than one batch: its row was written, then deleted");
+    }
+
+    // Unbounded: a group's row is written, then deleted by a tombstone when HAVING stops holding.
+    let (live, live_totals) = (unique("live"), unique("live-totals"));
+    create_topic(&bootstrap, &live, 1).unwrap();
+    create_topic(&bootstrap, &live_totals, 1).unwrap();
+    let live_job = format!(
+        "{orders_ddl}CREATE TABLE live_totals (customer STRING, orders BIGINT, top DECIMAL(10, 2), PRIMARY KEY (customer) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{live_totals}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO live_totals SELECT customer, COUNT(*), MAX(amount) FROM orders GROUP BY customer HAVING MAX(amount) < 299.5;
+",
+        orders_ddl = tables(&bootstrap, &live, &unique("unused"), "").split("CREATE TABLE big").next().unwrap().replace(",\n  'scan.bounded.mode' = 'latest-offset'", "")
+    );
+    let file = job_file("sql-live", &live_job);
+    let mut job = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap()], &unique("sql-live")).unwrap();
+    let zed_rows = |bootstrap: &str| -> Vec<Option<Value>> {
+        read_to_end(bootstrap, &live_totals, 1).into_iter().filter(|r| r.key.as_deref() == Some(br#"{"customer":"zed"}"#.as_slice())).map(|r| r.value.map(|v| serde_json::from_slice(&v).unwrap())).collect()
+    };
+    producer.send_all(&live, &[zed(0, 100), zed(1, 200), zed(2, 300)]).unwrap();
+    let first = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || zed_rows(&bootstrap).last().cloned().flatten().filter(|v| v["orders"] == 3));
+    assert!(first.is_some(), "zed's row for its first 3 orders: {:?}\n{}", zed_rows(&bootstrap), job.output());
+    producer.send_all(&live, &[zed(3, 29_990)]).unwrap();
+    let deleted = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || zed_rows(&bootstrap).last().is_some_and(Option::is_none).then_some(()));
+    assert!(deleted.is_some(), "zed's row deleted by a tombstone: {:?}\n{}", zed_rows(&bootstrap), job.output());
+    let status = job.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "SIGTERM stops the job cleanly: {status:?}\n{}", job.output());
+}

@@ -17,6 +17,7 @@ use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -382,7 +383,18 @@ fn start_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, group:
             for p in partitions {
                 let _ = tpl.add_partition(&kafka.topic, *p);
             }
-            let committed = consumer.committed_offsets(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot read group {group}'s offsets: {e}")))?;
+            // A group coordinator that is moving or loading (a new cluster creates its offsets
+            // topic on first use) answers with a retriable error: ask again for a while.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let committed = loop {
+                match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                    Ok(c) => break c,
+                    Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(|c| matches!(c, RDKafkaErrorCode::NotCoordinator | RDKafkaErrorCode::CoordinatorLoadInProgress | RDKafkaErrorCode::CoordinatorNotAvailable)) => {
+                        std::thread::sleep(Duration::from_millis(250));
+                    }
+                    Err(e) => return Err(table_error(name, format!("cannot read group {group}'s offsets: {e}"))),
+                }
+            };
             for e in committed.elements() {
                 let offset = match (e.offset(), kafka.offset_reset.as_deref()) {
                     (Offset::Offset(o), _) => Offset::Offset(o),
