@@ -187,13 +187,13 @@ fn a_killed_process_is_taken_over_within_the_session_timeout() {
     assert!(duplicates <= 2 * 960, "{duplicates} duplicates after kill -9: more than the 1 s store interval's worth");
 }
 
-/// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 90) while a process is killed
+/// A bounded soak: records flow for `FERRY_SOAK_SECS` (default 60: two kills) while a process is killed
 /// (`kill -9`) and a new one started every 30 s; afterwards every record is on the target.
 /// 6 partitions.
 #[test]
 fn soak_with_periodic_kills_loses_nothing() {
     const SOAK_PARTITIONS: i32 = 6;
-    let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(90);
+    let secs: u64 = std::env::var("FERRY_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let (a, b, topic, config) = one_topic_flow("soak", SOAK_PARTITIONS);
     // 300 records/s for `secs` seconds.
     let per_partition = (secs as usize * 300) / SOAK_PARTITIONS as usize;
