@@ -40,7 +40,7 @@ pub(crate) struct Args {
 }
 
 /// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
-fn read_token(path: &PathBuf) -> Result<String, String> {
+pub(crate) fn read_token(path: &PathBuf) -> Result<String, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the API token file {}: {e}", path.display()))?;
     let token = text.lines().next().unwrap_or("").trim().to_string();
     if token.is_empty() {

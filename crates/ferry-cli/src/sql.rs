@@ -16,9 +16,17 @@ pub(crate) enum Command {
     /// Run a job until its bounded sources are read (scan.bounded.mode) or SIGTERM / Ctrl-C.
     Run {
         file: PathBuf,
-        /// Serve Prometheus metrics (records in, out, skipped) on this address.
+        /// Serve Prometheus metrics (records in, out, skipped, late) on this address.
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Serve the job's materialized views over REST on this address
+        /// (GET /api/v1/query/{view}/{endpoint}, GET /api/v1/views).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// A file whose first line is the API key that view requests must give (key=… or a
+        /// bearer token).
+        #[arg(long)]
+        api_token_file: Option<PathBuf>,
     },
 }
 
@@ -53,11 +61,49 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { file, metrics_addr } => {
+        Command::Run { file, metrics_addr, listen, api_token_file } => {
             let job = match load(&file) {
                 Ok(job) => job,
                 Err(code) => return code,
             };
+            let tokens = match &api_token_file {
+                Some(path) => match crate::serve::read_token(path) {
+                    Ok(t) => vec![t],
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                None => Vec::new(),
+            };
+            let views = match ferry_sql::run::views(&job) {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("ferry: {}: {e}", file.display());
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match listen {
+                Some(addr) => {
+                    let listener = match tokio::net::TcpListener::bind(addr).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            eprintln!("ferry: cannot listen on {addr}: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    };
+                    let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+                    tracing::info!(addr = %local, views = views.len(), auth = !tokens.is_empty(), "materialized views served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
+                    let served = views.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = ferry_sql::api::serve(listener, served, tokens).await {
+                            tracing::error!(error = %e, "the view API stopped");
+                        }
+                    });
+                }
+                None if !views.is_empty() => tracing::warn!("the job has materialized views; serve them with --listen HOST:PORT"),
+                None => {}
+            }
             if let Some(addr) = metrics_addr {
                 if let Err(e) = crate::install_metrics(addr) {
                     eprintln!("ferry: {e}");
@@ -66,7 +112,13 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             let cancel = CancellationToken::new();
             crate::cancel_on_signal(cancel.clone());
-            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run(&job, &cancel)).await;
+            let serving = listen.is_some() && !views.is_empty();
+            let stopped = cancel.clone();
+            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run(&job, &views, &cancel)).await;
+            if serving && matches!(outcome, Ok(Ok(_))) && !stopped.is_cancelled() {
+                tracing::info!("the job's bounded input is read; its views are served until SIGTERM or Ctrl-C");
+                stopped.cancelled().await;
+            }
             match outcome {
                 Ok(Ok(stats)) => {
                     let (read, written, skipped) = stats.iter().fold((0, 0, 0), |a, s| (a.0 + s.records_in, a.1 + s.records_out, a.2 + s.skipped));

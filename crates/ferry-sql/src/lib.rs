@@ -6,15 +6,18 @@
 //! → [`run`] (Kafka consumers decode records with [`format`], the operators run, producers
 //! write the results).
 
+pub mod api;
 pub mod catalog;
 pub mod error;
 pub mod format;
+pub mod materialize;
 pub mod ops;
 pub mod parse;
 pub mod plan;
 pub mod run;
 pub mod tvf;
 pub mod types;
+pub mod view;
 pub mod watermark;
 
 pub use error::{Pos, SqlError};

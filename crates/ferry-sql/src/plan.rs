@@ -54,7 +54,7 @@ pub struct Pipeline {
     pub pos: Pos,
     pub source: Arc<ScanTable>,
     pub steps: Vec<Step>,
-    pub sink: Arc<ScanTable>,
+    pub sink: Sink,
     /// The sink's persisted columns, in order: what `steps` produce.
     pub output: SchemaRef,
     /// Whether the output is a changelog (an updating aggregate): only upsert-kafka takes it.
@@ -64,6 +64,21 @@ pub struct Pipeline {
     pub idle_timeout: Option<std::time::Duration>,
     /// The logical plan, for `explain`.
     pub logical: String,
+}
+
+/// Where a pipeline's rows go: a table (a topic) or a materialized view (served over REST).
+pub enum Sink {
+    Table(Arc<ScanTable>),
+    View(Arc<crate::view::ViewPlan>),
+}
+
+impl Sink {
+    pub fn name(&self) -> &str {
+        match self {
+            Sink::Table(t) => &t.table.name,
+            Sink::View(v) => &v.name,
+        }
+    }
 }
 
 /// Parses and plans a job file.
@@ -84,9 +99,11 @@ impl TableSource for Source {
 }
 
 /// What queries may name: tables, views, and the built-in functions.
-struct Provider {
+pub(crate) struct Provider {
     tables: HashMap<String, Arc<ScanTable>>,
     views: HashMap<String, (LogicalPlan, Pos)>,
+    /// Materialized views (their endpoints' queries read them).
+    pub(crate) materialized: HashMap<String, SchemaRef>,
     windows: Vec<WindowTvf>,
     functions: HashMap<String, Arc<ScalarUDF>>,
     aggregates: HashMap<String, Arc<AggregateUDF>>,
@@ -115,7 +132,7 @@ impl Provider {
             // COUNT(*) as COUNT(1).
             Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
         ];
-        Provider { tables: HashMap::new(), views: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default() }
+        Provider { tables: HashMap::new(), views: HashMap::new(), materialized: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default() }
     }
 }
 
@@ -142,6 +159,9 @@ impl ContextProvider for Provider {
         }
         if let Some((plan, _)) = self.views.get(key) {
             return Ok(Arc::new(Source { schema: Arc::new(plan.schema().as_arrow().clone()) }));
+        }
+        if let Some(schema) = self.materialized.get(key) {
+            return Ok(Arc::new(Source { schema: schema.clone() }));
         }
         if let Some(tvf) = self.window(key) {
             let input = self.relation_schema(&tvf.table).ok_or_else(|| DataFusionError::Plan(format!("table or view {} is not declared in the job file", tvf.table)))?;
@@ -196,7 +216,7 @@ impl ContextProvider for Provider {
     }
 }
 
-fn parser_options() -> ParserOptions {
+pub(crate) fn parser_options() -> ParserOptions {
     ParserOptions {
         // Flink: `1.5` is DECIMAL(2, 1), identifiers keep their case.
         parse_float_as_decimal: true,
@@ -210,7 +230,7 @@ fn parser_options() -> ParserOptions {
 }
 
 /// A DataFusion error as a job error: at the place DataFusion names, else at `pos`.
-fn df_error(e: &DataFusionError, pos: Pos) -> SqlError {
+pub(crate) fn df_error(e: &DataFusionError, pos: Pos) -> SqlError {
     let at = e.diagnostic().and_then(|d| d.span).filter(|s| s.start.line > 0).map_or(pos, |s| Pos::new(s.start.line, s.start.column));
     let message = match e.diagnostic() {
         Some(d) => d.message.clone(),
@@ -226,6 +246,7 @@ pub fn plan(script: &Script) -> Result<Job> {
     provider.windows = script.windows.clone();
     let mut settings = Vec::new();
     let mut inserts: Vec<(Pos, &Insert)> = Vec::new();
+    let mut materialized = Vec::new();
     for s in statements {
         match &s.statement {
             Statement::CreateTable(ddl) => {
@@ -248,7 +269,12 @@ pub fn plan(script: &Script) -> Result<Job> {
             Statement::Insert(insert) => inserts.push((s.pos, insert)),
             Statement::StatementSet(list) => inserts.extend(list.iter().map(|(p, i)| (*p, i))),
             Statement::Set { key, value } => settings.push((key.clone(), value.clone())),
-            Statement::CreateMaterializedView { .. } => return fail(s.pos, "CREATE MATERIALIZED VIEW is not supported yet"),
+            Statement::CreateMaterializedView { name, options, query } => {
+                if provider.tables.contains_key(name) || provider.views.contains_key(name) || materialized.iter().any(|(_, n, _, _)| *n == name) {
+                    return fail(s.pos, format!("{name} is declared twice"));
+                }
+                materialized.push((s.pos, name, options, query));
+            }
             Statement::Select(_) => {
                 return fail(s.pos, "a query in a job file must write its rows somewhere: INSERT INTO a table (or sample it with `ferry sql sample`)");
             }
@@ -270,12 +296,16 @@ pub fn plan(script: &Script) -> Result<Job> {
     }
     let mut pipelines = Vec::new();
     for (pos, insert) in inserts {
-        let mut p = pipeline(&provider, pos, insert)?;
+        pipelines.push(pipeline(&provider, pos, insert)?);
+    }
+    for (pos, name, options, query) in materialized {
+        pipelines.push(crate::materialize::pipeline(&mut provider, pos, name, options, query)?);
+    }
+    for p in &mut pipelines {
         p.idle_timeout = idle_timeout;
-        pipelines.push(p);
     }
     if pipelines.is_empty() {
-        return fail(Pos::new(1, 1), "the job has no INSERT INTO: nothing would run");
+        return fail(Pos::new(1, 1), "the job has no INSERT INTO or CREATE MATERIALIZED VIEW: nothing would run");
     }
     let tables = provider.tables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(Job { settings, tables, pipelines })
@@ -367,7 +397,7 @@ fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
 }
 
 /// DataFusion's analyzer: type coercion (and its checks) on a planned query.
-fn analyze(plan: LogicalPlan, provider: &Provider, pos: Pos) -> Result<LogicalPlan> {
+pub(crate) fn analyze(plan: LogicalPlan, provider: &Provider, pos: Pos) -> Result<LogicalPlan> {
     datafusion_optimizer::Analyzer::new().execute_and_check(plan, &provider.options, |_, _| {}).map_err(|e| df_error(&e, pos))
 }
 
@@ -387,7 +417,7 @@ fn coerce(exprs: Vec<Expr>, schema: &DFSchema, provider: &Provider, pos: Pos) ->
     }
 }
 
-fn physical(expr: &Expr, schema: &DFSchema, pos: Pos, props: &ExecutionProps) -> Result<Arc<dyn PhysicalExpr>> {
+pub(crate) fn physical(expr: &Expr, schema: &DFSchema, pos: Pos, props: &ExecutionProps) -> Result<Arc<dyn PhysicalExpr>> {
     datafusion_physical_expr::create_physical_expr(expr, schema, props, &PhysicalPlanningContext::default()).map_err(|e| df_error(&e, pos))
 }
 
@@ -452,7 +482,7 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     if updating && !sink.table.kafka.upsert {
         return fail(pos, format!("table {} (connector 'kafka') takes appended rows only, and this query updates rows it has emitted (GROUP BY without a window): write it to an 'upsert-kafka' table with a PRIMARY KEY, or aggregate over a window", sink.table.name));
     }
-    Ok(Pipeline { pos, source, steps, sink, output, updating, idle_timeout: None, logical: format!("{}", logical.display_indent()) })
+    Ok(Pipeline { pos, source, steps, sink: Sink::Table(sink), output, updating, idle_timeout: None, logical: format!("{}", logical.display_indent()) })
 }
 
 /// Whether a query column of type `from` may be written to a column of type `to` without a CAST
@@ -485,7 +515,7 @@ fn assignable(from: &DataType, to: &DataType) -> bool {
 }
 
 /// Appends the operators for `plan` to `steps`; returns the source table it reads.
-fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
     match plan {
         LogicalPlan::TableScan(scan) => {
             let name = scan.table_name.table();
@@ -498,6 +528,8 @@ fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &Executio
                 translate(provider, view, pos, props, steps)?
             } else if let Some(tvf) = provider.window(name) {
                 window(provider, tvf, pos, props, steps)?
+            } else if provider.materialized.contains_key(name) {
+                return fail(pos, format!("{name} is a materialized view: it is served over REST, not read by queries"));
             } else {
                 return fail(pos, format!("{name} is not declared"));
             };
@@ -622,7 +654,7 @@ pub fn explain(job: &Job) -> String {
         }
     }
     for (i, p) in job.pipelines.iter().enumerate() {
-        out.push_str(&format!("\npipeline {} (line {}): {} -> {}\n", i + 1, p.pos.line, p.source.table.name, p.sink.table.name));
+        out.push_str(&format!("\npipeline {} (line {}): {} -> {}\n", i + 1, p.pos.line, p.source.table.name, p.sink.name()));
         out.push_str("  logical plan:\n");
         for line in p.logical.lines() {
             out.push_str(&format!("    {line}\n"));
@@ -632,7 +664,14 @@ pub fn explain(job: &Job) -> String {
         for s in &p.steps {
             out.push_str(&format!("    {s}\n"));
         }
-        out.push_str(&format!("    sink {} (topic {})\n", p.sink.table.name, p.sink.table.kafka.topic));
+        match &p.sink {
+            Sink::Table(t) => out.push_str(&format!("    sink {} (topic {})\n", t.table.name, t.table.kafka.topic)),
+            Sink::View(v) => {
+                let key: Vec<&str> = v.key.iter().map(|k| v.schema.field(*k).name().as_str()).collect();
+                let endpoints: Vec<&str> = ["all", "lookup"].into_iter().chain(v.endpoints.keys().map(String::as_str)).collect();
+                out.push_str(&format!("    materialized view {} keyed by ({}), endpoints: {}\n", v.name, key.join(", "), endpoints.join(", ")));
+            }
+        }
     }
     out
 }

@@ -25,7 +25,8 @@ use tracing::{info, warn};
 use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
 use crate::format::{self, Format};
 use crate::ops::{Operators, Rows, Step};
-use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable};
+use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Sink};
+use crate::view::{ViewTable, Views};
 use crate::watermark::Watermarks;
 
 /// Records per batch at most, and how long a batch waits to fill.
@@ -55,14 +56,14 @@ pub struct PipelineStats {
 
 /// Runs every pipeline until all bounded sources are read or `cancel`; the first failure stops
 /// the others.
-pub fn run(job: &Job, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+pub fn run(job: &Job, views: &Views, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = job
             .pipelines
             .iter()
             .map(|p| {
                 scope.spawn(move || {
-                    let result = run_pipeline(p, cancel);
+                    let result = run_pipeline(p, views, cancel);
                     if result.is_err() {
                         cancel.cancel();
                     }
@@ -153,7 +154,86 @@ impl Raw {
     }
 }
 
-fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
+/// The views of a job, empty, for [`run`] to fill and a REST API to read.
+pub fn views(job: &Job) -> Result<Views, RunError> {
+    let mut out = HashMap::new();
+    for p in &job.pipelines {
+        if let Sink::View(v) = &p.sink {
+            let table = ViewTable::new(v.clone()).map_err(|message| RunError::Operator { line: p.pos.line, message })?;
+            out.insert(v.name.clone(), Arc::new(std::sync::RwLock::new(table)));
+        }
+    }
+    Ok(Arc::new(out))
+}
+
+/// Where a pipeline's results go.
+enum Output<'a> {
+    Kafka { table: &'a crate::catalog::Table, producer: ThreadedProducer<DeliveryCounter>, partitions: i32, round_robin: i32 },
+    View(Arc<std::sync::RwLock<ViewTable>>),
+}
+
+impl<'a> Output<'a> {
+    fn open(p: &'a Pipeline, views: &Views) -> Result<Output<'a>, RunError> {
+        let scan = match &p.sink {
+            Sink::View(v) => {
+                let table = views.get(&v.name).cloned().ok_or_else(|| RunError::Operator { line: p.pos.line, message: format!("view {} has no table", v.name) })?;
+                return Ok(Output::View(table));
+            }
+            Sink::Table(t) => t,
+        };
+        let sink = &scan.table;
+        let context = DeliveryCounter::default();
+        let producer: ThreadedProducer<DeliveryCounter> = client_config(&sink.kafka)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            // Java's partitioner (murmur2 of the key): a key lands where Flink and Java clients put it.
+            .set("partitioner", "murmur2_random")
+            .create_with_context(context)
+            .map_err(|e| table_error(&sink.name, format!("cannot create a producer for {}: {e}", bootstrap(&sink.kafka))))?;
+        let partitions = match sink.kafka.partitioner {
+            SinkPartitioner::RoundRobin => {
+                let md = producer.client().fetch_metadata(Some(&sink.kafka.topic), Duration::from_secs(30)).map_err(|e| table_error(&sink.name, format!("cannot read topic {}: {e}", sink.kafka.topic)))?;
+                md.topics().first().map_or(0, |t| t.partitions().len() as i32)
+            }
+            _ => 0,
+        };
+        if sink.kafka.partitioner == SinkPartitioner::RoundRobin && partitions == 0 {
+            return Err(table_error(&sink.name, format!("topic {} does not exist on {}", sink.kafka.topic, bootstrap(&sink.kafka))));
+        }
+        Ok(Output::Kafka { table: sink, producer, partitions, round_robin: 0 })
+    }
+
+    /// Writes `rows`; with `progress` (the watermark and the source offsets they reflect) a view
+    /// records how fresh it is.
+    fn write(&mut self, p: &Pipeline, rows: &Rows, watermark: i64, offsets: &HashMap<i32, i64>) -> Result<u64, RunError> {
+        match self {
+            Output::Kafka { producer, partitions, round_robin, .. } => write(p, producer, rows, round_robin, *partitions),
+            Output::View(table) => {
+                let mut t = table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let now = now_ms();
+                t.apply(rows, now).map_err(|message| RunError::Operator { line: p.pos.line, message })?;
+                t.expire(now);
+                t.watermark = (watermark > i64::MIN).then_some(watermark);
+                let topic = &p.source.table.kafka.topic;
+                for (partition, offset) in offsets {
+                    t.offsets.insert((topic.clone(), *partition), *offset);
+                }
+                Ok(rows.num_rows() as u64)
+            }
+        }
+    }
+
+    /// Waits until everything written so far is safe (acknowledged by the sink cluster).
+    fn acknowledge(&self) -> Result<(), RunError> {
+        match self {
+            Output::Kafka { table, producer, .. } => acknowledge(producer, table),
+            Output::View(_) => Ok(()),
+        }
+    }
+}
+
+fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
     let source = &p.source.table;
     let kafka = &source.kafka;
     let name = source.name.as_str();
@@ -181,29 +261,11 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
     }
     consumer.assign(&tpl).map_err(|e| table_error(name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
 
-    let sink = &p.sink.table;
-    let context = DeliveryCounter::default();
-    let producer: ThreadedProducer<DeliveryCounter> = client_config(&sink.kafka)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        // Java's partitioner (murmur2 of the key): a key lands where Flink and Java clients put it.
-        .set("partitioner", "murmur2_random")
-        .create_with_context(context)
-        .map_err(|e| table_error(&sink.name, format!("cannot create a producer for {}: {e}", bootstrap(&sink.kafka))))?;
-    let sink_partitions = match sink.kafka.partitioner {
-        SinkPartitioner::RoundRobin => {
-            let md = producer.client().fetch_metadata(Some(&sink.kafka.topic), Duration::from_secs(30)).map_err(|e| table_error(&sink.name, format!("cannot read topic {}: {e}", sink.kafka.topic)))?;
-            md.topics().first().map_or(0, |t| t.partitions().len() as i32)
-        }
-        _ => 0,
-    };
-    if sink.kafka.partitioner == SinkPartitioner::RoundRobin && sink_partitions == 0 {
-        return Err(table_error(&sink.name, format!("topic {} does not exist on {}", sink.kafka.topic, bootstrap(&sink.kafka))));
-    }
-    info!(source = %name, topic = %kafka.topic, sink = %sink.name, sink_topic = %sink.kafka.topic, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
+    let mut output = Output::open(p, views)?;
+    let sink_name = p.sink.name().to_string();
+    info!(source = %name, topic = %kafka.topic, sink = %sink_name, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
 
-    let labels = [("source", name.to_string()), ("sink", sink.name.clone())];
+    let labels = [("source", name.to_string()), ("sink", sink_name.clone())];
     let records_in = counter!("ferry_sql_records_in_total", &labels);
     let records_out = counter!("ferry_sql_records_out_total", &labels);
     let skipped = counter!("ferry_sql_records_skipped_total", &labels);
@@ -226,7 +288,6 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
         }
     }
     let mut next: HashMap<i32, i64> = HashMap::new();
-    let mut round_robin = 0i32;
     let mut fired_under = i64::MIN;
     let mut finished = Vec::new();
     loop {
@@ -301,10 +362,10 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
         if watermark > i64::MIN && watermark < i64::MAX {
             watermark_lag.set((now_ms() - watermark) as f64 / 1000.0);
         }
-        let written = write(p, &producer, &out, &mut round_robin, sink_partitions)?;
+        let written = output.write(p, &out, watermark, &next)?;
         stats.records_out += written;
         records_out.increment(written);
-        acknowledge(&producer, sink)?;
+        output.acknowledge()?;
         if kafka.group_id.is_some() && !stateful {
             let mut commit = TopicPartitionList::new();
             for (partition, offset) in &next {
@@ -320,10 +381,10 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
         // The end of a bounded input: every window fires.
         let empty = Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))));
         let out = ops.process(empty, i64::MAX).map_err(operator_error)?;
-        let written = write(p, &producer, &out, &mut round_robin, sink_partitions)?;
+        let written = output.write(p, &out, i64::MAX, &next)?;
         stats.records_out += written;
         records_out.increment(written);
-        acknowledge(&producer, sink)?;
+        output.acknowledge()?;
     }
     if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed) {
         let mut commit = TopicPartitionList::new();
@@ -334,7 +395,7 @@ fn run_pipeline(p: &Pipeline, cancel: &CancellationToken) -> Result<PipelineStat
             warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets at the end");
         }
     }
-    info!(source = %name, sink = %sink.name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
+    info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
     Ok(stats)
 }
 
@@ -580,7 +641,8 @@ fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, rows: &Rows
     if out.num_rows() == 0 {
         return Ok(0);
     }
-    let sink = &p.sink.table;
+    let Sink::Table(scan) = &p.sink else { unreachable!("a view is written by Output::View") };
+    let sink = &scan.table;
     let kafka = &sink.kafka;
     let pick = |keep: &dyn Fn(&ColumnSource) -> bool, strip: bool| -> Option<RecordBatch> {
         let mut fields = Vec::new();
