@@ -506,3 +506,108 @@ INSERT INTO live_totals SELECT customer, COUNT(*), MAX(amount) FROM orders GROUP
     let status = job.terminate(std::time::Duration::from_secs(20)).unwrap();
     assert!(status.success(), "SIGTERM stops the job cleanly: {status:?}\n{}", job.output());
 }
+
+/// One HTTP/1.0 GET: (status, head, body).
+fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+    let mut head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{head}\r\n").as_bytes()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn a_materialized_view_is_served_over_rest_as_it_changes() {
+    let broker = Broker::start("sql-view").unwrap();
+    let bootstrap = broker.bootstrap();
+    let clicks = unique("clicks");
+    create_topic(&bootstrap, &clicks, 2).unwrap();
+    let token = std::env::temp_dir().join(unique("view-token"));
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let job = format!(
+        "CREATE TABLE clicks (`user` STRING, page STRING, ms BIGINT)
+WITH ('connector' = 'kafka', 'topic' = '{clicks}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset');
+CREATE MATERIALIZED VIEW per_user WITH (
+  'endpoint.busy' = 'SELECT `user`, n FROM per_user WHERE n >= {{min}}'
+) AS SELECT `user`, COUNT(*) AS n, MAX(ms) AS last_ms, COUNT(DISTINCT page) AS pages FROM clicks GROUP BY `user`;
+"
+    );
+    let file = job_file("sql-view", &job);
+    let mut process = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap(), "--listen", &addr, "--api-token-file", token.to_str().unwrap()], &unique("sql-view")).unwrap();
+    let key = [("Authorization", "Bearer s3cret")];
+    let records: Vec<TestRecord> = (0..700)
+        .map(|i| TestRecord { partition: (i % 2) as i32, offset: 0, key: None, value: Some(json!({"user": format!("u{}", i % 7), "page": format!("p{}", i % 3), "ms": i}).to_string().into_bytes()), headers: vec![], timestamp: None })
+        .collect();
+    RecordProducer::new(&bootstrap).unwrap().send_all(&clicks, &records).unwrap();
+    // The reference: per user, the count, the last ms and the distinct pages.
+    let mut want: BTreeMap<String, (i64, i64, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    for i in 0..700i64 {
+        let e = want.entry(format!("u{}", i % 7)).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(i);
+        e.2.insert(format!("p{}", i % 3));
+    }
+    let rows = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
+        let (status, _, body) = get(&addr, "/api/v1/query/per_user/all", &key);
+        let rows: Vec<Value> = serde_json::from_str(&body).ok()?;
+        (status == 200 && rows.iter().map(|r| r["n"].as_i64().unwrap_or(0)).sum::<i64>() == 700).then_some(rows)
+    })
+    .unwrap_or_else(|| panic!("the view never held all 700 clicks: {:?}\n{}", get(&addr, "/api/v1/query/per_user/all", &key), process.output()));
+    let got: BTreeMap<String, (i64, i64, usize)> = rows.iter().map(|r| (r["user"].as_str().unwrap().to_string(), (r["n"].as_i64().unwrap(), r["last_ms"].as_i64().unwrap(), r["pages"].as_i64().unwrap() as usize))).collect();
+    let want: BTreeMap<String, (i64, i64, usize)> = want.into_iter().map(|(k, (n, last, pages))| (k, (n, last, pages.len()))).collect();
+    assert_eq!(got, want);
+    assert_eq!(rows.iter().map(|r| r["user"].as_str().unwrap()).collect::<Vec<_>>(), ["u0", "u1", "u2", "u3", "u4", "u5", "u6"], "rows in key order");
+
+    // Freshness: the source offsets the rows reflect, and the count before paging.
+    let (_, head, body) = get(&addr, "/api/v1/query/per_user/all?limit=2&offset=6", &key);
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 1, "{body}");
+    assert!(head.contains("x-total-count: 7"), "{head}");
+    let offsets: i64 = head.lines().find_map(|l| l.strip_prefix("x-ferry-source-offsets: ")).unwrap().split(',').map(|p| p.rsplit_once('=').unwrap().1.parse::<i64>().unwrap()).sum();
+    assert_eq!(offsets, 700, "{head}");
+
+    // Endpoints with a typed parameter, lookups, and the API's errors.
+    let (status, _, body) = get(&addr, "/api/v1/query/per_user/busy?min=100&key=s3cret", &[]);
+    assert_eq!((status, serde_json::from_str::<Vec<Value>>(&body).unwrap().len()), (200, 7), "{body}");
+    let (status, _, body) = get(&addr, "/api/v1/query/per_user/busy?min=101&key=s3cret", &[]);
+    assert_eq!((status, body.as_str()), (200, "[]"));
+    let (status, _, body) = get(&addr, "/api/v1/query/per_user/lookup?user=u3", &key);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap(), json!({"user": "u3", "n": 100, "last_ms": 696, "pages": 3}));
+    for (path, want_status, want_text) in [
+        ("/api/v1/query/per_user/lookup?user=zz", 404, "no row"),
+        ("/api/v1/query/per_user/busy", 400, "parameter min is required"),
+        ("/api/v1/query/per_user/busy?min=lots", 400, "'lots' is not a BIGINT"),
+        ("/api/v1/query/per_user/all?limit=0", 400, "limit '0'"),
+        ("/api/v1/query/per_user/nope", 404, "has no endpoint nope"),
+        ("/api/v1/query/nope/all", 404, "no materialized view nope"),
+    ] {
+        let (status, _, body) = get(&addr, path, &key);
+        assert_eq!(status, want_status, "{path}: {body}");
+        assert!(body.contains(want_text), "{path}: {body}");
+    }
+    assert_eq!(get(&addr, "/api/v1/query/per_user/all", &[]).0, 401);
+    assert_eq!(get(&addr, "/api/v1/query/per_user/all?key=wrong", &[]).0, 401);
+    let (status, _, body) = get(&addr, "/api/v1/views", &key);
+    let views: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, views[0]["name"].as_str(), views[0]["primary_key"].clone(), views[0]["rows"].as_i64()), (200, Some("per_user"), json!(["user"]), Some(7)), "{body}");
+
+    // New clicks change the rows the next read sees.
+    RecordProducer::new(&bootstrap).unwrap().send_all(&clicks, &[TestRecord { partition: 0, offset: 0, key: None, value: Some(json!({"user": "u3", "page": "p9", "ms": 5000}).to_string().into_bytes()), headers: vec![], timestamp: None }]).unwrap();
+    let updated = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
+        let (_, _, body) = get(&addr, "/api/v1/query/per_user/lookup?user=u3", &key);
+        let row: Value = serde_json::from_str(&body).ok()?;
+        (row["n"] == 101).then_some(row)
+    });
+    assert_eq!(updated, Some(json!({"user": "u3", "n": 101, "last_ms": 5000, "pages": 4})));
+    let status = process.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status:?}\n{}", process.output());
+}

@@ -157,7 +157,7 @@ fn plan_endpoint(provider: &Provider, view: &str, o: &OptionDdl) -> Result<Endpo
     let endpoint = Endpoint { sql: o.value.clone(), plan, params };
     // Compiles now, with NULL for every parameter: a query Ferry cannot run is refused here.
     let nulls: HashMap<String, ScalarValue> = endpoint.params.iter().map(|(k, t)| (k.clone(), ScalarValue::try_from(t).unwrap_or(ScalarValue::Null))).collect();
-    bind(&endpoint, nulls).map_err(|m| what(m))?;
+    bind(&endpoint, nulls).map_err(what)?;
     Ok(endpoint)
 }
 
