@@ -545,7 +545,7 @@ CREATE MATERIALIZED VIEW per_user WITH (
     let mut process = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap(), "--listen", &addr, "--api-token-file", token.to_str().unwrap()], &unique("sql-view")).unwrap();
     let key = [("Authorization", "Bearer s3cret")];
     let records: Vec<TestRecord> = (0..700)
-        .map(|i| TestRecord { partition: (i % 2) as i32, offset: 0, key: None, value: Some(json!({"user": format!("u{}", i % 7), "page": format!("p{}", i % 3), "ms": i}).to_string().into_bytes()), headers: vec![], timestamp: None })
+        .map(|i| TestRecord { partition: i % 2, offset: 0, key: None, value: Some(json!({"user": format!("u{}", i % 7), "page": format!("p{}", i % 3), "ms": i}).to_string().into_bytes()), headers: vec![], timestamp: None })
         .collect();
     RecordProducer::new(&bootstrap).unwrap().send_all(&clicks, &records).unwrap();
     // The reference: per user, the count, the last ms and the distinct pages.
