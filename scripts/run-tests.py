@@ -6,7 +6,11 @@ brokers (session timeouts, stalls, restarts) rather than compute, so running a f
 once shortens the run without changing any test. Each binary runs in its package's directory,
 as `cargo test` runs it, with its output kept and printed whole when it ends (failures last).
 
-usage: scripts/run-tests.py [--jobs N] [--test-threads N]
+usage: scripts/run-tests.py [--jobs N] [--test-threads N] [--binaries-from FILE]
+
+--binaries-from FILE: the JSON messages of a `cargo test --no-run --message-format=json…` that
+already built the binaries (scripts/test builds first, then lints while the tests run, and a
+second cargo here would wait for the lint's lock on the build directory).
 """
 
 import argparse
@@ -22,11 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 SLOW_FIRST = ["faults", "scale", "exactly_once", "mirror", "registry", "serve", "truncation", "checkpoints", "java_tools", "control", "truncation", "topics", "broker"]
 
 
-def test_binaries():
-    out = subprocess.run(
-        ["cargo", "test", "--workspace", "--locked", "--no-run", "--message-format=json"],
-        check=True, stdout=subprocess.PIPE, text=True,
-    ).stdout
+def test_binaries(messages=None):
+    if messages is not None:
+        with open(messages) as f:
+            out = f.read()
+    else:
+        out = subprocess.run(
+            ["cargo", "test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"],
+            check=True, stdout=subprocess.PIPE, text=True,
+        ).stdout
     found = []
     for line in out.splitlines():
         try:
@@ -58,9 +66,12 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--test-threads", type=int, default=3)
+    parser.add_argument("--binaries-from")
     args = parser.parse_args()
     build_started = time.monotonic()
-    binaries = test_binaries()
+    binaries = test_binaries(args.binaries_from)
+    if not binaries:
+        sys.exit("no test binaries found")
     print(f"test binaries built in {time.monotonic() - build_started:.0f} s", flush=True)
     tests_started = time.monotonic()
     print(f"running {len(binaries)} test binaries, {args.jobs} at a time, {args.test_threads} tests each", flush=True)
