@@ -13,6 +13,18 @@ pub(crate) enum Command {
     Check { file: PathBuf },
     /// Print a job's tables, and per INSERT its logical plan and Ferry's operators.
     Explain { file: PathBuf },
+    /// Print a query's rows as they arrive (`+I {"column": value, …}`, with Flink's change
+    /// kinds), over the tables and views of a job file, until --limit rows or Ctrl-C.
+    Sample {
+        /// The SELECT query.
+        query: String,
+        /// The job file whose tables and views the query reads (its INSERTs are not run).
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop after this many rows (0: until the input ends or Ctrl-C).
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
     /// Run a job until its bounded sources are read (scan.bounded.mode) or SIGTERM / Ctrl-C.
     Run {
         file: PathBuf,
@@ -27,6 +39,10 @@ pub(crate) enum Command {
         /// bearer token).
         #[arg(long)]
         api_token_file: Option<PathBuf>,
+        /// Keep checkpoints here (source offsets, watermarks, operator state and views, every
+        /// execution.checkpointing.interval, 10 s by default); a restart resumes from the last.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -47,6 +63,48 @@ fn load(file: &PathBuf) -> Result<ferry_sql::plan::Job, ExitCode> {
 
 pub(crate) async fn run(command: Command) -> ExitCode {
     match command {
+        Command::Sample { query, config, limit } => {
+            let name = config.display().to_string();
+            let text = match std::fs::read_to_string(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("ferry: cannot read {name}: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            // The query after the job file, so one parse sees both; places in the query are
+            // told as the query's own.
+            let query = query.trim().trim_end_matches(';');
+            let head = format!("{text}\n;\n");
+            let job_lines = head.matches('\n').count() as u64;
+            let combined = format!("{head}{query}");
+            let planned = ferry_sql::parse::parse_script(&combined).and_then(|s| ferry_sql::plan::plan_sample(&s));
+            let job = match planned {
+                Ok(job) => job,
+                Err(e) if e.pos.line > job_lines => {
+                    eprintln!("query:{}:{}: {}", e.pos.line - job_lines, e.pos.column, e.message);
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                Err(e) => {
+                    eprintln!("{name}:{}:{}: {}", e.pos.line, e.pos.column, e.message);
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let cancel = CancellationToken::new();
+            crate::cancel_on_signal(cancel.clone());
+            let limit = (limit > 0).then_some(limit);
+            match tokio::task::spawn_blocking(move || ferry_sql::run::sample(&job, limit, &cancel)).await {
+                Ok(Ok(_)) => ExitCode::SUCCESS,
+                Ok(Err(e)) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("ferry: the query stopped unexpectedly: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { file } => match load(&file) {
             Ok(job) => {
                 println!("{}: ok: {} tables, {} pipelines", file.display(), job.tables.len(), job.pipelines.len());
@@ -61,7 +119,7 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { file, metrics_addr, listen, api_token_file } => {
+        Command::Run { file, metrics_addr, listen, api_token_file, state_dir } => {
             let job = match load(&file) {
                 Ok(job) => job,
                 Err(code) => return code,
@@ -114,7 +172,8 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             crate::cancel_on_signal(cancel.clone());
             let serving = listen.is_some() && !views.is_empty();
             let stopped = cancel.clone();
-            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run(&job, &views, &cancel)).await;
+            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None };
+            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
             if serving && matches!(outcome, Ok(Ok(_))) && !stopped.is_cancelled() {
                 tracing::info!("the job's bounded input is read; its views are served until SIGTERM or Ctrl-C");
                 stopped.cancelled().await;

@@ -438,6 +438,38 @@ END;
         assert_eq!(late_reported(&log, sink_name), late, "{sink}: late bids counted");
     }
 
+    // `ferry sql sample`: a query over the job's tables prints its changelog; folded, it is the
+    // aggregate over every bid (no window, so none is late).
+    let (code, out, err) = sql(&["sample", "SELECT item, COUNT(*) AS n, SUM(price) AS total FROM bids GROUP BY item", "--config", file.to_str().unwrap(), "--limit", "0"]);
+    assert_eq!(code, 0, "{err}");
+    let mut folded: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for line in out.lines() {
+        let (op, row) = line.split_once(' ').unwrap();
+        let v: Value = serde_json::from_str(row).unwrap();
+        let item = v["item"].as_str().unwrap().to_string();
+        match op {
+            "+I" | "+U" => {
+                folded.insert(item, (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+            }
+            "-U" | "-D" => assert_eq!(folded.remove(&item), Some((v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap())), "a retraction takes back the row before it"),
+            other => panic!("change kind {other}"),
+        }
+    }
+    let mut want_items: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..n {
+        let (item, price, _) = bid(i);
+        let e = want_items.entry(item.to_string()).or_default();
+        e.0 += 1;
+        e.1 += price;
+    }
+    assert_eq!(folded, want_items, "{out}");
+    let (code, out, err) = sql(&["sample", "SELECT item, price FROM bids WHERE price > 50;", "--config", file.to_str().unwrap(), "--limit", "5"]);
+    assert_eq!((code, out.lines().count()), (0, 5), "{out}{err}");
+    assert!(out.lines().all(|l| l.starts_with("+I {\"item\":")), "{out}");
+    let (code, _, err) = sql(&["sample", "SELECT item,\n  nope FROM bids", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("query:2:3:") && err.contains("nope"), "{err}");
+
     // The updating aggregate: the upsert topic folded by key is the reference's final table.
     let mut want: BTreeMap<String, (i64, i64, i64, f64)> = BTreeMap::new();
     let mut parts: HashMap<String, std::collections::BTreeSet<i32>> = HashMap::new();
@@ -507,18 +539,20 @@ INSERT INTO live_totals SELECT customer, COUNT(*), MAX(amount) FROM orders GROUP
     assert!(status.success(), "SIGTERM stops the job cleanly: {status:?}\n{}", job.output());
 }
 
-/// One HTTP/1.0 GET: (status, head, body).
+/// One HTTP/1.0 GET: (status, head, body); status 0 when nothing answers.
 fn get(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    // A server not listening yet (or killed) answers status 0.
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return (0, String::new(), String::new()) };
     s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
     let mut head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    s.write_all(format!("{head}\r\n").as_bytes()).unwrap();
     let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
+    if s.write_all(format!("{head}\r\n").as_bytes()).is_err() || s.read_to_string(&mut response).is_err() {
+        return (0, String::new(), String::new());
+    }
     let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     (status, head.to_ascii_lowercase(), body.to_string())
@@ -610,4 +644,125 @@ CREATE MATERIALIZED VIEW per_user WITH (
     assert_eq!(updated, Some(json!({"user": "u3", "n": 101, "last_ms": 5000, "pages": 4})));
     let status = process.terminate(std::time::Duration::from_secs(20)).unwrap();
     assert!(status.success(), "{status:?}\n{}", process.output());
+}
+
+/// Event `i`: item, price, event time (in order, 10 ms apart).
+fn event(i: usize) -> (&'static str, i64, i64) {
+    (["a", "b", "c"][i % 3], (i as i64 * 13) % 50, 1_700_000_000_000 + i as i64 * 10)
+}
+
+fn events(from: usize, to: usize) -> Vec<TestRecord> {
+    (from..to)
+        .map(|i| {
+            let (item, price, ts) = event(i);
+            TestRecord { partition: 0, offset: 0, key: None, value: Some(json!({"item": item, "price": price, "ts": format_ts(ts)}).to_string().into_bytes()), headers: vec![], timestamp: Some(ts) }
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_and_a_restart_from_the_state_dir_lose_and_double_count_nothing() {
+    let broker = Broker::start("sql-crash").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (source, windows_topic, totals_topic) = (unique("events"), unique("per-second"), unique("totals"));
+    create_topic(&bootstrap, &source, 1).unwrap();
+    create_topic(&bootstrap, &windows_topic, 1).unwrap();
+    create_topic(&bootstrap, &totals_topic, 1).unwrap();
+    let state = std::env::temp_dir().join(unique("sql-state"));
+    let job = format!(
+        "SET 'execution.checkpointing.interval' = '500 ms';
+CREATE TABLE events (item STRING, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts)
+WITH ('connector' = 'kafka', 'topic' = '{source}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset');
+CREATE TABLE per_second (item STRING, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+WITH ('connector' = 'kafka', 'topic' = '{windows_topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE totals (item STRING, n BIGINT, total BIGINT, PRIMARY KEY (item) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{totals_topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO per_second SELECT item, window_start, COUNT(*), SUM(price) FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY item, window_start, window_end;
+INSERT INTO totals SELECT item, COUNT(*), SUM(price) FROM events GROUP BY item;
+CREATE MATERIALIZED VIEW counts AS SELECT item, COUNT(*) AS n, SUM(price) AS total FROM events GROUP BY item;
+"
+    );
+    let file = job_file("sql-crash", &job);
+    let start = |name: &str, addr: &str| ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--listen", addr], &unique(name)).unwrap();
+    let view_total = |addr: &str| -> Option<i64> {
+        let (status, _, body) = get(addr, "/api/v1/query/counts/all", &[]);
+        let rows: Vec<Value> = serde_json::from_str(&body).ok()?;
+        (status == 200).then(|| rows.iter().map(|r| r["n"].as_i64().unwrap_or(0)).sum())
+    };
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+
+    // Two crashes at different moments: after a pause (a checkpoint is certain), and at once.
+    let total = 9_000;
+    let mut produced = 0;
+    let mut addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut job_process = start("sql-crash-0", &addr);
+    for (round, pause_ms) in [(1, 1_500u64), (2, 200)] {
+        producer.send_all(&source, &events(produced, produced + 3_000)).unwrap();
+        produced += 3_000;
+        ferry_testkit::wait_for(std::time::Duration::from_secs(30), || view_total(&addr).filter(|n| *n > 0).map(|_| ())).unwrap_or_else(|| panic!("round {round}: the view never filled:\n{}", job_process.output()));
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        job_process.kill_9();
+        println!("round {round}: kill -9 after {pause_ms} ms; the view had reached {:?}", view_total(&addr));
+        addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+        job_process = start(&format!("sql-crash-{round}"), &addr);
+    }
+    producer.send_all(&source, &events(produced, total)).unwrap();
+    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || view_total(&addr).filter(|n| *n >= total as i64));
+    assert_eq!(reached, Some(total as i64), "every event counted once in the view after two kill -9:\n{}", job_process.output());
+    assert!(job_process.output().contains("resumed from a checkpoint"), "{}", job_process.output());
+
+    // The reference, computed here.
+    let mut per_item: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut per_window: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+    let last_ts = event(total - 1).2;
+    for i in 0..total {
+        let (item, price, ts) = event(i);
+        let e = per_item.entry(item.to_string()).or_default();
+        e.0 += 1;
+        e.1 += price;
+        let start = ts - ts.rem_euclid(1_000);
+        if start + 1_000 - 1 <= last_ts {
+            let w = per_window.entry((item.to_string(), format_ts(start))).or_default();
+            w.0 += 1;
+            w.1 += price;
+        }
+    }
+    let (_, _, body) = get(&addr, "/api/v1/query/counts/all", &[]);
+    let view: BTreeMap<String, (i64, i64)> = serde_json::from_str::<Vec<Value>>(&body).unwrap().iter().map(|r| (r["item"].as_str().unwrap().to_string(), (r["n"].as_i64().unwrap(), r["total"].as_i64().unwrap()))).collect();
+    assert_eq!(view, per_item, "the view equals the reference");
+
+    // The upsert topic folds to the reference; windows are all there, each with the reference's
+    // values (one written again after a crash carries the same values: at least once).
+    let folded = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
+        let mut folded: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, &totals_topic, 1) {
+            let key: Value = serde_json::from_slice(r.key.as_ref().unwrap()).unwrap();
+            let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            folded.insert(key["item"].as_str().unwrap().to_string(), (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+        }
+        (folded == per_item).then_some(folded)
+    });
+    assert_eq!(folded, Some(per_item.clone()), "the upsert topic folds to the reference");
+    let got_windows = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
+        let mut got: BTreeMap<(String, String), (i64, i64)> = BTreeMap::new();
+        let mut rewritten = 0;
+        for r in read_to_end(&bootstrap, &windows_topic, 1) {
+            let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            let key = (v["item"].as_str().unwrap().to_string(), v["window_start"].as_str().unwrap().to_string());
+            let value = (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap());
+            if let Some(before) = got.insert(key.clone(), value) {
+                assert_eq!(before, value, "window {key:?} written twice with different values");
+                rewritten += 1;
+            }
+        }
+        (got.len() >= per_window.len()).then_some((got, rewritten))
+    });
+    let (got_windows, rewritten) = got_windows.unwrap_or_else(|| panic!("windows missing:\n{}", job_process.output()));
+    for (k, v) in &per_window {
+        assert_eq!(got_windows.get(k), Some(v), "window {k:?}");
+    }
+    println!("after two kill -9: view and upsert topic equal the reference; {} windows, {rewritten} written again after a crash", per_window.len());
+    let status = job_process.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{}", job_process.output());
+    let _ = std::fs::remove_dir_all(&state);
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod checkpoint;
 pub mod error;
 pub mod format;
 pub mod materialize;

@@ -206,6 +206,35 @@ impl<'a> Operators<'a> {
             .sum()
     }
 
+    /// The state of every step (`None` for a stateless one), as batches a checkpoint writes.
+    /// The accumulators are rebuilt from the state they gave, so the job goes on unchanged.
+    pub fn snapshot(&mut self) -> Result<Vec<Option<RecordBatch>>, String> {
+        self.states
+            .iter_mut()
+            .map(|s| match s {
+                State::None => Ok(None),
+                State::Window(w) => w.snapshot().map(Some),
+                State::Group(g) => g.snapshot().map(Some),
+            })
+            .collect()
+    }
+
+    /// Puts back what [`Operators::snapshot`] gave (same steps, in order).
+    pub fn restore(&mut self, states: Vec<Option<RecordBatch>>) -> Result<(), String> {
+        if states.len() != self.states.len() {
+            return Err(format!("the checkpoint has {} steps, the query {}", states.len(), self.states.len()));
+        }
+        for (state, batch) in self.states.iter_mut().zip(states) {
+            match (state, batch) {
+                (State::None, None) => {}
+                (State::Window(w), Some(b)) => w.restore(&b)?,
+                (State::Group(g), Some(b)) => g.restore(&b)?,
+                _ => return Err("the checkpoint's steps are not the query's".into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `rows` through every step; `watermark` is the watermark after them (`i64::MAX` at
     /// the end of a bounded input: every window fires).
     pub fn process(&mut self, mut rows: Rows, watermark: i64) -> Result<Rows, String> {
@@ -387,6 +416,63 @@ impl<'a> WindowAggregate<'a> {
         Ok(WindowAggregate { plan, windows: BTreeMap::new(), key_types })
     }
 
+    /// Columns: window end, window start, the other keys, then each aggregate's state fields.
+    fn snapshot(&mut self) -> Result<RecordBatch, String> {
+        let plan = self.plan;
+        let mut parts: Vec<Vec<ArrayRef>> = Vec::new();
+        for ((end, start), w) in &mut self.windows {
+            let n = w.keys.len();
+            if n == 0 {
+                continue;
+            }
+            let groups: Vec<usize> = (0..n).collect();
+            let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from(vec![*end; n])), Arc::new(Int64Array::from(vec![*start; n]))];
+            columns.extend(w.keys.columns(&groups)?);
+            for (acc, a) in w.accumulators.iter_mut().zip(&plan.aggregates) {
+                let state = acc.state(EmitTo::All).map_err(err)?;
+                let mut fresh = groups_accumulator(&a.function)?;
+                fresh.merge_batch(&state, &groups, n).map_err(err)?;
+                *acc = fresh;
+                columns.extend(state);
+            }
+            parts.push(columns);
+        }
+        state_batch(parts)
+    }
+
+    fn restore(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let plan = self.plan;
+        self.windows.clear();
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let ends = batch.column(0).as_primitive::<arrow::datatypes::Int64Type>().clone();
+        let starts = batch.column(1).as_primitive::<arrow::datatypes::Int64Type>().clone();
+        let mut per_window: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
+        for i in 0..batch.num_rows() {
+            per_window.entry((ends.value(i), starts.value(i))).or_default().push(i as u32);
+        }
+        let nkeys = self.key_types.len();
+        for (window, indices) in per_window {
+            let take = UInt32Array::from(indices);
+            let columns = batch.columns()[2..].iter().map(|c| arrow::compute::take(c, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+            let mut keys = KeyTable::new(&self.key_types)?;
+            let groups = keys.intern(&columns[..nkeys], take.len())?;
+            let total = keys.len();
+            let mut accumulators = Vec::new();
+            let mut at = nkeys;
+            for a in &plan.aggregates {
+                let width = a.function.state_fields().map_err(err)?.len();
+                let mut acc = groups_accumulator(&a.function)?;
+                acc.merge_batch(columns.get(at..at + width).ok_or("the checkpoint's window state is short")?, &groups, total).map_err(err)?;
+                accumulators.push(acc);
+                at += width;
+            }
+            self.windows.insert(window, WindowGroups { keys, accumulators });
+        }
+        Ok(())
+    }
+
     fn process(&mut self, rows: &Rows, watermark: i64) -> Result<Rows, String> {
         let plan = self.plan;
         let (ws, we) = plan.window.expect("a window aggregate");
@@ -467,6 +553,17 @@ impl<'a> WindowAggregate<'a> {
     }
 }
 
+/// State columns as one batch (columns named by position; parts concatenated).
+fn state_batch(parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch, String> {
+    let Some(first) = parts.first() else {
+        return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
+    };
+    let fields: Vec<Field> = first.iter().enumerate().map(|(i, a)| Field::new(format!("c{i}"), a.data_type().clone(), true)).collect();
+    let schema = Arc::new(Schema::new(fields));
+    let batches = parts.into_iter().map(|columns| RecordBatch::try_new(schema.clone(), columns)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+    arrow::compute::concat_batches(&schema, &batches).map_err(err)
+}
+
 /// Output columns as a batch of the plan's schema (types cast where an accumulator's differ).
 fn output_batch(output: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, String> {
     let columns = columns
@@ -491,6 +588,84 @@ impl<'a> GroupAggregate<'a> {
     fn new(plan: &'a AggregatePlan) -> Result<Self, String> {
         let types: Vec<DataType> = (0..plan.keys.len()).map(|k| plan.output.field(k).data_type().clone()).collect();
         Ok(GroupAggregate { plan, keys: KeyTable::new(&types)?, accumulators: Vec::new(), last: Vec::new() })
+    }
+
+    /// Columns: the keys, each aggregate's state fields, then each aggregate's last emitted
+    /// value and whether there is one.
+    fn snapshot(&mut self) -> Result<RecordBatch, String> {
+        let plan = self.plan;
+        let n = self.keys.len();
+        if n == 0 {
+            return state_batch(Vec::new());
+        }
+        let groups: Vec<usize> = (0..n).collect();
+        let mut columns = self.keys.columns(&groups)?;
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); plan.aggregates.len()];
+        for g in 0..n {
+            for (j, acc) in self.accumulators[g].iter_mut().enumerate() {
+                let state = acc.state().map_err(err)?;
+                let arrays = state.iter().map(|v| v.to_array()).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
+                let mut fresh = plan.aggregates[j].function.create_accumulator().map_err(err)?;
+                fresh.merge_batch(&arrays).map_err(err)?;
+                *acc = fresh;
+                states[j].push(state);
+            }
+        }
+        for (j, a) in plan.aggregates.iter().enumerate() {
+            let width = a.function.state_fields().map_err(err)?.len();
+            for f in 0..width {
+                columns.push(ScalarValue::iter_to_array(states[j].iter().map(|s| s[f].clone())).map_err(err)?);
+            }
+        }
+        for j in 0..plan.aggregates.len() {
+            let field = plan.output.field(plan.keys.len() + j);
+            let values = self.last.iter().map(|l| l.as_ref().map_or_else(|| ScalarValue::try_from(field.data_type()), |v| Ok(v[j].clone()))).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
+            columns.push(ScalarValue::iter_to_array(values).map_err(err)?);
+        }
+        columns.push(Arc::new(BooleanArray::from(self.last.iter().map(Option::is_some).collect::<Vec<_>>())));
+        state_batch(vec![columns])
+    }
+
+    fn restore(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let plan = self.plan;
+        let types: Vec<DataType> = (0..plan.keys.len()).map(|k| plan.output.field(k).data_type().clone()).collect();
+        self.keys = KeyTable::new(&types)?;
+        self.accumulators.clear();
+        self.last.clear();
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let nkeys = plan.keys.len();
+        let groups = self.keys.intern(&batch.columns()[..nkeys], n)?;
+        if groups != (0..n).collect::<Vec<_>>() {
+            return Err("the checkpoint's groups repeat a key".into());
+        }
+        let mut at = nkeys;
+        let mut spans = Vec::new();
+        for a in &plan.aggregates {
+            let width = a.function.state_fields().map_err(err)?.len();
+            spans.push(at..at + width);
+            at += width;
+        }
+        let last_at = at;
+        let has_last = batch.columns().last().ok_or("the checkpoint's group state is short")?.as_boolean().clone();
+        for g in 0..n {
+            let mut accs = Vec::new();
+            for (a, span) in plan.aggregates.iter().zip(&spans) {
+                let mut acc = a.function.create_accumulator().map_err(err)?;
+                let state: Vec<ArrayRef> = batch.columns().get(span.clone()).ok_or("the checkpoint's group state is short")?.iter().map(|c| c.slice(g, 1)).collect();
+                acc.merge_batch(&state).map_err(err)?;
+                accs.push(acc);
+            }
+            self.accumulators.push(accs);
+            self.last.push(if has_last.value(g) {
+                Some((0..plan.aggregates.len()).map(|j| ScalarValue::try_from_array(batch.column(last_at + j), g)).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?)
+            } else {
+                None
+            });
+        }
+        Ok(())
     }
 
     fn process(&mut self, rows: &Rows) -> Result<Rows, String> {
@@ -679,6 +854,39 @@ mod tests {
         assert_eq!(text(&out), ["-U a,2,1,5", "+U a,3,2,6", "-U b,1,1,7"]);
         let err = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*) FROM bids GROUP BY item;", sink("item STRING, n BIGINT", false))).err().unwrap();
         assert!(err.message.contains("takes appended rows only"), "{err}");
+    }
+
+    #[test]
+    fn state_restored_from_a_snapshot_goes_on_as_if_nothing_happened() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(DISTINCT price), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let updating = format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*), AVG(price), MAX(price) FROM bids GROUP BY item;", sink("item STRING, n BIGINT, mean DOUBLE, top BIGINT", true));
+        for sql in [sql, updating] {
+            let job = plan_script(&sql).unwrap();
+            let steps = &job.pipelines[0].steps;
+            let first = rows(&job, &[("a", 1, 1_000), ("b", 2, 2_000), ("a", 1, 3_000), ("a", 5, 12_000)], &[i64::MIN; 4]);
+            let second = rows(&job, &[("a", 7, 4_000), ("b", 2, 15_000), ("c", 3, 16_000)], &[0; 3]);
+            let mut straight = Operators::new(steps).unwrap();
+            let mut want = text(&straight.process(first.clone(), 0).unwrap());
+            want.extend(text(&straight.process(second.clone(), 0).unwrap()));
+            want.extend(text(&straight.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
+
+            let mut before = Operators::new(steps).unwrap();
+            let mut got = text(&before.process(first, 0).unwrap());
+            let snapshot = before.snapshot().unwrap();
+            // The snapshot leaves the running operators as they were...
+            let mut same = Operators::new(steps).unwrap();
+            same.restore(snapshot.clone()).unwrap();
+            assert_eq!(same.state_rows(), before.state_rows());
+            // ...and operators restored from it give the rest of the output.
+            let mut after = Operators::new(steps).unwrap();
+            after.restore(snapshot).unwrap();
+            got.extend(text(&after.process(second.clone(), 0).unwrap()));
+            got.extend(text(&after.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
+            assert_eq!(got, want, "{sql}");
+            let mut rest = text(&before.process(second, 0).unwrap());
+            rest.extend(text(&before.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
+            assert_eq!(rest, want[want.len() - rest.len()..], "the snapshotted operators go on too");
+        }
     }
 
     #[test]

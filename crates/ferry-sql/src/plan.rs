@@ -62,6 +62,8 @@ pub struct Pipeline {
     /// `SET 'table.exec.source.idle-timeout'`: a source partition without rows this long does
     /// not hold the watermark back.
     pub idle_timeout: Option<std::time::Duration>,
+    /// `SET 'execution.checkpointing.interval'` (with `--state-dir`; 10 s when not set).
+    pub checkpoint_interval: Option<std::time::Duration>,
     /// The logical plan, for `explain`.
     pub logical: String,
 }
@@ -70,6 +72,8 @@ pub struct Pipeline {
 pub enum Sink {
     Table(Arc<ScanTable>),
     View(Arc<crate::view::ViewPlan>),
+    /// `ferry sql sample`: rows printed as they arrive, with their change kind.
+    Print(SchemaRef),
 }
 
 impl Sink {
@@ -77,6 +81,7 @@ impl Sink {
         match self {
             Sink::Table(t) => &t.table.name,
             Sink::View(v) => &v.name,
+            Sink::Print(_) => "sample",
         }
     }
 }
@@ -241,12 +246,27 @@ pub(crate) fn df_error(e: &DataFusionError, pos: Pos) -> SqlError {
 }
 
 pub fn plan(script: &Script) -> Result<Job> {
+    plan_as(script, false)
+}
+
+/// Plans the last statement of `script`, a query, for `ferry sql sample`: the tables, views and
+/// settings before it are used, their INSERTs and materialized views are not run.
+pub fn plan_sample(script: &Script) -> Result<Job> {
+    let Some(last) = script.statements.last() else { return fail(Pos::new(1, 1), "no query to sample") };
+    if !matches!(last.statement, Statement::Select(_)) {
+        return fail(last.pos, "the statement to sample is a SELECT query");
+    }
+    plan_as(script, true)
+}
+
+fn plan_as(script: &Script, sample: bool) -> Result<Job> {
     let statements = &script.statements;
     let mut provider = Provider::new();
     provider.windows = script.windows.clone();
     let mut settings = Vec::new();
     let mut inserts: Vec<(Pos, &Insert)> = Vec::new();
     let mut materialized = Vec::new();
+    let mut sampled = None;
     for s in statements {
         match &s.statement {
             Statement::CreateTable(ddl) => {
@@ -266,6 +286,8 @@ pub fn plan(script: &Script) -> Result<Job> {
                 let plan = analyze(plan, &provider, s.pos)?;
                 provider.views.insert(name.clone(), (plan, s.pos));
             }
+            Statement::Insert(_) | Statement::StatementSet(_) | Statement::CreateMaterializedView { .. } if sample => {}
+            Statement::Select(query) if sample => sampled = Some((s.pos, query)),
             Statement::Insert(insert) => inserts.push((s.pos, insert)),
             Statement::StatementSet(list) => inserts.extend(list.iter().map(|(p, i)| (*p, i))),
             Statement::Set { key, value } => settings.push((key.clone(), value.clone())),
@@ -287,10 +309,14 @@ pub fn plan(script: &Script) -> Result<Job> {
         }
     }
     let mut idle_timeout = None;
+    let mut checkpoint_interval = None;
     for s in statements {
         if let Statement::Set { key, value } = &s.statement {
-            if key == "table.exec.source.idle-timeout" {
-                idle_timeout = Some(parse_duration(value).map_err(|e| SqlError::new(s.pos, format!("'{key}' = '{value}': {e}")))?);
+            let duration = || parse_duration(value).map_err(|e| SqlError::new(s.pos, format!("'{key}' = '{value}': {e}")));
+            match key.as_str() {
+                "table.exec.source.idle-timeout" => idle_timeout = Some(duration()?),
+                "execution.checkpointing.interval" => checkpoint_interval = Some(duration()?).filter(|d| !d.is_zero()),
+                _ => {}
             }
         }
     }
@@ -301,8 +327,12 @@ pub fn plan(script: &Script) -> Result<Job> {
     for (pos, name, options, query) in materialized {
         pipelines.push(crate::materialize::pipeline(&mut provider, pos, name, options, query)?);
     }
+    if let Some((pos, query)) = sampled {
+        pipelines.push(sample_pipeline(&provider, pos, query)?);
+    }
     for p in &mut pipelines {
         p.idle_timeout = idle_timeout;
+        p.checkpoint_interval = checkpoint_interval;
     }
     if pipelines.is_empty() {
         return fail(Pos::new(1, 1), "the job has no INSERT INTO or CREATE MATERIALIZED VIEW: nothing would run");
@@ -482,7 +512,19 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     if updating && !sink.table.kafka.upsert {
         return fail(pos, format!("table {} (connector 'kafka') takes appended rows only, and this query updates rows it has emitted (GROUP BY without a window): write it to an 'upsert-kafka' table with a PRIMARY KEY, or aggregate over a window", sink.table.name));
     }
-    Ok(Pipeline { pos, source, steps, sink: Sink::Table(sink), output, updating, idle_timeout: None, logical: format!("{}", logical.display_indent()) })
+    Ok(Pipeline { pos, source, steps, sink: Sink::Table(sink), output, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
+}
+
+fn sample_pipeline(provider: &Provider, pos: Pos, query: &sqlparser::ast::Query) -> Result<Pipeline> {
+    let planner = SqlToRel::new_with_options(provider, parser_options());
+    let logical = planner.sql_statement_to_plan(sqlparser::ast::Statement::Query(Box::new(query.clone()))).map_err(|e| df_error(&e, pos))?;
+    let logical = analyze(logical, provider, pos)?;
+    let props = ExecutionProps::new();
+    let mut steps = Vec::new();
+    let source = translate(provider, &logical, pos, &props, &mut steps)?;
+    let output = Arc::new(logical.schema().as_arrow().clone());
+    let updating = crate::ops::updating(&steps);
+    Ok(Pipeline { pos, source, steps, sink: Sink::Print(output.clone()), output, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
 }
 
 /// Whether a query column of type `from` may be written to a column of type `to` without a CAST
@@ -666,6 +708,7 @@ pub fn explain(job: &Job) -> String {
         }
         match &p.sink {
             Sink::Table(t) => out.push_str(&format!("    sink {} (topic {})\n", t.table.name, t.table.kafka.topic)),
+            Sink::Print(_) => out.push_str("    print rows with their change kind\n"),
             Sink::View(v) => {
                 let key: Vec<&str> = v.key.iter().map(|k| v.schema.field(*k).name().as_str()).collect();
                 let endpoints: Vec<&str> = ["all", "lookup"].into_iter().chain(v.endpoints.keys().map(String::as_str)).collect();

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
+use crate::checkpoint;
 use crate::format::{self, Format};
 use crate::ops::{Operators, Rows, Step};
 use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Sink};
@@ -57,13 +58,39 @@ pub struct PipelineStats {
 /// Runs every pipeline until all bounded sources are read or `cancel`; the first failure stops
 /// the others.
 pub fn run(job: &Job, views: &Views, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+    run_with(job, &Options { views: views.clone(), ..Options::default() }, cancel)
+}
+
+/// How a job runs.
+#[derive(Default, Clone)]
+pub struct Options {
+    /// The views the job fills (from [`views`]).
+    pub views: Views,
+    /// Where checkpoints go (`--state-dir`); none: no checkpoints.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// `ferry sql sample`: stop after this many rows.
+    pub sample_limit: Option<u64>,
+}
+
+/// Runs a job with `options`.
+pub fn run_with_options(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+    run_with(job, options, cancel)
+}
+
+/// Runs a job planned by [`crate::plan::plan_sample`]: its rows are printed, and the job ends
+/// after `limit` of them.
+pub fn sample(job: &Job, limit: Option<u64>, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+    run_with(job, &Options { sample_limit: limit, ..Options::default() }, cancel)
+}
+
+fn run_with(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = job
             .pipelines
             .iter()
             .map(|p| {
                 scope.spawn(move || {
-                    let result = run_pipeline(p, views, cancel);
+                    let result = run_pipeline(p, options, cancel);
                     if result.is_err() {
                         cancel.cancel();
                     }
@@ -170,11 +197,15 @@ pub fn views(job: &Job) -> Result<Views, RunError> {
 enum Output<'a> {
     Kafka { table: &'a crate::catalog::Table, producer: ThreadedProducer<DeliveryCounter>, partitions: i32, round_robin: i32 },
     View(Arc<std::sync::RwLock<ViewTable>>),
+    /// `ferry sql sample`: each row on stdout (`+I {"col": …}`) until `limit` rows, then the
+    /// job is cancelled.
+    Print { limit: Option<u64>, printed: u64, cancel: CancellationToken },
 }
 
 impl<'a> Output<'a> {
-    fn open(p: &'a Pipeline, views: &Views) -> Result<Output<'a>, RunError> {
+    fn open(p: &'a Pipeline, views: &Views, limit: Option<u64>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
         let scan = match &p.sink {
+            Sink::Print(_) => return Ok(Output::Print { limit, printed: 0, cancel: cancel.clone() }),
             Sink::View(v) => {
                 let table = views.get(&v.name).cloned().ok_or_else(|| RunError::Operator { line: p.pos.line, message: format!("view {} has no table", v.name) })?;
                 return Ok(Output::View(table));
@@ -209,6 +240,25 @@ impl<'a> Output<'a> {
     fn write(&mut self, p: &Pipeline, rows: &Rows, watermark: i64, offsets: &HashMap<i32, i64>) -> Result<u64, RunError> {
         match self {
             Output::Kafka { producer, partitions, round_robin, .. } => write(p, producer, rows, round_robin, *partitions),
+            Output::Print { limit, printed, cancel } => {
+                use std::io::Write;
+                let lines = crate::materialize::json_rows(&rows.batch).map_err(|message| RunError::Operator { line: p.pos.line, message })?;
+                let mut out = std::io::stdout().lock();
+                let mut n = 0;
+                for (i, line) in lines.iter().enumerate() {
+                    if limit.is_some_and(|l| *printed >= l) {
+                        break;
+                    }
+                    let _ = writeln!(out, "{} {line}", rows.kind(i).short());
+                    *printed += 1;
+                    n += 1;
+                }
+                let _ = out.flush();
+                if limit.is_some_and(|l| *printed >= l) {
+                    cancel.cancel();
+                }
+                Ok(n)
+            }
             Output::View(table) => {
                 let mut t = table.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let now = now_ms();
@@ -228,12 +278,12 @@ impl<'a> Output<'a> {
     fn acknowledge(&self) -> Result<(), RunError> {
         match self {
             Output::Kafka { table, producer, .. } => acknowledge(producer, table),
-            Output::View(_) => Ok(()),
+            Output::View(_) | Output::Print { .. } => Ok(()),
         }
     }
 }
 
-fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
+fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
     let source = &p.source.table;
     let kafka = &source.kafka;
     let name = source.name.as_str();
@@ -253,7 +303,21 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
     if partitions.is_empty() {
         return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
     }
-    let starts = start_offsets(&consumer, kafka, name, &group, &partitions)?;
+    // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
+    let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
+    let restored = match &checkpoints {
+        Some(dir) => checkpoint::read_latest(dir, p.steps.len()).map_err(|m| table_error(name, m))?.filter(|c| c.meta.topic == kafka.topic),
+        None => None,
+    };
+    let fresh: Vec<i32> = partitions.iter().copied().filter(|q| !restored.as_ref().is_some_and(|c| c.meta.offsets.contains_key(q))).collect();
+    let mut starts = if fresh.is_empty() { HashMap::new() } else { start_offsets(&consumer, kafka, name, &group, &fresh)? };
+    if let Some(c) = &restored {
+        for (partition, offset) in &c.meta.offsets {
+            if partitions.contains(partition) {
+                starts.insert(*partition, Offset::Offset(*offset));
+            }
+        }
+    }
     let ends = end_offsets(&consumer, kafka, name, &partitions)?;
     let mut tpl = TopicPartitionList::new();
     for (partition, offset) in &starts {
@@ -261,7 +325,7 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
     }
     consumer.assign(&tpl).map_err(|e| table_error(name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
 
-    let mut output = Output::open(p, views)?;
+    let mut output = Output::open(p, &options.views, options.sample_limit, cancel)?;
     let sink_name = p.sink.name().to_string();
     info!(source = %name, topic = %kafka.topic, sink = %sink_name, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
 
@@ -288,6 +352,19 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
         }
     }
     let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut checkpoint_number = 0;
+    if let Some(c) = restored {
+        next.extend(c.meta.offsets.iter().filter(|(q, _)| partitions.contains(q)).map(|(q, o)| (*q, *o)));
+        ops.restore(c.steps).map_err(|m| operator_error(format!("checkpoint {}: {m}", c.number)))?;
+        marks.restore(&c.meta.watermarks.iter().map(|(q, w)| (*q, *w)).collect::<Vec<_>>(), c.meta.watermark);
+        if let (Output::View(table), Some(rows)) = (&output, &c.view) {
+            table.write().unwrap_or_else(std::sync::PoisonError::into_inner).restore(rows).map_err(|m| operator_error(format!("checkpoint {}: {m}", c.number)))?;
+        }
+        checkpoint_number = c.number;
+        info!(source = %name, sink = %sink_name, checkpoint = c.number, offsets = ?c.meta.offsets, state_rows = ops.state_rows(), "resumed from a checkpoint");
+    }
+    let interval = p.checkpoint_interval.unwrap_or(Duration::from_secs(10));
+    let mut last_checkpoint = Instant::now();
     let mut fired_under = i64::MIN;
     let mut finished = Vec::new();
     loop {
@@ -366,6 +443,14 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
         stats.records_out += written;
         records_out.increment(written);
         output.acknowledge()?;
+        if let Some(dir) = checkpoints.as_deref().filter(|_| last_checkpoint.elapsed() >= interval) {
+            checkpoint_number += 1;
+            take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+            last_checkpoint = Instant::now();
+            if kafka.group_id.is_some() {
+                commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group);
+            }
+        }
         if kafka.group_id.is_some() && !stateful {
             let mut commit = TopicPartitionList::new();
             for (partition, offset) in &next {
@@ -386,7 +471,11 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
         records_out.increment(written);
         output.acknowledge()?;
     }
-    if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed) {
+    if let Some(dir) = checkpoints.as_deref() {
+        checkpoint_number += 1;
+        take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+    }
+    if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed || checkpoints.is_some()) {
         let mut commit = TopicPartitionList::new();
         for (partition, offset) in &next {
             let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
@@ -397,6 +486,37 @@ fn run_pipeline(p: &Pipeline, views: &Views, cancel: &CancellationToken) -> Resu
     }
     info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
     Ok(stats)
+}
+
+/// Writes checkpoint `number`: the offsets after everything written (and acknowledged), the
+/// watermarks, the operators' state and the view's rows.
+fn take_checkpoint(dir: &std::path::Path, number: u64, p: &Pipeline, ops: &mut Operators<'_>, output: &Output<'_>, marks: &Watermarks, next: &HashMap<i32, i64>) -> Result<(), String> {
+    let steps = ops.snapshot()?;
+    let view = match output {
+        Output::View(t) => Some(t.read().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot()?),
+        _ => None,
+    };
+    let (parts, watermark) = marks.snapshot();
+    let meta = checkpoint::Meta {
+        topic: p.source.table.kafka.topic.clone(),
+        offsets: next.iter().map(|(q, o)| (*q, *o)).collect(),
+        watermarks: parts.into_iter().collect(),
+        watermark,
+        written_ms: now_ms(),
+    };
+    checkpoint::write(dir, number, &meta, &steps, view.as_ref())?;
+    tracing::debug!(dir = %dir.display(), number, state_rows = ops.state_rows(), "checkpoint written");
+    Ok(())
+}
+
+fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>, mode: CommitMode, name: &str, group: &str) {
+    let mut commit = TopicPartitionList::new();
+    for (partition, offset) in next {
+        let _ = commit.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(e) = consumer.commit(&commit, mode) {
+        warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets (retried at the next commit)");
+    }
 }
 
 /// Waits until everything produced so far is acknowledged by the sink cluster.

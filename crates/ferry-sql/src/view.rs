@@ -150,6 +150,41 @@ impl ViewTable {
         Ok(batch)
     }
 
+    /// Every row with when it last changed (a last column `changed_ms`), for a checkpoint.
+    pub fn snapshot(&self) -> Result<RecordBatch, String> {
+        let mut fields: Vec<arrow::datatypes::Field> = self.plan.schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
+        fields.push(arrow::datatypes::Field::new("changed_ms", arrow::datatypes::DataType::Int64, false));
+        let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+        if self.rows.is_empty() {
+            return Ok(RecordBatch::new_empty(schema));
+        }
+        let mut columns = Vec::new();
+        for (c, field) in self.plan.schema.fields().iter().enumerate() {
+            let array = ScalarValue::iter_to_array(self.rows.values().map(|e| e.row[c].clone())).map_err(|e| e.to_string())?;
+            columns.push(if array.data_type() == field.data_type() { array } else { arrow::compute::cast(&array, field.data_type()).map_err(|e| e.to_string())? });
+        }
+        columns.push(Arc::new(arrow::array::Int64Array::from(self.rows.values().map(|e| e.changed_ms).collect::<Vec<_>>())));
+        RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
+    }
+
+    /// Puts back the rows of [`ViewTable::snapshot`].
+    pub fn restore(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        self.rows.clear();
+        let n = self.plan.schema.fields().len();
+        if batch.num_columns() != n + 1 {
+            return Err(format!("the checkpoint's view has {} columns, the view {}", batch.num_columns().saturating_sub(1), n));
+        }
+        let keys: Vec<ArrayRef> = self.plan.key.iter().map(|k| batch.column(*k).clone()).collect();
+        let converted = self.converter.convert_columns(&keys).map_err(|e| e.to_string())?;
+        let changed = batch.column(n).as_any().downcast_ref::<arrow::array::Int64Array>().ok_or("the checkpoint's view has no change times")?;
+        for i in 0..batch.num_rows() {
+            let row = (0..n).map(|c| ScalarValue::try_from_array(batch.column(c), i)).collect::<datafusion_common::Result<Vec<_>>>().map_err(|e| e.to_string())?;
+            self.rows.insert(converted.row(i).as_ref().into(), Entry { row, changed_ms: changed.value(i) });
+        }
+        self.version += 1;
+        Ok(())
+    }
+
     /// The row under `key` (one value per key column, as text), if any.
     pub fn lookup(&self, key: &[ScalarValue]) -> Result<Option<RecordBatch>, String> {
         let columns = key.iter().map(|v| v.to_array()).collect::<datafusion_common::Result<Vec<_>>>().map_err(|e| e.to_string())?;

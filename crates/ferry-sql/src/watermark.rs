@@ -28,6 +28,21 @@ impl Watermarks {
         Watermarks { parts, idle_timeout, current: i64::MIN }
     }
 
+    /// Each partition's watermark, and the pipeline's, for a checkpoint.
+    pub fn snapshot(&self) -> (Vec<(i32, i64)>, i64) {
+        (self.parts.iter().map(|(p, part)| (*p, part.watermark)).collect(), self.current)
+    }
+
+    /// Puts back a checkpoint's watermarks (partitions it does not name keep theirs).
+    pub fn restore(&mut self, parts: &[(i32, i64)], current: i64) {
+        for (p, w) in parts {
+            if let Some(part) = self.parts.get_mut(p) {
+                part.watermark = *w;
+            }
+        }
+        self.current = self.current.max(current);
+    }
+
     /// The pipeline's watermark (ms; `i64::MIN` before there is one).
     pub fn current(&self) -> i64 {
         self.current
