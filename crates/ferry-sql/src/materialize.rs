@@ -11,12 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Schema};
+use arrow::datatypes::DataType;
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::tree_node::TreeNode;
-use datafusion_common::{Column as DfColumn, DFSchema, ParamValues, ScalarValue};
+use datafusion_common::{ParamValues, ScalarValue};
 use datafusion_expr::execution_props::ExecutionProps;
-use datafusion_expr::{Expr, LogicalPlan};
+use datafusion_expr::LogicalPlan;
 use datafusion_sql::planner::SqlToRel;
 use sqlparser::ast::Query;
 use sqlparser::parser::Parser;
@@ -25,7 +25,7 @@ use crate::error::{fail, Pos, Result, SqlError};
 use crate::format::{Format, JsonOptions};
 use crate::ops::{Operators, Rows, Step};
 use crate::parse::{FlinkDialect, OptionDdl};
-use crate::plan::{analyze, df_error, parser_options, physical, translate, Pipeline, Provider, Sink};
+use crate::plan::{analyze, df_error, filter_step, parser_options, project_step, scan_projection, translate, Pipeline, Provider, Sink};
 use crate::view::{Endpoint, ViewPlan};
 
 /// The built-in endpoints every view has.
@@ -187,22 +187,17 @@ fn compile(plan: &LogicalPlan, steps: &mut Vec<Step>) -> Result<()> {
     let pos = Pos::default();
     match plan {
         LogicalPlan::TableScan(scan) => {
-            if let Some(projection) = &scan.projection {
-                let input = DFSchema::try_from(Schema::new(scan.source.schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>())).map_err(|e| df_error(&e, pos))?;
-                let exprs = projection.iter().map(|i| physical(&Expr::Column(DfColumn::new_unqualified(input.field(*i).name())), &input, pos, &props)).collect::<Result<Vec<_>>>()?;
-                steps.push(Step::Project(exprs, Arc::new(scan.projected_schema.as_arrow().clone())));
-            }
+            steps.extend(scan_projection(scan, pos, &props)?);
             Ok(())
         }
         LogicalPlan::Filter(f) => {
             compile(&f.input, steps)?;
-            steps.push(Step::Filter(physical(&f.predicate, f.input.schema(), pos, &props)?));
+            steps.push(filter_step(f, pos, &props)?);
             Ok(())
         }
         LogicalPlan::Projection(p) => {
             compile(&p.input, steps)?;
-            let exprs = p.expr.iter().map(|e| physical(e, p.input.schema(), pos, &props)).collect::<Result<Vec<_>>>()?;
-            steps.push(Step::Project(exprs, Arc::new(p.schema.as_arrow().clone())));
+            steps.push(project_step(p, pos, &props)?);
             Ok(())
         }
         LogicalPlan::SubqueryAlias(a) => compile(&a.input, steps),

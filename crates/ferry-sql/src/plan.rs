@@ -575,11 +575,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             } else {
                 return fail(pos, format!("{name} is not declared"));
             };
-            if let Some(projection) = &scan.projection {
-                let input = DFSchema::try_from(Schema::new(scan.source.schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>())).map_err(|e| df_error(&e, pos))?;
-                let exprs = projection.iter().map(|i| physical(&Expr::Column(DfColumn::new_unqualified(input.field(*i).name())), &input, pos, props)).collect::<Result<Vec<_>>>()?;
-                steps.push(Step::Project(exprs, Arc::new(scan.projected_schema.as_arrow().clone())));
-            }
+            steps.extend(scan_projection(scan, pos, props)?);
             if !scan.filters.is_empty() || scan.fetch.is_some() {
                 return fail(pos, "a scan with pushed-down filters or a fetch limit is not supported");
             }
@@ -624,13 +620,12 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
         }
         LogicalPlan::Filter(f) => {
             let source = translate(provider, &f.input, pos, props, steps)?;
-            steps.push(Step::Filter(physical(&f.predicate, f.input.schema(), pos, props)?));
+            steps.push(filter_step(f, pos, props)?);
             Ok(source)
         }
         LogicalPlan::Projection(p) => {
             let source = translate(provider, &p.input, pos, props, steps)?;
-            let exprs = p.expr.iter().map(|e| physical(e, p.input.schema(), pos, props)).collect::<Result<Vec<_>>>()?;
-            steps.push(Step::Project(exprs, Arc::new(p.schema.as_arrow().clone())));
+            steps.push(project_step(p, pos, props)?);
             Ok(source)
         }
         LogicalPlan::SubqueryAlias(a) => translate(provider, &a.input, pos, props, steps),
@@ -649,6 +644,23 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             fail(pos, format!("{what}: not supported yet"))
         }
     }
+}
+
+/// The columns a scan keeps, if it keeps fewer than its table has.
+pub(crate) fn scan_projection(scan: &datafusion_expr::TableScan, pos: Pos, props: &ExecutionProps) -> Result<Option<Step>> {
+    let Some(projection) = &scan.projection else { return Ok(None) };
+    let input = DFSchema::try_from(Schema::new(scan.source.schema().fields().iter().map(|f| f.as_ref().clone()).collect::<Vec<_>>())).map_err(|e| df_error(&e, pos))?;
+    let exprs = projection.iter().map(|i| physical(&Expr::Column(DfColumn::new_unqualified(input.field(*i).name())), &input, pos, props)).collect::<Result<Vec<_>>>()?;
+    Ok(Some(Step::Project(exprs, Arc::new(scan.projected_schema.as_arrow().clone()))))
+}
+
+pub(crate) fn filter_step(f: &datafusion_expr::Filter, pos: Pos, props: &ExecutionProps) -> Result<Step> {
+    Ok(Step::Filter(physical(&f.predicate, f.input.schema(), pos, props)?))
+}
+
+pub(crate) fn project_step(p: &datafusion_expr::Projection, pos: Pos, props: &ExecutionProps) -> Result<Step> {
+    let exprs = p.expr.iter().map(|e| physical(e, p.input.schema(), pos, props)).collect::<Result<Vec<_>>>()?;
+    Ok(Step::Project(exprs, Arc::new(p.schema.as_arrow().clone())))
 }
 
 /// A window table function: its table's (or view's) operators, then the window's.
