@@ -125,6 +125,9 @@ pub enum SinkPartitioner {
 pub enum DeliveryGuarantee {
     AtLeastOnce,
     None,
+    /// Results written in Kafka transactions committed with each checkpoint; the ids start
+    /// with the prefix.
+    ExactlyOnce { prefix: String },
 }
 
 #[derive(Debug, Clone)]
@@ -324,7 +327,10 @@ impl Table {
         let delivery = match opts.take("sink.delivery-guarantee").as_deref() {
             None | Some("at-least-once") => DeliveryGuarantee::AtLeastOnce,
             Some("none") => DeliveryGuarantee::None,
-            Some("exactly-once") => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: sink.delivery-guarantee 'exactly-once' is not supported yet (at-least-once, none)", ddl.name)),
+            Some("exactly-once") => match opts.take("sink.transactional-id-prefix") {
+                Some(prefix) if !prefix.trim().is_empty() => DeliveryGuarantee::ExactlyOnce { prefix },
+                _ => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: sink.delivery-guarantee 'exactly-once' needs 'sink.transactional-id-prefix' (as in Flink)", ddl.name)),
+            },
             Some(other) => return fail(opts.pos_of("sink.delivery-guarantee"), format!("table {}: unknown sink.delivery-guarantee '{other}'", ddl.name)),
         };
         opts.take("sink.transactional-id-prefix");

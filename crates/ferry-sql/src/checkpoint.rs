@@ -72,7 +72,8 @@ fn read_batch(path: &Path) -> Result<RecordBatch, String> {
     arrow::compute::concat_batches(&schema, &batches).map_err(|e| e.to_string())
 }
 
-/// Writes checkpoint `number` into `dir` and removes the older ones.
+/// Writes checkpoint `number` into `dir` and removes the older ones but the one before it (an
+/// exactly-once sink may not have committed `number` when the process dies).
 pub fn write(dir: &Path, number: u64, meta: &Meta, steps: &[Option<RecordBatch>], view: Option<&RecordBatch>) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!("tmp-{number}"));
@@ -90,10 +91,12 @@ pub fn write(dir: &Path, number: u64, meta: &Meta, steps: &[Option<RecordBatch>]
     fs::write(&meta_path, serde_json::to_vec_pretty(meta).map_err(|e| e.to_string())?).map_err(|e| format!("cannot write {}: {e}", meta_path.display()))?;
     fs::File::open(&meta_path).and_then(|f| f.sync_all()).map_err(|e| format!("cannot sync {}: {e}", meta_path.display()))?;
     let done = dir.join(format!("checkpoint-{number}"));
+    // One of an earlier process whose sink never committed it (exactly once): replaced.
+    let _ = fs::remove_dir_all(&done);
     fs::rename(&tmp, &done).map_err(|e| format!("cannot rename {} to {}: {e}", tmp.display(), done.display()))?;
     fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
     for (n, path) in numbered(dir, "checkpoint-").into_iter().chain(numbered(dir, "tmp-")) {
-        if n < number {
+        if n + 1 < number {
             let _ = fs::remove_dir_all(path);
         }
     }
@@ -102,7 +105,18 @@ pub fn write(dir: &Path, number: u64, meta: &Meta, steps: &[Option<RecordBatch>]
 
 /// The newest whole checkpoint in `dir`, if any (`steps` is how many steps the pipeline has).
 pub fn read_latest(dir: &Path, steps: usize) -> Result<Option<Checkpoint>, String> {
-    let Some((number, path)) = numbered(dir, "checkpoint-").pop() else { return Ok(None) };
+    match numbered(dir, "checkpoint-").pop() {
+        Some((number, _)) => read(dir, number, steps),
+        None => Ok(None),
+    }
+}
+
+/// Checkpoint `number` in `dir`, if it is there.
+pub fn read(dir: &Path, number: u64, steps: usize) -> Result<Option<Checkpoint>, String> {
+    let path = dir.join(format!("checkpoint-{number}"));
+    if !path.exists() {
+        return Ok(None);
+    }
     let meta_path = path.join("meta.json");
     let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).map_err(|e| format!("cannot read {}: {e}", meta_path.display()))?).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     let mut states = Vec::new();

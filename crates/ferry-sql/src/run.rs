@@ -193,9 +193,19 @@ pub fn views(job: &Job) -> Result<Views, RunError> {
     Ok(Arc::new(out))
 }
 
+/// An exactly-once sink's bookkeeping: each checkpoint's number is committed in the transaction
+/// that holds the results up to it, as the offset of the sink topic's partition 0 for the group
+/// `ferry-sql-<checkpoint directory>` (a transactional offset commit, atomic with the records).
+/// After a crash, the committed number says which checkpoint the sink's committed records match.
+struct Transactions {
+    consumer: BaseConsumer,
+    topic: String,
+    committed: Option<u64>,
+}
+
 /// Where a pipeline's results go.
 enum Output<'a> {
-    Kafka { table: &'a crate::catalog::Table, producer: ThreadedProducer<DeliveryCounter>, partitions: i32, round_robin: i32 },
+    Kafka { table: &'a crate::catalog::Table, producer: ThreadedProducer<DeliveryCounter>, partitions: i32, round_robin: i32, transactions: Option<Transactions> },
     View(Arc<std::sync::RwLock<ViewTable>>),
     /// `ferry sql sample`: each row on stdout (`+I {"col": …}`) until `limit` rows, then the
     /// job is cancelled.
@@ -203,7 +213,7 @@ enum Output<'a> {
 }
 
 impl<'a> Output<'a> {
-    fn open(p: &'a Pipeline, views: &Views, limit: Option<u64>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
+    fn open(p: &'a Pipeline, views: &Views, limit: Option<u64>, checkpoints: Option<&std::path::Path>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
         let scan = match &p.sink {
             Sink::Print(_) => return Ok(Output::Print { limit, printed: 0, cancel: cancel.clone() }),
             Sink::View(v) => {
@@ -214,14 +224,48 @@ impl<'a> Output<'a> {
         };
         let sink = &scan.table;
         let context = DeliveryCounter::default();
-        let producer: ThreadedProducer<DeliveryCounter> = client_config(&sink.kafka)
+        let mut config = client_config(&sink.kafka);
+        config
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             // Java's partitioner (murmur2 of the key): a key lands where Flink and Java clients put it.
-            .set("partitioner", "murmur2_random")
-            .create_with_context(context)
-            .map_err(|e| table_error(&sink.name, format!("cannot create a producer for {}: {e}", bootstrap(&sink.kafka))))?;
+            .set("partitioner", "murmur2_random");
+        let exactly_once = match (&sink.kafka.delivery, checkpoints) {
+            (crate::catalog::DeliveryGuarantee::ExactlyOnce { prefix }, Some(dir)) => {
+                let name = dir.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                config.set("transactional.id", format!("{prefix}-{name}"));
+                Some(name)
+            }
+            (crate::catalog::DeliveryGuarantee::ExactlyOnce { .. }, None) => {
+                return Err(table_error(&sink.name, "sink.delivery-guarantee 'exactly-once' needs --state-dir: its transactions are committed with the job's checkpoints"));
+            }
+            _ => None,
+        };
+        let producer: ThreadedProducer<DeliveryCounter> = config.create_with_context(context).map_err(|e| table_error(&sink.name, format!("cannot create a producer for {}: {e}", bootstrap(&sink.kafka))))?;
+        let transactions = match exactly_once {
+            None => None,
+            Some(name) => {
+                let kafka_error = |what: &str, e: rdkafka::error::KafkaError| table_error(&sink.name, format!("{what} on {}: {e}", bootstrap(&sink.kafka)));
+                // Fences an earlier process of this pipeline and aborts its open transaction.
+                producer.init_transactions(Duration::from_secs(60)).map_err(|e| kafka_error("cannot start transactions", e))?;
+                let consumer: BaseConsumer = client_config(&sink.kafka)
+                    .set("group.id", format!("ferry-sql-{name}"))
+                    .set("enable.auto.commit", "false")
+                    .set("isolation.level", "read_committed")
+                    .create()
+                    .map_err(|e| kafka_error("cannot create a consumer", e))?;
+                let mut tpl = TopicPartitionList::new();
+                let _ = tpl.add_partition(&sink.kafka.topic, 0);
+                let committed = consumer.committed_offsets(tpl, Duration::from_secs(30)).map_err(|e| kafka_error("cannot read the committed checkpoint", e))?;
+                let committed = committed.elements().first().and_then(|e| match e.offset() {
+                    Offset::Offset(n) if n >= 0 => Some(n as u64),
+                    _ => None,
+                });
+                producer.begin_transaction().map_err(|e| kafka_error("cannot begin a transaction", e))?;
+                Some(Transactions { consumer, topic: sink.kafka.topic.clone(), committed })
+            }
+        };
         let partitions = match sink.kafka.partitioner {
             SinkPartitioner::RoundRobin => {
                 let md = producer.client().fetch_metadata(Some(&sink.kafka.topic), Duration::from_secs(30)).map_err(|e| table_error(&sink.name, format!("cannot read topic {}: {e}", sink.kafka.topic)))?;
@@ -232,7 +276,7 @@ impl<'a> Output<'a> {
         if sink.kafka.partitioner == SinkPartitioner::RoundRobin && partitions == 0 {
             return Err(table_error(&sink.name, format!("topic {} does not exist on {}", sink.kafka.topic, bootstrap(&sink.kafka))));
         }
-        Ok(Output::Kafka { table: sink, producer, partitions, round_robin: 0 })
+        Ok(Output::Kafka { table: sink, producer, partitions, round_robin: 0, transactions })
     }
 
     /// Writes `rows`; with `progress` (the watermark and the source offsets they reflect) a view
@@ -274,6 +318,29 @@ impl<'a> Output<'a> {
         }
     }
 
+    /// For an exactly-once sink, the checkpoint whose results are committed (`Some(None)`: none
+    /// yet); `None` for other outputs (the newest checkpoint is theirs).
+    fn committed_checkpoint(&self) -> Option<Option<u64>> {
+        match self {
+            Output::Kafka { transactions: Some(t), .. } => Some(t.committed),
+            _ => None,
+        }
+    }
+
+    /// Checkpoint `number` is written: an exactly-once sink commits its transaction with it.
+    fn checkpointed(&mut self, number: u64) -> Result<(), RunError> {
+        let Output::Kafka { table, producer, transactions: Some(t), .. } = self else { return Ok(()) };
+        let kafka_error = |what: &str, e: rdkafka::error::KafkaError| table_error(&table.name, format!("{what} on {}: {e}", bootstrap(&table.kafka)));
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&t.topic, 0, Offset::Offset(number as i64));
+        let metadata = t.consumer.group_metadata().ok_or_else(|| table_error(&table.name, "no group metadata for the transaction"))?;
+        producer.send_offsets_to_transaction(&tpl, &metadata, Duration::from_secs(60)).map_err(|e| kafka_error("cannot add the checkpoint to the transaction", e))?;
+        producer.commit_transaction(Duration::from_secs(60)).map_err(|e| kafka_error("cannot commit the transaction", e))?;
+        t.committed = Some(number);
+        producer.begin_transaction().map_err(|e| kafka_error("cannot begin a transaction", e))?;
+        Ok(())
+    }
+
     /// Waits until everything written so far is safe (acknowledged by the sink cluster).
     fn acknowledge(&self) -> Result<(), RunError> {
         match self {
@@ -305,10 +372,18 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     }
     // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
     let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
-    let restored = match &checkpoints {
-        Some(dir) => checkpoint::read_latest(dir, p.steps.len()).map_err(|m| table_error(name, m))?.filter(|c| c.meta.topic == kafka.topic),
-        None => None,
-    };
+    let mut output = Output::open(p, &options.views, options.sample_limit, checkpoints.as_deref(), cancel)?;
+    let restored = match (&checkpoints, output.committed_checkpoint()) {
+        // An exactly-once sink: the checkpoint its committed results match (a later one was
+        // written but its transaction never committed).
+        (Some(dir), Some(committed)) => match committed {
+            Some(n) => Some(checkpoint::read(dir, n, p.steps.len()).map_err(|m| table_error(name, m))?.ok_or_else(|| table_error(name, format!("the sink committed checkpoint {n}, which {} does not hold", dir.display())))?),
+            None => None,
+        },
+        (Some(dir), None) => checkpoint::read_latest(dir, p.steps.len()).map_err(|m| table_error(name, m))?,
+        (None, _) => None,
+    }
+    .filter(|c| c.meta.topic == kafka.topic);
     let fresh: Vec<i32> = partitions.iter().copied().filter(|q| !restored.as_ref().is_some_and(|c| c.meta.offsets.contains_key(q))).collect();
     let mut starts = if fresh.is_empty() { HashMap::new() } else { start_offsets(&consumer, kafka, name, &group, &fresh)? };
     if let Some(c) = &restored {
@@ -325,7 +400,6 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     }
     consumer.assign(&tpl).map_err(|e| table_error(name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
 
-    let mut output = Output::open(p, &options.views, options.sample_limit, cancel)?;
     let sink_name = p.sink.name().to_string();
     info!(source = %name, topic = %kafka.topic, sink = %sink_name, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
 
@@ -446,6 +520,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         if let Some(dir) = checkpoints.as_deref().filter(|_| last_checkpoint.elapsed() >= interval) {
             checkpoint_number += 1;
             take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+            output.checkpointed(checkpoint_number)?;
             last_checkpoint = Instant::now();
             if kafka.group_id.is_some() {
                 commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group);
@@ -474,6 +549,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     if let Some(dir) = checkpoints.as_deref() {
         checkpoint_number += 1;
         take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+        output.checkpointed(checkpoint_number)?;
     }
     if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed || checkpoints.is_some()) {
         let mut commit = TopicPartitionList::new();
