@@ -357,7 +357,8 @@ fn late_reported(log: &str, sink: &str) -> u64 {
 fn windows_and_updating_aggregates_write_what_an_independent_reference_computes() {
     let broker = Broker::start("sql-agg").unwrap();
     let bootstrap = broker.bootstrap();
-    let (bids, tumbled, hopped, orders_topic, totals) = (unique("bids"), unique("tumbled"), unique("hopped"), unique("orders"), unique("totals"));
+    let (bids, tumbled, hopped, orders_topic, totals, top_bids) = (unique("bids"), unique("tumbled"), unique("hopped"), unique("orders"), unique("totals"), unique("top-bids"));
+    create_topic(&bootstrap, &top_bids, 1).unwrap();
     create_topic(&bootstrap, &bids, 1).unwrap();
     create_topic(&bootstrap, &tumbled, 2).unwrap();
     create_topic(&bootstrap, &hopped, 1).unwrap();
@@ -392,6 +393,8 @@ CREATE TABLE tumbled (item STRING, window_start TIMESTAMP(3), window_end TIMESTA
 WITH ('connector' = 'kafka', 'topic' = '{tumbled}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
 CREATE TABLE hopped (item STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), bids BIGINT, total BIGINT)
 WITH ('connector' = 'kafka', 'topic' = '{hopped}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE top_bids (item STRING, price BIGINT, rn BIGINT, PRIMARY KEY (item, rn) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{top_bids}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
 CREATE TABLE totals (customer STRING, orders BIGINT, cents BIGINT, parts BIGINT, top DECIMAL(10, 2), PRIMARY KEY (customer) NOT ENFORCED)
 WITH ('connector' = 'upsert-kafka', 'topic' = '{totals}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
 EXECUTE STATEMENT SET BEGIN
@@ -403,6 +406,10 @@ INSERT INTO hopped
   SELECT item, window_start, window_end, COUNT(*), SUM(price)
   FROM TABLE(HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '20' SECOND))
   GROUP BY item, window_start, window_end;
+INSERT INTO top_bids
+  SELECT item, price, rn FROM (
+    SELECT item, price, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price DESC) AS rn FROM bids)
+  WHERE rn <= 3;
 INSERT INTO totals
   SELECT customer, COUNT(*), SUM(CAST(amount * 100 AS BIGINT)), COUNT(DISTINCT part), MAX(amount)
   FROM orders
@@ -437,6 +444,31 @@ END;
         let sink_name = if sink == &tumbled { "tumbled" } else { "hopped" };
         assert_eq!(late_reported(&log, sink_name), late, "{sink}: late bids counted");
     }
+
+    // Top-N: the upsert topic keyed by (item, rank) folds to each item's 3 highest prices (ties
+    // in arrival order).
+    let mut want_top: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for item in ["a", "b", "c"] {
+        let mut prices: Vec<(i64, usize)> = (0..n).filter(|i| bid(*i).0 == item).map(|i| (bid(i).1, i)).collect();
+        prices.sort_by_key(|(p, i)| (-p, *i));
+        for (rank, (price, _)) in prices.iter().take(3).enumerate() {
+            want_top.insert((item.to_string(), rank as i64 + 1), *price);
+        }
+    }
+    let mut got_top: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for r in read_to_end(&bootstrap, &top_bids, 1) {
+        let key: Value = serde_json::from_slice(r.key.as_ref().unwrap()).unwrap();
+        let k = (key["item"].as_str().unwrap().to_string(), key["rn"].as_i64().unwrap());
+        match &r.value {
+            Some(v) => {
+                got_top.insert(k, serde_json::from_slice::<Value>(v).unwrap()["price"].as_i64().unwrap());
+            }
+            None => {
+                got_top.remove(&k);
+            }
+        }
+    }
+    assert_eq!(got_top, want_top, "Top-N");
 
     // `ferry sql sample`: a query over the job's tables prints its changelog; folded, it is the
     // aggregate over every bid (no window, so none is late).

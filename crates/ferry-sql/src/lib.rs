@@ -17,6 +17,7 @@ pub mod parse;
 pub mod plan;
 pub mod run;
 pub mod tvf;
+pub mod topn;
 pub mod types;
 pub mod view;
 pub mod watermark;

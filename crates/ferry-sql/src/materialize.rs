@@ -25,7 +25,7 @@ use crate::error::{fail, Pos, Result, SqlError};
 use crate::format::{Format, JsonOptions};
 use crate::ops::{Operators, Rows, Step};
 use crate::parse::{FlinkDialect, OptionDdl};
-use crate::plan::{analyze, df_error, filter_step, parser_options, project_step, scan_projection, translate, Pipeline, Provider, Sink};
+use crate::plan::{analyze, df_error, filter_step, parser_options, project_step, scan_projection, translate_query, Pipeline, Provider, Sink};
 use crate::view::{Endpoint, ViewPlan};
 
 /// The built-in endpoints every view has.
@@ -38,7 +38,7 @@ pub(crate) fn pipeline(provider: &mut Provider, pos: Pos, name: &str, options: &
     let logical = analyze(logical, provider, pos)?;
     let props = ExecutionProps::new();
     let mut steps = Vec::new();
-    let source = translate(provider, &logical, pos, &props, &mut steps)?;
+    let source = translate_query(provider, &logical, pos, &props, &mut steps)?;
     let schema = Arc::new(logical.schema().as_arrow().clone());
     for (i, f) in schema.fields().iter().enumerate() {
         if schema.fields().iter().skip(i + 1).any(|g| g.name() == f.name()) {

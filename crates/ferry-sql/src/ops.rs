@@ -104,6 +104,8 @@ pub enum Step {
     /// aggregate), rows whose every window has fired are dropped and counted.
     Window { kind: WindowKind, time: usize, output: SchemaRef, drop_late: bool },
     Aggregate(Box<AggregatePlan>),
+    /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` filtered on the rank: a changelog.
+    Rank(Box<crate::topn::RankPlan>),
 }
 
 /// `GROUP BY keys` with `aggregates`: output columns are the keys then the aggregates.
@@ -143,6 +145,11 @@ impl std::fmt::Display for Step {
                 };
                 write!(f, "window {} on {} ({how})", kind.name(), output.field(*time).name())
             }
+            Step::Rank(r) => {
+                let keys: Vec<String> = r.partition.iter().map(ToString::to_string).collect();
+                let order: Vec<String> = r.order.iter().map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" })).collect();
+                write!(f, "top {} per [{}] by [{}] (a changelog of ranks)", r.limit, keys.join(", "), order.join(", "))
+            }
             Step::Aggregate(a) => {
                 let keys: Vec<String> = a.keys.iter().map(ToString::to_string).collect();
                 let aggs: Vec<String> = a.aggregates.iter().map(|g| g.function.name().to_string()).collect();
@@ -155,7 +162,7 @@ impl std::fmt::Display for Step {
 
 /// Whether the steps' output is a changelog (it updates rows already emitted).
 pub fn updating(steps: &[Step]) -> bool {
-    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()))
+    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_)))
 }
 
 /// The running state of a pipeline's steps.
@@ -171,6 +178,7 @@ enum State<'a> {
     None,
     Window(WindowAggregate<'a>),
     Group(GroupAggregate<'a>),
+    TopN(crate::topn::TopN<'a>),
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -188,6 +196,7 @@ impl<'a> Operators<'a> {
             states.push(match s {
                 Step::Aggregate(a) if a.window.is_some() => State::Window(WindowAggregate::new(a)?),
                 Step::Aggregate(a) => State::Group(GroupAggregate::new(a)?),
+                Step::Rank(r) => State::TopN(crate::topn::TopN::new(r)?),
                 _ => State::None,
             });
         }
@@ -202,6 +211,7 @@ impl<'a> Operators<'a> {
                 State::None => 0,
                 State::Window(w) => w.windows.values().map(|g| g.keys.len()).sum(),
                 State::Group(g) => g.keys.len(),
+                State::TopN(t) => t.state_rows(),
             })
             .sum()
     }
@@ -215,6 +225,7 @@ impl<'a> Operators<'a> {
                 State::None => Ok(None),
                 State::Window(w) => w.snapshot().map(Some),
                 State::Group(g) => g.snapshot().map(Some),
+                State::TopN(t) => t.snapshot().map(Some),
             })
             .collect()
     }
@@ -229,6 +240,7 @@ impl<'a> Operators<'a> {
                 (State::None, None) => {}
                 (State::Window(w), Some(b)) => w.restore(&b)?,
                 (State::Group(g), Some(b)) => g.restore(&b)?,
+                (State::TopN(t), Some(b)) => t.restore(&b)?,
                 _ => return Err("the checkpoint's steps are not the query's".into()),
             }
         }
@@ -254,7 +266,8 @@ impl<'a> Operators<'a> {
                 (Step::Window { kind, time, output, drop_late }, _) => assign_windows(rows, *kind, *time, output, *drop_late, &mut self.late, &mut self.windows)?,
                 (Step::Aggregate(_), State::Window(w)) => w.process(&rows, watermark)?,
                 (Step::Aggregate(_), State::Group(g)) => g.process(&rows)?,
-                (Step::Aggregate(_), State::None) => unreachable!("aggregates have state"),
+                (Step::Rank(_), State::TopN(t)) => t.process(&rows)?,
+                (Step::Aggregate(_) | Step::Rank(_), _) => unreachable!("aggregates and ranks have their state"),
             };
         }
         Ok(rows)
@@ -886,6 +899,34 @@ mod tests {
             let mut rest = text(&before.process(second, 0).unwrap());
             rest.extend(text(&before.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
             assert_eq!(rest, want[want.len() - rest.len()..], "the snapshotted operators go on too");
+        }
+    }
+
+    #[test]
+    fn top_n_keeps_the_first_rows_per_partition_and_emits_rank_changes() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, price, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price DESC) AS rn FROM bids) WHERE rn <= 2;", sink("item STRING, price BIGINT, rn BIGINT", true));
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(p.updating);
+        assert!(matches!(p.steps.iter().find(|s| matches!(s, Step::Rank(_))), Some(Step::Rank(r)) if r.limit == 2), "{}", crate::plan::explain(&job));
+        let mut ops = Operators::new(&p.steps).unwrap();
+        let out = ops.process(rows(&job, &[("a", 5, 0), ("b", 1, 0), ("a", 7, 0)], &[0; 3]), 0).unwrap();
+        assert_eq!(text(&out), ["+I a,7,1", "+I a,5,2", "+I b,1,1"]);
+        // 6 enters a at rank 2 (5 leaves); 1 ties b's 1 and comes after it; 3 is past a's top 2.
+        let out = ops.process(rows(&job, &[("a", 6, 0), ("b", 1, 0), ("a", 3, 0)], &[0; 3]), 0).unwrap();
+        assert_eq!(text(&out), ["-U a,5,2", "+U a,6,2", "+I b,1,2"]);
+        assert_eq!(ops.state_rows(), 4);
+        let snapshot = ops.snapshot().unwrap();
+        let mut restored = Operators::new(&p.steps).unwrap();
+        restored.restore(snapshot).unwrap();
+        let out = restored.process(rows(&job, &[("a", 9, 0)], &[0]), 0).unwrap();
+        assert_eq!(text(&out), ["-U a,7,1", "-U a,6,2", "+U a,9,1", "+U a,7,2"]);
+        for (query, want) in [
+            ("SELECT item, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price) AS rn FROM bids)", "filter its rank"),
+            ("SELECT item, price FROM (SELECT *, RANK() OVER (PARTITION BY item ORDER BY price) AS rn FROM bids) WHERE rn = 1", "function 'rank'"),
+        ] {
+            let e = plan_script(&format!("{TABLES}{}INSERT INTO out {query};", sink("item STRING, price BIGINT", true))).err().unwrap();
+            assert!(e.message.contains(want), "{query}: {e}");
         }
     }
 

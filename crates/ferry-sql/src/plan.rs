@@ -192,8 +192,8 @@ impl ContextProvider for Provider {
         self.aggregates.get(&name.to_ascii_lowercase()).cloned()
     }
 
-    fn get_window_meta(&self, _name: &str) -> Option<Arc<WindowUDF>> {
-        None
+    fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
+        name.eq_ignore_ascii_case("row_number").then(|| Arc::new(WindowUDF::from(crate::topn::RowNumber::default())))
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
@@ -217,7 +217,7 @@ impl ContextProvider for Provider {
     }
 
     fn udwf_names(&self) -> Vec<String> {
-        Vec::new()
+        vec!["row_number".to_string()]
     }
 }
 
@@ -461,7 +461,7 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     let logical = analyze(logical, provider, pos)?;
     let props = ExecutionProps::new();
     let mut steps = Vec::new();
-    let source = translate(provider, &logical, pos, &props, &mut steps)?;
+    let source = translate_query(provider, &logical, pos, &props, &mut steps)?;
 
     // The query's columns to the sink's persisted columns: by position, or by the INSERT's list.
     let persisted: Vec<(usize, &crate::catalog::Column)> = sink.table.persisted().collect();
@@ -521,7 +521,7 @@ fn sample_pipeline(provider: &Provider, pos: Pos, query: &sqlparser::ast::Query)
     let logical = analyze(logical, provider, pos)?;
     let props = ExecutionProps::new();
     let mut steps = Vec::new();
-    let source = translate(provider, &logical, pos, &props, &mut steps)?;
+    let source = translate_query(provider, &logical, pos, &props, &mut steps)?;
     let output = Arc::new(logical.schema().as_arrow().clone());
     let updating = crate::ops::updating(&steps);
     Ok(Pipeline { pos, source, steps, sink: Sink::Print(output.clone()), output, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
@@ -554,6 +554,15 @@ fn assignable(from: &DataType, to: &DataType) -> bool {
         (List(a), List(b)) => assignable(a.data_type(), b.data_type()),
         _ => matches!((rank(from), rank(to)), (Some(a), Some(b)) if a <= b),
     }
+}
+
+/// A whole query's operators (see [`translate`]), checked whole.
+pub(crate) fn translate_query(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+    let source = translate(provider, plan, pos, props, steps)?;
+    if steps.iter().any(|s| matches!(s, Step::Rank(r) if r.limit == 0)) {
+        return fail(pos, "ROW_NUMBER() OVER (…) is supported as Top-N: filter its rank with rn <= N, rn < N or rn = 1 in the enclosing query");
+    }
+    Ok(source)
 }
 
 /// Appends the operators for `plan` to `steps`; returns the source table it reads.
@@ -620,7 +629,50 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
         }
         LogicalPlan::Filter(f) => {
             let source = translate(provider, &f.input, pos, props, steps)?;
+            // The filter on a ROW_NUMBER's rank makes it a Top-N.
+            let pending = steps.iter_mut().rev().find_map(|s| match s {
+                Step::Rank(r) if r.limit == 0 => Some(r),
+                _ => None,
+            });
+            if let Some(rank) = pending {
+                let (bound, rest) = crate::topn::rank_bound(&f.predicate, &f.input);
+                let Some(n) = bound else {
+                    return fail(pos, "ROW_NUMBER() OVER (…) is supported as Top-N: filter its rank with rn <= N, rn < N or rn = 1 in the enclosing query");
+                };
+                rank.limit = n;
+                if let Some(rest) = datafusion_expr::utils::conjunction(rest) {
+                    steps.push(Step::Filter(physical(&rest, f.input.schema(), pos, props)?));
+                }
+                return Ok(source);
+            }
             steps.push(filter_step(f, pos, props)?);
+            Ok(source)
+        }
+        LogicalPlan::Window(w) => {
+            let source = translate(provider, &w.input, pos, props, steps)?;
+            if steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_))) {
+                return fail(pos, "ROW_NUMBER over an updating result: not supported yet");
+            }
+            let [Expr::WindowFunction(function)] = w.window_expr.as_slice() else {
+                return fail(pos, "one ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) per query is supported (Top-N); other OVER windows are not supported yet");
+            };
+            if function.fun.name() != "row_number" {
+                return fail(pos, format!("{}() OVER (…): only ROW_NUMBER (Top-N) is supported yet", function.fun.name()));
+            }
+            let params = &function.params;
+            if params.order_by.is_empty() {
+                return fail(pos, "ROW_NUMBER() OVER (…) needs an ORDER BY (Top-N)");
+            }
+            let input = w.input.schema();
+            let partition = params.partition_by.iter().map(|e| physical(e, input, pos, props)).collect::<Result<Vec<_>>>()?;
+            let order = params
+                .order_by
+                .iter()
+                .map(|s| Ok((physical(&s.expr, input, pos, props)?, arrow::compute::SortOptions { descending: !s.asc, nulls_first: s.nulls_first })))
+                .collect::<Result<Vec<_>>>()?;
+            let output = Arc::new(w.schema.as_arrow().clone());
+            let rank_name = output.fields().last().map(|f| f.name().clone()).unwrap_or_default();
+            steps.push(Step::Rank(Box::new(crate::topn::RankPlan { partition, order, limit: 0, rank_name, output })));
             Ok(source)
         }
         LogicalPlan::Projection(p) => {
@@ -632,7 +684,6 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
         other => {
             let what = match other {
                 LogicalPlan::Join(_) => "joins",
-                LogicalPlan::Window(_) => "OVER windows and ROW_NUMBER",
                 LogicalPlan::Sort(_) => "ORDER BY on a stream",
                 LogicalPlan::Limit(_) => "LIMIT on a stream",
                 LogicalPlan::Union(_) => "UNION",
