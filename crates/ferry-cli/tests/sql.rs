@@ -341,6 +341,49 @@ fn window_reference(n: usize, slide: i64, size: i64) -> (BTreeMap<(String, Strin
     (sums, late)
 }
 
+/// What a SESSION aggregate (gap `gap`) over `n` bids must write, and how many bids are late:
+/// per item, a bid opens `[ts, ts + gap)` and joins the open sessions it overlaps; a session is
+/// closed once the watermark (before the bid) reaches its end minus 1 ms; a bid whose merged
+/// session would end by then is late.
+fn session_reference(n: usize, gap: i64) -> (BTreeMap<(String, String, String), (i64, i64)>, u64) {
+    let mut watermark = i64::MIN;
+    let mut open: BTreeMap<String, Vec<(i64, i64, i64, i64)>> = BTreeMap::new();
+    let mut closed: BTreeMap<(String, String, String), (i64, i64)> = BTreeMap::new();
+    let mut late = 0;
+    let mut close = |open: &mut BTreeMap<String, Vec<(i64, i64, i64, i64)>>, watermark: i64| {
+        for (item, sessions) in open.iter_mut() {
+            sessions.retain(|(start, end, count, total)| {
+                let done = end - 1 <= watermark;
+                if done {
+                    closed.insert((item.clone(), format_ts(*start), format_ts(*end)), (*count, *total));
+                }
+                !done
+            });
+        }
+    };
+    for i in 0..n {
+        let (item, price, ts) = bid(i);
+        close(&mut open, watermark);
+        let sessions = open.entry(item.to_string()).or_default();
+        let (mut start, mut end, mut count, mut total) = (ts, ts + gap, 1, price);
+        let (overlapping, rest): (Vec<_>, Vec<_>) = sessions.iter().partition(|(s, e, _, _)| *s < ts + gap && *e > ts);
+        for (s, e, c, t) in &overlapping {
+            start = start.min(*s);
+            end = end.max(*e);
+            count += c;
+            total += t;
+        }
+        if end - 1 <= watermark {
+            late += 1;
+        } else {
+            *sessions = rest.into_iter().chain([(start, end, count, total)]).collect();
+        }
+        watermark = watermark.max(ts - 5_000);
+    }
+    close(&mut open, i64::MAX);
+    (closed, late)
+}
+
 /// A topic's records read to its end.
 fn read_to_end(bootstrap: &str, topic: &str, partitions: i32) -> Vec<TestRecord> {
     let total: i64 = (0..partitions).map(|p| ferry_testkit::watermarks(bootstrap, topic, p).unwrap().1).sum();
@@ -359,6 +402,8 @@ fn windows_and_updating_aggregates_write_what_an_independent_reference_computes(
     let bootstrap = broker.bootstrap();
     let (bids, tumbled, hopped, orders_topic, totals, top_bids) = (unique("bids"), unique("tumbled"), unique("hopped"), unique("orders"), unique("totals"), unique("top-bids"));
     create_topic(&bootstrap, &top_bids, 1).unwrap();
+    let sessions = unique("sessions");
+    create_topic(&bootstrap, &sessions, 1).unwrap();
     create_topic(&bootstrap, &bids, 1).unwrap();
     create_topic(&bootstrap, &tumbled, 2).unwrap();
     create_topic(&bootstrap, &hopped, 1).unwrap();
@@ -393,6 +438,8 @@ CREATE TABLE tumbled (item STRING, window_start TIMESTAMP(3), window_end TIMESTA
 WITH ('connector' = 'kafka', 'topic' = '{tumbled}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
 CREATE TABLE hopped (item STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), bids BIGINT, total BIGINT)
 WITH ('connector' = 'kafka', 'topic' = '{hopped}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE sessions (item STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), bids BIGINT, total BIGINT)
+WITH ('connector' = 'kafka', 'topic' = '{sessions}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
 CREATE TABLE top_bids (item STRING, price BIGINT, rn BIGINT, PRIMARY KEY (item, rn) NOT ENFORCED)
 WITH ('connector' = 'upsert-kafka', 'topic' = '{top_bids}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
 CREATE TABLE totals (customer STRING, orders BIGINT, cents BIGINT, parts BIGINT, top DECIMAL(10, 2), PRIMARY KEY (customer) NOT ENFORCED)
@@ -405,6 +452,10 @@ INSERT INTO tumbled
 INSERT INTO hopped
   SELECT item, window_start, window_end, COUNT(*), SUM(price)
   FROM TABLE(HOP(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SLIDE => INTERVAL '5' SECOND, SIZE => INTERVAL '20' SECOND))
+  GROUP BY item, window_start, window_end;
+INSERT INTO sessions
+  SELECT item, window_start, window_end, COUNT(*), SUM(price)
+  FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '0.4' SECOND))
   GROUP BY item, window_start, window_end;
 INSERT INTO top_bids
   SELECT item, price, rn FROM (
@@ -427,8 +478,8 @@ END;
     assert_eq!(code, 0, "the bounded job must finish: {log}");
 
     // Window aggregates: each (item, window) written once, with the reference's count and sum.
-    for (sink, partitions, slide, size) in [(&tumbled, 2, 10_000, 10_000), (&hopped, 1, 5_000, 20_000)] {
-        let (want, late) = window_reference(n, slide, size);
+    for (sink, partitions, slide, size) in [(&tumbled, 2, 10_000, 10_000), (&hopped, 1, 5_000, 20_000), (&sessions, 1, 0, 400)] {
+        let (want, late) = if slide == 0 { session_reference(n, size) } else { window_reference(n, slide, size) };
         assert!(late > 0, "the input has late bids");
         let mut got: BTreeMap<(String, String, String), (i64, i64)> = BTreeMap::new();
         for r in read_to_end(&bootstrap, sink, partitions) {
@@ -441,8 +492,15 @@ END;
         for (k, v) in &want {
             assert_eq!(got.get(k), Some(v), "{sink}: window {k:?}");
         }
-        let sink_name = if sink == &tumbled { "tumbled" } else { "hopped" };
+        let sink_name = if sink == &tumbled {
+            "tumbled"
+        } else if sink == &hopped {
+            "hopped"
+        } else {
+            "sessions"
+        };
         assert_eq!(late_reported(&log, sink_name), late, "{sink}: late bids counted");
+        println!("{sink_name}: {} windows as the reference computes them, {late} late bids counted", want.len());
     }
 
     // Top-N: the upsert topic keyed by (item, rank) folds to each item's 3 highest prices (ties

@@ -16,6 +16,7 @@ pub mod ops;
 pub mod parse;
 pub mod plan;
 pub mod run;
+pub mod session;
 pub mod tvf;
 pub mod topn;
 pub mod types;

@@ -113,6 +113,8 @@ pub struct AggregatePlan {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// For a window aggregate: the indices in `keys` of `window_start` and `window_end`.
     pub window: Option<(usize, usize)>,
+    /// For a SESSION window aggregate: the gap (ms) that ends a session.
+    pub session_gap: Option<i64>,
     pub aggregates: Vec<Aggregate>,
     pub output: SchemaRef,
 }
@@ -142,6 +144,7 @@ impl std::fmt::Display for Step {
                     WindowKind::Tumble { size } => format!("size {size} ms"),
                     WindowKind::Hop { slide, size } => format!("slide {slide} ms, size {size} ms"),
                     WindowKind::Cumulate { step, size } => format!("step {step} ms, size {size} ms"),
+                    WindowKind::Session { gap } => format!("gap {gap} ms, merged per key by the aggregate"),
                 };
                 write!(f, "window {} on {} ({how})", kind.name(), output.field(*time).name())
             }
@@ -179,13 +182,14 @@ enum State<'a> {
     Window(WindowAggregate<'a>),
     Group(GroupAggregate<'a>),
     TopN(crate::topn::TopN<'a>),
+    Session(crate::session::SessionAggregate<'a>),
 }
 
-fn err(e: impl std::fmt::Display) -> String {
+pub(crate) fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn evaluate(e: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef, String> {
+pub(crate) fn evaluate(e: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<ArrayRef, String> {
     e.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(err)
 }
 
@@ -194,6 +198,7 @@ impl<'a> Operators<'a> {
         let mut states = Vec::new();
         for s in steps {
             states.push(match s {
+                Step::Aggregate(a) if a.session_gap.is_some() => State::Session(crate::session::SessionAggregate::new(a)?),
                 Step::Aggregate(a) if a.window.is_some() => State::Window(WindowAggregate::new(a)?),
                 Step::Aggregate(a) => State::Group(GroupAggregate::new(a)?),
                 Step::Rank(r) => State::TopN(crate::topn::TopN::new(r)?),
@@ -212,6 +217,7 @@ impl<'a> Operators<'a> {
                 State::Window(w) => w.windows.values().map(|g| g.keys.len()).sum(),
                 State::Group(g) => g.keys.len(),
                 State::TopN(t) => t.state_rows(),
+                State::Session(t) => t.state_rows(),
             })
             .sum()
     }
@@ -226,6 +232,7 @@ impl<'a> Operators<'a> {
                 State::Window(w) => w.snapshot().map(Some),
                 State::Group(g) => g.snapshot().map(Some),
                 State::TopN(t) => t.snapshot().map(Some),
+                State::Session(t) => t.snapshot().map(Some),
             })
             .collect()
     }
@@ -241,6 +248,7 @@ impl<'a> Operators<'a> {
                 (State::Window(w), Some(b)) => w.restore(&b)?,
                 (State::Group(g), Some(b)) => g.restore(&b)?,
                 (State::TopN(t), Some(b)) => t.restore(&b)?,
+                (State::Session(t), Some(b)) => t.restore(&b)?,
                 _ => return Err("the checkpoint's steps are not the query's".into()),
             }
         }
@@ -267,6 +275,7 @@ impl<'a> Operators<'a> {
                 (Step::Aggregate(_), State::Window(w)) => w.process(&rows, watermark)?,
                 (Step::Aggregate(_), State::Group(g)) => g.process(&rows)?,
                 (Step::Rank(_), State::TopN(t)) => t.process(&rows)?,
+                (Step::Aggregate(_), State::Session(t)) => t.process(&rows, watermark, &mut self.late)?,
                 (Step::Aggregate(_) | Step::Rank(_), _) => unreachable!("aggregates and ranks have their state"),
             };
         }
@@ -284,7 +293,7 @@ fn null_as_false(mask: &BooleanArray) -> BooleanArray {
 }
 
 /// The milliseconds of a time column (TIMESTAMP or TIMESTAMP_LTZ of any precision).
-fn millis(column: &ArrayRef) -> Result<TimestampMillisecondArray, String> {
+pub(crate) fn millis(column: &ArrayRef) -> Result<TimestampMillisecondArray, String> {
     let a = arrow::compute::cast(column, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(err)?;
     Ok(a.as_primitive::<TimestampMillisecondType>().clone())
 }
@@ -321,7 +330,7 @@ fn assign_windows(rows: Rows, kind: WindowKind, time: usize, output: &SchemaRef,
 }
 
 /// Group keys: each distinct key gets an index, in order of arrival.
-struct KeyTable {
+pub(crate) struct KeyTable {
     /// `None` when there are no key columns (one group).
     converter: Option<RowConverter>,
     index: HashMap<Box<[u8]>, usize>,
@@ -330,12 +339,12 @@ struct KeyTable {
 }
 
 impl KeyTable {
-    fn new(types: &[DataType]) -> Result<KeyTable, String> {
+    pub(crate) fn new(types: &[DataType]) -> Result<KeyTable, String> {
         let converter = if types.is_empty() { None } else { Some(RowConverter::new(types.iter().map(|t| SortField::new(t.clone())).collect()).map_err(err)?) };
         Ok(KeyTable { converter, index: HashMap::new(), keys: Vec::new(), single: false })
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         if self.converter.is_none() {
             usize::from(self.single)
         } else {
@@ -344,7 +353,7 @@ impl KeyTable {
     }
 
     /// Each row's group index.
-    fn intern(&mut self, columns: &[ArrayRef], num_rows: usize) -> Result<Vec<usize>, String> {
+    pub(crate) fn intern(&mut self, columns: &[ArrayRef], num_rows: usize) -> Result<Vec<usize>, String> {
         let Some(converter) = &self.converter else {
             self.single = true;
             return Ok(vec![0; num_rows]);
@@ -368,7 +377,7 @@ impl KeyTable {
     }
 
     /// The key columns of the given groups.
-    fn columns(&self, groups: &[usize]) -> Result<Vec<ArrayRef>, String> {
+    pub(crate) fn columns(&self, groups: &[usize]) -> Result<Vec<ArrayRef>, String> {
         match &self.converter {
             None => Ok(Vec::new()),
             Some(c) => {
@@ -380,7 +389,7 @@ impl KeyTable {
 }
 
 /// The arguments of each aggregate over `batch`, and its FILTER mask.
-fn arguments(aggregates: &[Aggregate], batch: &RecordBatch) -> Result<Vec<(Vec<ArrayRef>, Option<BooleanArray>)>, String> {
+pub(crate) fn arguments(aggregates: &[Aggregate], batch: &RecordBatch) -> Result<Vec<(Vec<ArrayRef>, Option<BooleanArray>)>, String> {
     aggregates
         .iter()
         .map(|a| {
@@ -398,7 +407,7 @@ fn arguments(aggregates: &[Aggregate], batch: &RecordBatch) -> Result<Vec<(Vec<A
         .collect()
 }
 
-fn retractions(rows: &Rows) -> bool {
+pub(crate) fn retractions(rows: &Rows) -> bool {
     rows.kinds.as_ref().is_some_and(|k| k.values().iter().any(|v| !RowKind::from_i8(*v).adds()))
 }
 
@@ -567,7 +576,7 @@ impl<'a> WindowAggregate<'a> {
 }
 
 /// State columns as one batch (columns named by position; parts concatenated).
-fn state_batch(parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch, String> {
+pub(crate) fn state_batch(parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch, String> {
     let Some(first) = parts.first() else {
         return Ok(RecordBatch::new_empty(Arc::new(Schema::empty())));
     };
@@ -578,7 +587,7 @@ fn state_batch(parts: Vec<Vec<ArrayRef>>) -> Result<RecordBatch, String> {
 }
 
 /// Output columns as a batch of the plan's schema (types cast where an accumulator's differ).
-fn output_batch(output: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, String> {
+pub(crate) fn output_batch(output: &SchemaRef, columns: Vec<ArrayRef>) -> Result<RecordBatch, String> {
     let columns = columns
         .into_iter()
         .zip(output.fields())
@@ -931,12 +940,37 @@ mod tests {
     }
 
     #[test]
+    fn session_windows_merge_per_key_and_drop_rows_for_fired_sessions() {
+        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, COUNT(*), SUM(price) FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let job = plan_script(&sql).unwrap();
+        let steps = &job.pipelines[0].steps;
+        let mut ops = Operators::new(steps).unwrap();
+        assert!(text(&ops.process(rows(&job, &[("a", 1, 0), ("b", 2, 1_000), ("a", 3, 3_000)], &[i64::MIN; 3]), 5_000).unwrap()).is_empty());
+        // a's row at 6 s extends its session to 11 s; b's ends at 6 s and fires.
+        let out = ops.process(rows(&job, &[("a", 4, 6_000)], &[5_000]), 9_000).unwrap();
+        assert_eq!(text(&out), ["+I b,1970-01-01T00:00:01,1970-01-01T00:00:06,1,2"]);
+        // c at 1 s comes after its session would have fired: late.
+        let snapshot = ops.snapshot().unwrap();
+        let out = ops.process(rows(&job, &[("a", 5, 20_000), ("c", 6, 1_000)], &[9_000, 9_000]), 12_000).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:00,1970-01-01T00:00:11,3,8"]);
+        assert_eq!(ops.late, 1);
+        let out = ops.process(rows(&job, &[], &[]), i64::MAX).unwrap();
+        assert_eq!(text(&out), ["+I a,1970-01-01T00:00:20,1970-01-01T00:00:25,1,5"]);
+        // The same from the snapshot taken before the last two batches.
+        let mut restored = Operators::new(steps).unwrap();
+        restored.restore(snapshot).unwrap();
+        let mut again = text(&restored.process(rows(&job, &[("a", 5, 20_000), ("c", 6, 1_000)], &[9_000, 9_000]), 12_000).unwrap());
+        again.extend(text(&restored.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
+        assert_eq!(again, ["+I a,1970-01-01T00:00:00,1970-01-01T00:00:11,3,8", "+I a,1970-01-01T00:00:20,1970-01-01T00:00:25,1,5"]);
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND));", sink("item STRING", false))).err().unwrap();
+        assert!(e.message.contains("SESSION windows are supported in a window aggregate"), "{e}");
+    }
+
+    #[test]
     fn window_functions_are_checked_where_they_are_written() {
         let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(item), INTERVAL '1' MINUTE)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT", false))).err().unwrap();
         assert!(e.message.contains("DESCRIPTOR(item): the time attribute of bids is ts"), "{e}");
         assert_eq!(e.pos.line, 3, "{e}");
-        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT * FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' MINUTE));", sink("item STRING", false))).err().unwrap();
-        assert!(e.message.contains("SESSION windows are not supported yet"), "{e}");
         let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '10' SECOND));", sink("item STRING", false))).err().unwrap();
         assert!(e.message.contains("whole multiple of the slide"), "{e}");
         // Named arguments, and a window table function without an aggregate.

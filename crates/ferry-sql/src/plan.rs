@@ -559,6 +559,10 @@ fn assignable(from: &DataType, to: &DataType) -> bool {
 /// A whole query's operators (see [`translate`]), checked whole.
 pub(crate) fn translate_query(provider: &Provider, plan: &LogicalPlan, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
     let source = translate(provider, plan, pos, props, steps)?;
+    let sessions = steps.iter().filter(|s| matches!(s, Step::Window { kind: crate::tvf::WindowKind::Session { .. }, .. })).count();
+    if sessions > steps.iter().filter(|s| matches!(s, Step::Aggregate(a) if a.session_gap.is_some())).count() {
+        return fail(pos, "SESSION windows are supported in a window aggregate (GROUP BY window_start, window_end, …)");
+    }
     if steps.iter().any(|s| matches!(s, Step::Rank(r) if r.limit == 0)) {
         return fail(pos, "ROW_NUMBER() OVER (…) is supported as Top-N: filter its rank with rn <= N, rn < N or rn = 1 in the enclosing query");
     }
@@ -603,13 +607,18 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             let key_named = |n: &str| a.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == n));
             // Grouped by window_start and window_end of a window table function: a window
             // aggregate, whose rows are final when the watermark passes the window's end.
+            let mut session_gap = None;
             let window = match steps.iter_mut().rev().find_map(|s| match s {
-                Step::Window { drop_late, .. } => Some(drop_late),
+                Step::Window { drop_late, kind, .. } => Some((drop_late, *kind)),
                 _ => None,
             }) {
-                Some(drop_late) => {
+                Some((drop_late, kind)) => {
                     let w = key_named("window_start").zip(key_named("window_end"));
-                    *drop_late = w.is_some();
+                    match kind {
+                        // Sessions merge in the aggregate, which judges lateness itself.
+                        crate::tvf::WindowKind::Session { gap } if w.is_some() => session_gap = Some(gap),
+                        _ => *drop_late = w.is_some(),
+                    }
                     w
                 }
                 None => None,
@@ -624,7 +633,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
                 }
                 aggregates.push(Aggregate { function: lowered.aggregate, filter: lowered.filter });
             }
-            steps.push(Step::Aggregate(Box::new(AggregatePlan { keys, window, aggregates, output: Arc::new(a.schema.as_arrow().clone()) })));
+            steps.push(Step::Aggregate(Box::new(AggregatePlan { keys, window, session_gap, aggregates, output: Arc::new(a.schema.as_arrow().clone()) })));
             Ok(source)
         }
         LogicalPlan::Filter(f) => {

@@ -24,6 +24,9 @@ pub enum WindowKind {
     Hop { slide: i64, size: i64 },
     /// Windows that start every `size` and grow by `step` up to `size`.
     Cumulate { step: i64, size: i64 },
+    /// A window per burst of rows no more than `gap` apart (per key): assigned `[t, t + gap)`
+    /// here, merged by the session aggregate.
+    Session { gap: i64 },
 }
 
 impl WindowKind {
@@ -43,6 +46,7 @@ impl WindowKind {
                     start += slide;
                 }
             }
+            WindowKind::Session { gap } => out.push((t, t + gap)),
             WindowKind::Cumulate { step, size } => {
                 let start = t - t.rem_euclid(size);
                 let mut end = t - t.rem_euclid(step) + step;
@@ -59,6 +63,7 @@ impl WindowKind {
             WindowKind::Tumble { .. } => "TUMBLE",
             WindowKind::Hop { .. } => "HOP",
             WindowKind::Cumulate { .. } => "CUMULATE",
+            WindowKind::Session { .. } => "SESSION",
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct WindowTvf {
     /// The table or view it reads (`TABLE name`).
     pub table: String,
     pub table_pos: Pos,
+    /// SESSION's `PARTITION BY` columns (sessions are per GROUP BY key in any case).
+    pub partition_by: Vec<String>,
     /// The time attribute (`DESCRIPTOR(col)`).
     pub time_column: String,
     pub time_pos: Pos,
@@ -174,9 +181,6 @@ fn window_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(usize, Window
     if !c.eat(|t| *t == Token::LParen) {
         return Ok(None);
     }
-    if function == "SESSION" {
-        return fail(fn_pos, "SESSION windows are not supported yet (TUMBLE, HOP and CUMULATE are)");
-    }
     // Arguments, positional or named.
     let mut positional: Vec<(Pos, Arg)> = Vec::new();
     let mut named: Vec<(String, Pos, Arg)> = Vec::new();
@@ -206,6 +210,7 @@ fn window_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(usize, Window
     let lengths: &[&str] = match function.as_str() {
         "TUMBLE" => &["SIZE"],
         "HOP" => &["SLIDE", "SIZE"],
+        "SESSION" => &["GAP"],
         _ => &["STEP", "SIZE"],
     };
     let order: Vec<&str> = ["DATA", "TIMECOL"].iter().chain(lengths.iter()).copied().collect();
@@ -232,8 +237,9 @@ fn window_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(usize, Window
             None => return fail(fn_pos, format!("{function} needs {} ({})", order[k], order.join(", "))),
         }
     }
-    let (table_pos, table) = match &got[0] {
-        (p, Arg::Table(t)) => (*p, t.clone()),
+    let (table_pos, table, partition_by) = match &got[0] {
+        (p, Arg::Table(t, keys)) if keys.is_empty() || function == "SESSION" => (*p, t.clone(), keys.clone()),
+        (p, Arg::Table(..)) => return fail(*p, format!("{function}: PARTITION BY is for SESSION windows")),
         (p, _) => return fail(*p, format!("{function}: the first argument is the table, as TABLE name")),
     };
     let (time_pos, time_column) = match &got[1] {
@@ -250,6 +256,7 @@ fn window_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(usize, Window
     }
     let kind = match function.as_str() {
         "TUMBLE" => WindowKind::Tumble { size: ms[0] },
+        "SESSION" => WindowKind::Session { gap: ms[0] },
         "HOP" => {
             if ms[1] % ms[0] != 0 {
                 return fail(got[3].0, format!("HOP: the size ({} ms) must be a whole multiple of the slide ({} ms)", ms[1], ms[0]));
@@ -264,12 +271,13 @@ fn window_at(tokens: &[TokenWithSpan], i: usize) -> Result<Option<(usize, Window
         }
     };
     let start: Pos = tokens[i].span.start.into();
-    Ok(Some((c.at, WindowTvf { pos: start, kind, table, table_pos, time_column, time_pos })))
+    Ok(Some((c.at, WindowTvf { pos: start, kind, table, table_pos, partition_by, time_column, time_pos })))
 }
 
 #[derive(Debug, Clone)]
 enum Arg {
-    Table(String),
+    /// `TABLE name [PARTITION BY a, b]`.
+    Table(String, Vec<String>),
     Descriptor(String),
     /// Milliseconds.
     Interval(i64),
@@ -293,10 +301,21 @@ fn argument(c: &mut Cursor<'_>) -> Result<Arg> {
     let pos = c.pos();
     if c.eat(|t| is_word(t, "TABLE")) {
         let name = identifier(c)?;
-        if c.peek().is_some_and(|t| is_word(&t.token, "PARTITION")) {
-            return fail(pos, "PARTITION BY in a window table function is for SESSION windows, which are not supported yet");
+        let mut keys = Vec::new();
+        if c.eat(|t| is_word(t, "PARTITION")) {
+            c.expect(|t| is_word(t, "BY"), "BY after PARTITION")?;
+            loop {
+                keys.push(identifier(c)?);
+                // A comma followed by the next argument ends the list.
+                let next_is_key = c.tokens.get(c.at..).and_then(|rest| rest.iter().filter(|t| significant(&t.token)).nth(1)).is_some_and(|t| matches!(&t.token, Token::Word(w) if !["DESCRIPTOR", "INTERVAL", "TIMECOL", "GAP"].contains(&w.value.to_ascii_uppercase().as_str())));
+                if c.peek().is_some_and(|t| t.token == Token::Comma) && next_is_key {
+                    c.next();
+                    continue;
+                }
+                break;
+            }
         }
-        return Ok(Arg::Table(name));
+        return Ok(Arg::Table(name, keys));
     }
     if c.eat(|t| is_word(t, "DESCRIPTOR")) {
         c.expect(|t| *t == Token::LParen, "'(' after DESCRIPTOR")?;
