@@ -17,7 +17,17 @@ use crate::error::{fail, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Format {
     Json(JsonOptions),
+    Csv(CsvOptions),
     Raw(RawOptions),
+}
+
+/// Flink's `csv` format: one record per value, no header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsvOptions {
+    pub delimiter: u8,
+    /// `None`: `csv.disable-quote-character`.
+    pub quote: Option<u8>,
+    pub ignore_parse_errors: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -96,15 +106,51 @@ impl Format {
                 }
                 Ok(Format::Raw(RawOptions {}))
             }
-            "csv" | "avro" | "avro-confluent" | "debezium-json" | "canal-json" | "maxwell-json" | "ogg-json" | "protobuf" | "debezium-avro-confluent" => {
-                fail(at, format!("table {table}: format '{name}' is not supported yet (json, raw)"))
+            "csv" => {
+                let single = |opts: &mut FormatOptions<'_>, key: &str, default: u8| -> Result<u8> {
+                    match opts.take("csv", key) {
+                        None => Ok(default),
+                        Some((v, at, full)) => {
+                            let v = if v == "\\t" { "\t".to_string() } else { v };
+                            match v.as_bytes() {
+                                [b] if b.is_ascii() => Ok(*b),
+                                _ => fail(at, format!("table {table}: '{full}' is one ASCII character, not '{v}'")),
+                            }
+                        }
+                    }
+                };
+                let delimiter = single(opts, "field-delimiter", b',')?;
+                let quote = single(opts, "quote-character", b'"')?;
+                let quote = if opts.flag("csv", "disable-quote-character")? { None } else { Some(quote) };
+                let ignore_parse_errors = opts.flag("csv", "ignore-parse-errors")?;
+                for key in ["allow-comments", "array-element-delimiter", "escape-character", "null-literal", "write-bigdecimal-in-scientific-notation"] {
+                    if let Some((_, at, full)) = opts.take("csv", key) {
+                        return fail(at, format!("table {table}: '{full}' is not supported"));
+                    }
+                }
+                Ok(Format::Csv(CsvOptions { delimiter, quote, ignore_parse_errors }))
+            }
+            "avro" | "avro-confluent" | "debezium-json" | "canal-json" | "maxwell-json" | "ogg-json" | "protobuf" | "debezium-avro-confluent" => {
+                fail(at, format!("table {table}: format '{name}' is not supported yet (json, csv, raw)"))
             }
             other => fail(at, format!("table {table}: unknown format '{other}'")),
         }
     }
 
     pub fn ignores_parse_errors(&self) -> bool {
-        matches!(self, Format::Json(o) if o.ignore_parse_errors)
+        match self {
+            Format::Json(o) => o.ignore_parse_errors,
+            Format::Csv(o) => o.ignore_parse_errors,
+            Format::Raw(_) => false,
+        }
+    }
+
+    /// The option that skips records that do not decode (`json.ignore-parse-errors`, …).
+    pub fn ignore_option(&self) -> &'static str {
+        match self {
+            Format::Csv(_) => "csv.ignore-parse-errors",
+            _ => "json.ignore-parse-errors",
+        }
     }
 }
 
@@ -122,7 +168,68 @@ pub fn decode(format: &Format, schema: &SchemaRef, payloads: &[Option<&[u8]>]) -
     match format {
         Format::Raw(_) => decode_raw(schema, payloads),
         Format::Json(o) => decode_json(o, schema, payloads),
+        Format::Csv(o) => decode_csv(o, schema, payloads),
     }
+}
+
+fn csv_decoder(options: &CsvOptions, schema: &SchemaRef, rows: usize) -> arrow::csv::reader::Decoder {
+    let mut b = arrow::csv::ReaderBuilder::new(schema.clone()).with_header(false).with_delimiter(options.delimiter).with_batch_size(rows.max(1));
+    if let Some(q) = options.quote {
+        b = b.with_quote(q);
+    }
+    b.build_decoder()
+}
+
+/// One record: its bytes and a line end (a value may or may not end with one).
+fn csv_line(bytes: &[u8]) -> Vec<u8> {
+    let mut line = bytes.to_vec();
+    if !line.ends_with(b"\n") {
+        line.push(b'\n');
+    }
+    line
+}
+
+fn decode_csv(options: &CsvOptions, schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Vec<BadRecord>) {
+    // Fast path: the whole batch at once. Any failure: record by record, to say which.
+    let decode_all = |lines: &[Vec<u8>]| -> Result<RecordBatch, String> {
+        let mut decoder = csv_decoder(options, schema, lines.len());
+        for line in lines {
+            let mut at = 0;
+            while at < line.len() {
+                let n = decoder.decode(&line[at..]).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                at += n;
+            }
+        }
+        let batch = decoder.flush().map_err(|e| e.to_string())?.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+        if batch.num_rows() == lines.len() {
+            Ok(batch)
+        } else {
+            Err(format!("{} CSV lines in {} records", batch.num_rows(), lines.len()))
+        }
+    };
+    // A null value is a row of nulls, as for JSON (the run loop drops tombstones before).
+    let empty = vec![b','; schema.fields().len().saturating_sub(1)];
+    let lines: Vec<Vec<u8>> = payloads.iter().map(|p| csv_line(p.unwrap_or(&empty))).collect();
+    if let Ok(batch) = decode_all(&lines) {
+        return (batch, (0..payloads.len()).collect(), Vec::new());
+    }
+    let mut good = Vec::new();
+    let mut rows = Vec::new();
+    let mut bad = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        match decode_all(std::slice::from_ref(line)) {
+            Ok(b) => {
+                good.push(b);
+                rows.push(i);
+            }
+            Err(reason) => bad.push(BadRecord { index: i, reason }),
+        }
+    }
+    let batch = if good.is_empty() { RecordBatch::new_empty(schema.clone()) } else { arrow::compute::concat_batches(schema, &good).expect("batches of one schema") };
+    (batch, rows, bad)
 }
 
 fn decode_raw(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Vec<BadRecord>) {
@@ -240,6 +347,25 @@ fn missing_field(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option<Strin
 /// Encodes the rows of `batch` one record each.
 pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>, String> {
     match format {
+        Format::Csv(o) => {
+            let mut out = Vec::with_capacity(batch.num_rows());
+            for row in 0..batch.num_rows() {
+                let mut buf = Vec::with_capacity(64);
+                {
+                    let mut b = arrow::csv::WriterBuilder::new().with_header(false).with_delimiter(o.delimiter).with_timestamp_format("%Y-%m-%d %H:%M:%S%.3f".to_string()).with_timestamp_tz_format("%Y-%m-%d %H:%M:%S%.3fZ".to_string());
+                    if let Some(q) = o.quote {
+                        b = b.with_quote(q);
+                    }
+                    let mut w = b.build(&mut buf);
+                    w.write(&batch.slice(row, 1)).map_err(|e| e.to_string())?;
+                }
+                while buf.last().is_some_and(|c| *c == b'\n' || *c == b'\r') {
+                    buf.pop();
+                }
+                out.push(Some(buf));
+            }
+            Ok(out)
+        }
         Format::Raw(_) => {
             let column = batch.column(0);
             Ok(match column.data_type() {
@@ -376,5 +502,27 @@ mod tests {
         let out = encode(&Format::Json(JsonOptions::default()), &batch).unwrap();
         assert_eq!(String::from_utf8(out[0].clone().unwrap()).unwrap(), r#"{"n":1,"ts":"2023-11-14 22:13:20.12"}"#);
         assert_eq!(String::from_utf8(out[1].clone().unwrap()).unwrap(), r#"{"n":null,"ts":null}"#);
+    }
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    #[test]
+    fn csv_records_decode_and_encode_as_flink_writes_them() {
+        let schema = nullable([
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            Field::new("amount", DataType::Decimal128(10, 2), true),
+        ]);
+        let format = Format::Csv(CsvOptions { delimiter: b',', quote: Some(b'"'), ignore_parse_errors: false });
+        let payloads: Vec<Option<&[u8]>> = vec![Some(b"1,ann,2023-11-14 22:13:20.250,1.50"), Some(b"2,\"b,ob\",2023-11-14 22:13:21,2\n"), Some(b"x,cy,2023-11-14 22:13:22,3")];
+        let (rows, good, bad) = decode(&format, &schema, &payloads);
+        assert_eq!((good, bad.len(), bad[0].index), (vec![0, 1], 1, 2), "{bad:?}");
+        assert_eq!(rows.num_rows(), 2);
+        let text: Vec<String> = encode(&format, &rows).unwrap().into_iter().map(|v| String::from_utf8(v.unwrap()).unwrap()).collect();
+        assert_eq!(text, ["1,ann,2023-11-14 22:13:20.250,1.50", "2,\"b,ob\",2023-11-14 22:13:21.000,2.00"]);
     }
 }

@@ -439,6 +439,22 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     }
     let interval = p.checkpoint_interval.unwrap_or(Duration::from_secs(10));
     let mut last_checkpoint = Instant::now();
+    // Whether anything was read or written since the last checkpoint.
+    let mut changed = false;
+    macro_rules! checkpoint_if_due {
+        () => {
+            if let Some(dir) = checkpoints.as_deref().filter(|_| changed && last_checkpoint.elapsed() >= interval) {
+                checkpoint_number += 1;
+                take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+                output.checkpointed(checkpoint_number)?;
+                last_checkpoint = Instant::now();
+                changed = false;
+                if kafka.group_id.is_some() {
+                    commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group);
+                }
+            }
+        };
+    }
     let mut fired_under = i64::MIN;
     let mut finished = Vec::new();
     loop {
@@ -477,6 +493,8 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             // Nothing read: only a watermark that moved (an idle or finished partition) has
             // work for a window aggregate.
             if !stateful || marks.tick(Instant::now()) <= fired_under {
+                // Idle: what the last batches changed is checkpointed on time all the same.
+                checkpoint_if_due!();
                 continue;
             }
             Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))))
@@ -517,15 +535,8 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         stats.records_out += written;
         records_out.increment(written);
         output.acknowledge()?;
-        if let Some(dir) = checkpoints.as_deref().filter(|_| last_checkpoint.elapsed() >= interval) {
-            checkpoint_number += 1;
-            take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
-            output.checkpointed(checkpoint_number)?;
-            last_checkpoint = Instant::now();
-            if kafka.group_id.is_some() {
-                commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group);
-            }
-        }
+        changed = true;
+        checkpoint_if_due!();
         if kafka.group_id.is_some() && !stateful {
             let mut commit = TopicPartitionList::new();
             for (partition, offset) in &next {
@@ -707,7 +718,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
     let kafka = &table.kafka;
     let mut keep: Vec<bool> = vec![true; batch.len()];
     // A null value is no row for the json format (a tombstone), and a null for raw.
-    if matches!(kafka.value_format, Format::Json(_)) {
+    if matches!(kafka.value_format, Format::Json(_) | Format::Csv(_)) {
         for (i, r) in batch.iter().enumerate() {
             if r.value.is_none() {
                 keep[i] = false;
@@ -748,13 +759,13 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
         Ok(())
     };
     let value_names: Vec<String> = value_fields.iter().map(|f| f.name().clone()).collect();
-    let value_option = format!("{}json.ignore-parse-errors", if kafka.key_format.is_some() { "value." } else { "" });
+    let value_option = format!("{}{}", if kafka.key_format.is_some() { "value." } else { "" }, kafka.value_format.ignore_option());
     decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), &value_option, &mut keep)?;
     if let Some(key_format) = &kafka.key_format {
         let key_columns: Vec<&crate::catalog::Column> = table.columns.iter().filter(|c| matches!(c.source, ColumnSource::Physical { in_key: true, .. })).collect();
         let fields: Vec<Field> = key_columns.iter().map(|c| base_of(&c.name).expect("a base column").as_ref().clone().with_name(c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name))).collect();
         let names: Vec<String> = key_columns.iter().map(|c| format!("\u{0}key:{}", c.name)).collect();
-        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), "key.json.ignore-parse-errors", &mut keep)?;
+        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), &format!("key.{}", key_format.ignore_option()), &mut keep)?;
     }
     let n = batch.len();
     let mut base_columns: Vec<ArrayRef> = Vec::new();
