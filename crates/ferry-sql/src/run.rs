@@ -134,6 +134,9 @@ fn bootstrap(kafka: &KafkaTable) -> &str {
 /// Counts the sink's failed deliveries; the first error is kept to be reported.
 #[derive(Default)]
 struct DeliveryCounter {
+    /// Records handed to the producer, and those the cluster answered for (either way).
+    sent: AtomicU64,
+    answered: AtomicU64,
     failed: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -148,6 +151,7 @@ impl ProducerContext for DeliveryCounter {
             self.failed.fetch_add(1, Ordering::Relaxed);
             self.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
         }
+        self.answered.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -607,9 +611,21 @@ fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>
 }
 
 /// Waits until everything produced so far is acknowledged by the sink cluster.
+///
+/// It waits for the delivery reports rather than calling librdkafka's flush, which wakes up only
+/// every 100 ms while it waits (measured: every batch took 100 ms, a third of the naive relay's
+/// throughput).
 fn acknowledge(producer: &ThreadedProducer<DeliveryCounter>, sink: &crate::catalog::Table) -> Result<(), RunError> {
-    if producer.flush(Duration::from_secs(60)).is_err() {
-        return Err(table_error(&sink.name, format!("writes to topic {} on {} were not acknowledged within 60 s", sink.kafka.topic, bootstrap(&sink.kafka))));
+    let context = producer.context();
+    let sent = context.sent.load(Ordering::Acquire);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Sends what lingers now, rather than after linger.ms.
+    let _ = producer.flush(Duration::ZERO);
+    while context.answered.load(Ordering::Acquire) < sent {
+        if Instant::now() > deadline {
+            return Err(table_error(&sink.name, format!("writes to topic {} on {} were not acknowledged within 60 s", sink.kafka.topic, bootstrap(&sink.kafka))));
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
     let failed = producer.context().failed.load(Ordering::Relaxed);
     if failed > 0 {
@@ -924,7 +940,10 @@ fn write(p: &Pipeline, producer: &ThreadedProducer<DeliveryCounter>, rows: &Rows
         let mut pending = record;
         loop {
             match producer.send(pending) {
-                Ok(()) => break,
+                Ok(()) => {
+                    producer.context().sent.fetch_add(1, Ordering::Release);
+                    break;
+                }
                 Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
                     pending = r;
                     std::thread::sleep(Duration::from_millis(5));
