@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{create_topic, unique, watermarks, Broker, BrokerOptions};
+use ferry_testkit::{create_topic, sql_timestamp, unique, watermarks, Broker, BrokerOptions, RecordProducer, TestRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -33,38 +33,14 @@ fn cfg(bootstrap: &str) -> ClientConfig {
     c
 }
 
-/// `2023-11-14 22:13:20.250` without a date library: days from the civil calendar.
-fn timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}", rem / 3600, rem % 3600 / 60, rem % 60, ms.rem_euclid(1000))
-}
-
 fn produce(bootstrap: &str, topic: &str, n: usize) {
-    let p: ThreadedProducer<DefaultProducerContext> = cfg(bootstrap).set("linger.ms", "20").set("batch.num.messages", "10000").set("queue.buffering.max.messages", "500000").create().unwrap();
-    for i in 0..n {
-        let value = format!(r#"{{"item":"i{}","price":{},"ts":"{}"}}"#, i % 1000, (i * 37) % 100, timestamp(1_700_000_000_000 + i as i64 * 10));
-        let mut rec = BaseRecord::<(), _>::to(topic).partition((i % PARTITIONS as usize) as i32).payload(value.as_bytes());
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(300)).unwrap();
+    let records: Vec<TestRecord> = (0..n)
+        .map(|i| {
+            let value = format!(r#"{{"item":"i{}","price":{},"ts":"{}"}}"#, i % 1000, (i * 37) % 100, sql_timestamp(1_700_000_000_000 + i as i64 * 10));
+            TestRecord { partition: (i % PARTITIONS as usize) as i32, offset: 0, key: None, value: Some(value.into_bytes()), headers: vec![], timestamp: None }
+        })
+        .collect();
+    RecordProducer::new(bootstrap).unwrap().send_all(topic, &records).unwrap();
 }
 
 /// The naive baseline: consume, parse, filter, project, serialize, produce; until all `n` read.

@@ -40,27 +40,8 @@ fn orders(from: usize, to: usize, partitions: i32) -> Vec<TestRecord> {
         .collect()
 }
 
-/// Flink's SQL timestamp text: `2023-11-14 22:13:20.25` (trailing zeros of the fraction dropped,
-/// none for a whole second).
 fn format_ts(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let fraction = match ms.rem_euclid(1000) {
-        0 => String::new(),
-        f => format!(".{f:03}").trim_end_matches('0').to_string(),
-    };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{fraction}", rem / 3600, rem % 3600 / 60, rem % 60)
+    ferry_testkit::sql_timestamp(ms)
 }
 
 fn tables(bootstrap: &str, source: &str, sink: &str, extra_source: &str) -> String {
