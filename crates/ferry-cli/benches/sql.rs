@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{create_topic, sql_timestamp, unique, watermarks, Broker, BrokerOptions, RecordProducer, TestRecord};
+use ferry_testkit::{create_topic, send_waiting, sql_timestamp, unique, watermarks, Broker, BrokerOptions, RecordProducer, TestRecord};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
@@ -60,16 +60,7 @@ fn naive(bootstrap: &str, source: &str, sink: &str, n: usize) -> Duration {
         let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default()).unwrap();
         if v["price"].as_i64().unwrap_or(0) > 50 {
             let out = serde_json::json!({"item": v["item"], "doubled": v["price"].as_i64().unwrap_or(0) * 2}).to_string();
-            let mut rec = BaseRecord::<(), _>::to(sink).payload(out.as_bytes());
-            loop {
-                match p.send(rec) {
-                    Ok(()) => break,
-                    Err((_, r)) => {
-                        rec = r;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
+            send_waiting(&p, BaseRecord::<(), _>::to(sink).payload(out.as_bytes()));
         }
     }
     p.flush(Duration::from_secs(120)).unwrap();

@@ -465,6 +465,11 @@ pub fn nullable(fields: impl IntoIterator<Item = Field>) -> SchemaRef {
     Arc::new(Schema::new(fields.into_iter().map(|f| f.with_nullable(true)).collect::<Vec<_>>()))
 }
 
+/// `schema` with every field nullable.
+pub fn nullable_like(schema: &Schema) -> SchemaRef {
+    nullable(schema.fields().iter().map(|f| f.as_ref().clone()))
+}
+
 /// A column of `len` nulls of `t`.
 pub fn nulls(t: &DataType, len: usize) -> ArrayRef {
     new_null_array(t, len)

@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(cheap.params, [("max".to_string(), DataType::Int64)]);
         let mut t = ViewTable::new(v.clone()).unwrap();
         let batch = RecordBatch::try_new(
-            crate::format::nullable(v.schema.fields().iter().map(|f| f.as_ref().clone())),
+            crate::format::nullable_like(&v.schema),
             vec![Arc::new(StringArray::from(vec!["a", "b", "c"])), Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![10, 50, 5]))],
         )
         .unwrap();

@@ -72,6 +72,11 @@ impl Rows {
         Rows { batch, kinds: None, watermarks: None }
     }
 
+    /// No change: an empty changelog of `schema`.
+    pub fn no_changes(schema: SchemaRef) -> Rows {
+        Rows { batch: RecordBatch::new_empty(schema), kinds: Some(Int8Array::from(Vec::<i8>::new())), watermarks: None }
+    }
+
     pub fn num_rows(&self) -> usize {
         self.batch.num_rows()
     }
@@ -117,6 +122,65 @@ pub struct AggregatePlan {
     pub session_gap: Option<i64>,
     pub aggregates: Vec<Aggregate>,
     pub output: SchemaRef,
+}
+
+impl AggregatePlan {
+    /// A window aggregate's keys over `batch`: window starts and ends (ms), and the other keys.
+    pub(crate) fn window_keys(&self, batch: &RecordBatch) -> Result<(TimestampMillisecondArray, TimestampMillisecondArray, Vec<ArrayRef>), String> {
+        let (ws, we) = self.window.ok_or("not a window aggregate")?;
+        let keys = self.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
+        let others = keys.iter().enumerate().filter(|(k, _)| *k != ws && *k != we).map(|(_, a)| a.clone()).collect();
+        Ok((millis(&keys[ws])?, millis(&keys[we])?, others))
+    }
+
+    /// A fresh row accumulator per aggregate.
+    pub(crate) fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>, String> {
+        self.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect()
+    }
+
+    /// How many state columns each aggregate has in a checkpoint.
+    pub(crate) fn state_widths(&self) -> Result<Vec<usize>, String> {
+        self.aggregates.iter().map(|a| a.function.state_fields().map(|f| f.len()).map_err(err)).collect()
+    }
+
+    /// Each row accumulator's intermediate state, for a checkpoint; taking it may consume it, so
+    /// the accumulators are rebuilt from what they gave.
+    pub(crate) fn take_states(&self, accumulators: &mut [Box<dyn Accumulator>]) -> Result<Vec<Vec<ScalarValue>>, String> {
+        let mut states = Vec::with_capacity(accumulators.len());
+        for (acc, fresh) in accumulators.iter_mut().zip(self.accumulators()?) {
+            let state = acc.state().map_err(err)?;
+            let arrays = state.iter().map(ScalarValue::to_array).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
+            *acc = fresh;
+            acc.merge_batch(&arrays).map_err(err)?;
+            states.push(state);
+        }
+        Ok(states)
+    }
+
+    /// State columns for `states` (one entry per row, each as [`AggregatePlan::take_states`]
+    /// gave it): every aggregate's state fields in turn.
+    pub(crate) fn state_columns(&self, states: &[Vec<Vec<ScalarValue>>]) -> Result<Vec<ArrayRef>, String> {
+        let mut columns = Vec::new();
+        for (j, width) in self.state_widths()?.into_iter().enumerate() {
+            for f in 0..width {
+                columns.push(ScalarValue::iter_to_array(states.iter().map(|s| s[j][f].clone())).map_err(err)?);
+            }
+        }
+        Ok(columns)
+    }
+
+    /// Row accumulators holding row `row` of [`AggregatePlan::state_columns`] (`columns` starts
+    /// with the first aggregate's first state field).
+    pub(crate) fn accumulators_from(&self, columns: &[ArrayRef], row: usize) -> Result<Vec<Box<dyn Accumulator>>, String> {
+        let mut accumulators = self.accumulators()?;
+        let mut at = 0;
+        for (acc, width) in accumulators.iter_mut().zip(self.state_widths()?) {
+            let state: Vec<ArrayRef> = columns.get(at..at + width).ok_or("the checkpoint's aggregate state is short")?.iter().map(|c| c.slice(row, 1)).collect();
+            acc.merge_batch(&state).map_err(err)?;
+            at += width;
+        }
+        Ok(accumulators)
+    }
 }
 
 pub struct Aggregate {
@@ -268,7 +332,7 @@ impl<'a> Operators<'a> {
                 }
                 (Step::Project(exprs, schema), _) => {
                     let columns = exprs.iter().map(|e| evaluate(e, &rows.batch)).collect::<Result<Vec<_>, _>>()?;
-                    let schema = format::nullable(schema.fields().iter().map(|f| f.as_ref().clone()));
+                    let schema = format::nullable_like(schema);
                     Rows { batch: RecordBatch::try_new(schema, columns).map_err(err)?, ..rows }
                 }
                 (Step::Window { kind, time, output, drop_late }, _) => assign_windows(rows, *kind, *time, output, *drop_late, &mut self.late, &mut self.windows)?,
@@ -325,7 +389,7 @@ fn assign_windows(rows: Rows, kind: WindowKind, time: usize, output: &SchemaRef,
     columns.push(Arc::new(TimestampMillisecondArray::from(ends.clone())));
     let window_time: ArrayRef = Arc::new(TimestampMillisecondArray::from(ends.iter().map(|e| e - 1).collect::<Vec<_>>()));
     columns.push(arrow::compute::cast(&window_time, output.field(n - 1).data_type()).map_err(err)?);
-    let schema = format::nullable(output.fields().iter().map(|f| f.as_ref().clone()));
+    let schema = format::nullable_like(output);
     Ok(Rows { batch: RecordBatch::try_new(schema, columns).map_err(err)?, ..taken })
 }
 
@@ -407,6 +471,14 @@ pub(crate) fn arguments(aggregates: &[Aggregate], batch: &RecordBatch) -> Result
         .collect()
 }
 
+/// A window aggregate reads appended rows only.
+pub(crate) fn window_input(rows: &Rows) -> Result<(), String> {
+    if retractions(rows) {
+        return Err("a window aggregate over a changelog is not supported".into());
+    }
+    Ok(())
+}
+
 pub(crate) fn retractions(rows: &Rows) -> bool {
     rows.kinds.as_ref().is_some_and(|k| k.values().iter().any(|v| !RowKind::from_i8(*v).adds()))
 }
@@ -483,8 +555,7 @@ impl<'a> WindowAggregate<'a> {
             let total = keys.len();
             let mut accumulators = Vec::new();
             let mut at = nkeys;
-            for a in &plan.aggregates {
-                let width = a.function.state_fields().map_err(err)?.len();
+            for (a, width) in plan.aggregates.iter().zip(plan.state_widths()?) {
                 let mut acc = groups_accumulator(&a.function)?;
                 acc.merge_batch(columns.get(at..at + width).ok_or("the checkpoint's window state is short")?, &groups, total).map_err(err)?;
                 accumulators.push(acc);
@@ -498,15 +569,10 @@ impl<'a> WindowAggregate<'a> {
     fn process(&mut self, rows: &Rows, watermark: i64) -> Result<Rows, String> {
         let plan = self.plan;
         let (ws, we) = plan.window.expect("a window aggregate");
-        if retractions(rows) {
-            return Err("a window aggregate over a changelog is not supported".into());
-        }
+        window_input(rows)?;
         let batch = &rows.batch;
         if batch.num_rows() > 0 {
-            let keys = plan.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
-            let starts = millis(&keys[ws])?;
-            let ends = millis(&keys[we])?;
-            let others: Vec<ArrayRef> = keys.iter().enumerate().filter(|(k, _)| *k != ws && *k != we).map(|(_, a)| a.clone()).collect();
+            let (starts, ends, others) = plan.window_keys(batch)?;
             let args = arguments(&plan.aggregates, batch)?;
             // Rows per window, in arrival order.
             let mut per_window: BTreeMap<(i64, i64), Vec<u32>> = BTreeMap::new();
@@ -569,7 +635,7 @@ impl<'a> WindowAggregate<'a> {
             }
             outputs.push(output_batch(&plan.output, columns)?);
         }
-        let schema = format::nullable(plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = format::nullable_like(&plan.output);
         let batch = arrow::compute::concat_batches(&schema, &outputs).map_err(err)?;
         Ok(Rows::new(batch))
     }
@@ -593,7 +659,7 @@ pub(crate) fn output_batch(output: &SchemaRef, columns: Vec<ArrayRef>) -> Result
         .zip(output.fields())
         .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { arrow::compute::cast(&c, f.data_type()).map_err(err) })
         .collect::<Result<Vec<_>, _>>()?;
-    let schema = format::nullable(output.fields().iter().map(|f| f.as_ref().clone()));
+    let schema = format::nullable_like(output);
     RecordBatch::try_new(schema, columns).map_err(err)
 }
 
@@ -622,23 +688,8 @@ impl<'a> GroupAggregate<'a> {
         }
         let groups: Vec<usize> = (0..n).collect();
         let mut columns = self.keys.columns(&groups)?;
-        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); plan.aggregates.len()];
-        for g in 0..n {
-            for (j, acc) in self.accumulators[g].iter_mut().enumerate() {
-                let state = acc.state().map_err(err)?;
-                let arrays = state.iter().map(|v| v.to_array()).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
-                let mut fresh = plan.aggregates[j].function.create_accumulator().map_err(err)?;
-                fresh.merge_batch(&arrays).map_err(err)?;
-                *acc = fresh;
-                states[j].push(state);
-            }
-        }
-        for (j, a) in plan.aggregates.iter().enumerate() {
-            let width = a.function.state_fields().map_err(err)?.len();
-            for f in 0..width {
-                columns.push(ScalarValue::iter_to_array(states[j].iter().map(|s| s[f].clone())).map_err(err)?);
-            }
-        }
+        let states = self.accumulators.iter_mut().map(|accs| plan.take_states(accs)).collect::<Result<Vec<_>, _>>()?;
+        columns.extend(plan.state_columns(&states)?);
         for j in 0..plan.aggregates.len() {
             let field = plan.output.field(plan.keys.len() + j);
             let values = self.last.iter().map(|l| l.as_ref().map_or_else(|| ScalarValue::try_from(field.data_type()), |v| Ok(v[j].clone()))).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
@@ -663,23 +714,10 @@ impl<'a> GroupAggregate<'a> {
         if groups != (0..n).collect::<Vec<_>>() {
             return Err("the checkpoint's groups repeat a key".into());
         }
-        let mut at = nkeys;
-        let mut spans = Vec::new();
-        for a in &plan.aggregates {
-            let width = a.function.state_fields().map_err(err)?.len();
-            spans.push(at..at + width);
-            at += width;
-        }
-        let last_at = at;
+        let last_at = nkeys + plan.state_widths()?.iter().sum::<usize>();
         let has_last = batch.columns().last().ok_or("the checkpoint's group state is short")?.as_boolean().clone();
         for g in 0..n {
-            let mut accs = Vec::new();
-            for (a, span) in plan.aggregates.iter().zip(&spans) {
-                let mut acc = a.function.create_accumulator().map_err(err)?;
-                let state: Vec<ArrayRef> = batch.columns().get(span.clone()).ok_or("the checkpoint's group state is short")?.iter().map(|c| c.slice(g, 1)).collect();
-                acc.merge_batch(&state).map_err(err)?;
-                accs.push(acc);
-            }
+            let accs = plan.accumulators_from(&batch.columns()[nkeys..], g)?;
             self.accumulators.push(accs);
             self.last.push(if has_last.value(g) {
                 Some((0..plan.aggregates.len()).map(|j| ScalarValue::try_from_array(batch.column(last_at + j), g)).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?)
@@ -692,10 +730,10 @@ impl<'a> GroupAggregate<'a> {
 
     fn process(&mut self, rows: &Rows) -> Result<Rows, String> {
         let plan = self.plan;
-        let schema = format::nullable(plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = format::nullable_like(&plan.output);
         let batch = &rows.batch;
         if batch.num_rows() == 0 {
-            return Ok(Rows { batch: RecordBatch::new_empty(schema), kinds: Some(Int8Array::from(Vec::<i8>::new())), watermarks: None });
+            return Ok(Rows::no_changes(schema));
         }
         if retractions(rows) {
             return Err("an aggregate over a changelog (an updating input) is not supported yet".into());
@@ -716,7 +754,7 @@ impl<'a> GroupAggregate<'a> {
                 .push(i as u32);
         }
         while self.accumulators.len() < self.keys.len().max(1) {
-            self.accumulators.push(plan.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect::<Result<Vec<_>, _>>()?);
+            self.accumulators.push(plan.accumulators()?);
             self.last.push(None);
         }
         let mut emitted_groups = Vec::new();
@@ -758,7 +796,7 @@ impl<'a> GroupAggregate<'a> {
             self.last[g] = Some(now);
         }
         if emitted_groups.is_empty() {
-            return Ok(Rows { batch: RecordBatch::new_empty(schema), kinds: Some(Int8Array::from(Vec::<i8>::new())), watermarks: None });
+            return Ok(Rows::no_changes(schema));
         }
         let mut columns = self.keys.columns(&emitted_groups)?;
         for (j, v) in values.into_iter().enumerate() {
@@ -801,7 +839,7 @@ mod tests {
 
     /// Source rows (item, price, ts in ms) with the watermark each arrived under.
     fn rows(job: &crate::plan::Job, data: &[(&str, i64, i64)], watermarks: &[i64]) -> Rows {
-        let schema = format::nullable(job.pipelines[0].source.schema.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = format::nullable_like(&job.pipelines[0].source.schema);
         let batch = RecordBatch::try_new(
             schema,
             vec![

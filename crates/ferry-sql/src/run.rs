@@ -416,6 +416,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     let watermark_lag = gauge!("ferry_sql_watermark_lag_seconds", &labels);
     let line = p.pos.line;
     let operator_error = |message: String| RunError::Operator { line, message };
+    let no_rows = || Rows::new(RecordBatch::new_empty(format::nullable_like(&p.source.schema)));
     let mut ops = Operators::new(&p.steps).map_err(operator_error)?;
     // Until checkpoints keep state with the offsets, a pipeline with state commits its source
     // offsets only once a bounded input has been read and every result written: a restart
@@ -454,7 +455,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
                 last_checkpoint = Instant::now();
                 changed = false;
                 if kafka.group_id.is_some() {
-                    commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group);
+                    commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group, "cannot commit the source offsets (retried at the next checkpoint)");
                 }
             }
         };
@@ -501,7 +502,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
                 checkpoint_if_due!();
                 continue;
             }
-            Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))))
+            no_rows()
         } else {
             stats.records_in += batch.len() as u64;
             records_in.increment(batch.len() as u64);
@@ -542,20 +543,13 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         changed = true;
         checkpoint_if_due!();
         if kafka.group_id.is_some() && !stateful {
-            let mut commit = TopicPartitionList::new();
-            for (partition, offset) in &next {
-                let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
-            }
-            if let Err(e) = consumer.commit(&commit, CommitMode::Async) {
-                warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets (retried with the next batch)");
-            }
+            commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group, "cannot commit the source offsets (retried with the next batch)");
         }
     }
     let completed = ends.is_some() && done.values().all(|d| *d) && !cancel.is_cancelled();
     if completed && stateful {
         // The end of a bounded input: every window fires.
-        let empty = Rows::new(RecordBatch::new_empty(format::nullable(p.source.schema.fields().iter().map(|f| f.as_ref().clone()))));
-        let out = ops.process(empty, i64::MAX).map_err(operator_error)?;
+        let out = ops.process(no_rows(), i64::MAX).map_err(operator_error)?;
         let written = output.write(p, &out, i64::MAX, &next)?;
         stats.records_out += written;
         records_out.increment(written);
@@ -567,13 +561,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         output.checkpointed(checkpoint_number)?;
     }
     if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed || checkpoints.is_some()) {
-        let mut commit = TopicPartitionList::new();
-        for (partition, offset) in &next {
-            let _ = commit.add_partition_offset(&kafka.topic, *partition, Offset::Offset(*offset));
-        }
-        if let Err(e) = consumer.commit(&commit, CommitMode::Sync) {
-            warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets at the end");
-        }
+        commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Sync, name, &group, "cannot commit the source offsets at the end");
     }
     info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
     Ok(stats)
@@ -600,13 +588,15 @@ fn take_checkpoint(dir: &std::path::Path, number: u64, p: &Pipeline, ops: &mut O
     Ok(())
 }
 
-fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>, mode: CommitMode, name: &str, group: &str) {
+/// Commits the next offsets to the table's group; a failure is `failure`, logged (the next
+/// commit carries the offsets again).
+fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>, mode: CommitMode, name: &str, group: &str, failure: &str) {
     let mut commit = TopicPartitionList::new();
     for (partition, offset) in next {
         let _ = commit.add_partition_offset(topic, *partition, Offset::Offset(*offset));
     }
     if let Err(e) = consumer.commit(&commit, mode) {
-        warn!(table = %name, group = %group, error = %e, "cannot commit the source offsets (retried at the next commit)");
+        warn!(table = %name, group = %group, error = %e, "{failure}");
     }
 }
 
@@ -794,7 +784,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
         };
         base_columns.push(array);
     }
-    let base = RecordBatch::try_new(format::nullable(scan.base.fields().iter().map(|f| f.as_ref().clone())), base_columns).map_err(|e| table_error(&table.name, format!("decoded rows do not fit the table: {e}")))?;
+    let base = RecordBatch::try_new(format::nullable_like(&scan.base), base_columns).map_err(|e| table_error(&table.name, format!("decoded rows do not fit the table: {e}")))?;
     let skipped = keep.iter().filter(|k| !**k).count() as u64;
     let base = if skipped > 0 { arrow::compute::filter_record_batch(&base, &arrow::array::BooleanArray::from(keep.clone())).expect("a mask of the batch's length") } else { base };
     // Computed columns, from the physical and metadata ones.
@@ -808,7 +798,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
             }
         });
     }
-    let schema = format::nullable(scan.schema.fields().iter().map(|f| f.as_ref().clone()));
+    let schema = format::nullable_like(&scan.schema);
     let rows = RecordBatch::try_new(schema, columns).map_err(|e| table_error(&table.name, format!("computed columns do not fit the table: {e}")))?;
     let partitions = batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r.partition).collect();
     Ok((rows, partitions, skipped))

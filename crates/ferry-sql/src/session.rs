@@ -13,7 +13,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use datafusion_common::ScalarValue;
 use datafusion_expr::Accumulator;
 
-use crate::ops::{arguments, err, evaluate, millis, output_batch, retractions, state_batch, AggregatePlan, KeyTable, Rows};
+use crate::ops::{arguments, err, output_batch, state_batch, window_input, AggregatePlan, KeyTable, Rows};
 
 struct Session {
     end: i64,
@@ -41,21 +41,14 @@ impl<'a> SessionAggregate<'a> {
         self.sessions.values().map(BTreeMap::len).sum()
     }
 
-    fn fresh(&self) -> Result<Vec<Box<dyn Accumulator>>, String> {
-        self.plan.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect()
-    }
-
     pub fn process(&mut self, rows: &Rows, watermark: i64, late: &mut u64) -> Result<Rows, String> {
         let plan = self.plan;
         let (ws, we) = plan.window.expect("checked in new");
-        if retractions(rows) {
-            return Err("a window aggregate over a changelog is not supported".into());
-        }
+        window_input(rows)?;
         let batch = &rows.batch;
         if batch.num_rows() > 0 {
-            let keys = plan.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
-            let times = millis(&keys[ws])?;
-            let others: Vec<ArrayRef> = keys.iter().enumerate().filter(|(k, _)| *k != ws && *k != we).map(|(_, a)| a.clone()).collect();
+            // The window step assigned each row `[t, t + gap)`: its start is the row's time.
+            let (times, _, others) = plan.window_keys(batch)?;
             let groups = self.keys.intern(&others, batch.num_rows())?;
             let args = arguments(&plan.aggregates, batch)?;
             for (i, g) in groups.iter().enumerate() {
@@ -86,7 +79,7 @@ impl<'a> SessionAggregate<'a> {
                 }
                 let mut session = match merged {
                     Some(s) => s,
-                    None => Session { end, accumulators: self.plan.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect::<Result<Vec<_>, _>>()? },
+                    None => Session { end, accumulators: plan.accumulators()? },
                 };
                 session.end = merged_end;
                 for ((values, filter), acc) in args.iter().zip(session.accumulators.iter_mut()) {
@@ -96,7 +89,7 @@ impl<'a> SessionAggregate<'a> {
                     let row: Vec<ArrayRef> = values.iter().map(|a| a.slice(i, 1)).collect();
                     acc.update_batch(&row).map_err(err)?;
                 }
-                self.sessions.entry(*g).or_default().insert(start, session);
+                sessions.insert(start, session);
             }
         }
         // Emit the sessions the watermark has passed, by end, start and key.
@@ -110,7 +103,7 @@ impl<'a> SessionAggregate<'a> {
             }
         }
         self.sessions.retain(|_, s| !s.is_empty());
-        let schema = crate::format::nullable(plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = crate::format::nullable_like(&plan.output);
         if fired.is_empty() {
             return Ok(Rows::new(RecordBatch::new_empty(schema)));
         }
@@ -137,41 +130,21 @@ impl<'a> SessionAggregate<'a> {
         let plan = self.plan;
         let mut groups = Vec::new();
         let mut bounds = Vec::new();
-        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); plan.aggregates.len()];
-        let mut fresh_sessions = Vec::new();
+        let mut states = Vec::new();
         for (g, sessions) in &mut self.sessions {
             for (start, s) in sessions.iter_mut() {
                 groups.push(*g);
                 bounds.push((*start, s.end));
-                for (j, acc) in s.accumulators.iter_mut().enumerate() {
-                    states[j].push(acc.state().map_err(err)?);
-                }
-                fresh_sessions.push((*g, *start));
+                states.push(plan.take_states(&mut s.accumulators)?);
             }
         }
         if groups.is_empty() {
             return state_batch(Vec::new());
         }
-        // Taking the state may consume it: rebuild each accumulator from what it gave.
-        for (n, (g, start)) in fresh_sessions.iter().enumerate() {
-            let mut accs = self.fresh()?;
-            for (j, acc) in accs.iter_mut().enumerate() {
-                let arrays = states[j][n].iter().map(ScalarValue::to_array).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
-                acc.merge_batch(&arrays).map_err(err)?;
-            }
-            if let Some(s) = self.sessions.get_mut(g).and_then(|m| m.get_mut(start)) {
-                s.accumulators = accs;
-            }
-        }
         let mut columns = self.keys.columns(&groups)?;
         columns.push(Arc::new(Int64Array::from(bounds.iter().map(|b| b.0).collect::<Vec<_>>())));
         columns.push(Arc::new(Int64Array::from(bounds.iter().map(|b| b.1).collect::<Vec<_>>())));
-        for (j, a) in plan.aggregates.iter().enumerate() {
-            let width = a.function.state_fields().map_err(err)?.len();
-            for f in 0..width {
-                columns.push(ScalarValue::iter_to_array(states[j].iter().map(|s| s[f].clone())).map_err(err)?);
-            }
-        }
+        columns.extend(plan.state_columns(&states)?);
         state_batch(vec![columns])
     }
 
@@ -187,14 +160,7 @@ impl<'a> SessionAggregate<'a> {
         let starts = batch.column(nkeys).as_primitive::<Int64Type>().clone();
         let ends = batch.column(nkeys + 1).as_primitive::<Int64Type>().clone();
         for (i, g) in groups.iter().enumerate() {
-            let mut accumulators = self.fresh()?;
-            let mut at = nkeys + 2;
-            for (acc, a) in accumulators.iter_mut().zip(&self.plan.aggregates) {
-                let width = a.function.state_fields().map_err(err)?.len();
-                let state: Vec<ArrayRef> = batch.columns().get(at..at + width).ok_or("the checkpoint's session state is short")?.iter().map(|c| c.slice(i, 1)).collect();
-                acc.merge_batch(&state).map_err(err)?;
-                at += width;
-            }
+            let accumulators = self.plan.accumulators_from(&batch.columns()[nkeys + 2..], i)?;
             self.sessions.entry(*g).or_default().insert(starts.value(i), Session { end: ends.value(i), accumulators });
         }
         Ok(())

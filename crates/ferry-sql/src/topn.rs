@@ -183,12 +183,16 @@ impl<'a> TopN<'a> {
         Ok(rows.iter().map(|r| Box::from(r.as_ref())).collect())
     }
 
-    /// Adds `batch`'s rows (with their arrival numbers) without emitting anything; returns the
-    /// partitions touched, in order of first touch.
-    fn add(&mut self, batch: &RecordBatch, arrivals: Option<&[u64]>) -> Result<Vec<Box<[u8]>>, String> {
-        let partition_exprs: Vec<&Arc<dyn PhysicalExpr>> = self.plan.partition.iter().collect();
+    /// Each row's partition key.
+    fn partition_keys(&self, batch: &RecordBatch) -> Result<Vec<Box<[u8]>>, String> {
+        let exprs: Vec<&Arc<dyn PhysicalExpr>> = self.plan.partition.iter().collect();
+        Self::keys(&self.partition_keys, &exprs, batch)
+    }
+
+    /// Adds `batch`'s rows (of partitions `pkeys`, with their arrival numbers) without emitting
+    /// anything; returns the partitions touched, in order of first touch.
+    fn add(&mut self, batch: &RecordBatch, pkeys: &[Box<[u8]>], arrivals: Option<&[u64]>) -> Result<Vec<Box<[u8]>>, String> {
         let order_exprs: Vec<&Arc<dyn PhysicalExpr>> = self.plan.order.iter().map(|(e, _)| e).collect();
-        let pkeys = Self::keys(&self.partition_keys, &partition_exprs, batch)?;
         let okeys = Self::keys(&self.order_keys, &order_exprs, batch)?;
         let mut touched: Vec<Box<[u8]>> = Vec::new();
         for i in 0..batch.num_rows() {
@@ -223,17 +227,14 @@ impl<'a> TopN<'a> {
             return Err("Top-N over a changelog (an updating input) is not supported yet".into());
         }
         // Each touched partition's list before the batch.
-        let pkeys = {
-            let partition_exprs: Vec<&Arc<dyn PhysicalExpr>> = self.plan.partition.iter().collect();
-            Self::keys(&self.partition_keys, &partition_exprs, &rows.batch)?
-        };
+        let pkeys = self.partition_keys(&rows.batch)?;
         let mut before: HashMap<Box<[u8]>, Vec<Vec<ScalarValue>>> = HashMap::new();
         for k in &pkeys {
             if !before.contains_key(k) {
                 before.insert(k.clone(), self.partitions.get(k).map(|p| p.rows.values().cloned().collect()).unwrap_or_default());
             }
         }
-        let touched = self.add(&rows.batch, None)?;
+        let touched = self.add(&rows.batch, &pkeys, None)?;
         let mut retract: Vec<(RowKind, u64, Vec<ScalarValue>)> = Vec::new();
         let mut add: Vec<(RowKind, u64, Vec<ScalarValue>)> = Vec::new();
         for k in touched {
@@ -253,9 +254,9 @@ impl<'a> TopN<'a> {
             }
         }
         let changes: Vec<(RowKind, u64, Vec<ScalarValue>)> = retract.into_iter().chain(add).collect();
-        let schema = crate::format::nullable(self.plan.output.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = crate::format::nullable_like(&self.plan.output);
         if changes.is_empty() {
-            return Ok(Rows { batch: RecordBatch::new_empty(schema), kinds: Some(arrow::array::Int8Array::from(Vec::<i8>::new())), watermarks: None });
+            return Ok(Rows::no_changes(schema));
         }
         let width = self.plan.output.fields().len() - 1;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(width + 1);
@@ -299,7 +300,8 @@ impl<'a> TopN<'a> {
         let arrivals: Vec<u64> = batch.column(width).as_primitive::<arrow::datatypes::UInt64Type>().values().to_vec();
         let input_fields: Vec<Field> = self.plan.output.fields().iter().take(width).map(|f| f.as_ref().clone().with_nullable(true)).collect();
         let rows = RecordBatch::try_new(Arc::new(Schema::new(input_fields)), batch.columns()[..width].to_vec()).map_err(err)?;
-        self.add(&rows, Some(&arrivals))?;
+        let pkeys = self.partition_keys(&rows)?;
+        self.add(&rows, &pkeys, Some(&arrivals))?;
         Ok(())
     }
 }

@@ -134,20 +134,20 @@ impl ViewTable {
                 return Ok(b.clone());
             }
         }
-        let schema = crate::format::nullable(self.plan.schema.fields().iter().map(|f| f.as_ref().clone()));
-        let batch = if self.rows.is_empty() {
-            RecordBatch::new_empty(schema)
-        } else {
-            let mut columns = Vec::with_capacity(schema.fields().len());
-            for (c, field) in schema.fields().iter().enumerate() {
-                let values = self.rows.values().map(|e| e.row[c].clone());
-                let array = ScalarValue::iter_to_array(values).map_err(|e| e.to_string())?;
-                columns.push(if array.data_type() == field.data_type() { array } else { arrow::compute::cast(&array, field.data_type()).map_err(|e| e.to_string())? });
-            }
-            RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())?
-        };
+        let schema = crate::format::nullable_like(&self.plan.schema);
+        let batch = if self.rows.is_empty() { RecordBatch::new_empty(schema) } else { RecordBatch::try_new(schema, self.columns()?).map_err(|e| e.to_string())? };
         self.cached = Some((self.version, batch.clone()));
         Ok(batch)
+    }
+
+    /// The view's columns over every row, in key order (there is at least one row).
+    fn columns(&self) -> Result<Vec<ArrayRef>, String> {
+        let mut columns = Vec::with_capacity(self.plan.schema.fields().len());
+        for (c, field) in self.plan.schema.fields().iter().enumerate() {
+            let array = ScalarValue::iter_to_array(self.rows.values().map(|e| e.row[c].clone())).map_err(|e| e.to_string())?;
+            columns.push(if array.data_type() == field.data_type() { array } else { arrow::compute::cast(&array, field.data_type()).map_err(|e| e.to_string())? });
+        }
+        Ok(columns)
     }
 
     /// Every row with when it last changed (a last column `changed_ms`), for a checkpoint.
@@ -158,11 +158,7 @@ impl ViewTable {
         if self.rows.is_empty() {
             return Ok(RecordBatch::new_empty(schema));
         }
-        let mut columns = Vec::new();
-        for (c, field) in self.plan.schema.fields().iter().enumerate() {
-            let array = ScalarValue::iter_to_array(self.rows.values().map(|e| e.row[c].clone())).map_err(|e| e.to_string())?;
-            columns.push(if array.data_type() == field.data_type() { array } else { arrow::compute::cast(&array, field.data_type()).map_err(|e| e.to_string())? });
-        }
+        let mut columns = self.columns()?;
         columns.push(Arc::new(arrow::array::Int64Array::from(self.rows.values().map(|e| e.changed_ms).collect::<Vec<_>>())));
         RecordBatch::try_new(schema, columns).map_err(|e| e.to_string())
     }
@@ -190,7 +186,7 @@ impl ViewTable {
         let columns = key.iter().map(|v| v.to_array()).collect::<datafusion_common::Result<Vec<_>>>().map_err(|e| e.to_string())?;
         let converted = self.converter.convert_columns(&columns).map_err(|e| e.to_string())?;
         let Some(entry) = self.rows.get(converted.row(0).as_ref()) else { return Ok(None) };
-        let schema = crate::format::nullable(self.plan.schema.fields().iter().map(|f| f.as_ref().clone()));
+        let schema = crate::format::nullable_like(&self.plan.schema);
         let columns = entry.row.iter().zip(schema.fields()).map(|(v, f)| v.to_array().and_then(|a| Ok(arrow::compute::cast(&a, f.data_type())?))).collect::<datafusion_common::Result<Vec<_>>>().map_err(|e| e.to_string())?;
         RecordBatch::try_new(schema, columns).map(Some).map_err(|e| e.to_string())
     }
@@ -213,7 +209,7 @@ mod tests {
 
     fn changes(plan: &ViewPlan, rows: &[(RowKind, &str, Option<i64>)]) -> Rows {
         let batch = RecordBatch::try_new(
-            crate::format::nullable(plan.schema.fields().iter().map(|f| f.as_ref().clone())),
+            crate::format::nullable_like(&plan.schema),
             vec![Arc::new(StringArray::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())), Arc::new(Int64Array::from(rows.iter().map(|r| r.2).collect::<Vec<_>>()))],
         )
         .unwrap();

@@ -558,16 +558,7 @@ pub fn fill(bootstrap: &str, topic: &str, partitions: i32, n: usize, size: usize
     let payload = vec![b'x'; size];
     for i in 0..n {
         let key = format!("{i:012}");
-        let mut rec = BaseRecord::to(topic).partition((i % partitions as usize) as i32).key(key.as_bytes()).payload(&payload[..]);
-        loop {
-            match p.send(rec) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-        }
+        send_waiting(&p, BaseRecord::to(topic).partition((i % partitions as usize) as i32).key(key.as_bytes()).payload(&payload[..]));
     }
     p.flush(Duration::from_secs(300)).unwrap();
     let failed = p.context().failed.load(Ordering::Relaxed);
@@ -607,6 +598,24 @@ pub fn mock_flow_topics(a: &Mock, b: &Mock, topic: &str, partitions: i32) {
     b.create_topic(&format!("a.{topic}"), partitions, 1).unwrap();
     for internal in ["heartbeats", "ferry-metrics.internal", "ferry-control.internal"] {
         b.create_topic(internal, 1, 1).unwrap();
+    }
+}
+
+/// Sends `record`, waiting while the producer's queue is full (benchmarks and fills).
+pub fn send_waiting<C, K, P>(producer: &ThreadedProducer<C>, mut record: BaseRecord<'_, K, P, C::DeliveryOpaque>)
+where
+    C: rdkafka::producer::ProducerContext + 'static,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
