@@ -21,7 +21,7 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Str
 /// [`http`], with a connection that fails (a killed server) as an error.
 fn try_http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> std::io::Result<(u16, String)> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    common::http_request(addr, method, path, &[("Content-Type", "application/vnd.schemaregistry.v1+json")], &body)
+    ferry_testkit::http_request(addr, method, path, &[("Content-Type", "application/vnd.schemaregistry.v1+json")], &body)
 }
 
 fn json_of(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {

@@ -373,7 +373,7 @@ fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
 
 /// A write to the registry as its admin (basic auth `admin:adm1n`).
 fn send(addr: &str, method: &str, path: &str, body: &serde_json::Value) -> (u16, String) {
-    common::http_request(addr, method, path, &[("Authorization", "Basic YWRtaW46YWRtMW4="), ("Content-Type", "application/json")], &body.to_string()).unwrap()
+    ferry_testkit::http_request(addr, method, path, &[("Authorization", "Basic YWRtaW46YWRtMW4="), ("Content-Type", "application/json")], &body.to_string()).unwrap()
 }
 
 /// A server on loopback that hands each connection to `serve`, which keeps what it received.
@@ -453,7 +453,7 @@ fn smtp_sink() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 }
 
 fn put(addr: &str, path: &str, token: &str, body: &serde_json::Value) -> (u16, String) {
-    common::http_request(addr, "PUT", path, &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")], &body.to_string()).unwrap()
+    ferry_testkit::http_request(addr, "PUT", path, &[("Authorization", &format!("Bearer {token}")), ("Content-Type", "application/json")], &body.to_string()).unwrap()
 }
 
 /// A lag policy on a real group: one firing and one resolved notification reach a webhook on
@@ -534,6 +534,12 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     println!("the Monitoring page (screenshots {}-*.png): {seen}", shots.display());
     assert!(out.status.success(), "{seen}\nserve:\n{}", serve.output());
     assert!(seen["cards"].as_array().unwrap().iter().any(|c| c == "1brokers"), "{seen}");
+    // The overview counts the whole cluster (not a page of it).
+    let overview = json(&addr, "/api/v1/clusters/a/overview", token);
+    let groups = json(&addr, "/api/v1/clusters/a/groups?limit=1000", token);
+    let by_status: u64 = overview["groups_by_status"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!((overview["brokers"].as_u64(), overview["groups"].as_u64(), Some(by_status)), (Some(1), groups["total"].as_u64(), groups["total"].as_u64()), "{overview}");
+    assert!(seen["cards"].as_array().unwrap().iter().any(|c| c.as_str() == Some(&format!("{}consumer groups", groups["total"]))), "{seen}");
     assert_eq!((seen["brokers"].as_u64(), seen["topicPartitions"].as_u64()), (Some(1), Some(2)), "{seen}");
     assert!(seen["consumers"].as_str().unwrap().contains("reporting"), "{seen}");
     assert_eq!(seen["configs"], serde_json::json!(["retention.ms86400000"]), "the topic's own setting: {seen}");
@@ -570,7 +576,7 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
     let kept = json(&addr, "/api/v1/clusters/a/groups/reporting/history", token);
     assert!(kept["lag"].as_array().unwrap().len() >= lag.len(), "the history survives a restart: {kept}");
     // A notifier in use cannot go; once its policy is gone it can.
-    let delete = |path: &str| common::http_request(&addr, "DELETE", path, &[("Authorization", &format!("Bearer {token}"))], "").unwrap().0;
+    let delete = |path: &str| ferry_testkit::http_request(&addr, "DELETE", path, &[("Authorization", &format!("Bearer {token}"))], "").unwrap().0;
     assert_eq!(delete("/api/v1/alerts/notifiers/hook"), 409);
     assert_eq!(delete("/api/v1/alerts/policies/reporting-behind"), 204);
     assert_eq!(delete("/api/v1/alerts/notifiers/hook"), 204);

@@ -52,10 +52,10 @@ impl Modify for BearerAuth {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
-    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic, crate::monitoring::canary,
+    paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::overview, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic, crate::monitoring::canary,
         crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
-        crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
+        crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::ClusterOverview, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend,
         ferry_monitor::canary::CanaryState, ferry_monitor::canary::CanaryView, crate::history::GroupHistory, crate::history::TopicHistory, crate::history::PartitionSeries, crate::history::Resolution, ferry_monitor::history::Point,
@@ -88,6 +88,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/flows", get(flows))
         .route("/api/v1/flows/{flow}", get(flow))
         .route("/api/v1/flows/{flow}/series", get(flow_series))
+        .route("/api/v1/clusters/{cluster}/overview", get(crate::monitoring::overview))
         .route("/api/v1/clusters/{cluster}/brokers", get(crate::monitoring::brokers))
         .route("/api/v1/clusters/{cluster}/topics", get(crate::monitoring::topics))
         .route("/api/v1/clusters/{cluster}/topics/{topic}", get(crate::monitoring::topic))

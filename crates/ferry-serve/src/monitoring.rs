@@ -116,11 +116,67 @@ pub(crate) async fn groups(State(state): State<AppState>, Path(cluster): Path<St
         Ok(p) => p,
         Err(r) => return r,
     };
-    let groups = page
-        .into_iter()
-        .map(|g| GroupSummary { group: g.group.clone(), state: g.state.clone(), status: g.status, reason: g.reason.clone(), members: g.members.len(), lag: g.lag, lag_seconds_max: g.lag_seconds_max })
-        .collect();
+    let groups = page.into_iter().map(GroupSummary::of).collect();
     Json(GroupPage { total, groups, polled_at_ms: polled.polled_at_ms }).into_response()
+}
+
+impl GroupSummary {
+    fn of(g: &GroupView) -> GroupSummary {
+        GroupSummary { group: g.group.clone(), state: g.state.clone(), status: g.status, reason: g.reason.clone(), members: g.members.len(), lag: g.lag, lag_seconds_max: g.lag_seconds_max }
+    }
+}
+
+/// At most this many groups needing attention in the overview.
+const ATTENTION: usize = 100;
+
+/// The whole cluster in counts, over every topic and group (not a page of them).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ClusterOverview {
+    brokers: usize,
+    topics: usize,
+    partitions: usize,
+    under_replicated: usize,
+    offline: usize,
+    groups: usize,
+    /// Groups per status (every status present, 0 when none).
+    groups_by_status: std::collections::BTreeMap<&'static str, usize>,
+    /// The groups whose status is not OK, worst first (then most lag), at most 100.
+    attention: Vec<GroupSummary>,
+    /// When the cluster was last polled (ms since the epoch).
+    polled_at_ms: Option<i64>,
+}
+
+/// The cluster at a glance: brokers, topics, partitions under-replicated and offline, groups by
+/// status and the groups needing attention, counted over the whole cluster as last polled.
+#[utoipa::path(get, path = "/api/v1/clusters/{cluster}/overview", tag = "monitoring",
+    params(("cluster" = String, Path, description = "a cluster alias of the configuration")),
+    responses((status = 200, body = ClusterOverview), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn overview(State(state): State<AppState>, Path(cluster): Path<String>) -> Response {
+    let polled = match polled(&state, &cluster) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    Json(cluster_overview(&polled)).into_response()
+}
+
+fn cluster_overview(polled: &ClusterSnapshot) -> ClusterOverview {
+    let mut groups_by_status: std::collections::BTreeMap<&'static str, usize> = Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    for g in polled.groups.values() {
+        *groups_by_status.entry(g.status.as_str()).or_default() += 1;
+    }
+    let mut attention: Vec<&GroupView> = polled.groups.values().filter(|g| g.status != Status::Ok).collect();
+    attention.sort_by(|a, b| b.status.cmp(&a.status).then(b.lag.cmp(&a.lag)).then(a.group.cmp(&b.group)));
+    ClusterOverview {
+        brokers: polled.brokers.len(),
+        topics: polled.topics.len(),
+        partitions: polled.topics.iter().map(|t| t.partitions.len()).sum(),
+        under_replicated: polled.topics.iter().map(|t| t.under_replicated).sum(),
+        offline: polled.topics.iter().map(|t| t.offline).sum(),
+        groups: polled.groups.len(),
+        groups_by_status,
+        attention: attention.into_iter().take(ATTENTION).map(GroupSummary::of).collect(),
+        polled_at_ms: polled.polled_at_ms,
+    }
 }
 
 /// One group: its members and assignments, and per partition the committed and end offsets, the
@@ -239,5 +295,31 @@ pub(crate) async fn canary(State(state): State<AppState>, Path(cluster): Path<St
     match state.monitor.as_ref().and_then(|m| m.canary(&cluster)) {
         Some(c) => Json(c).into_response(),
         None => error_body(StatusCode::NOT_FOUND, "not_found", &format!("the canary does not run on cluster '{cluster}' (ferry serve --canary {cluster})")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(name: &str, status: Status, lag: i64) -> GroupView {
+        GroupView { group: name.into(), state: "Empty".into(), status, reason: String::new(), members: vec![], partitions: vec![], lag, lag_seconds_max: None, polled_at_ms: 0 }
+    }
+
+    #[test]
+    fn the_overview_counts_every_group_and_lists_the_worst_first() {
+        let mut snap = ClusterSnapshot { polled_at_ms: Some(1), ..Default::default() };
+        // More groups than a page: every one is counted.
+        for i in 0..2_500 {
+            let status = match i % 5 { 0 => Status::Warn, 1 => Status::Stop, _ => Status::Ok };
+            snap.groups.insert(format!("g{i:04}"), group(&format!("g{i:04}"), status, i));
+        }
+        let o = cluster_overview(&snap);
+        assert_eq!(o.groups, 2_500);
+        assert_eq!((o.groups_by_status["OK"], o.groups_by_status["WARN"], o.groups_by_status["STOP"], o.groups_by_status["ERR"]), (1_500, 500, 500, 0));
+        assert_eq!(o.attention.len(), ATTENTION);
+        // STOP before WARN, most lag first.
+        assert!(o.attention.iter().all(|g| g.status == Status::Stop));
+        assert_eq!((o.attention[0].group.as_str(), o.attention[1].group.as_str()), ("g2496", "g2491"));
     }
 }

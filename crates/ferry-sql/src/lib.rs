@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod changelog;
 pub mod checkpoint;
 pub mod error;
 pub mod format;

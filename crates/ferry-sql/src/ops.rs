@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Int64Array, Int8Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::row::{RowConverter, SortField};
 use datafusion_common::ScalarValue;
 use datafusion_expr::{Accumulator, EmitTo, GroupsAccumulator};
@@ -111,6 +111,8 @@ pub enum Step {
     Aggregate(Box<AggregatePlan>),
     /// `ROW_NUMBER() OVER (PARTITION BY … ORDER BY …)` filtered on the rank: a changelog.
     Rank(Box<crate::topn::RankPlan>),
+    /// An upsert-kafka table's records (upserts and tombstones by primary key) as a changelog.
+    Changelog(Box<crate::changelog::ChangelogPlan>),
 }
 
 /// `GROUP BY keys` with `aggregates`: output columns are the keys then the aggregates.
@@ -122,6 +124,23 @@ pub struct AggregatePlan {
     pub session_gap: Option<i64>,
     pub aggregates: Vec<Aggregate>,
     pub output: SchemaRef,
+    /// The input is a changelog: its -U and -D rows are taken back from the accumulators, and a
+    /// group whose every row was taken back is deleted.
+    pub retracting: bool,
+}
+
+/// Whether an aggregate can take rows back exactly, checkpoint included (its state is a sum
+/// and a count): COUNT, SUM and AVG. MIN, MAX and DISTINCT would need every value kept.
+pub(crate) fn check_retractable(f: &AggregateFunctionExpr) -> Result<(), String> {
+    let name = f.fun().name().to_ascii_lowercase();
+    if f.is_distinct() || !matches!(name.as_str(), "count" | "sum" | "avg") {
+        return Err(format!("{}{} cannot take rows back yet (COUNT, SUM and AVG can)", name.to_uppercase(), if f.is_distinct() { " DISTINCT" } else { "" }));
+    }
+    let acc = f.create_sliding_accumulator().map_err(err)?;
+    if !acc.supports_retract_batch() {
+        return Err(format!("{} cannot take rows back", name.to_uppercase()));
+    }
+    Ok(())
 }
 
 impl AggregatePlan {
@@ -135,11 +154,18 @@ impl AggregatePlan {
 
     /// A fresh row accumulator per aggregate.
     pub(crate) fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>, String> {
+        if self.retracting {
+            return self.aggregates.iter().map(|a| a.function.create_sliding_accumulator().map_err(err)).collect();
+        }
         self.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect()
     }
 
     /// How many state columns each aggregate has in a checkpoint.
     pub(crate) fn state_widths(&self) -> Result<Vec<usize>, String> {
+        if self.retracting {
+            // A retracting accumulator's state may be wider than the function's (SUM keeps a count).
+            return self.accumulators()?.iter_mut().map(|a| a.state().map(|s| s.len()).map_err(err)).collect();
+        }
         self.aggregates.iter().map(|a| a.function.state_fields().map(|f| f.len()).map_err(err)).collect()
     }
 
@@ -217,6 +243,10 @@ impl std::fmt::Display for Step {
                 let order: Vec<String> = r.order.iter().map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" })).collect();
                 write!(f, "top {} per [{}] by [{}] (a changelog of ranks)", r.limit, keys.join(", "), order.join(", "))
             }
+            Step::Changelog(c) => {
+                let keys: Vec<&str> = c.key.iter().map(|k| c.schema.field(*k).name().as_str()).collect();
+                write!(f, "upserts by [{}] as a changelog (each key's last row kept)", keys.join(", "))
+            }
             Step::Aggregate(a) => {
                 let keys: Vec<String> = a.keys.iter().map(ToString::to_string).collect();
                 let aggs: Vec<String> = a.aggregates.iter().map(|g| g.function.name().to_string()).collect();
@@ -229,7 +259,7 @@ impl std::fmt::Display for Step {
 
 /// Whether the steps' output is a changelog (it updates rows already emitted).
 pub fn updating(steps: &[Step]) -> bool {
-    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_)))
+    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_) | Step::Changelog(_)))
 }
 
 /// The running state of a pipeline's steps.
@@ -247,6 +277,7 @@ enum State<'a> {
     Group(GroupAggregate<'a>),
     TopN(crate::topn::TopN<'a>),
     Session(crate::session::SessionAggregate<'a>),
+    Changelog(crate::changelog::Normalize<'a>),
 }
 
 pub(crate) fn err(e: impl std::fmt::Display) -> String {
@@ -266,6 +297,7 @@ impl<'a> Operators<'a> {
                 Step::Aggregate(a) if a.window.is_some() => State::Window(WindowAggregate::new(a)?),
                 Step::Aggregate(a) => State::Group(GroupAggregate::new(a)?),
                 Step::Rank(r) => State::TopN(crate::topn::TopN::new(r)?),
+                Step::Changelog(c) => State::Changelog(crate::changelog::Normalize::new(c)?),
                 _ => State::None,
             });
         }
@@ -282,6 +314,7 @@ impl<'a> Operators<'a> {
                 State::Group(g) => g.keys.len(),
                 State::TopN(t) => t.state_rows(),
                 State::Session(t) => t.state_rows(),
+                State::Changelog(c) => c.state_rows(),
             })
             .sum()
     }
@@ -297,6 +330,7 @@ impl<'a> Operators<'a> {
                 State::Group(g) => g.snapshot().map(Some),
                 State::TopN(t) => t.snapshot().map(Some),
                 State::Session(t) => t.snapshot().map(Some),
+                State::Changelog(c) => c.snapshot().map(Some),
             })
             .collect()
     }
@@ -313,6 +347,7 @@ impl<'a> Operators<'a> {
                 (State::Group(g), Some(b)) => g.restore(&b)?,
                 (State::TopN(t), Some(b)) => t.restore(&b)?,
                 (State::Session(t), Some(b)) => t.restore(&b)?,
+                (State::Changelog(c), Some(b)) => c.restore(&b)?,
                 _ => return Err("the checkpoint's steps are not the query's".into()),
             }
         }
@@ -340,7 +375,8 @@ impl<'a> Operators<'a> {
                 (Step::Aggregate(_), State::Group(g)) => g.process(&rows)?,
                 (Step::Rank(_), State::TopN(t)) => t.process(&rows)?,
                 (Step::Aggregate(_), State::Session(t)) => t.process(&rows, watermark, &mut self.late)?,
-                (Step::Aggregate(_) | Step::Rank(_), _) => unreachable!("aggregates and ranks have their state"),
+                (Step::Changelog(_), State::Changelog(c)) => c.process(&rows)?,
+                (Step::Aggregate(_) | Step::Rank(_) | Step::Changelog(_), _) => unreachable!("aggregates, ranks and changelogs have their state"),
             };
         }
         Ok(rows)
@@ -670,12 +706,14 @@ struct GroupAggregate<'a> {
     keys: KeyTable,
     accumulators: Vec<Vec<Box<dyn Accumulator>>>,
     last: Vec<Option<Vec<ScalarValue>>>,
+    /// Rows in each group: added less taken back.
+    counts: Vec<i64>,
 }
 
 impl<'a> GroupAggregate<'a> {
     fn new(plan: &'a AggregatePlan) -> Result<Self, String> {
         let types: Vec<DataType> = (0..plan.keys.len()).map(|k| plan.output.field(k).data_type().clone()).collect();
-        Ok(GroupAggregate { plan, keys: KeyTable::new(&types)?, accumulators: Vec::new(), last: Vec::new() })
+        Ok(GroupAggregate { plan, keys: KeyTable::new(&types)?, accumulators: Vec::new(), last: Vec::new(), counts: Vec::new() })
     }
 
     /// Columns: the keys, each aggregate's state fields, then each aggregate's last emitted
@@ -696,6 +734,9 @@ impl<'a> GroupAggregate<'a> {
             columns.push(ScalarValue::iter_to_array(values).map_err(err)?);
         }
         columns.push(Arc::new(BooleanArray::from(self.last.iter().map(Option::is_some).collect::<Vec<_>>())));
+        if plan.retracting {
+            columns.push(Arc::new(Int64Array::from(self.counts.clone())));
+        }
         state_batch(vec![columns])
     }
 
@@ -705,6 +746,7 @@ impl<'a> GroupAggregate<'a> {
         self.keys = KeyTable::new(&types)?;
         self.accumulators.clear();
         self.last.clear();
+        self.counts.clear();
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
@@ -715,7 +757,12 @@ impl<'a> GroupAggregate<'a> {
             return Err("the checkpoint's groups repeat a key".into());
         }
         let last_at = nkeys + plan.state_widths()?.iter().sum::<usize>();
-        let has_last = batch.columns().last().ok_or("the checkpoint's group state is short")?.as_boolean().clone();
+        let has_last = batch.columns().get(last_at + plan.aggregates.len()).ok_or("the checkpoint's group state is short")?.as_boolean().clone();
+        match batch.columns().get(last_at + plan.aggregates.len() + 1) {
+            Some(counts) if plan.retracting => self.counts = counts.as_primitive::<Int64Type>().values().to_vec(),
+            None if !plan.retracting => self.counts = vec![1; n],
+            _ => return Err("the checkpoint's group state does not fit the query".into()),
+        }
         for g in 0..n {
             let accs = plan.accumulators_from(&batch.columns()[nkeys..], g)?;
             self.accumulators.push(accs);
@@ -735,7 +782,7 @@ impl<'a> GroupAggregate<'a> {
         if batch.num_rows() == 0 {
             return Ok(Rows::no_changes(schema));
         }
-        if retractions(rows) {
+        if !plan.retracting && retractions(rows) {
             return Err("an aggregate over a changelog (an updating input) is not supported yet".into());
         }
         let keys = plan.keys.iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
@@ -756,19 +803,44 @@ impl<'a> GroupAggregate<'a> {
         while self.accumulators.len() < self.keys.len().max(1) {
             self.accumulators.push(plan.accumulators()?);
             self.last.push(None);
+            self.counts.push(0);
         }
         let mut emitted_groups = Vec::new();
         let mut kinds = Vec::new();
         let mut values: Vec<Vec<ScalarValue>> = vec![Vec::new(); plan.aggregates.len()];
         for g in order {
-            let take = UInt32Array::from(rows_of.remove(&g).unwrap_or_default());
+            let (adds, takes): (Vec<u32>, Vec<u32>) = rows_of.remove(&g).unwrap_or_default().into_iter().partition(|i| rows.kind(*i as usize).adds());
             for ((args, filter), acc) in args.iter().zip(self.accumulators[g].iter_mut()) {
-                let mut taken = args.iter().map(|a| arrow::compute::take(a, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
-                if let Some(f) = filter {
-                    let f = arrow::compute::take(f, &take, None).map_err(err)?;
-                    taken = taken.iter().map(|a| arrow::compute::filter(a, f.as_boolean())).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                for (adding, rows) in [(true, &adds), (false, &takes)] {
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    let take = UInt32Array::from(rows.clone());
+                    let mut taken = args.iter().map(|a| arrow::compute::take(a, &take, None)).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                    if let Some(f) = filter {
+                        let f = arrow::compute::take(f, &take, None).map_err(err)?;
+                        taken = taken.iter().map(|a| arrow::compute::filter(a, f.as_boolean())).collect::<Result<Vec<_>, _>>().map_err(err)?;
+                    }
+                    if adding {
+                        acc.update_batch(&taken).map_err(err)?;
+                    } else {
+                        acc.retract_batch(&taken).map_err(err)?;
+                    }
                 }
-                acc.update_batch(&taken).map_err(err)?;
+            }
+            self.counts[g] += adds.len() as i64 - takes.len() as i64;
+            if plan.retracting && self.counts[g] <= 0 {
+                // Every row of the group taken back: its result row is deleted, its state cleared.
+                self.counts[g] = 0;
+                self.accumulators[g] = plan.accumulators()?;
+                if let Some(before) = self.last[g].take() {
+                    emitted_groups.push(g);
+                    kinds.push(RowKind::Delete as i8);
+                    for (j, v) in before.into_iter().enumerate() {
+                        values[j].push(v);
+                    }
+                }
+                continue;
             }
             let now = self.accumulators[g].iter_mut().map(|a| a.evaluate()).collect::<datafusion_common::Result<Vec<_>>>().map_err(err)?;
             match self.last[g].take() {
@@ -898,6 +970,58 @@ mod tests {
         let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
         let out = ops.process(rows(&job, &[("a", 1, 500), ("a", 2, 2_500)], &[i64::MIN, i64::MIN]), i64::MAX).unwrap();
         assert_eq!(text(&out), ["+I a,1970-01-01T00:00:00,1970-01-01T00:00:02,1", "+I a,1970-01-01T00:00:00,1970-01-01T00:00:04,3"]);
+    }
+
+    const ACCOUNTS: &str = "CREATE TABLE accounts (id BIGINT, region STRING, amount BIGINT, PRIMARY KEY (id) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'accounts', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n";
+
+    /// Upserts (id, region, amount) and tombstones (id, None) of the accounts table.
+    fn upserts(job: &crate::plan::Job, data: &[(i64, Option<(&str, i64)>)]) -> Rows {
+        let schema = format::nullable_like(&job.pipelines[0].source.schema);
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(data.iter().map(|d| d.0).collect::<Vec<_>>())),
+                Arc::new(StringArray::from(data.iter().map(|d| d.1.map(|v| v.0)).collect::<Vec<_>>())),
+                Arc::new(Int64Array::from(data.iter().map(|d| d.1.map(|v| v.1)).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let kinds = data.iter().map(|d| if d.1.is_some() { RowKind::Insert as i8 } else { RowKind::Delete as i8 }).collect::<Vec<_>>();
+        Rows { batch, kinds: Some(Int8Array::from(kinds)), watermarks: None }
+    }
+
+    #[test]
+    fn an_aggregate_over_an_upsert_table_takes_changes_back_and_deletes_emptied_groups() {
+        let sql = format!("{ACCOUNTS}CREATE TABLE out (region STRING, n BIGINT, total BIGINT, average DOUBLE, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO out SELECT region, COUNT(*), SUM(amount), AVG(amount) FROM accounts WHERE amount > 0 GROUP BY region;");
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(p.updating && matches!(p.steps[0], Step::Changelog(_)), "{}", crate::plan::explain(&job));
+        let mut ops = Operators::new(&p.steps).unwrap();
+        let out = ops.process(upserts(&job, &[(1, Some(("eu", 10))), (2, Some(("eu", 20))), (3, Some(("us", 5)))]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["+I eu,2,30,15.0", "+I us,1,5,5.0"]);
+        // 1 moves to us; 3 is deleted; 2's filter stops holding; a tombstone of an unknown key.
+        let out = ops.process(upserts(&job, &[(1, Some(("us", 7))), (3, None), (2, Some(("eu", -1))), (9, None)]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["-D eu,2,30,15.0", "-U us,1,5,5.0", "+U us,1,7,7.0"]);
+        // Through a checkpoint: state rows are the two live accounts and the us group.
+        let state = ops.snapshot().unwrap();
+        let mut again = Operators::new(&p.steps).unwrap();
+        again.restore(state).unwrap();
+        let out = again.process(upserts(&job, &[(4, Some(("eu", 1))), (1, None), (5, Some(("us", 3)))]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["+I eu,1,1,1.0", "-U us,1,7,7.0", "+U us,1,3,3.0"]);
+        assert_eq!(again.state_rows(), 3 + 2, "accounts 2, 4, 5 and groups eu, us");
+
+        // What cannot take rows back is refused with its place.
+        for (query, refused) in [
+            ("SELECT region, MAX(amount) FROM accounts GROUP BY region", "MAX cannot take rows back"),
+            ("SELECT region, COUNT(DISTINCT id) FROM accounts GROUP BY region", "COUNT DISTINCT cannot take rows back"),
+        ] {
+            let sql = format!("{ACCOUNTS}CREATE TABLE o2 (region STRING, v BIGINT, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'o2', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO o2 {query};");
+            let e = plan_script(&sql).err().expect("refused").to_string();
+            assert!(e.contains(refused) && e.starts_with("3:1:"), "{e}");
+        }
+        // An append-only sink cannot take a changelog.
+        let sql = format!("{ACCOUNTS}CREATE TABLE plain (id BIGINT, amount BIGINT) WITH ('connector' = 'kafka', 'topic' = 'p', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nINSERT INTO plain SELECT id, amount FROM accounts;");
+        assert!(plan_script(&sql).err().expect("refused").to_string().contains("takes appended rows only"));
     }
 
     #[test]

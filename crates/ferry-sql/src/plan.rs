@@ -576,7 +576,8 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             let name = scan.table_name.table();
             let source = if let Some(t) = provider.tables.get(name) {
                 if t.table.kafka.upsert {
-                    return fail(pos, format!("reading the upsert-kafka table {name} (a changelog) is not supported yet; it can be written to"));
+                    // Upserts by primary key become a changelog before anything reads them.
+                    steps.push(Step::Changelog(Box::new(crate::changelog::ChangelogPlan { key: t.table.primary_key.clone(), schema: t.schema.clone() })));
                 }
                 t.clone()
             } else if let Some((view, _)) = provider.views.get(name) {
@@ -603,6 +604,8 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
                 return fail(pos, "GROUPING SETS, ROLLUP and CUBE: not supported yet");
             }
             let input = a.input.schema();
+            // Over a changelog (an upsert-kafka table) every change is taken back as well as added.
+            let retracting = crate::ops::updating(steps);
             let keys = a.group_expr.iter().map(|e| physical(e, input, pos, props)).collect::<Result<Vec<_>>>()?;
             let key_named = |n: &str| a.group_expr.iter().position(|e| matches!(e, Expr::Column(c) if c.name == n));
             // Grouped by window_start and window_end of a window table function: a window
@@ -631,9 +634,12 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
                 if !lowered.order_bys.is_empty() {
                     return fail(pos, format!("{e}: ORDER BY inside an aggregate function is not supported yet"));
                 }
+                if retracting {
+                    crate::ops::check_retractable(&lowered.aggregate).map_err(|m| SqlError::new(pos, format!("{e} over an updating input (an upsert-kafka table): {m}")))?;
+                }
                 aggregates.push(Aggregate { function: lowered.aggregate, filter: lowered.filter });
             }
-            steps.push(Step::Aggregate(Box::new(AggregatePlan { keys, window, session_gap, aggregates, output: Arc::new(a.schema.as_arrow().clone()) })));
+            steps.push(Step::Aggregate(Box::new(AggregatePlan { keys, window, session_gap, aggregates, output: Arc::new(a.schema.as_arrow().clone()), retracting })));
             Ok(source)
         }
         LogicalPlan::Filter(f) => {
@@ -659,8 +665,8 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
         }
         LogicalPlan::Window(w) => {
             let source = translate(provider, &w.input, pos, props, steps)?;
-            if steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_))) {
-                return fail(pos, "ROW_NUMBER over an updating result: not supported yet");
+            if crate::ops::updating(steps) {
+                return fail(pos, "ROW_NUMBER over an updating result (an aggregate, a Top-N or an upsert-kafka table): not supported yet");
             }
             let [Expr::WindowFunction(function)] = w.window_expr.as_slice() else {
                 return fail(pos, "one ROW_NUMBER() OVER (PARTITION BY … ORDER BY …) per query is supported (Top-N); other OVER windows are not supported yet");
@@ -727,7 +733,7 @@ pub(crate) fn project_step(p: &datafusion_expr::Projection, pos: Pos, props: &Ex
 fn window(provider: &Provider, tvf: &WindowTvf, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
     let (source, input) = if let Some(t) = provider.tables.get(&tvf.table) {
         if t.table.kafka.upsert {
-            return fail(tvf.table_pos, format!("reading the upsert-kafka table {} (a changelog) is not supported yet", tvf.table));
+            return fail(tvf.table_pos, format!("a window over the upsert-kafka table {} (a changelog): window table functions take appended rows only, as in Flink", tvf.table));
         }
         (t.clone(), t.schema.clone())
     } else if let Some((view, _)) = provider.views.get(&tvf.table) {
@@ -735,6 +741,9 @@ fn window(provider: &Provider, tvf: &WindowTvf, pos: Pos, props: &ExecutionProps
     } else {
         return fail(tvf.table_pos, format!("{} is not declared in the job file", tvf.table));
     };
+    if crate::ops::updating(steps) {
+        return fail(tvf.table_pos, format!("a window over {}, an updating result (a changelog): window table functions take appended rows only, as in Flink", tvf.table));
+    }
     let Ok(time) = input.index_of(&tvf.time_column) else {
         return fail(tvf.time_pos, format!("{} has no column {}", tvf.table, tvf.time_column));
     };

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
+use arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, Int8Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
 use crate::checkpoint;
 use crate::format::{self, Format};
-use crate::ops::{Operators, Rows, Step};
+use crate::ops::{Operators, RowKind, Rows, Step};
 use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Sink};
 use crate::view::{ViewTable, Views};
 use crate::watermark::Watermarks;
@@ -421,7 +421,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
     // Until checkpoints keep state with the offsets, a pipeline with state commits its source
     // offsets only once a bounded input has been read and every result written: a restart
     // replays what the lost state held (at least once), never skips it.
-    let stateful = p.steps.iter().any(|s| matches!(s, Step::Aggregate(_)));
+    let stateful = p.steps.iter().any(|s| matches!(s, Step::Aggregate(_) | Step::Changelog(_)));
     let mut stats = PipelineStats::default();
     let mut done: HashMap<i32, bool> = partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
     let mut marks = Watermarks::new(&partitions, idle_timeout(p), Instant::now());
@@ -509,7 +509,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             for r in &batch {
                 next.insert(r.partition, r.offset + 1);
             }
-            let (rows, partitions_of_rows, skipped_now) = decode_batch(&p.source, &batch)?;
+            let Decoded { rows, partitions: partitions_of_rows, skipped: skipped_now, kinds } = decode_batch(&p.source, &batch)?;
             stats.skipped += skipped_now;
             skipped.increment(skipped_now);
             let watermarks = match &p.source.watermark {
@@ -524,7 +524,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             for f in finished.drain(..) {
                 marks.finish(f, Instant::now());
             }
-            Rows { batch: rows, kinds: None, watermarks }
+            Rows { batch: rows, kinds, watermarks }
         };
         let watermark = marks.tick(Instant::now());
         let late_before = ops.late;
@@ -719,11 +719,14 @@ fn end_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, partitio
 /// The source rows of a batch, every column of the table (physical, metadata, computed); records
 /// that do not decode are skipped and counted, or stop the job.
 /// Also returns the partition of each row.
-fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32>, u64), RunError> {
+fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
     let table = &scan.table;
     let kafka = &table.kafka;
     let mut keep: Vec<bool> = vec![true; batch.len()];
-    // A null value is no row for the json format (a tombstone), and a null for raw.
+    // A null value is no row for the json format (a tombstone), and a null for raw. In an
+    // upsert-kafka table it deletes its key: the row keeps its key columns, its value columns
+    // are not decoded.
+    let tombstones: Vec<bool> = batch.iter().map(|r| kafka.upsert && r.value.is_none()).collect();
     if matches!(kafka.value_format, Format::Json(_) | Format::Csv(_)) {
         for (i, r) in batch.iter().enumerate() {
             if r.value.is_none() {
@@ -767,6 +770,10 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
     let value_names: Vec<String> = value_fields.iter().map(|f| f.name().clone()).collect();
     let value_option = format!("{}{}", if kafka.key_format.is_some() { "value." } else { "" }, kafka.value_format.ignore_option());
     decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), &value_option, &mut keep)?;
+    // Tombstones are rows (deletions), not skipped records; their keys are decoded.
+    for (k, t) in keep.iter_mut().zip(&tombstones) {
+        *k |= *t;
+    }
     if let Some(key_format) = &kafka.key_format {
         let key_columns: Vec<&crate::catalog::Column> = table.columns.iter().filter(|c| matches!(c.source, ColumnSource::Physical { in_key: true, .. })).collect();
         let fields: Vec<Field> = key_columns.iter().map(|c| base_of(&c.name).expect("a base column").as_ref().clone().with_name(c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name))).collect();
@@ -801,7 +808,17 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<(RecordBatch, Vec<i32
     let schema = format::nullable_like(&scan.schema);
     let rows = RecordBatch::try_new(schema, columns).map_err(|e| table_error(&table.name, format!("computed columns do not fit the table: {e}")))?;
     let partitions = batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r.partition).collect();
-    Ok((rows, partitions, skipped))
+    let kinds = kafka.upsert.then(|| Int8Array::from(tombstones.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| if *t { RowKind::Delete as i8 } else { RowKind::Insert as i8 }).collect::<Vec<_>>()));
+    Ok(Decoded { rows, partitions, skipped, kinds })
+}
+
+/// A batch of records decoded: the rows, each row's partition, how many records were skipped,
+/// and for an upsert-kafka table each row's change (an upsert, or a tombstone's deletion).
+struct Decoded {
+    rows: RecordBatch,
+    partitions: Vec<i32>,
+    skipped: u64,
+    kinds: Option<Int8Array>,
 }
 
 fn metadata(key: MetadataKey, batch: &[Raw], topic: &str, t: &DataType) -> ArrayRef {

@@ -641,3 +641,20 @@ pub fn sql_timestamp(ms: i64) -> String {
     };
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{fraction}", rem / 3600, rem % 3600 / 60, rem % 60)
 }
+
+/// One HTTP/1.0 request (the server closes the connection, so the body is whatever follows the
+/// head): (status, body). A connection that fails is an error, for tests that kill servers (and benches).
+pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    s.write_all(format!("{head}\r\n{body}").as_bytes())?;
+    let mut response = String::new();
+    s.read_to_string(&mut response)?;
+    let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
+}
