@@ -842,3 +842,136 @@ CREATE MATERIALIZED VIEW counts AS SELECT item, COUNT(*) AS n, SUM(price) AS tot
     assert!(status.success(), "{}", job_process.output());
     let _ = std::fs::remove_dir_all(&state);
 }
+
+const REGIONS: [&str; 4] = ["eu", "us", "apac", "latam"];
+
+/// Change `i` of the accounts table: an account's new (region, amount), or its deletion.
+fn account_change(i: usize) -> (i64, Option<(&'static str, i64)>) {
+    let id = ((i * 37) % 150) as i64;
+    if i % 11 == 5 {
+        return (id, None);
+    }
+    (id, Some((REGIONS[(i * 7 + i / 13) % 4], ((i * 7919) % 1200) as i64 - 100)))
+}
+
+#[test]
+fn an_upsert_kafka_table_is_read_as_a_changelog_into_aggregates_and_views() {
+    let broker = Broker::start("sql-upsert").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (accounts, totals) = (unique("accounts"), unique("region-totals"));
+    create_topic(&bootstrap, &accounts, 3).unwrap();
+    create_topic(&bootstrap, &totals, 2).unwrap();
+    // 2,000 changes of 150 accounts: upserts and tombstones, each key on one partition.
+    let changes: Vec<(i64, Option<(&str, i64)>)> = (0..2_000).map(account_change).collect();
+    let records: Vec<TestRecord> = changes
+        .iter()
+        .map(|(id, v)| TestRecord {
+            partition: (*id % 3) as i32,
+            offset: 0,
+            key: Some(json!({"id": id}).to_string().into_bytes()),
+            value: v.map(|(region, amount)| json!({"region": region, "amount": amount}).to_string().into_bytes()),
+            headers: vec![],
+            timestamp: None,
+        })
+        .collect();
+    RecordProducer::new(&bootstrap).unwrap().send_all(&accounts, &records).unwrap();
+    // The same changes with the key's field in the value too (Flink's default, 'ALL'): a
+    // tombstone's id still comes from its key.
+    let (accounts_all, rich_ids) = (unique("accounts-all"), unique("rich-ids"));
+    create_topic(&bootstrap, &accounts_all, 3).unwrap();
+    create_topic(&bootstrap, &rich_ids, 1).unwrap();
+    let with_id: Vec<TestRecord> = records
+        .iter()
+        .zip(&changes)
+        .map(|(r, (id, v))| TestRecord { value: v.map(|(region, amount)| json!({"id": id, "region": region, "amount": amount}).to_string().into_bytes()), ..r.clone() })
+        .collect();
+    RecordProducer::new(&bootstrap).unwrap().send_all(&accounts_all, &with_id).unwrap();
+    // The reference: the table's last state, then the queries over it.
+    let mut state: BTreeMap<i64, (&str, i64)> = BTreeMap::new();
+    for (id, v) in &changes {
+        match v {
+            Some(v) => state.insert(*id, *v),
+            None => state.remove(id),
+        };
+    }
+    let mut want_totals: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for (region, amount) in state.values().filter(|(_, a)| *a >= 0) {
+        let e = want_totals.entry(region.to_string()).or_default();
+        e.0 += 1;
+        e.1 += amount;
+    }
+    let want_rich: BTreeMap<i64, (String, i64)> = state.iter().filter(|(_, (_, a))| *a > 800).map(|(id, (r, a))| (*id, (r.to_string(), *a))).collect();
+    assert!(state.len() < 150 && want_rich.len() > 5 && want_totals.len() == 4, "the input deletes and moves accounts: {} live, {} rich", state.len(), want_rich.len());
+
+    let addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let job = format!(
+        "CREATE TABLE accounts (id BIGINT, region STRING, amount BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{accounts}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json',
+      'value.fields-include' = 'EXCEPT_KEY', 'scan.bounded.mode' = 'latest-offset');
+CREATE TABLE region_totals (region STRING, accounts BIGINT, total BIGINT, PRIMARY KEY (region) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{totals}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO region_totals SELECT region, COUNT(*), SUM(amount) FROM accounts WHERE amount >= 0 GROUP BY region;
+CREATE MATERIALIZED VIEW rich WITH ('primary-key' = 'id') AS SELECT id, region, amount FROM accounts WHERE amount > 800;
+CREATE TABLE accounts_all (id BIGINT, region STRING, amount BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{accounts_all}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset');
+CREATE TABLE rich_ids (id BIGINT, amount BIGINT, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{rich_ids}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO rich_ids SELECT id, amount FROM accounts_all WHERE amount > 800;
+"
+    );
+    let file = job_file("sql-upsert", &job);
+    let (code, out, err) = sql(&["explain", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("upserts by [id] as a changelog"), "{out}");
+    let mut process = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap(), "--listen", &addr], &unique("sql-upsert")).unwrap();
+    // The view: the accounts above 800 now, whatever they were before.
+    let rows = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
+        let (status, head, body) = get(&addr, "/api/v1/query/rich/all?limit=1000", &[]);
+        let offsets: i64 = head.lines().find_map(|l| l.strip_prefix("x-ferry-source-offsets: "))?.split(',').map(|p| p.rsplit_once('=').map_or(0, |(_, o)| o.parse::<i64>().unwrap_or(0))).sum();
+        (status == 200 && offsets == 2_000).then(|| serde_json::from_str::<Vec<Value>>(&body).unwrap())
+    })
+    .unwrap_or_else(|| panic!("the view never read all 2,000 changes: {:?}\n{}", get(&addr, "/api/v1/query/rich/all", &[]), process.output()));
+    let got: BTreeMap<i64, (String, i64)> = rows.iter().map(|r| (r["id"].as_i64().unwrap(), (r["region"].as_str().unwrap().to_string(), r["amount"].as_i64().unwrap()))).collect();
+    assert_eq!(got, want_rich, "the view holds the table's current rows that pass the filter");
+
+    // The aggregate: the upsert topic folded by key is the reference's totals (retractions as
+    // accounts moved region, went below 0 or were deleted).
+    let written = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
+        let mut folded: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, &totals, 2) {
+            let key: Value = serde_json::from_slice(r.key.as_ref().expect("upsert records have keys")).unwrap();
+            let region = key["region"].as_str().unwrap().to_string();
+            match &r.value {
+                None => folded.remove(&region),
+                Some(v) => {
+                    let v: Value = serde_json::from_slice(v).unwrap();
+                    folded.insert(region, (v["accounts"].as_i64().unwrap(), v["total"].as_i64().unwrap()))
+                }
+            };
+        }
+        (folded == want_totals).then_some(folded)
+    });
+    assert_eq!(written, Some(want_totals.clone()), "the upsert topic folded by key\n{}", process.output());
+    let want_ids: BTreeMap<i64, i64> = want_rich.iter().map(|(id, (_, a))| (*id, *a)).collect();
+    let ids = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
+        let mut folded: BTreeMap<i64, i64> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, &rich_ids, 1) {
+            let key: Value = serde_json::from_slice(r.key.as_ref().expect("upsert records have keys")).unwrap();
+            let id = key["id"].as_i64().unwrap();
+            match &r.value {
+                None => folded.remove(&id),
+                Some(v) => folded.insert(id, serde_json::from_slice::<Value>(v).unwrap()["amount"].as_i64().unwrap()),
+            };
+        }
+        (folded == want_ids).then_some(folded)
+    });
+    assert_eq!(ids, Some(want_ids), "ids from the key of tombstones, with 'value.fields-include' = 'ALL'\n{}", process.output());
+    let status = process.terminate(std::time::Duration::from_secs(20)).unwrap();
+    assert!(status.success(), "{status:?}\n{}", process.output());
+
+    // What cannot run over a changelog is refused with its place.
+    let bad = job.replace("SELECT region, COUNT(*), SUM(amount) FROM", "SELECT region, COUNT(*), MAX(amount) FROM");
+    let (code, _, err) = sql(&["check", job_file("sql-upsert-bad", &bad).to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(":6:1:") && err.contains("MAX cannot take rows back"), "{err}");
+}

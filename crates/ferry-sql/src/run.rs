@@ -784,6 +784,12 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
     let mut base_columns: Vec<ArrayRef> = Vec::new();
     for (c, f) in table.columns.iter().filter(|c| !matches!(c.source, ColumnSource::Computed(_))).zip(scan.base.fields()) {
         let array: ArrayRef = match &c.source {
+            // A tombstone has no value: a key column that the value also holds comes from its key.
+            ColumnSource::Physical { in_value: true, in_key: true } if tombstones.iter().any(|t| *t) => {
+                let value = decoded.remove(&c.name).unwrap_or_else(|| format::nulls(f.data_type(), n));
+                let key = decoded.remove(&format!("\u{0}key:{}", c.name)).unwrap_or_else(|| format::nulls(f.data_type(), n));
+                arrow::compute::kernels::zip::zip(&arrow::array::BooleanArray::from(tombstones.clone()), &key, &value).map_err(|e| table_error(&table.name, format!("column {}: {e}", c.name)))?
+            }
             ColumnSource::Physical { in_value: true, .. } => decoded.remove(&c.name).unwrap_or_else(|| format::nulls(f.data_type(), n)),
             ColumnSource::Physical { .. } => decoded.remove(&format!("\u{0}key:{}", c.name)).unwrap_or_else(|| format::nulls(f.data_type(), n)),
             ColumnSource::Metadata { key, .. } => metadata(*key, batch, &kafka.topic, f.data_type()),
