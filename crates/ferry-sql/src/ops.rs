@@ -113,6 +113,8 @@ pub enum Step {
     Rank(Box<crate::topn::RankPlan>),
     /// An upsert-kafka table's records (upserts and tombstones by primary key) as a changelog.
     Changelog(Box<crate::changelog::ChangelogPlan>),
+    /// The pipeline's source joined with a second table (always the first step).
+    Join(Box<crate::join::JoinPlan>),
 }
 
 /// `GROUP BY keys` with `aggregates`: output columns are the keys then the aggregates.
@@ -243,6 +245,20 @@ impl std::fmt::Display for Step {
                 let order: Vec<String> = r.order.iter().map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" })).collect();
                 write!(f, "top {} per [{}] by [{}] (a changelog of ranks)", r.limit, keys.join(", "), order.join(", "))
             }
+            Step::Join(j) => {
+                let keys = |s: usize| j.keys[s].iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                let how = match j.interval {
+                    Some(i) => format!("interval join, right time - left time in [{} ms, {} ms]", i.lower, i.upper),
+                    None => format!("regular join{}", j.ttl.map_or(String::new(), |t| format!(", state TTL {} ms", t.as_millis()))),
+                };
+                write!(f, "{:?} join with {} on [{}] = [{}]{} ({how})", j.kind, j.right.table.name, keys(0), keys(1), j.filter.as_ref().map_or(String::new(), |e| format!(" and {e}")))?;
+                for (name, steps) in ["left", "right"].iter().zip(&j.sides) {
+                    for s in steps {
+                        write!(f, "\n      {name}: {s}")?;
+                    }
+                }
+                Ok(())
+            }
             Step::Changelog(c) => {
                 let keys: Vec<&str> = c.key.iter().map(|k| c.schema.field(*k).name().as_str()).collect();
                 write!(f, "upserts by [{}] as a changelog (each key's last row kept)", keys.join(", "))
@@ -259,7 +275,7 @@ impl std::fmt::Display for Step {
 
 /// Whether the steps' output is a changelog (it updates rows already emitted).
 pub fn updating(steps: &[Step]) -> bool {
-    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_) | Step::Changelog(_)))
+    steps.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_none()) || matches!(s, Step::Rank(_) | Step::Changelog(_)) || matches!(s, Step::Join(j) if j.updating()))
 }
 
 /// The running state of a pipeline's steps.
@@ -278,6 +294,7 @@ enum State<'a> {
     TopN(crate::topn::TopN<'a>),
     Session(crate::session::SessionAggregate<'a>),
     Changelog(crate::changelog::Normalize<'a>),
+    Join(Box<crate::join::Join<'a>>),
 }
 
 pub(crate) fn err(e: impl std::fmt::Display) -> String {
@@ -298,6 +315,7 @@ impl<'a> Operators<'a> {
                 Step::Aggregate(a) => State::Group(GroupAggregate::new(a)?),
                 Step::Rank(r) => State::TopN(crate::topn::TopN::new(r)?),
                 Step::Changelog(c) => State::Changelog(crate::changelog::Normalize::new(c)?),
+                Step::Join(j) => State::Join(Box::new(crate::join::Join::new(j)?)),
                 _ => State::None,
             });
         }
@@ -315,33 +333,52 @@ impl<'a> Operators<'a> {
                 State::TopN(t) => t.state_rows(),
                 State::Session(t) => t.state_rows(),
                 State::Changelog(c) => c.state_rows(),
+                State::Join(j) => j.state_rows(),
             })
             .sum()
+    }
+
+    /// Rows a join's state TTL dropped.
+    pub fn expired(&self) -> u64 {
+        self.states.iter().map(|s| if let State::Join(j) = s { j.expired } else { 0 }).sum()
+    }
+
+    /// How many state batches [`Operators::snapshot`] gives (a join: one per side, then its
+    /// branches').
+    pub fn slots(&self) -> usize {
+        self.states.iter().map(|s| if let State::Join(j) = s { 2 + j.branches.iter().map(Operators::slots).sum::<usize>() } else { 1 }).sum()
     }
 
     /// The state of every step (`None` for a stateless one), as batches a checkpoint writes.
     /// The accumulators are rebuilt from the state they gave, so the job goes on unchanged.
     pub fn snapshot(&mut self) -> Result<Vec<Option<RecordBatch>>, String> {
-        self.states
-            .iter_mut()
-            .map(|s| match s {
-                State::None => Ok(None),
-                State::Window(w) => w.snapshot().map(Some),
-                State::Group(g) => g.snapshot().map(Some),
-                State::TopN(t) => t.snapshot().map(Some),
-                State::Session(t) => t.snapshot().map(Some),
-                State::Changelog(c) => c.snapshot().map(Some),
-            })
-            .collect()
+        let mut out = Vec::new();
+        for s in &mut self.states {
+            match s {
+                State::None => out.push(None),
+                State::Window(w) => out.push(Some(w.snapshot()?)),
+                State::Group(g) => out.push(Some(g.snapshot()?)),
+                State::TopN(t) => out.push(Some(t.snapshot()?)),
+                State::Session(t) => out.push(Some(t.snapshot()?)),
+                State::Changelog(c) => out.push(Some(c.snapshot()?)),
+                State::Join(j) => out.extend(j.snapshot()?),
+            }
+        }
+        Ok(out)
     }
 
     /// Puts back what [`Operators::snapshot`] gave (same steps, in order).
     pub fn restore(&mut self, states: Vec<Option<RecordBatch>>) -> Result<(), String> {
-        if states.len() != self.states.len() {
-            return Err(format!("the checkpoint has {} steps, the query {}", states.len(), self.states.len()));
+        if states.len() != self.slots() {
+            return Err(format!("the checkpoint has {} steps, the query {}", states.len(), self.slots()));
         }
-        for (state, batch) in self.states.iter_mut().zip(states) {
-            match (state, batch) {
+        let mut states = states.into_iter();
+        for state in self.states.iter_mut() {
+            if let State::Join(j) = state {
+                j.restore(&mut states)?;
+                continue;
+            }
+            match (state, states.next().flatten()) {
                 (State::None, None) => {}
                 (State::Window(w), Some(b)) => w.restore(&b)?,
                 (State::Group(g), Some(b)) => g.restore(&b)?,
@@ -356,8 +393,26 @@ impl<'a> Operators<'a> {
 
     /// Runs `rows` through every step; `watermark` is the watermark after them (`i64::MAX` at
     /// the end of a bounded input: every window fires).
-    pub fn process(&mut self, mut rows: Rows, watermark: i64) -> Result<Rows, String> {
-        for (step, state) in self.steps.iter().zip(self.states.iter_mut()) {
+    pub fn process(&mut self, rows: Rows, watermark: i64) -> Result<Rows, String> {
+        self.process_side(0, rows, [watermark, watermark])
+    }
+
+    /// Runs rows of source `side` (0: the pipeline's source; 1: the table a join reads) through
+    /// its steps, under each source's watermark (the join and what follows it take the least).
+    pub fn process_side(&mut self, side: usize, mut rows: Rows, watermarks: [i64; 2]) -> Result<Rows, String> {
+        let mut watermark = watermarks[0];
+        let mut start = 0;
+        if let Some(State::Join(j)) = self.states.first_mut() {
+            let late_before = j.branches[side].late + j.late;
+            let branch = j.branches[side].process(rows, watermarks[side])?;
+            watermark = watermarks[0].min(watermarks[1]);
+            rows = j.process(side, &branch, watermark)?;
+            self.late += j.branches[side].late + j.late - late_before;
+            start = 1;
+        } else if side != 0 {
+            return Err("rows of a second source without a join".into());
+        }
+        for (step, state) in self.steps.iter().zip(self.states.iter_mut()).skip(start) {
             rows = match (step, state) {
                 (Step::Filter(e), _) => {
                     let mask = evaluate(e, &rows.batch)?;
@@ -376,6 +431,7 @@ impl<'a> Operators<'a> {
                 (Step::Rank(_), State::TopN(t)) => t.process(&rows)?,
                 (Step::Aggregate(_), State::Session(t)) => t.process(&rows, watermark, &mut self.late)?,
                 (Step::Changelog(_), State::Changelog(c)) => c.process(&rows)?,
+                (Step::Join(_), _) => return Err("a join is the first step of a pipeline".into()),
                 (Step::Aggregate(_) | Step::Rank(_) | Step::Changelog(_), _) => unreachable!("aggregates, ranks and changelogs have their state"),
             };
         }

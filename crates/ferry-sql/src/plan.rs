@@ -114,6 +114,8 @@ pub(crate) struct Provider {
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
     options: ConfigOptions,
+    /// `SET 'table.exec.state.ttl'`: how long a regular join keeps a row it has not seen again.
+    pub(crate) state_ttl: Option<std::time::Duration>,
 }
 
 impl Provider {
@@ -137,7 +139,7 @@ impl Provider {
             // COUNT(*) as COUNT(1).
             Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
         ];
-        Provider { tables: HashMap::new(), views: HashMap::new(), materialized: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default() }
+        Provider { tables: HashMap::new(), views: HashMap::new(), materialized: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default(), state_ttl: None }
     }
 }
 
@@ -316,6 +318,7 @@ fn plan_as(script: &Script, sample: bool) -> Result<Job> {
             match key.as_str() {
                 "table.exec.source.idle-timeout" => idle_timeout = Some(duration()?),
                 "execution.checkpointing.interval" => checkpoint_interval = Some(duration()?).filter(|d| !d.is_zero()),
+                "table.exec.state.ttl" => provider.state_ttl = Some(duration()?).filter(|d| !d.is_zero()),
                 _ => {}
             }
         }
@@ -696,6 +699,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             Ok(source)
         }
         LogicalPlan::SubqueryAlias(a) => translate(provider, &a.input, pos, props, steps),
+        LogicalPlan::Join(j) => crate::plan_join::join(provider, j, pos, props, steps),
         other => {
             let what = match other {
                 LogicalPlan::Join(_) => "joins",
@@ -743,6 +747,9 @@ fn window(provider: &Provider, tvf: &WindowTvf, pos: Pos, props: &ExecutionProps
     };
     if crate::ops::updating(steps) {
         return fail(tvf.table_pos, format!("a window over {}, an updating result (a changelog): window table functions take appended rows only, as in Flink", tvf.table));
+    }
+    if steps.iter().any(|s| matches!(s, Step::Join(_))) {
+        return fail(tvf.table_pos, format!("a window over {}, a join: not supported yet", tvf.table));
     }
     let Ok(time) = input.index_of(&tvf.time_column) else {
         return fail(tvf.time_pos, format!("{} has no column {}", tvf.table, tvf.time_column));
