@@ -25,8 +25,28 @@ pub struct Meta {
     /// Per partition, its watermark; and the pipeline's.
     pub watermarks: BTreeMap<i32, i64>,
     pub watermark: i64,
+    /// The same for the table a join reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<SourceMeta>,
     /// When it was written (ms since the epoch).
     pub written_ms: i64,
+}
+
+/// Where a source table was: per partition the next offset to read and its watermark.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SourceMeta {
+    pub topic: String,
+    pub offsets: BTreeMap<i32, i64>,
+    pub watermarks: BTreeMap<i32, i64>,
+    pub watermark: i64,
+}
+
+impl Meta {
+    /// Each source's position: the pipeline's source, then the joined table's.
+    pub fn sources(&self) -> Vec<SourceMeta> {
+        let first = SourceMeta { topic: self.topic.clone(), offsets: self.offsets.clone(), watermarks: self.watermarks.clone(), watermark: self.watermark };
+        std::iter::once(first).chain(self.joined.clone()).collect()
+    }
 }
 
 /// A checkpoint read back.

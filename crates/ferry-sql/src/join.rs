@@ -145,6 +145,8 @@ impl<'a> Join<'a> {
         let plan = self.plan;
         let other = 1 - side;
         let mut out = Out::default();
+        // What has expired is never joined (Flink's state TTL never returns an expired row).
+        self.expire(watermark, &mut out);
         if rows.num_rows() > 0 {
             let batch = &rows.batch;
             let key_columns = plan.keys[side].iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
@@ -485,6 +487,20 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
         assert_eq!(ops.late, 1);
         assert_eq!(text(&ops.process_side(1, payments(&[]), [i64::MAX, i64::MAX]).unwrap()), ["+I 3,"]);
         assert_eq!(ops.state_rows(), 0);
+    }
+
+    #[test]
+    fn a_regular_join_forgets_rows_past_the_state_ttl() {
+        let sql = format!("{TABLES}SET 'table.exec.state.ttl' = '50 ms';\n{}INSERT INTO out SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name;", sink("id BIGINT, tier STRING"));
+        let job = plan_script(&sql).unwrap();
+        let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
+        let w = [i64::MIN, i64::MIN];
+        ops.process_side(1, customers(&[("ann", "gold")]), w).unwrap();
+        assert_eq!(text(&ops.process_side(0, orders(&[(1, "ann", 0)]), w).unwrap()), ["+I 1,gold"]);
+        std::thread::sleep(std::time::Duration::from_millis(120));
+        assert!(text(&ops.process_side(0, orders(&[(2, "ann", 0)]), w).unwrap()).is_empty(), "the customer expired");
+        assert_eq!(ops.expired(), 2, "the customer and order 1");
+        assert_eq!(ops.state_rows(), 1);
     }
 
     #[test]

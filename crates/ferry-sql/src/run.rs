@@ -51,8 +51,11 @@ pub struct PipelineStats {
     pub records_in: u64,
     pub records_out: u64,
     pub skipped: u64,
-    /// Records dropped because every window they belong to had fired.
+    /// Records dropped because every window they belong to had fired (or, in an interval
+    /// join, every partner they could have had had left the state).
     pub late: u64,
+    /// Rows a join's state TTL dropped.
+    pub expired: u64,
 }
 
 /// Runs every pipeline until all bounded sources are read or `cancel`; the first failure stops
@@ -285,7 +288,7 @@ impl<'a> Output<'a> {
 
     /// Writes `rows`; with `progress` (the watermark and the source offsets they reflect) a view
     /// records how fresh it is.
-    fn write(&mut self, p: &Pipeline, rows: &Rows, watermark: i64, offsets: &HashMap<i32, i64>) -> Result<u64, RunError> {
+    fn write(&mut self, p: &Pipeline, rows: &Rows, watermark: i64, readers: &[Reader<'_>]) -> Result<u64, RunError> {
         match self {
             Output::Kafka { producer, partitions, round_robin, .. } => write(p, producer, rows, round_robin, *partitions),
             Output::Print { limit, printed, cancel } => {
@@ -313,9 +316,10 @@ impl<'a> Output<'a> {
                 t.apply(rows, now).map_err(|message| RunError::Operator { line: p.pos.line, message })?;
                 t.expire(now);
                 t.watermark = (watermark > i64::MIN).then_some(watermark);
-                let topic = &p.source.table.kafka.topic;
-                for (partition, offset) in offsets {
-                    t.offsets.insert((topic.clone(), *partition), *offset);
+                for r in readers {
+                    for (partition, offset) in &r.next {
+                        t.offsets.insert((r.kafka().topic.clone(), *partition), *offset);
+                    }
                 }
                 Ok(rows.num_rows() as u64)
             }
@@ -354,26 +358,170 @@ impl<'a> Output<'a> {
     }
 }
 
-fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
-    let source = &p.source.table;
-    let kafka = &source.kafka;
-    let name = source.name.as_str();
-    let group = kafka.group_id.clone().unwrap_or_else(|| format!("ferry-sql-{}", std::process::id()));
-    let consumer: BaseConsumer = client_config(kafka)
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "error")
-        .create()
-        .map_err(|e| table_error(name, format!("cannot create a consumer for {}: {e}", bootstrap(kafka))))?;
-    let metadata = consumer
-        .fetch_metadata(Some(&kafka.topic), Duration::from_secs(30))
-        .map_err(|e| table_error(name, format!("cannot read topic {} on {}: {e}", kafka.topic, bootstrap(kafka))))?;
-    let partitions: Vec<i32> = metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
-    if partitions.is_empty() {
-        return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
+/// One source table of a pipeline being read: its consumer and, per partition, where it is.
+struct Reader<'a> {
+    scan: &'a ScanTable,
+    group: String,
+    consumer: BaseConsumer,
+    partitions: Vec<i32>,
+    /// For a bounded table, each partition's end (exclusive).
+    ends: Option<HashMap<i32, i64>>,
+    done: HashMap<i32, bool>,
+    marks: Watermarks,
+    /// The next offset to read, per partition read from.
+    next: HashMap<i32, i64>,
+    /// Partitions read to their end in the batch being read.
+    finished: Vec<i32>,
+}
+
+impl<'a> Reader<'a> {
+    fn name(&self) -> &str {
+        &self.scan.table.name
     }
+
+    fn kafka(&self) -> &KafkaTable {
+        &self.scan.table.kafka
+    }
+
+    /// The table's consumer and its topic's partitions.
+    fn connect(scan: &'a ScanTable, idle: Option<Duration>) -> Result<Reader<'a>, RunError> {
+        let (name, kafka) = (scan.table.name.as_str(), &scan.table.kafka);
+        let group = kafka.group_id.clone().unwrap_or_else(|| format!("ferry-sql-{}", std::process::id()));
+        let consumer: BaseConsumer = client_config(kafka)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .set("auto.offset.reset", "error")
+            .create()
+            .map_err(|e| table_error(name, format!("cannot create a consumer for {}: {e}", bootstrap(kafka))))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&kafka.topic), Duration::from_secs(30))
+            .map_err(|e| table_error(name, format!("cannot read topic {} on {}: {e}", kafka.topic, bootstrap(kafka))))?;
+        let partitions: Vec<i32> = metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
+        if partitions.is_empty() {
+            return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
+        }
+        let marks = Watermarks::new(&partitions, idle, Instant::now());
+        Ok(Reader { scan, group, consumer, partitions, ends: None, done: HashMap::new(), marks, next: HashMap::new(), finished: Vec::new() })
+    }
+
+    /// Assigns the partitions: from a checkpoint's offsets where it has them (and its
+    /// watermarks), as the table says elsewhere.
+    fn start(&mut self, restored: Option<&checkpoint::SourceMeta>) -> Result<(), RunError> {
+        let (name, kafka) = (self.scan.table.name.clone(), &self.scan.table.kafka);
+        let fresh: Vec<i32> = self.partitions.iter().copied().filter(|q| !restored.is_some_and(|c| c.offsets.contains_key(q))).collect();
+        let mut starts = if fresh.is_empty() { HashMap::new() } else { start_offsets(&self.consumer, kafka, &name, &self.group, &fresh)? };
+        if let Some(c) = restored {
+            for (partition, offset) in &c.offsets {
+                if self.partitions.contains(partition) {
+                    starts.insert(*partition, Offset::Offset(*offset));
+                    self.next.insert(*partition, *offset);
+                }
+            }
+            self.marks.restore(&c.watermarks.iter().map(|(q, w)| (*q, *w)).collect::<Vec<_>>(), c.watermark);
+        }
+        self.ends = end_offsets(&self.consumer, kafka, &name, &self.partitions)?;
+        let mut tpl = TopicPartitionList::new();
+        for (partition, offset) in &starts {
+            tpl.add_partition_offset(&kafka.topic, *partition, *offset).map_err(|e| table_error(&name, e.to_string()))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| table_error(&name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
+        let ends = &self.ends;
+        self.done = self.partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
+        for (partition, d) in &self.done {
+            if *d {
+                self.marks.finish(*partition, Instant::now());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a bounded table has been read to its end.
+    fn complete(&self) -> bool {
+        self.ends.is_some() && self.done.values().all(|d| *d)
+    }
+
+    /// Records until `BATCH_RECORDS` or `wait` has passed.
+    fn poll(&mut self, wait: Duration) -> Vec<Raw> {
+        let mut batch = Vec::new();
+        let started = Instant::now();
+        while batch.len() < BATCH_RECORDS && started.elapsed() < wait && !self.complete() {
+            match self.consumer.poll(Duration::from_millis(10)) {
+                None => {}
+                Some(Ok(m)) => {
+                    if let Some(end) = self.ends.as_ref().and_then(|e| e.get(&m.partition())) {
+                        if m.offset() >= *end {
+                            if self.done.insert(m.partition(), true) == Some(false) {
+                                self.finished.push(m.partition());
+                            }
+                            continue;
+                        }
+                        if m.offset() + 1 >= *end && self.done.insert(m.partition(), true) == Some(false) {
+                            self.finished.push(m.partition());
+                        }
+                    }
+                    batch.push(Raw::from(&m));
+                }
+                Some(Err(e)) => warn!(table = %self.scan.table.name, topic = %self.scan.table.kafka.topic, error = %e, "source consumer error (librdkafka retries)"),
+            }
+        }
+        for r in &batch {
+            self.next.insert(r.partition, r.offset + 1);
+        }
+        batch
+    }
+
+    /// Partitions read to their end count as +∞ for the watermark.
+    fn finish_partitions(&mut self) {
+        for f in self.finished.drain(..) {
+            self.marks.finish(f, Instant::now());
+        }
+    }
+
+    /// The rows of a batch, each with the watermark it arrived under.
+    fn rows(&mut self, batch: &[Raw]) -> Result<(Rows, u64), RunError> {
+        let Decoded { rows, partitions, skipped, kinds } = decode_batch(self.scan, batch)?;
+        let watermarks = match &self.scan.watermark {
+            Some((_, expr)) => {
+                let name = &self.scan.table.name;
+                let values = expr.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
+                let values = arrow::compute::cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
+                let values = values.as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default();
+                Some(Int64Array::from(self.marks.observe(&partitions, &values, Instant::now())))
+            }
+            None => None,
+        };
+        self.finish_partitions();
+        Ok((Rows { batch: rows, kinds, watermarks }, skipped))
+    }
+
+    fn no_rows(&self) -> Rows {
+        Rows::new(RecordBatch::new_empty(format::nullable_like(&self.scan.schema)))
+    }
+
+    fn meta(&self) -> checkpoint::SourceMeta {
+        let (parts, watermark) = self.marks.snapshot();
+        checkpoint::SourceMeta { topic: self.scan.table.kafka.topic.clone(), offsets: self.next.iter().map(|(q, o)| (*q, *o)).collect(), watermarks: parts.into_iter().collect(), watermark }
+    }
+
+    fn commit(&self, mode: CommitMode, failure: &str) {
+        if self.kafka().group_id.is_some() && !self.next.is_empty() {
+            commit_offsets(&self.consumer, &self.kafka().topic, &self.next, mode, self.name(), &self.group, failure);
+        }
+    }
+}
+
+fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
+    let name = p.source.table.name.as_str();
+    // The pipeline's source, and the table a join reads.
+    let mut readers = vec![Reader::connect(&p.source, idle_timeout(p))?];
+    if let Some(Step::Join(j)) = p.steps.first() {
+        readers.push(Reader::connect(&j.right, idle_timeout(p))?);
+    }
+    let line = p.pos.line;
+    let operator_error = |message: String| RunError::Operator { line, message };
+    let mut ops = Operators::new(&p.steps).map_err(operator_error)?;
     // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
     let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
     let mut output = Output::open(p, &options.views, options.sample_limit, checkpoints.as_deref(), cancel)?;
@@ -381,61 +529,38 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         // An exactly-once sink: the checkpoint its committed results match (a later one was
         // written but its transaction never committed).
         (Some(dir), Some(committed)) => match committed {
-            Some(n) => Some(checkpoint::read(dir, n, p.steps.len()).map_err(|m| table_error(name, m))?.ok_or_else(|| table_error(name, format!("the sink committed checkpoint {n}, which {} does not hold", dir.display())))?),
+            Some(n) => Some(checkpoint::read(dir, n, ops.slots()).map_err(|m| table_error(name, m))?.ok_or_else(|| table_error(name, format!("the sink committed checkpoint {n}, which {} does not hold", dir.display())))?),
             None => None,
         },
-        (Some(dir), None) => checkpoint::read_latest(dir, p.steps.len()).map_err(|m| table_error(name, m))?,
+        (Some(dir), None) => checkpoint::read_latest(dir, ops.slots()).map_err(|m| table_error(name, m))?,
         (None, _) => None,
     }
-    .filter(|c| c.meta.topic == kafka.topic);
-    let fresh: Vec<i32> = partitions.iter().copied().filter(|q| !restored.as_ref().is_some_and(|c| c.meta.offsets.contains_key(q))).collect();
-    let mut starts = if fresh.is_empty() { HashMap::new() } else { start_offsets(&consumer, kafka, name, &group, &fresh)? };
-    if let Some(c) = &restored {
-        for (partition, offset) in &c.meta.offsets {
-            if partitions.contains(partition) {
-                starts.insert(*partition, Offset::Offset(*offset));
-            }
-        }
+    .filter(|c| c.meta.sources().iter().map(|s| s.topic.as_str()).eq(readers.iter().map(|r| r.kafka().topic.as_str())));
+    for (k, reader) in readers.iter_mut().enumerate() {
+        let meta = restored.as_ref().map(|c| c.meta.sources());
+        reader.start(meta.as_ref().and_then(|m| m.get(k)))?;
     }
-    let ends = end_offsets(&consumer, kafka, name, &partitions)?;
-    let mut tpl = TopicPartitionList::new();
-    for (partition, offset) in &starts {
-        tpl.add_partition_offset(&kafka.topic, *partition, *offset).map_err(|e| table_error(name, e.to_string()))?;
-    }
-    consumer.assign(&tpl).map_err(|e| table_error(name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
 
     let sink_name = p.sink.name().to_string();
-    info!(source = %name, topic = %kafka.topic, sink = %sink_name, partitions = partitions.len(), bounded = ends.is_some(), "pipeline running");
+    let sources: Vec<&str> = readers.iter().map(|r| r.kafka().topic.as_str()).collect();
+    info!(source = %name, topics = ?sources, sink = %sink_name, partitions = readers.iter().map(|r| r.partitions.len()).sum::<usize>(), bounded = readers.iter().all(|r| r.ends.is_some()), "pipeline running");
 
     let labels = [("source", name.to_string()), ("sink", sink_name.clone())];
     let records_in = counter!("ferry_sql_records_in_total", &labels);
     let records_out = counter!("ferry_sql_records_out_total", &labels);
     let skipped = counter!("ferry_sql_records_skipped_total", &labels);
     let late = counter!("ferry_sql_late_records_total", &labels);
+    let expired = counter!("ferry_sql_state_expired_rows_total", &labels);
     let state_rows = gauge!("ferry_sql_state_rows", &labels);
     let watermark_lag = gauge!("ferry_sql_watermark_lag_seconds", &labels);
-    let line = p.pos.line;
-    let operator_error = |message: String| RunError::Operator { line, message };
-    let no_rows = || Rows::new(RecordBatch::new_empty(format::nullable_like(&p.source.schema)));
-    let mut ops = Operators::new(&p.steps).map_err(operator_error)?;
     // Until checkpoints keep state with the offsets, a pipeline with state commits its source
     // offsets only once a bounded input has been read and every result written: a restart
     // replays what the lost state held (at least once), never skips it.
-    let stateful = p.steps.iter().any(|s| matches!(s, Step::Aggregate(_) | Step::Changelog(_)));
+    let stateful = p.steps.iter().any(|s| matches!(s, Step::Aggregate(_) | Step::Changelog(_) | Step::Join(_)));
     let mut stats = PipelineStats::default();
-    let mut done: HashMap<i32, bool> = partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
-    let mut marks = Watermarks::new(&partitions, idle_timeout(p), Instant::now());
-    for (partition, d) in &done {
-        if *d {
-            marks.finish(*partition, Instant::now());
-        }
-    }
-    let mut next: HashMap<i32, i64> = HashMap::new();
     let mut checkpoint_number = 0;
     if let Some(c) = restored {
-        next.extend(c.meta.offsets.iter().filter(|(q, _)| partitions.contains(q)).map(|(q, o)| (*q, *o)));
         ops.restore(c.steps).map_err(|m| operator_error(format!("checkpoint {}: {m}", c.number)))?;
-        marks.restore(&c.meta.watermarks.iter().map(|(q, w)| (*q, *w)).collect::<Vec<_>>(), c.meta.watermark);
         if let (Output::View(table), Some(rows)) = (&output, &c.view) {
             table.write().unwrap_or_else(std::sync::PoisonError::into_inner).restore(rows).map_err(|m| operator_error(format!("checkpoint {}: {m}", c.number)))?;
         }
@@ -450,139 +575,107 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
         () => {
             if let Some(dir) = checkpoints.as_deref().filter(|_| changed && last_checkpoint.elapsed() >= interval) {
                 checkpoint_number += 1;
-                take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+                take_checkpoint(dir, checkpoint_number, &mut ops, &output, &readers).map_err(|m| table_error(name, m))?;
                 output.checkpointed(checkpoint_number)?;
                 last_checkpoint = Instant::now();
                 changed = false;
-                if kafka.group_id.is_some() {
-                    commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group, "cannot commit the source offsets (retried at the next checkpoint)");
+                for r in &readers {
+                    r.commit(CommitMode::Async, "cannot commit the source offsets (retried at the next checkpoint)");
                 }
             }
         };
     }
+    // Each source's watermark: the join and what follows it take the least.
+    let watermarks = |readers: &mut Vec<Reader<'_>>| -> [i64; 2] {
+        let now = Instant::now();
+        let first = readers[0].marks.tick(now);
+        [first, readers.get_mut(1).map_or(first, |r| r.marks.tick(now))]
+    };
     let mut fired_under = i64::MIN;
-    let mut finished = Vec::new();
+    let wait = BATCH_WAIT / readers.len() as u32;
     loop {
-        if ends.is_some() && done.values().all(|d| *d) {
+        if readers.iter().all(Reader::complete) || cancel.is_cancelled() {
             break;
         }
-        if cancel.is_cancelled() {
-            break;
-        }
-        let mut batch = Vec::new();
-        let started = Instant::now();
-        while batch.len() < BATCH_RECORDS && started.elapsed() < BATCH_WAIT {
-            match consumer.poll(Duration::from_millis(10)) {
-                None => {}
-                Some(Ok(m)) => {
-                    if let Some(end) = ends.as_ref().and_then(|e| e.get(&m.partition())) {
-                        if m.offset() >= *end {
-                            if done.insert(m.partition(), true) == Some(false) {
-                                finished.push(m.partition());
-                            }
-                            continue;
-                        }
-                        if m.offset() + 1 >= *end && done.insert(m.partition(), true) == Some(false) {
-                            finished.push(m.partition());
-                        }
-                    }
-                    batch.push(Raw::from(&m));
+        for k in 0..readers.len() {
+            let batch = readers[k].poll(wait);
+            let rows = if batch.is_empty() {
+                readers[k].finish_partitions();
+                let marks = watermarks(&mut readers);
+                // Nothing read: only a watermark that moved (an idle or finished partition) has
+                // work for a window aggregate or an interval join.
+                if !stateful || marks[0].min(marks[1]) <= fired_under {
+                    continue;
                 }
-                Some(Err(e)) => warn!(table = %name, topic = %kafka.topic, error = %e, "source consumer error (librdkafka retries)"),
-            }
-        }
-        let rows = if batch.is_empty() {
-            for f in finished.drain(..) {
-                marks.finish(f, Instant::now());
-            }
-            // Nothing read: only a watermark that moved (an idle or finished partition) has
-            // work for a window aggregate.
-            if !stateful || marks.tick(Instant::now()) <= fired_under {
-                // Idle: what the last batches changed is checkpointed on time all the same.
-                checkpoint_if_due!();
-                continue;
-            }
-            no_rows()
-        } else {
-            stats.records_in += batch.len() as u64;
-            records_in.increment(batch.len() as u64);
-            for r in &batch {
-                next.insert(r.partition, r.offset + 1);
-            }
-            let Decoded { rows, partitions: partitions_of_rows, skipped: skipped_now, kinds } = decode_batch(&p.source, &batch)?;
-            stats.skipped += skipped_now;
-            skipped.increment(skipped_now);
-            let watermarks = match &p.source.watermark {
-                Some((_, expr)) => {
-                    let values = expr.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
-                    let values = arrow::compute::cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
-                    let values = values.as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default();
-                    Some(Int64Array::from(marks.observe(&partitions_of_rows, &values, Instant::now())))
-                }
-                None => None,
+                readers[k].no_rows()
+            } else {
+                stats.records_in += batch.len() as u64;
+                records_in.increment(batch.len() as u64);
+                let (rows, skipped_now) = readers[k].rows(&batch)?;
+                stats.skipped += skipped_now;
+                skipped.increment(skipped_now);
+                rows
             };
-            for f in finished.drain(..) {
-                marks.finish(f, Instant::now());
+            let marks = watermarks(&mut readers);
+            let watermark = marks[0].min(marks[1]);
+            let (late_before, expired_before) = (ops.late, ops.expired());
+            let out = ops.process_side(k, rows, marks).map_err(operator_error)?;
+            fired_under = watermark;
+            stats.late += ops.late - late_before;
+            late.increment(ops.late - late_before);
+            stats.expired += ops.expired() - expired_before;
+            expired.increment(ops.expired() - expired_before);
+            state_rows.set(ops.state_rows() as f64);
+            if watermark > i64::MIN && watermark < i64::MAX {
+                watermark_lag.set((now_ms() - watermark) as f64 / 1000.0);
             }
-            Rows { batch: rows, kinds, watermarks }
-        };
-        let watermark = marks.tick(Instant::now());
-        let late_before = ops.late;
-        let out = ops.process(rows, watermark).map_err(operator_error)?;
-        fired_under = watermark;
-        stats.late += ops.late - late_before;
-        late.increment(ops.late - late_before);
-        state_rows.set(ops.state_rows() as f64);
-        if watermark > i64::MIN && watermark < i64::MAX {
-            watermark_lag.set((now_ms() - watermark) as f64 / 1000.0);
+            let written = output.write(p, &out, watermark, &readers)?;
+            stats.records_out += written;
+            records_out.increment(written);
+            output.acknowledge()?;
+            changed = true;
+            if !stateful {
+                readers[k].commit(CommitMode::Async, "cannot commit the source offsets (retried with the next batch)");
+            }
         }
-        let written = output.write(p, &out, watermark, &next)?;
-        stats.records_out += written;
-        records_out.increment(written);
-        output.acknowledge()?;
-        changed = true;
+        // Idle or not: what the last batches changed is checkpointed on time.
         checkpoint_if_due!();
-        if kafka.group_id.is_some() && !stateful {
-            commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Async, name, &group, "cannot commit the source offsets (retried with the next batch)");
-        }
     }
-    let completed = ends.is_some() && done.values().all(|d| *d) && !cancel.is_cancelled();
+    let completed = readers.iter().all(Reader::complete) && !cancel.is_cancelled();
     if completed && stateful {
-        // The end of a bounded input: every window fires.
-        let out = ops.process(no_rows(), i64::MAX).map_err(operator_error)?;
-        let written = output.write(p, &out, i64::MAX, &next)?;
-        stats.records_out += written;
-        records_out.increment(written);
+        // The end of a bounded input: every window fires, every interval join row leaves.
+        for k in 0..readers.len() {
+            let out = ops.process_side(k, readers[k].no_rows(), [i64::MAX, i64::MAX]).map_err(operator_error)?;
+            let written = output.write(p, &out, i64::MAX, &readers)?;
+            stats.records_out += written;
+            records_out.increment(written);
+        }
         output.acknowledge()?;
     }
     if let Some(dir) = checkpoints.as_deref() {
         checkpoint_number += 1;
-        take_checkpoint(dir, checkpoint_number, p, &mut ops, &output, &marks, &next).map_err(|m| table_error(name, m))?;
+        take_checkpoint(dir, checkpoint_number, &mut ops, &output, &readers).map_err(|m| table_error(name, m))?;
         output.checkpointed(checkpoint_number)?;
     }
-    if kafka.group_id.is_some() && !next.is_empty() && (!stateful || completed || checkpoints.is_some()) {
-        commit_offsets(&consumer, &kafka.topic, &next, CommitMode::Sync, name, &group, "cannot commit the source offsets at the end");
+    if !stateful || completed || checkpoints.is_some() {
+        for r in &readers {
+            r.commit(CommitMode::Sync, "cannot commit the source offsets at the end");
+        }
     }
-    info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, "pipeline finished");
+    info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, expired = stats.expired, "pipeline finished");
     Ok(stats)
 }
 
 /// Writes checkpoint `number`: the offsets after everything written (and acknowledged), the
 /// watermarks, the operators' state and the view's rows.
-fn take_checkpoint(dir: &std::path::Path, number: u64, p: &Pipeline, ops: &mut Operators<'_>, output: &Output<'_>, marks: &Watermarks, next: &HashMap<i32, i64>) -> Result<(), String> {
+fn take_checkpoint(dir: &std::path::Path, number: u64, ops: &mut Operators<'_>, output: &Output<'_>, readers: &[Reader<'_>]) -> Result<(), String> {
     let steps = ops.snapshot()?;
     let view = match output {
         Output::View(t) => Some(t.read().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot()?),
         _ => None,
     };
-    let (parts, watermark) = marks.snapshot();
-    let meta = checkpoint::Meta {
-        topic: p.source.table.kafka.topic.clone(),
-        offsets: next.iter().map(|(q, o)| (*q, *o)).collect(),
-        watermarks: parts.into_iter().collect(),
-        watermark,
-        written_ms: now_ms(),
-    };
+    let first = readers[0].meta();
+    let meta = checkpoint::Meta { topic: first.topic, offsets: first.offsets, watermarks: first.watermarks, watermark: first.watermark, joined: readers.get(1).map(Reader::meta), written_ms: now_ms() };
     checkpoint::write(dir, number, &meta, &steps, view.as_ref())?;
     tracing::debug!(dir = %dir.display(), number, state_rows = ops.state_rows(), "checkpoint written");
     Ok(())
