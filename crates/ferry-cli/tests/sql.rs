@@ -975,3 +975,108 @@ INSERT INTO rich_ids SELECT id, amount FROM accounts_all WHERE amount > 800;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(":6:1:") && err.contains("MAX cannot take rows back"), "{err}");
 }
+
+const TIERS: [&str; 3] = ["gold", "silver", "bronze"];
+
+/// Order `i`: customer, event time. Customers c0..c29 exist, c30..c39 do not.
+fn join_order(i: usize) -> (String, i64) {
+    (format!("c{}", i % 40), 1_700_000_000_000 + i as i64 * 100)
+}
+
+/// The payment of order `i`, if it is paid: its time (0 to 12 s after the order).
+fn payment(i: usize) -> Option<i64> {
+    (i % 3 != 0).then(|| join_order(i).1 + (i % 7) as i64 * 2_000)
+}
+
+#[test]
+fn regular_and_interval_joins_write_what_an_independent_reference_computes() {
+    let broker = Broker::start("sql-join").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (orders, customers, payments) = (unique("orders"), unique("customers"), unique("payments"));
+    let (enriched, paid, unpaid) = (unique("enriched"), unique("paid"), unique("unpaid"));
+    for (topic, partitions) in [(&orders, 2), (&customers, 1), (&payments, 2), (&enriched, 2), (&paid, 2), (&unpaid, 1)] {
+        create_topic(&bootstrap, topic, partitions).unwrap();
+    }
+    let n = 600;
+    let json_record = |partition: i32, value: Value| TestRecord { partition, offset: 0, key: None, value: Some(value.to_string().into_bytes()), headers: vec![], timestamp: None };
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+    producer.send_all(&orders, &(0..n).map(|i| json_record((i % 2) as i32, json!({"id": i, "customer": join_order(i).0, "ts": format_ts(join_order(i).1)}))).collect::<Vec<_>>()).unwrap();
+    producer.send_all(&customers, &(0..30).map(|c| json_record(0, json!({"name": format!("c{c}"), "tier": TIERS[c % 3]}))).collect::<Vec<_>>()).unwrap();
+    // Payments in time order on each partition (so none is late).
+    let mut pays: Vec<(i64, usize)> = (0..n).filter_map(|i| payment(i).map(|t| (t, i))).collect();
+    pays.sort();
+    producer.send_all(&payments, &pays.iter().map(|(t, i)| json_record((i % 2) as i32, json!({"order_id": i, "paid": format_ts(*t)}))).collect::<Vec<_>>()).unwrap();
+
+    let source = |name: &str, topic: &str, columns: &str| {
+        format!("CREATE TABLE {name} ({columns}) WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n")
+    };
+    let job = format!(
+        "{}{}{}CREATE TABLE enriched (id BIGINT, customer STRING, tier STRING, PRIMARY KEY (id) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{enriched}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+CREATE TABLE paid (id BIGINT, paid TIMESTAMP(3)) WITH ('connector' = 'kafka', 'topic' = '{paid}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+CREATE TABLE unpaid (id BIGINT) WITH ('connector' = 'kafka', 'topic' = '{unpaid}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+INSERT INTO enriched SELECT o.id, o.customer, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name;
+INSERT INTO paid SELECT o.id, p.paid FROM orders o JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND;
+INSERT INTO unpaid SELECT o.id FROM orders o LEFT JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND WHERE p.order_id IS NULL;
+",
+        source("orders", &orders, "id BIGINT, customer STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND"),
+        source("customers", &customers, "name STRING, tier STRING"),
+        source("payments", &payments, "order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS paid - INTERVAL '1' SECOND"),
+    );
+    let file = job_file("sql-join", &job);
+    let (code, out, err) = sql(&["explain", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Left join with customers") && out.contains("interval join, right time - left time in [0 ms, 10000 ms]"), "{out}");
+    let out = Command::new(common::ferry()).args(["sql", "run", file.to_str().unwrap()]).output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(late_reported(&log, "paid") + late_reported(&log, "unpaid"), 0, "payments come in time order: none is late\n{log}");
+
+    // LEFT JOIN: every order, with its customer's tier or none; padded rows taken back.
+    let mut folded: BTreeMap<i64, Value> = BTreeMap::new();
+    for r in read_to_end(&bootstrap, &enriched, 2) {
+        let key: Value = serde_json::from_slice(r.key.as_ref().expect("upsert records have keys")).unwrap();
+        let id = key["id"].as_i64().unwrap();
+        match &r.value {
+            None => folded.remove(&id),
+            Some(v) => folded.insert(id, serde_json::from_slice::<Value>(v).unwrap()["tier"].clone()),
+        };
+    }
+    let want: BTreeMap<i64, Value> = (0..n).map(|i| (i as i64, if i % 40 < 30 { json!(TIERS[(i % 40) % 3]) } else { Value::Null })).collect();
+    assert_eq!(folded, want, "the upsert topic folded by order id");
+
+    // Interval join: each order paid within 10 s, once.
+    let mut got: Vec<(i64, String)> = read_to_end(&bootstrap, &paid, 2)
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            (v["id"].as_i64().unwrap(), v["paid"].as_str().unwrap().to_string())
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(i64, String)> = (0..n).filter(|i| i % 3 != 0 && i % 7 <= 5).map(|i| (i as i64, format_ts(payment(i).unwrap()))).collect();
+    assert_eq!(got, want, "paid within the interval, each once");
+    let paid_count = want.len();
+    // The outer interval join writes an order without a payment in time when it leaves the state.
+    let mut got: Vec<i64> = read_to_end(&bootstrap, &unpaid, 1).iter().map(|r| serde_json::from_slice::<Value>(r.value.as_ref().unwrap()).unwrap()["id"].as_i64().unwrap()).collect();
+    got.sort();
+    let want: Vec<i64> = (0..n).filter(|i| i % 3 == 0 || i % 7 == 6).map(|i| i as i64).collect();
+    assert_eq!(got, want, "orders not paid within 10 s, each once");
+
+    // With --state-dir, a second run resumes both tables from the checkpoint: nothing is read or
+    // written again.
+    let state = std::env::temp_dir().join(unique("sql-join-state"));
+    let only_paid: String = job.lines().filter(|l| !l.starts_with("INSERT INTO enriched") && !l.starts_with("INSERT INTO unpaid")).map(|l| format!("{l}\n")).collect();
+    let file = job_file("sql-join-state", &only_paid);
+    let run = || {
+        let out = Command::new(common::ferry()).args(["sql", "run", file.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]).output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{log}");
+        log
+    };
+    let first = run();
+    assert!(first.contains(&format!("records_in=1000 records_out={paid_count}")), "{first}");
+    let second = run();
+    assert!(second.contains("resumed from a checkpoint") && second.contains("records_in=0 records_out=0"), "{second}");
+    assert_eq!(read_to_end(&bootstrap, &paid, 2).len(), 2 * paid_count, "the first run wrote each payment once more, the second nothing");
+}

@@ -9,8 +9,9 @@
 //! - **Interval joins** (the condition also bounds one side's time attribute by the other's, e.g.
 //!   `b.ts BETWEEN a.ts - INTERVAL '5' SECOND AND a.ts`): a row is kept only while the watermark
 //!   lets a partner still come, so state stays bounded; the output is appended rows (+I); an outer
-//!   side's unmatched row is emitted padded when it leaves the state. A row that arrives after
-//!   every partner it could have had has left the state is late: dropped and counted.
+//!   side's unmatched row is emitted padded when it leaves the state. A row whose time is behind
+//!   the join's watermark as it arrives (a partner may have left the state) is late: dropped and
+//!   counted, as Flink's interval join drops it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,14 +140,18 @@ impl<'a> Join<'a> {
         self.sides.iter().map(|s| s.len).sum::<usize>() + self.branches.iter().map(Operators::state_rows).sum::<usize>()
     }
 
-    /// A batch of side `side`'s rows (after its branch) joined; `watermark` is the join's (the
-    /// least of both sides').
-    pub(crate) fn process(&mut self, side: usize, rows: &Rows, watermark: i64) -> Result<Rows, String> {
+    /// A batch of side `side`'s rows (after its branch) joined, under each side's watermark (the
+    /// join's is the least of them).
+    pub(crate) fn process(&mut self, side: usize, rows: &Rows, watermarks: [i64; 2]) -> Result<Rows, String> {
         let plan = self.plan;
         let other = 1 - side;
+        let watermark = watermarks[0].min(watermarks[1]);
         let mut out = Out::default();
-        // What has expired is never joined (Flink's state TTL never returns an expired row).
-        self.expire(watermark, &mut out);
+        // A row past the state TTL is never joined (Flink's TTL never returns an expired row).
+        // Interval joins drop rows after the batch: its watermark is the one after all its rows.
+        if plan.interval.is_none() {
+            self.expire(watermark, &mut out);
+        }
         if rows.num_rows() > 0 {
             let batch = &rows.batch;
             let key_columns = plan.keys[side].iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
@@ -162,10 +167,11 @@ impl<'a> Join<'a> {
             for i in 0..batch.num_rows() {
                 let row = converted.row(i).owned();
                 let time = times.as_ref().map_or(0, |t| if t.is_null(i) { i64::MIN } else { t.value(i) });
-                if let Some(interval) = plan.interval {
-                    // The latest partner time this row can still meet, against the watermark.
-                    let reach = if side == 0 { time.saturating_add(interval.upper) } else { time.saturating_sub(interval.lower) };
-                    if times.as_ref().is_some_and(|t| t.is_null(i)) || reach < watermark {
+                if plan.interval.is_some() {
+                    // Behind the join's watermark as the row arrived (its side's before it, the
+                    // other side's now), a partner may have left the state: late, as in Flink.
+                    let arrived = rows.watermarks.as_ref().map_or(watermarks[side], |w| w.value(i)).min(watermarks[other]);
+                    if times.as_ref().is_some_and(|t| t.is_null(i)) || time < arrived {
                         self.late += 1;
                         continue;
                     }

@@ -406,7 +406,7 @@ impl<'a> Operators<'a> {
             let late_before = j.branches[side].late + j.late;
             let branch = j.branches[side].process(rows, watermarks[side])?;
             watermark = watermarks[0].min(watermarks[1]);
-            rows = j.process(side, &branch, watermark)?;
+            rows = j.process(side, &branch, watermarks)?;
             self.late += j.branches[side].late + j.late - late_before;
             start = 1;
         } else if side != 0 {
