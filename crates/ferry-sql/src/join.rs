@@ -161,10 +161,10 @@ impl<'a> Join<'a> {
                 Some(i) => Some(millis(batch.column(i.time[side]))?),
                 None => None,
             };
-            // Which key has a NULL: it joins nothing.
-            let null_key: Vec<bool> = (0..batch.num_rows()).map(|i| key_columns.iter().any(|c| c.is_null(i))).collect();
             let now = now_ms();
             for i in 0..batch.num_rows() {
+                // A key with a NULL joins nothing.
+                let null_key = key_columns.iter().any(|c| c.is_null(i));
                 let row = converted.row(i).owned();
                 let time = times.as_ref().map_or(0, |t| if t.is_null(i) { i64::MIN } else { t.value(i) });
                 if plan.interval.is_some() {
@@ -179,7 +179,7 @@ impl<'a> Join<'a> {
                 let key: Box<[u8]> = keys.row(i).as_ref().into();
                 let adds = rows.kind(i).adds();
                 // The other side's rows with this key that meet the condition.
-                let partners: Vec<usize> = if null_key[i] { Vec::new() } else { self.partners(side, &key, &row, time)? };
+                let partners: Vec<usize> = if null_key { Vec::new() } else { self.partners(side, &key, &row, time)? };
                 if adds {
                     for p in &partners {
                         let entry = &mut self.sides[other].by_key.get_mut(&key).expect("partners exist")[*p];
