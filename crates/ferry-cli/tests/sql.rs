@@ -985,7 +985,7 @@ fn join_order(i: usize) -> (String, i64) {
 
 /// The payment of order `i`, if it is paid: its time (0 to 12 s after the order).
 fn payment(i: usize) -> Option<i64> {
-    (i % 3 != 0).then(|| join_order(i).1 + (i % 7) as i64 * 2_000)
+    (!i.is_multiple_of(3)).then(|| join_order(i).1 + (i % 7) as i64 * 2_000)
 }
 
 #[test]
