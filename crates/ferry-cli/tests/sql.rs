@@ -1006,6 +1006,26 @@ fn regular_and_interval_joins_write_what_an_independent_reference_computes() {
     let mut pays: Vec<(i64, usize)> = (0..n).filter_map(|i| payment(i).map(|t| (t, i))).collect();
     pays.sort();
     producer.send_all(&payments, &pays.iter().map(|(t, i)| json_record((i % 2) as i32, json!({"order_id": i, "paid": format_ts(*t)}))).collect::<Vec<_>>()).unwrap();
+    // Each customer's discount, versioned: a new one every 20 s; c9, c19 and c29 deleted at 50 s.
+    let (discounts, discounted) = (unique("discounts"), unique("discounted"));
+    create_topic(&bootstrap, &discounts, 1).unwrap();
+    create_topic(&bootstrap, &discounted, 1).unwrap();
+    let base = join_order(0).1;
+    let mut versions: Vec<(i64, usize, Option<i64>)> = (0..30).flat_map(|c| (0..4).map(move |k| (base + k * 20_000, c, Some(c as i64 * 10 + k)))).collect();
+    versions.extend([9, 19, 29].map(|c| (base + 50_000, c, None)));
+    versions.sort();
+    let discount_records: Vec<TestRecord> = versions
+        .iter()
+        .map(|(t, c, v)| TestRecord {
+            partition: 0,
+            offset: 0,
+            key: Some(json!({"customer": format!("c{c}")}).to_string().into_bytes()),
+            value: v.map(|pct| json!({"customer": format!("c{c}"), "pct": pct, "since": format_ts(*t)}).to_string().into_bytes()),
+            headers: vec![],
+            timestamp: Some(*t),
+        })
+        .collect();
+    producer.send_all(&discounts, &discount_records).unwrap();
 
     let source = |name: &str, topic: &str, columns: &str| {
         format!("CREATE TABLE {name} ({columns}) WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n")
@@ -1018,6 +1038,10 @@ CREATE TABLE unpaid (id BIGINT) WITH ('connector' = 'kafka', 'topic' = '{unpaid}
 INSERT INTO enriched SELECT o.id, o.customer, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name;
 INSERT INTO paid SELECT o.id, p.paid FROM orders o JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND;
 INSERT INTO unpaid SELECT o.id FROM orders o LEFT JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND WHERE p.order_id IS NULL;
+CREATE TABLE discounts (customer STRING, pct BIGINT, since TIMESTAMP(3), WATERMARK FOR since AS since, PRIMARY KEY (customer) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{discounts}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset');
+CREATE TABLE discounted (id BIGINT, pct BIGINT) WITH ('connector' = 'kafka', 'topic' = '{discounted}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+INSERT INTO discounted SELECT o.id, d.pct FROM orders AS o LEFT JOIN discounts FOR SYSTEM_TIME AS OF o.ts AS d ON o.customer = d.customer;
 ",
         source("orders", &orders, "id BIGINT, customer STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND"),
         source("customers", &customers, "name STRING, tier STRING"),
@@ -1062,11 +1086,32 @@ INSERT INTO unpaid SELECT o.id FROM orders o LEFT JOIN payments p ON o.id = p.or
     got.sort();
     let want: Vec<i64> = (0..n).filter(|i| i % 3 == 0 || i % 7 == 6).map(|i| i as i64).collect();
     assert_eq!(got, want, "orders not paid within 10 s, each once");
+    // Temporal join: each order with the discount its customer had at the order's time.
+    let mut got: Vec<(i64, Option<i64>)> = read_to_end(&bootstrap, &discounted, 1)
+        .iter()
+        .map(|r| {
+            let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+            (v["id"].as_i64().unwrap(), v["pct"].as_i64())
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(i64, Option<i64>)> = (0..n)
+        .map(|i| {
+            let (c, ts) = (i % 40, join_order(i).1);
+            // A tombstone's -D carries the row it deletes (as Flink's changelog does), so the
+            // deletion counts from that version's time: 40 s.
+            let deleted = c % 10 == 9 && ts >= base + 40_000;
+            (i as i64, (c < 30 && !deleted).then(|| c as i64 * 10 + ((ts - base) / 20_000).min(3)))
+        })
+        .collect();
+    let differ: Vec<String> = got.iter().zip(&want).filter(|(g, w)| g != w).take(10).map(|(g, w)| format!("{g:?} want {w:?}")).collect();
+    assert_eq!(got.len(), want.len(), "one row per order: {differ:?}");
+    assert!(differ.is_empty(), "the version of each order's time: {differ:?}");
 
     // With --state-dir, a second run resumes both tables from the checkpoint: nothing is read or
     // written again.
     let state = std::env::temp_dir().join(unique("sql-join-state"));
-    let only_paid: String = job.lines().filter(|l| !l.starts_with("INSERT INTO enriched") && !l.starts_with("INSERT INTO unpaid")).map(|l| format!("{l}\n")).collect();
+    let only_paid: String = job.lines().filter(|l| !l.starts_with("INSERT INTO enriched") && !l.starts_with("INSERT INTO unpaid") && !l.starts_with("INSERT INTO discounted")).map(|l| format!("{l}\n")).collect();
     let file = job_file("sql-join-state", &only_paid);
     let run = || {
         let out = Command::new(common::ferry()).args(["sql", "run", file.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]).output().unwrap();

@@ -54,6 +54,13 @@ pub struct Interval {
     pub upper: i64,
 }
 
+/// A temporal join's time columns: the left side's `AS OF` time attribute and the versioned
+/// table's time attribute, in each side's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Temporal {
+    pub time: [usize; 2],
+}
+
 /// A join at the bottom of a query: the right table and each side's operators before the join
 /// (the left table is the pipeline's source).
 pub struct JoinPlan {
@@ -66,6 +73,8 @@ pub struct JoinPlan {
     pub filter: Option<Arc<dyn PhysicalExpr>>,
     pub kind: JoinKind,
     pub interval: Option<Interval>,
+    /// A temporal join (`JOIN t FOR SYSTEM_TIME AS OF l.ts`): the right side is versioned.
+    pub temporal: Option<Temporal>,
     /// `SET 'table.exec.state.ttl'` for a regular join.
     pub ttl: Option<std::time::Duration>,
     /// The joined row: the left side's columns, then the right side's.
@@ -75,6 +84,10 @@ pub struct JoinPlan {
 impl JoinPlan {
     /// Whether the join writes a changelog rather than appended rows.
     pub fn updating(&self) -> bool {
+        if self.temporal.is_some() {
+            // Each probe row is joined once, when the watermark passes it.
+            return crate::ops::updating(&self.sides[0]);
+        }
         (self.interval.is_none() && self.kind != JoinKind::Inner) || self.sides.iter().any(|s| crate::ops::updating(s))
     }
 }
@@ -143,6 +156,9 @@ impl<'a> Join<'a> {
     /// A batch of side `side`'s rows (after its branch) joined, under each side's watermark (the
     /// join's is the least of them).
     pub(crate) fn process(&mut self, side: usize, rows: &Rows, watermarks: [i64; 2]) -> Result<Rows, String> {
+        if self.plan.temporal.is_some() {
+            return self.process_temporal(side, rows, watermarks);
+        }
         let plan = self.plan;
         let other = 1 - side;
         let watermark = watermarks[0].min(watermarks[1]);
@@ -221,6 +237,111 @@ impl<'a> Join<'a> {
             }
         }
         self.expire(watermark, &mut out);
+        self.emit(out, watermark)
+    }
+
+    /// A temporal join: left rows wait until the watermark passes their time, then join the
+    /// right row (by key) that was current at that time: the last version at or before it, none
+    /// if that version is a deletion. Versions the watermark has passed go, but the last one.
+    fn process_temporal(&mut self, side: usize, rows: &Rows, watermarks: [i64; 2]) -> Result<Rows, String> {
+        let plan = self.plan;
+        let temporal = plan.temporal.expect("a temporal join");
+        let other = 1 - side;
+        let watermark = watermarks[0].min(watermarks[1]);
+        if rows.num_rows() > 0 {
+            let batch = &rows.batch;
+            let key_columns = plan.keys[side].iter().map(|k| evaluate(k, batch)).collect::<Result<Vec<_>, _>>()?;
+            let keys = self.sides[side].keys.convert_columns(&key_columns).map_err(err)?;
+            let converted = self.sides[side].rows.convert_columns(batch.columns()).map_err(err)?;
+            let times = millis(batch.column(temporal.time[side]))?;
+            for i in 0..batch.num_rows() {
+                if times.is_null(i) {
+                    self.late += 1;
+                    continue;
+                }
+                let time = times.value(i);
+                let key: Box<[u8]> = keys.row(i).as_ref().into();
+                let row = converted.row(i).owned();
+                if side == 0 {
+                    let arrived = rows.watermarks.as_ref().map_or(watermarks[side], |w| w.value(i)).min(watermarks[other]);
+                    if time < arrived {
+                        // The version current then may be gone.
+                        self.late += 1;
+                        continue;
+                    }
+                    self.sides[0].by_key.entry(key).or_default().push(Entry { row, time, stored_ms: 0, matches: 0 });
+                    self.sides[0].len += 1;
+                } else {
+                    let deleted = match rows.kind(i) {
+                        RowKind::UpdateBefore => continue,
+                        RowKind::Delete => 1,
+                        RowKind::Insert | RowKind::UpdateAfter => 0,
+                    };
+                    let list = self.sides[1].by_key.entry(key).or_default();
+                    // In time order; a later change at the same time comes after (and wins).
+                    let at = list.partition_point(|e| e.time <= time);
+                    list.insert(at, Entry { row, time, stored_ms: 0, matches: deleted });
+                    self.sides[1].len += 1;
+                }
+            }
+        }
+        // Left rows the watermark has passed: joined with the version of their time.
+        let mut fired: Vec<(OwnedRow, Option<OwnedRow>)> = Vec::new();
+        if watermark > i64::MIN {
+            let [probes, versioned] = &mut self.sides;
+            let versions = &versioned.by_key;
+            for (key, waiting) in probes.by_key.iter_mut() {
+                waiting.retain(|e| {
+                    if e.time > watermark {
+                        return true;
+                    }
+                    let version = versions.get(key).and_then(|l| l.iter().rev().find(|v| v.time <= e.time)).filter(|v| v.matches == 0);
+                    fired.push((e.row.clone(), version.map(|v| v.row.clone())));
+                    false
+                });
+            }
+            self.sides[0].by_key.retain(|_, l| !l.is_empty());
+            self.sides[0].len -= fired.len();
+            // Versions before the last one the watermark has passed can serve no left row now.
+            let mut dropped = 0;
+            for list in self.sides[1].by_key.values_mut() {
+                let passed = list.partition_point(|v| v.time <= watermark);
+                if passed > 1 {
+                    list.drain(..passed - 1);
+                    dropped += passed - 1;
+                }
+                if list.len() == 1 && list[0].matches == 1 && list[0].time <= watermark {
+                    list.clear();
+                    dropped += 1;
+                }
+            }
+            self.sides[1].by_key.retain(|_, l| !l.is_empty());
+            self.sides[1].len -= dropped;
+        }
+        let mut out = Out::default();
+        let candidates: Vec<usize> = (0..fired.len()).filter(|i| fired[*i].1.is_some()).collect();
+        let mut joined = vec![false; fired.len()];
+        if !candidates.is_empty() {
+            let pairs: Vec<(Option<OwnedRow>, Option<OwnedRow>)> = candidates.iter().map(|i| (Some(fired[*i].0.clone()), fired[*i].1.clone())).collect();
+            let pass = match &plan.filter {
+                Some(f) => {
+                    let mask = evaluate(f, &self.joined(&pairs)?)?;
+                    let mask = mask.as_any().downcast_ref::<BooleanArray>().ok_or("the join condition is not BOOLEAN")?.clone();
+                    (0..pairs.len()).map(|j| mask.is_valid(j) && mask.value(j)).collect()
+                }
+                None => vec![true; pairs.len()],
+            };
+            for (j, i) in candidates.iter().enumerate() {
+                joined[*i] = pass[j];
+            }
+        }
+        for (i, (left, right)) in fired.into_iter().enumerate() {
+            if joined[i] {
+                out.push(Some(left), right, RowKind::Insert);
+            } else if plan.kind.outer(0) {
+                out.push(Some(left), None, RowKind::Insert);
+            }
+        }
         self.emit(out, watermark)
     }
 
@@ -509,11 +630,63 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
         assert_eq!(ops.state_rows(), 1);
     }
 
+    const RATES: &str = "CREATE TABLE rates (currency STRING, rate BIGINT, since TIMESTAMP(3), WATERMARK FOR since AS since, PRIMARY KEY (currency) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'rates', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n";
+
+    /// Rate changes (currency, rate or a deletion, time).
+    fn rates(job: &crate::plan::Job, rows: &[(&str, Option<i64>, i64)]) -> Rows {
+        let Step::Join(j) = &job.pipelines[0].steps[0] else { panic!("a join first") };
+        let batch = RecordBatch::try_new(
+            format::nullable_like(&j.right.schema),
+            vec![
+                Arc::new(StringArray::from(rows.iter().map(|r| r.0).collect::<Vec<_>>())) as ArrayRef,
+                Arc::new(Int64Array::from(rows.iter().map(|r| r.1).collect::<Vec<_>>())),
+                Arc::new(TimestampMillisecondArray::from(rows.iter().map(|r| r.2).collect::<Vec<_>>())),
+            ],
+        )
+        .unwrap();
+        let kinds = rows.iter().map(|r| if r.1.is_some() { RowKind::Insert as i8 } else { RowKind::Delete as i8 }).collect::<Vec<_>>();
+        Rows { batch, kinds: Some(Int8Array::from(kinds)), watermarks: None }
+    }
+
+    #[test]
+    fn a_temporal_join_joins_each_row_with_the_version_of_its_time() {
+        // orders' customer column holds a currency here.
+        let sql = format!("{TABLES}{RATES}{}INSERT INTO out SELECT o.id, r.rate FROM orders AS o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.customer = r.currency;", sink("id BIGINT, rate BIGINT"));
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(!p.updating, "a temporal join appends");
+        let mut ops = Operators::new(&p.steps).unwrap();
+        // The rate upserts become a changelog first (upsert-kafka), then versions.
+        ops.process_side(1, rates(&job, &[("eur", Some(10), 1_000), ("eur", Some(11), 5_000), ("usd", Some(20), 2_000)]), [i64::MIN, 2_000]).unwrap();
+        // Orders wait for the watermark.
+        assert!(text(&ops.process_side(0, orders(&[(1, "eur", 4_000), (2, "eur", 6_000), (3, "usd", 1_500), (4, "chf", 3_000)]), [i64::MIN, 5_000]).unwrap()).is_empty());
+        let out = ops.process_side(0, orders(&[]), [4_500, 5_000]).unwrap();
+        let mut got = text(&out);
+        got.sort();
+        // At 4 s eur was 10; usd had no version at 1.5 s; chf has none.
+        assert_eq!(got, ["+I 1,10", "+I 3,", "+I 4,"]);
+        // usd deleted at 7 s; order 5 at 8 s finds no usd; order 2 (6 s) finds eur 11.
+        ops.process_side(1, rates(&job, &[("usd", None, 7_000)]), [4_500, 7_000]).unwrap();
+        ops.process_side(0, orders(&[(5, "usd", 8_000)]), [4_500, 7_000]).unwrap();
+        let state = ops.snapshot().unwrap();
+        let mut again = Operators::new(&p.steps).unwrap();
+        again.restore(state).unwrap();
+        let mut got = text(&again.process_side(0, orders(&[]), [i64::MAX, i64::MAX]).unwrap());
+        got.sort();
+        assert_eq!(got, ["+I 2,11", "+I 5,"]);
+        // A row behind the watermark is late.
+        again.process_side(0, orders(&[(6, "eur", 100)]), [9_000, 9_000]).unwrap();
+        assert_eq!(again.late, 1);
+    }
+
     #[test]
     fn joins_are_refused_where_they_cannot_run() {
         for (query, refused) in [
             ("SELECT o.id, c.tier FROM orders o JOIN customers c ON o.id > 3", "needs an equality"),
             ("SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name JOIN payments p ON p.order_id = o.id", "more than two tables"),
+            ("SELECT o.id, c.tier FROM orders o JOIN customers FOR SYSTEM_TIME AS OF o.ts AS c ON o.customer = c.name", "needs a WATERMARK"),
+            ("SELECT c.name, c.tier FROM customers FOR SYSTEM_TIME AS OF c.x AS c", "temporal join"),
+            ("SELECT o.id, CAST(p.order_id AS STRING) FROM orders o JOIN payments FOR SYSTEM_TIME AS OF o.id AS p ON o.id = p.order_id", "time attribute is ts"),
         ] {
             let sql = format!("{TABLES}{}INSERT INTO out {query};", sink("id BIGINT, tier STRING"));
             let e = plan_script(&sql).err().expect("refused").to_string();

@@ -20,6 +20,7 @@ pub mod plan;
 mod plan_join;
 pub mod run;
 pub mod session;
+pub mod temporal;
 pub mod tvf;
 pub mod topn;
 pub mod types;

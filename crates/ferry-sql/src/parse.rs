@@ -34,6 +34,11 @@ impl Dialect for FlinkDialect {
     fn supports_filter_during_aggregation(&self) -> bool {
         true
     }
+
+    /// `FOR SYSTEM_TIME AS OF` (temporal joins; see [`crate::temporal`]).
+    fn supports_table_versioning(&self) -> bool {
+        true
+    }
 }
 
 /// One statement and where it starts.
@@ -111,6 +116,8 @@ pub struct OptionDdl {
 pub struct Script {
     pub statements: Vec<Located>,
     pub windows: Vec<WindowTvf>,
+    /// Relations read `FOR SYSTEM_TIME AS OF` (renamed `__ferry_versioned_N` in the queries).
+    pub versioned: Vec<crate::temporal::Versioned>,
 }
 
 /// Parses a whole job file.
@@ -123,20 +130,31 @@ pub fn parse_script(text: &str) -> Result<Script> {
     let tokens = crate::tvf::rewrite(tokens, &mut windows)?;
     let mut p = Parser::new(&FlinkDialect).with_tokens_with_locations(tokens);
     let mut out = Vec::new();
+    let mut versioned = Vec::new();
     loop {
         while p.consume_token(&Token::SemiColon) {}
         if p.peek_token().token == Token::EOF {
             break;
         }
         let pos = here(&p);
-        let statement = statement(&mut p).map_err(|e| e.into_sql(pos))?;
+        let mut statement = statement(&mut p).map_err(|e| e.into_sql(pos))?;
+        match &mut statement {
+            Statement::CreateView { query, .. } | Statement::CreateMaterializedView { query, .. } | Statement::Select(query) => crate::temporal::rewrite(query, pos, &mut versioned)?,
+            Statement::Insert(insert) => crate::temporal::rewrite(&mut insert.query, pos, &mut versioned)?,
+            Statement::StatementSet(list) => {
+                for (at, insert) in list {
+                    crate::temporal::rewrite(&mut insert.query, *at, &mut versioned)?;
+                }
+            }
+            Statement::CreateTable(_) | Statement::Set { .. } => {}
+        }
         let next = p.peek_token();
         if !matches!(next.token, Token::SemiColon | Token::EOF) {
             return fail(next.span.start.into(), format!("expected ';' after the statement, found {}", next.token));
         }
         out.push(Located { pos, statement });
     }
-    Ok(Script { statements: out, windows })
+    Ok(Script { statements: out, windows, versioned })
 }
 
 /// A parse failure: sqlparser's (which says where) or ours.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion_common::config::ConfigOptions;
+use datafusion_common::tree_node::TreeNode;
 use datafusion_common::{Column as DfColumn, DFSchema, DataFusionError, TableReference};
 use datafusion_expr::execution_props::ExecutionProps;
 use datafusion_expr::physical_planning_context::PhysicalPlanningContext;
@@ -116,6 +117,8 @@ pub(crate) struct Provider {
     options: ConfigOptions,
     /// `SET 'table.exec.state.ttl'`: how long a regular join keeps a row it has not seen again.
     pub(crate) state_ttl: Option<std::time::Duration>,
+    /// Tables read `FOR SYSTEM_TIME AS OF` (by `__ferry_versioned_N`).
+    pub(crate) versioned: Vec<crate::temporal::Versioned>,
 }
 
 impl Provider {
@@ -139,7 +142,7 @@ impl Provider {
             // COUNT(*) as COUNT(1).
             Arc::new(datafusion_functions_aggregate::planner::AggregateFunctionPlanner),
         ];
-        Provider { tables: HashMap::new(), views: HashMap::new(), materialized: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default(), state_ttl: None }
+        Provider { tables: HashMap::new(), views: HashMap::new(), materialized: HashMap::new(), windows: Vec::new(), functions, aggregates, planners, options: ConfigOptions::default(), state_ttl: None, versioned: Vec::new() }
     }
 }
 
@@ -147,6 +150,11 @@ impl Provider {
     /// The window table function a `__ferry_window_N` name stands for.
     fn window(&self, name: &str) -> Option<&WindowTvf> {
         name.strip_prefix(crate::tvf::PREFIX).and_then(|n| n.parse::<usize>().ok()).and_then(|n| self.windows.get(n))
+    }
+
+    /// The relation a `__ferry_versioned_N` name stands for.
+    pub(crate) fn versioned(&self, name: &str) -> Option<&crate::temporal::Versioned> {
+        name.strip_prefix(crate::temporal::PREFIX).and_then(|n| n.parse::<usize>().ok()).and_then(|n| self.versioned.get(n))
     }
 
     /// A table's or view's columns.
@@ -169,6 +177,12 @@ impl ContextProvider for Provider {
         }
         if let Some(schema) = self.materialized.get(key) {
             return Ok(Arc::new(Source { schema: schema.clone() }));
+        }
+        if let Some(v) = self.versioned(key) {
+            return match self.tables.get(&v.table) {
+                Some(t) => Ok(Arc::new(Source { schema: t.schema.clone() })),
+                None => Err(DataFusionError::Plan(format!("{} FOR SYSTEM_TIME AS OF: a versioned table is a table declared with CREATE TABLE (with a PRIMARY KEY and a WATERMARK)", v.table))),
+            };
         }
         if let Some(tvf) = self.window(key) {
             let input = self.relation_schema(&tvf.table).ok_or_else(|| DataFusionError::Plan(format!("table or view {} is not declared in the job file", tvf.table)))?;
@@ -265,6 +279,7 @@ fn plan_as(script: &Script, sample: bool) -> Result<Job> {
     let statements = &script.statements;
     let mut provider = Provider::new();
     provider.windows = script.windows.clone();
+    provider.versioned = script.versioned.clone();
     let mut settings = Vec::new();
     let mut inserts: Vec<(Pos, &Insert)> = Vec::new();
     let mut materialized = Vec::new();
@@ -569,6 +584,18 @@ pub(crate) fn translate_query(provider: &Provider, plan: &LogicalPlan, pos: Pos,
     if steps.iter().any(|s| matches!(s, Step::Rank(r) if r.limit == 0)) {
         return fail(pos, "ROW_NUMBER() OVER (…) is supported as Top-N: filter its rank with rn <= N, rn < N or rn = 1 in the enclosing query");
     }
+    // A versioned table is read only by a temporal join.
+    let mut versioned_scans = 0;
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            versioned_scans += usize::from(provider.versioned(scan.table_name.table()).is_some());
+        }
+        Ok(datafusion_common::tree_node::TreeNodeRecursion::Continue)
+    });
+    let temporal_joins = steps.iter().filter(|s| matches!(s, Step::Join(j) if j.temporal.is_some())).count();
+    if versioned_scans > temporal_joins {
+        return fail(pos, "FOR SYSTEM_TIME AS OF reads a table as versions for a temporal join: put it on the right of a JOIN … ON its primary key");
+    }
     Ok(source)
 }
 
@@ -577,7 +604,8 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
     match plan {
         LogicalPlan::TableScan(scan) => {
             let name = scan.table_name.table();
-            let source = if let Some(t) = provider.tables.get(name) {
+            let table = provider.versioned(name).map_or(name, |v| v.table.as_str());
+            let source = if let Some(t) = provider.tables.get(table) {
                 if t.table.kafka.upsert {
                     // Upserts by primary key become a changelog before anything reads them.
                     steps.push(Step::Changelog(Box::new(crate::changelog::ChangelogPlan { key: t.table.primary_key.clone(), schema: t.schema.clone() })));

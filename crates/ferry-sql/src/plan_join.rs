@@ -10,7 +10,7 @@ use datafusion_expr::execution_props::ExecutionProps;
 use datafusion_expr::{BinaryExpr, Expr, JoinType, Operator};
 
 use crate::error::{fail, Pos, Result};
-use crate::join::{Interval, JoinKind, JoinPlan};
+use crate::join::{Interval, JoinKind, JoinPlan, Temporal};
 use crate::ops::Step;
 use crate::plan::{physical, translate, Provider, ScanTable};
 
@@ -71,7 +71,14 @@ pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join,
         return fail(pos, "a join needs an equality between the two tables in its ON condition (a.k = b.k): a join without one would keep and compare every row of both");
     }
     let time = [rowtime(&left, &schemas[0]), rowtime(&right, &schemas[1])];
-    let interval = interval(&rest, &schemas, time);
+    let temporal = match versioned_side(provider, &j.left).is_some() {
+        true => return fail(pos, "FOR SYSTEM_TIME AS OF goes on the right of a join: the versioned table is looked up, the left table probes it"),
+        false => match versioned_side(provider, &j.right) {
+            Some(v) => Some(temporal(v, &right, &keys[1], time, time[0].map(|t| schemas[0].field(t).name().as_str()), kind, pos)?),
+            None => None,
+        },
+    };
+    let interval = if temporal.is_some() { None } else { interval(&rest, &schemas, time) };
     if let Some(i) = interval {
         if sides.iter().any(|s| crate::ops::updating(s)) {
             return fail(pos, "an interval join over an updating input: not supported (Flink's interval join takes appended rows only)");
@@ -94,6 +101,7 @@ pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join,
         filter,
         kind,
         interval,
+        temporal,
         ttl: provider.state_ttl,
         output: Arc::new(j.schema.as_arrow().clone()),
     })));
@@ -176,4 +184,47 @@ fn interval(conjuncts: &[Expr], schemas: &[Arc<DFSchema>; 2], time: [Option<usiz
         }
     }
     Some(Interval { time: [lt, rt], lower: lower?, upper: upper? })
+}
+
+/// The versioned table a join side reads (`FOR SYSTEM_TIME AS OF`), if it is one.
+fn versioned_side<'a>(provider: &'a Provider, plan: &datafusion_expr::LogicalPlan) -> Option<&'a crate::temporal::Versioned> {
+    use datafusion_expr::LogicalPlan as P;
+    match plan {
+        P::TableScan(scan) => provider.versioned(scan.table_name.table()),
+        P::SubqueryAlias(a) => versioned_side(provider, &a.input),
+        P::Projection(p) => versioned_side(provider, &p.input),
+        P::Filter(f) => versioned_side(provider, &f.input),
+        _ => None,
+    }
+}
+
+/// A temporal join's checks (Flink's): an event-time `AS OF` the left side's time attribute, a
+/// versioned table with a primary key and a time attribute, joined on its primary key.
+fn temporal(v: &crate::temporal::Versioned, right: &ScanTable, right_keys: &[Expr], time: [Option<usize>; 2], left_time_name: Option<&str>, kind: JoinKind, pos: Pos) -> Result<Temporal> {
+    if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+        return fail(v.pos, "a temporal join is an INNER or LEFT JOIN");
+    }
+    let as_of = match &v.as_of {
+        sqlparser::ast::Expr::Identifier(i) => i.value.clone(),
+        sqlparser::ast::Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.clone()).unwrap_or_default(),
+        other => return fail(v.pos, format!("FOR SYSTEM_TIME AS OF {other}: the left table's time attribute is needed (a column with a WATERMARK)")),
+    };
+    let Some(left_time) = time[0] else {
+        return fail(v.pos, format!("FOR SYSTEM_TIME AS OF {as_of}: the left table has no time attribute (declare a WATERMARK on it); processing-time temporal joins are not supported"));
+    };
+    let Some(right_time) = time[1] else {
+        return fail(v.pos, format!("{} FOR SYSTEM_TIME AS OF: a versioned table needs a WATERMARK (its rows' times are the versions')", v.table));
+    };
+    if left_time_name != Some(as_of.as_str()) {
+        return fail(v.pos, format!("FOR SYSTEM_TIME AS OF {as_of}: the left table's time attribute is {} (its WATERMARK column); processing-time temporal joins are not supported", left_time_name.unwrap_or("?")));
+    }
+    if right.table.primary_key.is_empty() {
+        return fail(v.pos, format!("{} FOR SYSTEM_TIME AS OF: a versioned table needs a PRIMARY KEY", v.table));
+    }
+    let pk: std::collections::BTreeSet<&str> = right.table.primary_key.iter().map(|i| right.table.columns[*i].name.as_str()).collect();
+    let joined: std::collections::BTreeSet<&str> = right_keys.iter().filter_map(|k| if let Expr::Column(c) = k { Some(c.name.as_str()) } else { None }).collect();
+    if pk != joined || joined.len() != right_keys.len() {
+        return fail(pos, format!("a temporal join joins on the versioned table's PRIMARY KEY ({}); this one on {}", pk.into_iter().collect::<Vec<_>>().join(", "), right_keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")));
+    }
+    Ok(Temporal { time: [left_time, right_time] })
 }
