@@ -36,23 +36,14 @@ struct Registry {
 }
 
 fn start_registry(broker: &Broker, name: &str) -> Registry {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let config = std::env::temp_dir().join(format!("{}.properties", unique(name)));
-    std::fs::write(&config, format!("listeners=http://{addr}\nkafkastore.bootstrap.servers=PLAINTEXT://{}\nkafkastore.topic.replication.factor=1\n", broker.bootstrap())).unwrap();
+    let (addr, config) = common::registry_config(broker, name);
     restart(name, addr, config)
 }
 
 fn restart(name: &str, addr: String, config: PathBuf) -> Registry {
-    let process = Process::spawn(common::ferry(), &["registry", "--config", config.to_str().unwrap()], &unique(name)).unwrap();
-    wait_for(Duration::from_secs(60), || TcpStream::connect(&addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", process.output()));
+    let process = common::spawn_registry(name, &addr, &config);
     assert_eq!(json_of(&addr, "GET", "/", None), (200, json!({})));
     Registry { process, addr, config }
-}
-
-fn venv_python() -> PathBuf {
-    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/python");
-    assert!(python.exists(), "{} is missing: scripts/install-test-tools creates it (confluent-kafka with its Avro extras)", python.display());
-    python
 }
 
 #[test]
@@ -62,7 +53,7 @@ fn confluents_python_avro_serializer_round_trips_through_ferry_registry() {
     let topic = unique("orders");
     ferry_testkit::create_topic(&broker.bootstrap(), &topic, 1).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_avro.py");
-    let out = Command::new(venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &topic]).output().unwrap();
+    let out = Command::new(common::venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &topic]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), registry.process.output());
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -90,7 +81,7 @@ fn confluents_python_json_schema_and_protobuf_serializers_round_trip_with_refere
     ferry_testkit::create_topic(&broker.bootstrap(), &json_topic, 1).unwrap();
     ferry_testkit::create_topic(&broker.bootstrap(), &proto_topic, 1).unwrap();
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_formats.py");
-    let out = Command::new(venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &json_topic, &proto_topic]).output().unwrap();
+    let out = Command::new(common::venv_python()).arg(script).args([&format!("http://{}", registry.addr), &broker.bootstrap(), &json_topic, &proto_topic]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), registry.process.output());
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
@@ -166,7 +157,7 @@ fn basic_auth_and_bearer_tokens_with_a_read_only_role() {
     assert_eq!(http(&addr, "GET", "/", None).0, 401, "credentials are required");
     assert_eq!(http(&addr, "GET", "/metrics", None).0, 200, "a skipped path needs none");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/registry_auth.py");
-    let out = Command::new(venv_python()).arg(script).arg(format!("http://{addr}")).output().unwrap();
+    let out = Command::new(common::venv_python()).arg(script).arg(format!("http://{addr}")).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "the Python client failed:\n{stdout}\n{}\nregistry:\n{}", String::from_utf8_lossy(&out.stderr), process.output());
     let seen: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();

@@ -1125,3 +1125,59 @@ INSERT INTO discounted SELECT o.id, d.pct FROM orders AS o LEFT JOIN discounts F
     assert!(second.contains("resumed from a checkpoint") && second.contains("records_in=0 records_out=0"), "{second}");
     assert_eq!(read_to_end(&bootstrap, &paid, 2).len(), 2 * paid_count, "the first run wrote each payment once more, the second nothing");
 }
+
+/// `tests/python/sql_avro.py MODE …` with confluent-kafka's Avro serializer: its stdout.
+fn python_avro(mode: &str, registry: &str, bootstrap: &str, topic: &str, count: usize) -> String {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/sql_avro.py");
+    let out = Command::new(common::venv_python()).arg(script).args([mode, &format!("http://{registry}"), bootstrap, topic, &count.to_string()]).output().unwrap();
+    assert!(out.status.success(), "sql_avro.py {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn avro_confluent_tables_read_and_write_what_confluents_serializers_do() {
+    let broker = Broker::start("sql-avro").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (addr, config) = common::registry_config(&broker, "sql-avro-registry");
+    let _registry = common::spawn_registry("sql-avro-registry", &addr, &config);
+    let (orders, big) = (unique("avro-orders"), unique("avro-big"));
+    create_topic(&bootstrap, &orders, 2).unwrap();
+    create_topic(&bootstrap, &big, 1).unwrap();
+    // confluent-kafka's AvroSerializer registers its own schema (another field order, a field the
+    // table lacks) and writes 300 orders.
+    python_avro("produce", &addr, &bootstrap, &orders, 300);
+    let job = format!(
+        "CREATE TABLE orders (id BIGINT, customer STRING, amount BIGINT, ts TIMESTAMP(3))
+WITH ('connector' = 'kafka', 'topic' = '{orders}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'avro-confluent',
+      'avro-confluent.url' = 'http://{addr}', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');
+CREATE TABLE big (id BIGINT, customer STRING, doubled BIGINT, ts TIMESTAMP(3))
+WITH ('connector' = 'kafka', 'topic' = '{big}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'avro-confluent', 'avro-confluent.url' = 'http://{addr}');
+INSERT INTO big SELECT id, UPPER(customer), amount * 2, ts FROM orders WHERE amount > 300 OR amount IS NULL;
+"
+    );
+    let file = job_file("sql-avro", &job);
+    let (code, out, err) = sql(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let base = 1_700_000_000_000i64;
+    let want: Vec<Value> = (0..300i64)
+        .filter(|i| i % 10 == 7 || i * 3 > 300)
+        .map(|i| json!({"id": i, "customer": format!("C{}", i % 5), "doubled": if i % 10 == 7 { Value::Null } else { json!(i * 6) }, "ts": base + 100 * i}))
+        .collect();
+    // Read back by confluent-kafka's AvroDeserializer, with the schema Ferry registered.
+    let mut got: Vec<Value> = serde_json::from_str(&python_avro("consume", &addr, &bootstrap, &big, want.len())).unwrap();
+    got.sort_by_key(|v| v["id"].as_i64());
+    assert_eq!(got, want);
+    let (status, body, _) = {
+        let (s, b) = ferry_testkit::http_request(&addr, "GET", &format!("/subjects/{big}-value/versions/latest"), &[], "").unwrap();
+        (s, b, ())
+    };
+    assert_eq!(status, 200, "{body}");
+    let schema: Value = serde_json::from_str(serde_json::from_str::<Value>(&body).unwrap()["schema"].as_str().unwrap()).unwrap();
+    assert_eq!((schema["namespace"].as_str(), schema["name"].as_str()), (Some("org.apache.flink.avro.generated"), Some("record")), "the schema Flink derives: {schema}");
+
+    // A record that is not in the wire format stops the job, named.
+    RecordProducer::new(&bootstrap).unwrap().send_all(&orders, &[TestRecord { partition: 0, offset: 0, key: None, value: Some(b"{\"id\": 1}".to_vec()), headers: vec![], timestamp: None }]).unwrap();
+    let (code, _, err) = sql(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("does not decode (not Confluent's wire format") && err.contains(&format!("topic {orders} partition 0")), "{err}");
+}

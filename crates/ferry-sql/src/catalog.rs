@@ -266,11 +266,17 @@ impl Table {
             (None, Some(f)) => (f, "value."),
             (None, None) => return fail(pos, format!("table {}: option 'format' (or 'value.format') is required", ddl.name)),
         };
-        let value_format = Format::parse(&value_format_name.0, &mut FormatOptions::new(&mut opts, value_format_name.1), &ddl.name)?;
-        let key_format = match opts.take("key.format") {
+        let mut value_format = Format::parse(&value_format_name.0, &mut FormatOptions::new(&mut opts, value_format_name.1), &ddl.name)?;
+        let mut key_format = match opts.take("key.format") {
             Some(f) => Some(Format::parse(&f, &mut FormatOptions::new(&mut opts, "key."), &ddl.name)?),
             None => None,
         };
+        // avro-confluent registers under Confluent's default subjects (TopicNameStrategy).
+        for (format, part) in [(Some(&mut value_format), "value"), (key_format.as_mut(), "key")] {
+            if let Some(Format::AvroConfluent(a)) = format {
+                a.subject.get_or_insert_with(|| format!("{topic}-{part}"));
+            }
+        }
         let key_fields_prefix = opts.take("key.fields-prefix").unwrap_or_default();
         let key_fields: Vec<String> = match opts.take("key.fields") {
             Some(list) => list.split(';').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),

@@ -19,6 +19,8 @@ pub enum Format {
     Json(JsonOptions),
     Csv(CsvOptions),
     Raw(RawOptions),
+    /// Confluent's wire format with a schema registry ([`crate::avro`]).
+    AvroConfluent(crate::avro::AvroConfluent),
 }
 
 /// Flink's `csv` format: one record per value, no header.
@@ -130,8 +132,31 @@ impl Format {
                 }
                 Ok(Format::Csv(CsvOptions { delimiter, quote, ignore_parse_errors }))
             }
-            "avro" | "avro-confluent" | "debezium-json" | "canal-json" | "maxwell-json" | "ogg-json" | "protobuf" | "debezium-avro-confluent" => {
-                fail(at, format!("table {table}: format '{name}' is not supported yet (json, csv, raw)"))
+            "avro-confluent" => {
+                let url = match (opts.take("avro-confluent", "url"), opts.take("avro-confluent", "schema-registry.url")) {
+                    (Some((v, _, _)), None) | (None, Some((v, _, _))) => v,
+                    (Some(_), Some((_, at, full))) => return fail(at, format!("table {table}: '{full}' repeats 'avro-confluent.url'")),
+                    (None, None) => return fail(at, format!("table {table}: format 'avro-confluent' needs '{}avro-confluent.url' (the schema registry)", opts.prefix)),
+                };
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return fail(at, format!("table {table}: avro-confluent.url '{url}' is not an http:// or https:// URL"));
+                }
+                let subject = opts.take("avro-confluent", "subject").map(|(v, _, _)| v);
+                let auth = match (opts.take("avro-confluent", "basic-auth.credentials-source"), opts.take("avro-confluent", "basic-auth.user-info"), opts.take("avro-confluent", "bearer-auth.credentials-source"), opts.take("avro-confluent", "bearer-auth.token")) {
+                    (source, Some((info, _, _)), None, None) if source.as_ref().is_none_or(|(v, _, _)| v == "USER_INFO") => Some(format!("Basic {}", base64::Engine::encode(&base64::engine::general_purpose::STANDARD, info.as_bytes()))),
+                    (None, None, source, Some((token, _, _))) if source.as_ref().is_none_or(|(v, _, _)| v == "STATIC_TOKEN") => Some(format!("Bearer {token}")),
+                    (None, None, None, None) => None,
+                    _ => return fail(at, format!("table {table}: avro-confluent credentials: 'basic-auth.user-info' (with credentials-source USER_INFO) or 'bearer-auth.token' (STATIC_TOKEN), one of them")),
+                };
+                for key in ["schema", "ssl.keystore.location", "ssl.truststore.location", "properties"] {
+                    if let Some((_, at, full)) = opts.take("avro-confluent", key) {
+                        return fail(at, format!("table {table}: '{full}' is not supported yet"));
+                    }
+                }
+                Ok(Format::AvroConfluent(crate::avro::AvroConfluent::new(url, subject, auth)))
+            }
+            "avro" | "debezium-json" | "canal-json" | "maxwell-json" | "ogg-json" | "protobuf" | "debezium-avro-confluent" => {
+                fail(at, format!("table {table}: format '{name}' is not supported yet (json, csv, raw, avro-confluent)"))
             }
             other => fail(at, format!("table {table}: unknown format '{other}'")),
         }
@@ -141,15 +166,17 @@ impl Format {
         match self {
             Format::Json(o) => o.ignore_parse_errors,
             Format::Csv(o) => o.ignore_parse_errors,
-            Format::Raw(_) => false,
+            Format::Raw(_) | Format::AvroConfluent(_) => false,
         }
     }
 
-    /// The option that skips records that do not decode (`json.ignore-parse-errors`, …).
-    pub fn ignore_option(&self) -> &'static str {
+    /// The option that skips records that do not decode (`json.ignore-parse-errors`, …), if the
+    /// format has one.
+    pub fn ignore_option(&self) -> Option<&'static str> {
         match self {
-            Format::Csv(_) => "csv.ignore-parse-errors",
-            _ => "json.ignore-parse-errors",
+            Format::Csv(_) => Some("csv.ignore-parse-errors"),
+            Format::Json(_) => Some("json.ignore-parse-errors"),
+            Format::Raw(_) | Format::AvroConfluent(_) => None,
         }
     }
 }
@@ -168,6 +195,7 @@ pub fn decode(format: &Format, schema: &SchemaRef, payloads: &[Option<&[u8]>]) -
     match format {
         Format::Raw(_) => decode_raw(schema, payloads),
         Format::Json(o) => decode_json(o, schema, payloads),
+        Format::AvroConfluent(a) => decode_avro(a, schema, payloads),
         Format::Csv(o) => decode_csv(o, schema, payloads),
     }
 }
@@ -262,6 +290,27 @@ fn decode_raw(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> (RecordBatch, V
     (RecordBatch::try_new(schema.clone(), vec![array]).expect("one column of the schema's type"), rows, bad)
 }
 
+/// Avro records read as JSON objects, then the table's columns by name from those.
+fn decode_avro(format: &crate::avro::AvroConfluent, schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> (RecordBatch, Vec<usize>, Vec<BadRecord>) {
+    let mut json = Vec::with_capacity(payloads.len());
+    let mut at = Vec::with_capacity(payloads.len());
+    let mut bad = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        match p.map(|bytes| format.to_json(bytes)).transpose() {
+            Ok(j) => {
+                json.push(j);
+                at.push(i);
+            }
+            Err(reason) => bad.push(BadRecord { index: i, reason }),
+        }
+    }
+    let refs: Vec<Option<&[u8]>> = json.iter().map(|j| j.as_deref()).collect();
+    let (rows, good, more) = decode_json(&JsonOptions::default(), schema, &refs);
+    bad.extend(more.into_iter().map(|b| BadRecord { index: at[b.index], reason: b.reason }));
+    bad.sort_by_key(|b| b.index);
+    (rows, good.into_iter().map(|g| at[g]).collect(), bad)
+}
+
 fn json_decoder(schema: &SchemaRef, rows: usize) -> arrow::json::reader::Decoder {
     arrow::json::ReaderBuilder::new(schema.clone()).with_batch_size(rows.max(1)).with_strict_mode(false).build_decoder().expect("a decoder for a nullable schema")
 }
@@ -347,6 +396,7 @@ fn missing_field(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option<Strin
 /// Encodes the rows of `batch` one record each.
 pub fn encode(format: &Format, batch: &RecordBatch) -> Result<Vec<Option<Vec<u8>>>, String> {
     match format {
+        Format::AvroConfluent(a) => a.encode(batch),
         Format::Csv(o) => {
             let mut out = Vec::with_capacity(batch.num_rows());
             for row in 0..batch.num_rows() {

@@ -7,6 +7,7 @@
 //! write the results).
 
 pub mod api;
+pub mod avro;
 pub mod catalog;
 pub mod changelog;
 pub mod checkpoint;

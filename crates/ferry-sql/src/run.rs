@@ -39,8 +39,8 @@ const BATCH_WAIT: Duration = Duration::from_millis(50);
 pub enum RunError {
     #[error("table {table}: {message}")]
     Table { table: String, message: String },
-    #[error("table {table}: the record at topic {topic} partition {partition} offset {offset} does not decode ({reason}); set '{option}' = 'true' to skip such records")]
-    BadRecord { table: String, topic: String, partition: i32, offset: i64, reason: String, option: String },
+    #[error("table {table}: the record at topic {topic} partition {partition} offset {offset} does not decode ({reason}){skip}")]
+    BadRecord { table: String, topic: String, partition: i32, offset: i64, reason: String, skip: String },
     #[error("pipeline at line {line}: {message}")]
     Operator { line: u64, message: String },
 }
@@ -820,7 +820,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
     // upsert-kafka table it deletes its key: the row keeps its key columns, its value columns
     // are not decoded.
     let tombstones: Vec<bool> = batch.iter().map(|r| kafka.upsert && r.value.is_none()).collect();
-    if matches!(kafka.value_format, Format::Json(_) | Format::Csv(_)) {
+    if matches!(kafka.value_format, Format::Json(_) | Format::Csv(_) | Format::AvroConfluent(_)) {
         for (i, r) in batch.iter().enumerate() {
             if r.value.is_none() {
                 keep[i] = false;
@@ -830,7 +830,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
     let value_fields: Vec<Field> = table.columns.iter().zip(scan.base.fields().iter()).filter(|(c, _)| matches!(c.source, ColumnSource::Physical { in_value: true, .. })).map(|(_, f)| f.as_ref().clone()).collect();
     let base_of = |name: &str| scan.base.fields().iter().find(|f| f.name() == name).cloned();
     let mut decoded: HashMap<String, ArrayRef> = HashMap::new();
-    let mut decode_part = |format: &Format, fields: Vec<Field>, names: Vec<String>, payloads: Vec<Option<&[u8]>>, option: &str, keep: &mut Vec<bool>| -> Result<(), RunError> {
+    let mut decode_part = |format: &Format, fields: Vec<Field>, names: Vec<String>, payloads: Vec<Option<&[u8]>>, option: Option<String>, keep: &mut Vec<bool>| -> Result<(), RunError> {
         if fields.is_empty() {
             return Ok(());
         }
@@ -841,7 +841,8 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
         if let Some(b) = bad.first() {
             if !format.ignores_parse_errors() {
                 let r = &batch[kept[b.index]];
-                return Err(RunError::BadRecord { table: table.name.clone(), topic: kafka.topic.clone(), partition: r.partition, offset: r.offset, reason: b.reason.clone(), option: option.to_string() });
+                let skip = option.as_ref().map_or_else(String::new, |o| format!("; set '{o}' = 'true' to skip such records"));
+                return Err(RunError::BadRecord { table: table.name.clone(), topic: kafka.topic.clone(), partition: r.partition, offset: r.offset, reason: b.reason.clone(), skip });
             }
             for b in &bad {
                 let r = &batch[kept[b.index]];
@@ -861,8 +862,8 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
         Ok(())
     };
     let value_names: Vec<String> = value_fields.iter().map(|f| f.name().clone()).collect();
-    let value_option = format!("{}{}", if kafka.key_format.is_some() { "value." } else { "" }, kafka.value_format.ignore_option());
-    decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), &value_option, &mut keep)?;
+    let value_option = kafka.value_format.ignore_option().map(|o| format!("{}{o}", if kafka.key_format.is_some() { "value." } else { "" }));
+    decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), value_option, &mut keep)?;
     // Tombstones are rows (deletions), not skipped records; their keys are decoded.
     for (k, t) in keep.iter_mut().zip(&tombstones) {
         *k |= *t;
@@ -871,7 +872,7 @@ fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
         let key_columns: Vec<&crate::catalog::Column> = table.columns.iter().filter(|c| matches!(c.source, ColumnSource::Physical { in_key: true, .. })).collect();
         let fields: Vec<Field> = key_columns.iter().map(|c| base_of(&c.name).expect("a base column").as_ref().clone().with_name(c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name))).collect();
         let names: Vec<String> = key_columns.iter().map(|c| format!("\u{0}key:{}", c.name)).collect();
-        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), &format!("key.{}", key_format.ignore_option()), &mut keep)?;
+        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), key_format.ignore_option().map(|o| format!("key.{o}")), &mut keep)?;
     }
     let n = batch.len();
     let mut base_columns: Vec<ArrayRef> = Vec::new();

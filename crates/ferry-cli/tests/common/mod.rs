@@ -106,3 +106,26 @@ pub(crate) fn mock_config(a: &str, b: &str) -> String {
     )
 }
 
+
+/// The Python of `target/test-venv`: confluent-kafka with its Avro, JSON Schema and Protobuf
+/// extras (`scripts/install-test-tools` creates it).
+pub(crate) fn venv_python() -> PathBuf {
+    let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/test-venv/bin/python");
+    assert!(python.exists(), "{} is missing: scripts/install-test-tools creates it (confluent-kafka with its Avro extras)", python.display());
+    python
+}
+
+/// A `ferry registry` properties file over `broker`, on a free port: (address, file).
+pub(crate) fn registry_config(broker: &Broker, name: &str) -> (String, PathBuf) {
+    let addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let config = std::env::temp_dir().join(format!("{}.properties", unique(name)));
+    std::fs::write(&config, format!("listeners=http://{addr}\nkafkastore.bootstrap.servers=PLAINTEXT://{}\nkafkastore.topic.replication.factor=1\n", broker.bootstrap())).unwrap();
+    (addr, config)
+}
+
+/// `ferry registry --config CONFIG`, once it listens at `addr`.
+pub(crate) fn spawn_registry(name: &str, addr: &str, config: &Path) -> Process {
+    let process = Process::spawn(ferry(), &["registry", "--config", config.to_str().unwrap()], &unique(name)).unwrap();
+    wait_for(Duration::from_secs(60), || std::net::TcpStream::connect(addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", process.output()));
+    process
+}
