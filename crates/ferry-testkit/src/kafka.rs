@@ -30,7 +30,7 @@ pub fn kafka_home() -> Result<PathBuf> {
 }
 
 /// The `java` binary: `$JAVA_HOME/bin/java`, else `java` on PATH.
-fn java() -> PathBuf {
+pub(crate) fn java() -> PathBuf {
     std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from("java"), |h| PathBuf::from(h).join("bin/java"))
 }
 
