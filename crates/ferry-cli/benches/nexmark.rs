@@ -1,0 +1,116 @@
+//! Nexmark on `ferry sql` and on Apache Flink, same SQL, same Kafka topics, same run (not a
+//! timed test):
+//!
+//!   cargo bench -p ferry-cli --bench nexmark                         # 1,000,000 events
+//!   FERRY_BENCH_EVENTS=200000 cargo bench -p ferry-cli --bench nexmark
+//!
+//! The generator writes Nexmark's three streams in its standard proportions (per 50 events: 1
+//! person, 3 auctions, 46 bids; 10,000 events per second of event time; bids go to recent
+//! auctions and persons, auctions to recent sellers, categories 10 to 14) as JSON into the
+//! topics person, auction and bid (4 partitions each). Each query is a bounded job; Ferry's runs as
+//! `ferry sql run` (timed from launch), Flink's in a local MiniCluster (`scripts/install-flink`),
+//! with parallelism 1 and 2, timed from its JVM's start and from the job's submission; their
+//! results must be equal (a multiset of rows). Rates are events of the whole stream per second.
+//!
+//! Queries: q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item
+//! suggestion: a regular join of auctions and persons), q5's first step (bids per auction per
+//! HOP window) and q11 (bids per bidder per SESSION window, as a window table function). Not
+//! yet: q4, q5 whole, q6, q7, q8 (they aggregate an aggregate or join windows) and q12
+//! (processing-time windows), which `ferry sql` refuses.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::Instant;
+
+use ferry_testkit::{create_topic, sql_timestamp, unique, Broker, BrokerOptions, RecordProducer, TestRecord};
+
+const PARTITIONS: i32 = 4;
+const STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
+const CITIES: [&str; 6] = ["Phoenix", "Los Angeles", "Boise", "Portland", "Seattle", "Cheyenne"];
+const CHANNELS: [&str; 4] = ["Google", "Facebook", "Baidu", "Apple"];
+
+/// A deterministic pseudo-random number for event `i` (SplitMix64).
+fn random(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The three streams' records: (persons, auctions, bids).
+fn generate(events: usize) -> (Vec<TestRecord>, Vec<TestRecord>, Vec<TestRecord>) {
+    let base = 1_700_000_000_000i64;
+    let (mut persons, mut auctions, mut bids) = (Vec::new(), Vec::new(), Vec::new());
+    let record = |i: usize, value: serde_json::Value| TestRecord { partition: (i % PARTITIONS as usize) as i32, offset: 0, key: None, value: Some(value.to_string().into_bytes()), headers: vec![], timestamp: None };
+    for i in 0..events {
+        let r = random(i as u64);
+        let at = sql_timestamp(base + i as i64 / 10);
+        // The newest ids so far (events come person first in every 50).
+        let (people, lots) = (persons.len() as u64, auctions.len() as u64);
+        let recent_person = |r: u64| 1000 + people.saturating_sub(1 + r % people.clamp(1, 10));
+        match i % 50 {
+            0 => {
+                let id = 1000 + people;
+                let s = (r % 6) as usize;
+                persons.push(record(i, serde_json::json!({"id": id, "name": format!("p{id}"), "emailAddress": format!("p{id}@example.com"), "creditCard": format!("{:016}", r % 10_000_000_000_000_000), "city": CITIES[s], "state": STATES[s], "dateTime": at, "extra": ""})));
+            }
+            1..=3 => {
+                let id = 1000 + lots;
+                auctions.push(record(i, serde_json::json!({"id": id, "itemName": format!("item{id}"), "description": "", "initialBid": 100 + r % 1000, "reserve": 1000 + r % 5000, "dateTime": at, "expires": sql_timestamp(base + i as i64 / 10 + 10_000), "seller": recent_person(r >> 8), "category": 10 + r % 5, "extra": ""})));
+            }
+            _ => {
+                let auction = 1000 + lots.saturating_sub(1 + (r >> 4) % lots.clamp(1, 100));
+                bids.push(record(i, serde_json::json!({"auction": auction, "bidder": recent_person(r >> 16), "price": 100 + (r >> 24) % 10_000, "channel": CHANNELS[(r % 4) as usize], "url": format!("https://example.com/{}", r % 1000), "dateTime": at, "extra": ""})));
+            }
+        }
+    }
+    (persons, auctions, bids)
+}
+
+fn main() {
+    let events: usize = std::env::var("FERRY_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let flink = std::env::var("FERRY_BENCH_FLINK").map_or(true, |v| v != "0");
+    let ferry = Path::new(env!("CARGO_BIN_EXE_ferry"));
+    let broker = Broker::start_with("bench-nexmark", BrokerOptions::benchmark()).unwrap();
+    let bootstrap = broker.bootstrap();
+    let (person, auction, bid) = (unique("person"), unique("auction"), unique("bid"));
+    let started = Instant::now();
+    let (persons, auctions, bids) = generate(events);
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+    for (topic, records) in [(&person, &persons), (&auction, &auctions), (&bid, &bids)] {
+        create_topic(&bootstrap, topic, PARTITIONS).unwrap();
+        producer.send_all(topic, records).unwrap();
+    }
+    println!("nexmark: {events} events ({} persons, {} auctions, {} bids) on {PARTITIONS} partitions each, written in {:.1} s", persons.len(), auctions.len(), bids.len(), started.elapsed().as_secs_f64());
+    let table = |name: &str, topic: &str, columns: &str| {
+        format!("CREATE TABLE {name} ({columns}, WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND) WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n")
+    };
+    let sources = [
+        table("person", &person, "id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING"),
+        table("auction", &auction, "id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING"),
+        table("bid", &bid, "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING"),
+    ]
+    .concat();
+    let queries = [
+        ("q0", "auction BIGINT, bidder BIGINT, price BIGINT, dateTime TIMESTAMP(3), extra STRING", "SELECT auction, bidder, price, dateTime, extra FROM bid"),
+        ("q1", "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), dateTime TIMESTAMP(3), extra STRING", "SELECT auction, bidder, 0.908 * price AS price, dateTime, extra FROM bid"),
+        ("q2", "auction BIGINT, price BIGINT", "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0"),
+        ("q3", "name STRING, city STRING, state STRING, id BIGINT", "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')"),
+        ("q5-hop", "auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), num BIGINT", "SELECT auction, window_start, window_end, COUNT(*) AS num FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end"),
+        ("q11", "bidder BIGINT, bid_count BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3)", "SELECT bidder, COUNT(*) AS bid_count, window_start, window_end FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end"),
+    ];
+    let only: Option<Vec<String>> = std::env::var("FERRY_BENCH_QUERIES").ok().map(|q| q.split(',').map(str::to_string).collect());
+    for (name, columns, query) in queries {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|q| q == name)) {
+            continue;
+        }
+        let job = |sink: &str| {
+            let file = std::env::temp_dir().join(format!("{}.sql", unique("nexmark")));
+            std::fs::write(&file, format!("{sources}CREATE TABLE results ({columns}) WITH ('connector' = 'kafka', 'topic' = '{sink}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');\nINSERT INTO results {query};\n")).unwrap();
+            file
+        };
+        support::ferry_and_flink(ferry, &bootstrap, PARTITIONS, name, events, false, flink, None, job);
+    }
+}
