@@ -11,6 +11,7 @@
 //! `ferry sql run` (timed from launch), Flink's in a local MiniCluster (`scripts/install-flink`),
 //! with parallelism 1 and 2, timed from its JVM's start and from the job's submission; their
 //! results must be equal (a multiset of rows). Rates are events of the whole stream per second.
+//! `dateTime` is quoted: DATETIME is a reserved word in Flink 2's parser.
 //!
 //! Queries: q0 (pass-through), q1 (currency conversion), q2 (selection), q3 (local item
 //! suggestion: a regular join of auctions and persons), q5's first step (bids per auction per
@@ -85,21 +86,21 @@ fn main() {
     }
     println!("nexmark: {events} events ({} persons, {} auctions, {} bids) on {PARTITIONS} partitions each, written in {:.1} s", persons.len(), auctions.len(), bids.len(), started.elapsed().as_secs_f64());
     let table = |name: &str, topic: &str, columns: &str| {
-        format!("CREATE TABLE {name} ({columns}, WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND) WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n")
+        format!("CREATE TABLE {name} ({columns}, WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND) WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset');\n")
     };
     let sources = [
-        table("person", &person, "id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING"),
-        table("auction", &auction, "id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING"),
-        table("bid", &bid, "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING"),
+        table("person", &person, "id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, `dateTime` TIMESTAMP(3), extra STRING"),
+        table("auction", &auction, "id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING"),
+        table("bid", &bid, "auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, `dateTime` TIMESTAMP(3), extra STRING"),
     ]
     .concat();
     let queries = [
-        ("q0", "auction BIGINT, bidder BIGINT, price BIGINT, dateTime TIMESTAMP(3), extra STRING", "SELECT auction, bidder, price, dateTime, extra FROM bid"),
-        ("q1", "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), dateTime TIMESTAMP(3), extra STRING", "SELECT auction, bidder, 0.908 * price AS price, dateTime, extra FROM bid"),
+        ("q0", "auction BIGINT, bidder BIGINT, price BIGINT, `dateTime` TIMESTAMP(3), extra STRING", "SELECT auction, bidder, price, `dateTime`, extra FROM bid"),
+        ("q1", "auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), `dateTime` TIMESTAMP(3), extra STRING", "SELECT auction, bidder, 0.908 * price AS price, `dateTime`, extra FROM bid"),
         ("q2", "auction BIGINT, price BIGINT", "SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0"),
         ("q3", "name STRING, city STRING, state STRING, id BIGINT", "SELECT P.name, P.city, P.state, A.id FROM auction AS A INNER JOIN person AS P ON A.seller = P.id WHERE A.category = 10 AND (P.state = 'OR' OR P.state = 'ID' OR P.state = 'CA')"),
-        ("q5-hop", "auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), num BIGINT", "SELECT auction, window_start, window_end, COUNT(*) AS num FROM TABLE(HOP(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end"),
-        ("q11", "bidder BIGINT, bid_count BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3)", "SELECT bidder, COUNT(*) AS bid_count, window_start, window_end FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end"),
+        ("q5-hop", "auction BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), num BIGINT", "SELECT auction, window_start, window_end, COUNT(*) AS num FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end"),
+        ("q11", "bidder BIGINT, bid_count BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3)", "SELECT bidder, COUNT(*) AS bid_count, window_start, window_end FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end"),
     ];
     let only: Option<Vec<String>> = std::env::var("FERRY_BENCH_QUERIES").ok().map(|q| q.split(',').map(str::to_string).collect());
     for (name, columns, query) in queries {

@@ -24,7 +24,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_testkit::{create_topic, send_waiting, sql_timestamp, unique, Broker, BrokerOptions, RecordProducer, TestRecord};

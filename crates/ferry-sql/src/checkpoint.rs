@@ -19,12 +19,9 @@ use crate::plan::Pipeline;
 /// What a checkpoint holds besides state batches.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Meta {
-    /// The source topic and, per partition, the next offset to read.
-    pub topic: String,
-    pub offsets: BTreeMap<i32, i64>,
-    /// Per partition, its watermark; and the pipeline's.
-    pub watermarks: BTreeMap<i32, i64>,
-    pub watermark: i64,
+    /// The pipeline's source (its fields at the top level of `meta.json`).
+    #[serde(flatten)]
+    pub source: SourceMeta,
     /// The same for the table a join reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined: Option<SourceMeta>,
@@ -32,7 +29,8 @@ pub struct Meta {
     pub written_ms: i64,
 }
 
-/// Where a source table was: per partition the next offset to read and its watermark.
+/// Where a source table was: its topic and, per partition, the next offset to read and its
+/// watermark; and the source's watermark.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SourceMeta {
     pub topic: String,
@@ -44,8 +42,7 @@ pub struct SourceMeta {
 impl Meta {
     /// Each source's position: the pipeline's source, then the joined table's.
     pub fn sources(&self) -> Vec<SourceMeta> {
-        let first = SourceMeta { topic: self.topic.clone(), offsets: self.offsets.clone(), watermarks: self.watermarks.clone(), watermark: self.watermark };
-        std::iter::once(first).chain(self.joined.clone()).collect()
+        std::iter::once(self.source.clone()).chain(self.joined.clone()).collect()
     }
 }
 

@@ -554,13 +554,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
     }
 
     fn text(rows: &Rows) -> Vec<String> {
-        let b = &rows.batch;
-        (0..b.num_rows())
-            .map(|r| {
-                let cells: Vec<String> = b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, r).unwrap()).collect();
-                format!("{} {}", rows.kind(r).short(), cells.join(","))
-            })
-            .collect()
+        rows.text()
     }
 
     #[test]

@@ -100,6 +100,20 @@ impl Rows {
     }
 }
 
+#[cfg(test)]
+impl Rows {
+    /// Each row as its change and cells (`+I a,1,2`), for tests.
+    pub(crate) fn text(&self) -> Vec<String> {
+        let b = &self.batch;
+        (0..b.num_rows())
+            .map(|r| {
+                let cells: Vec<String> = b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, r).unwrap()).collect();
+                format!("{} {}", self.kind(r).short(), cells.join(","))
+            })
+            .collect()
+    }
+}
+
 /// One operator of a pipeline.
 pub enum Step {
     Filter(Arc<dyn PhysicalExpr>),
@@ -981,13 +995,7 @@ mod tests {
     }
 
     fn text(rows: &Rows) -> Vec<String> {
-        let b = &rows.batch;
-        (0..b.num_rows())
-            .map(|r| {
-                let cells: Vec<String> = b.columns().iter().map(|c| arrow::util::display::array_value_to_string(c, r).unwrap()).collect();
-                format!("{} {}", rows.kind(r).short(), cells.join(","))
-            })
-            .collect()
+        rows.text()
     }
 
     #[test]

@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 /// A sink's result: an append topic's values as a sorted multiset of JSON texts (keys in order),
 /// an upsert topic's table (the last value per key, tombstones removing) in key order.
-pub fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool) -> Vec<(String, String)> {
+pub(crate) fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool) -> Vec<(String, String)> {
     let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).set("group.id", unique("result")).set("enable.auto.commit", "false").create().unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut ends = 0;
@@ -49,7 +49,7 @@ pub fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool) -> Ve
 /// asserts that Flink's results equal Ferry's and prints each rate over `events` input events
 /// (and Ferry's against `baseline` events/s when given). Ferry's rate.
 #[allow(clippy::too_many_arguments)]
-pub fn ferry_and_flink(ferry: &Path, bootstrap: &str, partitions: i32, name: &str, events: usize, upsert: bool, flink: bool, baseline: Option<f64>, job: impl Fn(&str) -> PathBuf) -> f64 {
+pub(crate) fn ferry_and_flink(ferry: &Path, bootstrap: &str, partitions: i32, name: &str, events: usize, upsert: bool, flink: bool, baseline: Option<f64>, job: impl Fn(&str) -> PathBuf) -> f64 {
     let sink = unique(name);
     create_topic(bootstrap, &sink, partitions).unwrap();
     let file = job(&sink);
