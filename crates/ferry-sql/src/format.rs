@@ -581,3 +581,18 @@ mod csv_tests {
         assert_eq!(text, ["1,ann,2023-11-14 22:13:20.250,1.50", "2,\"b,ob\",2023-11-14 22:13:21.000,2.00"]);
     }
 }
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn decimals_are_json_numbers_as_flink_writes_them() {
+        let schema = nullable([Field::new("price", DataType::Decimal128(23, 3), true)]);
+        let format = Format::Json(JsonOptions::default());
+        let (rows, _, bad) = decode(&format, &schema, &[Some(br#"{"price": 90.8}"#), Some(br#"{"price": null}"#)]);
+        assert!(bad.is_empty());
+        let text: Vec<String> = encode(&format, &rows).unwrap().into_iter().map(|v| String::from_utf8(v.unwrap()).unwrap()).collect();
+        assert_eq!(text, [r#"{"price":90.800}"#, r#"{"price":null}"#]);
+    }
+}

@@ -20,7 +20,9 @@ pub(crate) fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool
         ends += watermarks(bootstrap, topic, p).unwrap().1;
     }
     c.assign(&tpl).unwrap();
-    let canonical = |bytes: Option<&[u8]>| bytes.map(|b| serde_json::from_slice::<serde_json::Value>(b).map(|v| v.to_string()).unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned()));
+    // Numbers by value: Flink writes a DECIMAL as Jackson normalizes it (908.000 as 9.08E+2),
+    // Ferry with its scale.
+    let canonical = |bytes: Option<&[u8]>| bytes.map(|b| serde_json::from_slice::<serde_json::Value>(b).map(|v| numbers_by_value(v).to_string()).unwrap_or_else(|_| String::from_utf8_lossy(b).into_owned()));
     let mut rows = Vec::new();
     let mut table = std::collections::BTreeMap::new();
     let mut read = 0;
@@ -83,4 +85,14 @@ pub(crate) fn ferry_and_flink(ferry: &Path, bootstrap: &str, partitions: i32, na
         );
     }
     rate
+}
+
+fn numbers_by_value(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) if n.as_i64().is_none() => n.as_f64().and_then(serde_json::Number::from_f64).map_or(Value::Number(n), Value::Number),
+        Value::Array(a) => Value::Array(a.into_iter().map(numbers_by_value).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, numbers_by_value(v))).collect()),
+        other => other,
+    }
 }
