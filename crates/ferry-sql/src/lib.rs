@@ -13,6 +13,7 @@ pub mod changelog;
 pub mod checkpoint;
 pub mod error;
 pub mod format;
+mod functions;
 pub mod join;
 pub mod materialize;
 pub mod ops;

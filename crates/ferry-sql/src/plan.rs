@@ -129,6 +129,8 @@ impl Provider {
                 functions.insert(name.to_ascii_lowercase(), f.clone());
             }
         }
+        // Flink's names DataFusion lacks.
+        functions.insert("mod".to_string(), Arc::new(crate::functions::modulo()));
         let mut aggregates = HashMap::new();
         for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
