@@ -19,10 +19,14 @@ use crate::plan::Pipeline;
 /// What a checkpoint holds besides state batches.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Meta {
-    /// The pipeline's source (its fields at the top level of `meta.json`).
-    #[serde(flatten)]
-    pub source: SourceMeta,
-    /// The same for the table a join reads.
+    /// The source topic and, per partition, the next offset to read.
+    pub topic: String,
+    pub offsets: BTreeMap<i32, i64>,
+    /// Per partition, its watermark; and the pipeline's.
+    pub watermarks: BTreeMap<i32, i64>,
+    pub watermark: i64,
+    /// The same for the table a join reads. (Not `#[serde(flatten)]`ed with the fields above:
+    /// serde's flatten reads integer map keys back as strings and fails.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub joined: Option<SourceMeta>,
     /// When it was written (ms since the epoch).
@@ -40,9 +44,28 @@ pub struct SourceMeta {
 }
 
 impl Meta {
+    pub fn new(first: SourceMeta, joined: Option<SourceMeta>, written_ms: i64) -> Meta {
+        Meta { topic: first.topic, offsets: first.offsets, watermarks: first.watermarks, watermark: first.watermark, joined, written_ms }
+    }
+
     /// Each source's position: the pipeline's source, then the joined table's.
     pub fn sources(&self) -> Vec<SourceMeta> {
-        std::iter::once(self.source.clone()).chain(self.joined.clone()).collect()
+        let first = SourceMeta { topic: self.topic.clone(), offsets: self.offsets.clone(), watermarks: self.watermarks.clone(), watermark: self.watermark };
+        std::iter::once(first).chain(self.joined.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_reads_back_what_it_wrote() {
+        let source = |topic: &str| SourceMeta { topic: topic.into(), offsets: [(0, 5), (3, 7)].into(), watermarks: [(0, 100)].into(), watermark: 100 };
+        let meta = Meta::new(source("a"), Some(source("b")), 1);
+        let back: Meta = serde_json::from_slice(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(back.sources(), vec![source("a"), source("b")]);
     }
 }
 

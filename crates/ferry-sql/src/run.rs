@@ -565,7 +565,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             table.write().unwrap_or_else(std::sync::PoisonError::into_inner).restore(rows).map_err(|m| operator_error(format!("checkpoint {}: {m}", c.number)))?;
         }
         checkpoint_number = c.number;
-        info!(source = %name, sink = %sink_name, checkpoint = c.number, offsets = ?c.meta.source.offsets, state_rows = ops.state_rows(), "resumed from a checkpoint");
+        info!(source = %name, sink = %sink_name, checkpoint = c.number, offsets = ?c.meta.offsets, state_rows = ops.state_rows(), "resumed from a checkpoint");
     }
     let interval = p.checkpoint_interval.unwrap_or(Duration::from_secs(10));
     let mut last_checkpoint = Instant::now();
@@ -674,7 +674,7 @@ fn take_checkpoint(dir: &std::path::Path, number: u64, ops: &mut Operators<'_>, 
         Output::View(t) => Some(t.read().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot()?),
         _ => None,
     };
-    let meta = checkpoint::Meta { source: readers[0].meta(), joined: readers.get(1).map(Reader::meta), written_ms: now_ms() };
+    let meta = checkpoint::Meta::new(readers[0].meta(), readers.get(1).map(Reader::meta), now_ms());
     checkpoint::write(dir, number, &meta, &steps, view.as_ref())?;
     tracing::debug!(dir = %dir.display(), number, state_rows = ops.state_rows(), "checkpoint written");
     Ok(())
