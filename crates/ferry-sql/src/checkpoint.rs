@@ -55,20 +55,6 @@ impl Meta {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn meta_reads_back_what_it_wrote() {
-        let source = |topic: &str| SourceMeta { topic: topic.into(), offsets: [(0, 5), (3, 7)].into(), watermarks: [(0, 100)].into(), watermark: 100 };
-        let meta = Meta::new(source("a"), Some(source("b")), 1);
-        let back: Meta = serde_json::from_slice(&serde_json::to_vec(&meta).unwrap()).unwrap();
-        assert_eq!(back, meta);
-        assert_eq!(back.sources(), vec![source("a"), source("b")]);
-    }
-}
-
 /// A checkpoint read back.
 pub struct Checkpoint {
     pub number: u64,
@@ -167,4 +153,18 @@ pub fn read(dir: &Path, number: u64, steps: usize) -> Result<Option<Checkpoint>,
     let view_file = path.join("view.arrow");
     let view = if view_file.exists() { Some(read_batch(&view_file)?) } else { None };
     Ok(Some(Checkpoint { number, meta, steps: states, view }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meta_reads_back_what_it_wrote() {
+        let source = |topic: &str| SourceMeta { topic: topic.into(), offsets: [(0, 5), (3, 7)].into(), watermarks: [(0, 100)].into(), watermark: 100 };
+        let meta = Meta::new(source("a"), Some(source("b")), 1);
+        let back: Meta = serde_json::from_slice(&serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert_eq!(back, meta);
+        assert_eq!(back.sources(), vec![source("a"), source("b")]);
+    }
 }
