@@ -624,24 +624,23 @@ where
 /// A time as Flink's SQL text: `2023-11-14 22:13:20.25` (the fraction's trailing zeros dropped,
 /// none for a whole second), from milliseconds since the epoch, UTC.
 pub fn sql_timestamp(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let at = chrono::DateTime::from_timestamp_millis(ms).expect("a time chrono represents").naive_utc();
     let fraction = match ms.rem_euclid(1000) {
         0 => String::new(),
         f => format!(".{f:03}").trim_end_matches('0').to_string(),
     };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{fraction}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!("{}{fraction}", at.format("%Y-%m-%d %H:%M:%S"))
+}
+
+#[cfg(test)]
+mod sql_timestamp_tests {
+    #[test]
+    fn flink_sql_timestamp_text() {
+        assert_eq!(super::sql_timestamp(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(super::sql_timestamp(1_700_000_000_250), "2023-11-14 22:13:20.25");
+        assert_eq!(super::sql_timestamp(1_700_000_000_001), "2023-11-14 22:13:20.001");
+        assert_eq!(super::sql_timestamp(-1), "1969-12-31 23:59:59.999");
+    }
 }
 
 /// One HTTP/1.0 request (the server closes the connection, so the body is whatever follows the
