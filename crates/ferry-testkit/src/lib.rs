@@ -632,16 +632,6 @@ pub fn sql_timestamp(ms: i64) -> String {
     format!("{}{fraction}", at.format("%Y-%m-%d %H:%M:%S"))
 }
 
-#[cfg(test)]
-mod sql_timestamp_tests {
-    #[test]
-    fn flink_sql_timestamp_text() {
-        assert_eq!(super::sql_timestamp(1_700_000_000_000), "2023-11-14 22:13:20");
-        assert_eq!(super::sql_timestamp(1_700_000_000_250), "2023-11-14 22:13:20.25");
-        assert_eq!(super::sql_timestamp(1_700_000_000_001), "2023-11-14 22:13:20.001");
-        assert_eq!(super::sql_timestamp(-1), "1969-12-31 23:59:59.999");
-    }
-}
 
 /// One HTTP/1.0 request (the server closes the connection, so the body is whatever follows the
 /// head): (status, body). A connection that fails is an error, for tests that kill servers (and benches).
@@ -658,4 +648,15 @@ pub fn http_request(addr: &str, method: &str, path: &str, headers: &[(&str, &str
     s.read_to_string(&mut response)?;
     let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     Ok((status, response.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string()))
+}
+
+#[cfg(test)]
+mod sql_timestamp_tests {
+    #[test]
+    fn flink_sql_timestamp_text() {
+        assert_eq!(super::sql_timestamp(1_700_000_000_000), "2023-11-14 22:13:20");
+        assert_eq!(super::sql_timestamp(1_700_000_000_250), "2023-11-14 22:13:20.25");
+        assert_eq!(super::sql_timestamp(1_700_000_000_001), "2023-11-14 22:13:20.001");
+        assert_eq!(super::sql_timestamp(-1), "1969-12-31 23:59:59.999");
+    }
 }
