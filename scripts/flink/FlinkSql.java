@@ -3,6 +3,10 @@
 //
 //   java -cp '.flink/lib/*:CLASSES' FlinkSql run FILE [PARALLELISM]   every INSERT as one job, until bounded sources end
 //   java -cp '.flink/lib/*:CLASSES' FlinkSql explain FILE             plans every INSERT; prints "explained N"
+//   java -cp '.flink/lib/*:CLASSES' FlinkSql explain-each             reads file paths on stdin, one a line, and
+//                                                                     plans each as `explain` does, answering one
+//                                                                     line each: "explained N" or "refused MESSAGE"
+//                                                                     (one JVM for a whole test binary's files)
 //
 // Statements are separated by ';' at the end of a line. CREATE TABLE / CREATE TEMPORARY VIEW and
 // SET run as they are; INSERTs (also inside EXECUTE STATEMENT SET) go into one statement set.
@@ -47,14 +51,57 @@ public class FlinkSql {
 
     public static void main(String[] args) throws Exception {
         String mode = args[0];
-        String text = Files.readString(Path.of(args[1]));
+        if (mode.equals("explain-each")) {
+            java.io.BufferedReader in = new java.io.BufferedReader(new java.io.InputStreamReader(System.in, java.nio.charset.StandardCharsets.UTF_8));
+            for (String path; (path = in.readLine()) != null; ) {
+                String answer;
+                try {
+                    answer = "explained " + prepare(Files.readString(Path.of(path)), "1").explain();
+                } catch (Exception e) {
+                    StringBuilder causes = new StringBuilder();
+                    for (Throwable t = e; t != null; t = t.getCause()) {
+                        causes.append(causes.length() == 0 ? "" : " | caused by: ").append(t);
+                    }
+                    answer = "refused " + causes.toString().replace('\n', ' ').replace('\r', ' ');
+                }
+                System.out.println(answer);
+                System.out.flush();
+            }
+            return;
+        }
+        Job job = prepare(Files.readString(Path.of(args[1])), args.length > 2 ? args[2] : "1");
+        if (mode.equals("explain")) {
+            System.out.println("explained " + job.explain());
+            return;
+        }
+        long started = System.nanoTime();
+        StatementSet set = job.env.createStatementSet();
+        for (String insert : job.inserts) {
+            set.addInsertSql(insert);
+        }
+        TableResult result = set.execute();
+        result.await();
+        System.out.println("flink finished in " + (System.nanoTime() - started) / 1_000_000 + " ms");
+        System.exit(0);
+    }
+
+    /** A job file's tables and settings applied to a new environment, its INSERTs collected. */
+    record Job(TableEnvironment env, List<String> inserts) {
+        int explain() {
+            for (String insert : inserts) {
+                env.explainSql(insert);
+            }
+            return inserts.size();
+        }
+    }
+
+    static Job prepare(String text, String parallelism) {
         Configuration conf = new Configuration();
-        conf.setString("parallelism.default", args.length > 2 ? args[2] : "1");
+        conf.setString("parallelism.default", parallelism);
         conf.setString("rest.bind-address", "127.0.0.1");
         conf.setString("rest.address", "127.0.0.1");
-        conf.setString("taskmanager.numberOfTaskSlots", args.length > 2 ? args[2] : "1");
+        conf.setString("taskmanager.numberOfTaskSlots", parallelism);
         TableEnvironment env = TableEnvironment.create(EnvironmentSettings.newInstance().inStreamingMode().withConfiguration(conf).build());
-        StatementSet set = env.createStatementSet();
         List<String> inserts = new ArrayList<>();
         for (String s : statements(text)) {
             String upper = s.toUpperCase();
@@ -77,20 +124,6 @@ public class FlinkSql {
                 env.executeSql(s);
             }
         }
-        if (mode.equals("explain")) {
-            for (String insert : inserts) {
-                env.explainSql(insert);
-            }
-            System.out.println("explained " + inserts.size());
-            return;
-        }
-        long started = System.nanoTime();
-        for (String insert : inserts) {
-            set.addInsertSql(insert);
-        }
-        TableResult result = set.execute();
-        result.await();
-        System.out.println("flink finished in " + (System.nanoTime() - started) / 1_000_000 + " ms");
-        System.exit(0);
+        return new Job(env, inserts);
     }
 }

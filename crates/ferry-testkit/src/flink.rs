@@ -3,8 +3,9 @@
 //! them in a local MiniCluster in one JVM.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -65,9 +66,67 @@ fn flink_sql(mode: &str, job: &Path, parallelism: usize) -> Result<(String, Dura
 }
 
 /// Plans every INSERT of `job` with Flink's planner (its parser, catalog, type checks and
-/// optimizer): an error says what Flink refused.
+/// optimizer): an error says what Flink refused. One JVM plans every file of a test binary
+/// (`FlinkSql explain-each`, a new table environment per file), started at the first call.
 pub fn flink_explain(job: &Path) -> Result<()> {
-    flink_sql("explain", job, 1).map(|_| ())
+    static PLANNER: Mutex<Option<Planner>> = Mutex::new(None);
+    let mut planner = PLANNER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if planner.is_none() {
+        *planner = Some(Planner::start()?);
+    }
+    let answer = planner.as_mut().expect("started above").explain(job);
+    if answer.is_err() {
+        // A planner that failed to answer is not reused; the next call starts another.
+        if let Some(Planner { mut child, .. }) = planner.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    match answer?.strip_prefix("refused ") {
+        Some(cause) => bail!("Flink refused {}: {cause}", job.display()),
+        None => Ok(()),
+    }
+}
+
+/// `FlinkSql explain-each`: a path written on its stdin, one line answered on its stdout. It
+/// ends when the test binary does (its stdin closes).
+struct Planner {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Planner {
+    fn start() -> Result<Self> {
+        let home = flink_home()?;
+        let classpath = format!("{}/*:{}", home.join("lib").display(), runner()?.display());
+        let mut child = Command::new(crate::kafka::java())
+            .args(["-Xmx1g", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", &classpath])
+            .arg(format!("-Dlog4j.configurationFile={}", home.join("log4j2.properties").display()))
+            .args(["FlinkSql", "explain-each"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("start java")?;
+        let stdin = child.stdin.take().context("the planner's stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("the planner's stdout")?);
+        Ok(Self { child, stdin, stdout })
+    }
+
+    /// The planner's answer for `job`: "explained N" or "refused CAUSE".
+    fn explain(&mut self, job: &Path) -> Result<String> {
+        let path = job.to_str().with_context(|| format!("{} is not UTF-8", job.display()))?;
+        writeln!(self.stdin, "{path}").and_then(|()| self.stdin.flush()).context("write to the Flink planner")?;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line).context("read the Flink planner's answer")? == 0 {
+            bail!("the Flink planner ended without answering for {} (its log is on the test's stderr)", job.display());
+        }
+        let line = line.trim_end();
+        if !line.starts_with("explained ") && !line.starts_with("refused ") {
+            bail!("the Flink planner answered {line:?} for {}", job.display());
+        }
+        Ok(line.to_owned())
+    }
 }
 
 /// Runs `job` on Flink (a local MiniCluster) until its bounded sources end: the time from the
@@ -76,4 +135,30 @@ pub fn flink_run(job: &Path, parallelism: usize) -> Result<(Duration, Duration)>
     let (stdout, took) = flink_sql("run", job, parallelism)?;
     let ms = stdout.lines().find_map(|l| l.strip_prefix("flink finished in ")?.strip_suffix(" ms")?.parse::<u64>().ok()).context("the runner did not say how long the job took")?;
     Ok((took, Duration::from_millis(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("{}.sql", crate::unique("flink-explain")));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// One planner answers file after file, a refusal names Flink's cause, and a refusal does
+    /// not spoil the next file's answer.
+    #[test]
+    fn the_planner_accepts_and_refuses_file_after_file() {
+        let table = "CREATE TABLE t (id BIGINT, name STRING) WITH ('connector' = 'datagen');\nCREATE TABLE s (id BIGINT, n BIGINT) WITH ('connector' = 'blackhole');\n";
+        flink_explain(&file(&format!("{table}INSERT INTO s SELECT id, CHAR_LENGTH(name) FROM t;\n"))).unwrap();
+        let refused = flink_explain(&file(&format!("{table}INSERT INTO s SELECT id, no_such_column FROM t;\n"))).unwrap_err().to_string();
+        assert!(refused.contains("no_such_column"), "{refused}");
+        // An updating aggregate into an append-only sink is a planning error, not a parse error.
+        let kafka = "CREATE TABLE k (id BIGINT, n BIGINT) WITH ('connector' = 'kafka', 'topic' = 'k', 'properties.bootstrap.servers' = '127.0.0.1:1', 'format' = 'json');\n";
+        let refused = flink_explain(&file(&format!("{table}{kafka}INSERT INTO k SELECT id, COUNT(*) FROM t GROUP BY id;\n"))).unwrap_err().to_string();
+        assert!(refused.contains("update"), "{refused}");
+        flink_explain(&file(&format!("{table}INSERT INTO s SELECT id, id * 2 FROM t WHERE name <> 'x';\n"))).unwrap();
+    }
 }
