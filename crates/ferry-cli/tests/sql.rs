@@ -29,10 +29,34 @@ fn unchecked_job_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// `ferry sql ARGS`: (exit code, stdout, stderr).
+/// `ferry sql ARGS`: (exit code, stdout, stderr). A command still running after three minutes
+/// is killed and reported (exit code -1), so that a job that never ends fails its test.
 fn sql(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(common::ferry()).arg("sql").args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let (out, err) = (std::env::temp_dir().join(unique("sql-out")), std::env::temp_dir().join(unique("sql-err")));
+    let mut child = Command::new(common::ferry())
+        .arg("sql")
+        .args(args)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let read = |p: &PathBuf| std::fs::read_to_string(p).unwrap_or_default();
+    match status {
+        Some(status) => (status.code().unwrap_or(-1), read(&out), read(&err)),
+        None => (-1, read(&out), format!("{}\nferry sql {args:?} was still running after 180 s (killed)", read(&err))),
+    }
 }
 
 const CUSTOMERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
@@ -161,10 +185,15 @@ fn written(bootstrap: &str, topic: &str, partitions: i32, expected: usize) -> (B
 fn a_job_filters_projects_and_writes_exactly_what_the_query_says() {
     let broker = Broker::start("sql-a").unwrap();
     let (source, sink) = (unique("orders"), unique("big"));
-    create_topic(&broker.bootstrap(), &source, 3).unwrap();
+    // Orders on partitions 0 to 2; partition 3 holds only an aborted transaction (its last
+    // offset is a control record no consumer sees) and partition 4 nothing: a bounded job
+    // must still see every partition's end.
+    create_topic(&broker.bootstrap(), &source, 5).unwrap();
     create_topic(&broker.bootstrap(), &sink, 2).unwrap();
     let records = orders(0, 3_000, 3);
     RecordProducer::new(&broker.bootstrap()).unwrap().send_all(&source, &records).unwrap();
+    let aborted: Vec<TestRecord> = orders(5_000, 5_020, 1).into_iter().map(|r| TestRecord { partition: 3, ..r }).collect();
+    ferry_testkit::TxnProducer::new(&broker.bootstrap()).unwrap().transaction(&source, &aborted, false).unwrap();
     // Offsets as the broker gave them: records go to their partitions in order.
     let mut next = [0i64; 3];
     let records: Vec<TestRecord> = records

@@ -422,6 +422,17 @@ impl<'a> Reader<'a> {
             self.marks.restore(&c.watermarks.iter().map(|(q, w)| (*q, *w)).collect::<Vec<_>>(), c.watermark);
         }
         self.ends = end_offsets(&self.consumer, kafka, &name, &self.partitions)?;
+        if self.ends.is_some() {
+            // A bounded table starts at offsets, not "the beginning" or "the end": a partition
+            // with nothing to read (empty, or its start at its end) is read to its end from
+            // the start, since no record will ever say so.
+            for (partition, offset) in starts.iter_mut() {
+                if !matches!(offset, Offset::Offset(_)) {
+                    let (low, high) = self.consumer.fetch_watermarks(&kafka.topic, *partition, Duration::from_secs(30)).map_err(|e| table_error(&name, format!("cannot read the offsets of topic {} partition {partition}: {e}", kafka.topic)))?;
+                    *offset = Offset::Offset(if matches!(offset, Offset::End) { high } else { low });
+                }
+            }
+        }
         let mut tpl = TopicPartitionList::new();
         for (partition, offset) in &starts {
             tpl.add_partition_offset(&kafka.topic, *partition, *offset).map_err(|e| table_error(&name, e.to_string()))?;
@@ -448,7 +459,7 @@ impl<'a> Reader<'a> {
         let started = Instant::now();
         while batch.len() < BATCH_RECORDS && started.elapsed() < wait && !self.complete() {
             match self.consumer.poll(Duration::from_millis(10)) {
-                None => {}
+                None => self.reached_ends(),
                 Some(Ok(m)) => {
                     if let Some(end) = self.ends.as_ref().and_then(|e| e.get(&m.partition())) {
                         if m.offset() >= *end {
@@ -470,6 +481,24 @@ impl<'a> Reader<'a> {
             self.next.insert(r.partition, r.offset + 1);
         }
         batch
+    }
+
+    /// Partitions whose consumer position has reached their end although no record said so:
+    /// the last offsets were transaction markers or aborted records, which a consumer never sees.
+    fn reached_ends(&mut self) {
+        let Some(ends) = &self.ends else { return };
+        if self.done.values().all(|d| *d) {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else { return };
+        for e in positions.elements() {
+            if let (Offset::Offset(at), Some(end)) = (e.offset(), ends.get(&e.partition())) {
+                if at >= *end && self.done.insert(e.partition(), true) == Some(false) {
+                    self.finished.push(e.partition());
+                    self.next.insert(e.partition(), at);
+                }
+            }
+        }
     }
 
     /// Partitions read to their end count as +∞ for the watermark.
