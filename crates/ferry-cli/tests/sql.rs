@@ -302,6 +302,8 @@ fn a_job_file_with_a_mistake_is_refused_with_its_line_and_column() {
             ":4:8:",
         ),
         ("CREATE TABLE t (a INT) WITH ('connector' = 'filesystem');", ":1:30: table t: connector 'filesystem' is not supported"),
+        // Flink refuses a reserved word as a name unless quoted; so does Ferry (Flink's list).
+        ("CREATE TABLE t (a INT, `value` INT) WITH ('connector' = 'kafka');\nINSERT INTO t SELECT a AS out, `value` FROM t;", ":2:27: out is a reserved word in Flink SQL: quote it with backticks (`out`)"),
     ];
     for (text, want) in cases {
         let file = unchecked_job_file("sql-wrong", text);
@@ -312,6 +314,17 @@ fn a_job_file_with_a_mistake_is_refused_with_its_line_and_column() {
     let (code, _, err) = sql(&["check", "/nonexistent/job.sql"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read /nonexistent/job.sql"), "{err}");
+}
+
+/// Ferry refuses exactly the names Flink refuses: its list of reserved words is the one Flink's
+/// parser reports.
+#[test]
+fn ferry_reserves_the_words_flink_reserves() {
+    let flink: std::collections::BTreeSet<String> = ferry_testkit::flink_reserved_words().unwrap().into_iter().collect();
+    let ferry: std::collections::BTreeSet<String> = ferry_sql::reserved::words().iter().map(|w| (*w).to_string()).collect();
+    assert!(flink.len() > 400, "Flink reported {} reserved words", flink.len());
+    assert_eq!(ferry.difference(&flink).collect::<Vec<_>>(), Vec::<&String>::new(), "reserved in Ferry's list, not in Flink's");
+    assert_eq!(flink.difference(&ferry).collect::<Vec<_>>(), Vec::<&String>::new(), "reserved in Flink, missing from Ferry's list");
 }
 
 /// Bid `i` on one partition: item, price, event time. Every 7th bid is 3 s behind (out of order,

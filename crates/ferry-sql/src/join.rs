@@ -518,11 +518,11 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
 ";
 
     fn sink(columns: &str) -> String {
-        format!("CREATE TABLE out ({columns}) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n")
+        format!("CREATE TABLE results ({columns}) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n")
     }
 
     fn upsert_sink(columns: &str, key: &str) -> String {
-        format!("CREATE TABLE out ({columns}, PRIMARY KEY ({key}) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n")
+        format!("CREATE TABLE results ({columns}, PRIMARY KEY ({key}) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n")
     }
 
     fn orders(rows: &[(i64, &str, i64)]) -> Rows {
@@ -559,7 +559,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
 
     #[test]
     fn a_regular_join_joins_what_either_side_holds_and_outer_rows_are_taken_back_when_matched() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name WHERE c.tier <> 'none';", sink("id BIGINT, tier STRING"));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name WHERE c.tier <> 'none';", sink("id BIGINT, tier STRING"));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(!p.updating, "an inner join of appended rows appends");
@@ -571,7 +571,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
         assert_eq!(ops.state_rows(), 6);
 
         // LEFT JOIN: an order without a customer is padded, then taken back when one comes.
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT o.id, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name AND c.tier <> 'none';", upsert_sink("id BIGINT, tier STRING", "id"));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT o.id, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name AND c.tier <> 'none';", upsert_sink("id BIGINT, tier STRING", "id"));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(p.updating);
@@ -590,7 +590,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
 
     #[test]
     fn an_interval_join_keeps_rows_while_a_partner_may_come() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT o.id, p.paid FROM orders o LEFT JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND;", sink("id BIGINT, paid TIMESTAMP(3)"));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT o.id, p.paid FROM orders o LEFT JOIN payments p ON o.id = p.order_id AND p.paid BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND;", sink("id BIGINT, paid TIMESTAMP(3)"));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(!p.updating, "an interval join appends, outer rows too");
@@ -612,7 +612,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
 
     #[test]
     fn a_regular_join_forgets_rows_past_the_state_ttl() {
-        let sql = format!("{TABLES}SET 'table.exec.state.ttl' = '50 ms';\n{}INSERT INTO out SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name;", sink("id BIGINT, tier STRING"));
+        let sql = format!("{TABLES}SET 'table.exec.state.ttl' = '50 ms';\n{}INSERT INTO results SELECT o.id, c.tier FROM orders o JOIN customers c ON o.customer = c.name;", sink("id BIGINT, tier STRING"));
         let job = plan_script(&sql).unwrap();
         let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
         let w = [i64::MIN, i64::MIN];
@@ -645,7 +645,7 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
     #[test]
     fn a_temporal_join_joins_each_row_with_the_version_of_its_time() {
         // orders' customer column holds a currency here.
-        let sql = format!("{TABLES}{RATES}{}INSERT INTO out SELECT o.id, r.rate FROM orders AS o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.customer = r.currency;", sink("id BIGINT, rate BIGINT"));
+        let sql = format!("{TABLES}{RATES}{}INSERT INTO results SELECT o.id, r.rate FROM orders AS o LEFT JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.customer = r.currency;", sink("id BIGINT, rate BIGINT"));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(!p.updating, "a temporal join appends");
@@ -682,11 +682,11 @@ CREATE TABLE payments (order_id BIGINT, paid TIMESTAMP(3), WATERMARK FOR paid AS
             ("SELECT c.name, c.tier FROM customers FOR SYSTEM_TIME AS OF c.x AS c", "temporal join"),
             ("SELECT o.id, CAST(p.order_id AS STRING) FROM orders o JOIN payments FOR SYSTEM_TIME AS OF o.id AS p ON o.id = p.order_id", "time attribute is ts"),
         ] {
-            let sql = format!("{TABLES}{}INSERT INTO out {query};", sink("id BIGINT, tier STRING"));
+            let sql = format!("{TABLES}{}INSERT INTO results {query};", sink("id BIGINT, tier STRING"));
             let e = plan_script(&sql).err().expect("refused").to_string();
             assert!(e.contains(refused) && e.starts_with("5:1:"), "{e}");
         }
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT o.id, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name;", sink("id BIGINT, tier STRING"));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT o.id, c.tier FROM orders o LEFT JOIN customers c ON o.customer = c.name;", sink("id BIGINT, tier STRING"));
         assert!(plan_script(&sql).err().expect("refused").to_string().contains("takes appended rows only"));
     }
 }

@@ -973,9 +973,9 @@ mod tests {
 
     fn sink(columns: &str, upsert: bool) -> String {
         if upsert {
-            format!("CREATE TABLE out ({columns}, PRIMARY KEY (item) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n")
+            format!("CREATE TABLE results ({columns}, PRIMARY KEY (item) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\n")
         } else {
-            format!("CREATE TABLE out ({columns}) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n")
+            format!("CREATE TABLE results ({columns}) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n")
         }
     }
 
@@ -1000,7 +1000,7 @@ mod tests {
 
     #[test]
     fn a_tumbling_window_fires_when_the_watermark_passes_its_end_and_drops_late_rows() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(*), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, COUNT(*), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(!p.updating);
@@ -1020,7 +1020,7 @@ mod tests {
 
     #[test]
     fn hopping_and_cumulating_windows_hold_a_row_in_several_windows() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, SUM(price) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, window_end, SUM(price) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
         let job = plan_script(&sql).unwrap();
         let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
         ops.process(rows(&job, &[("a", 1, 7_000), ("a", 10, 12_000)], &[i64::MIN, 6_000]), 11_000).unwrap();
@@ -1029,7 +1029,7 @@ mod tests {
         assert_eq!(text(&out), ["+I a,1970-01-01T00:00:05,1970-01-01T00:00:15,111", "+I a,1970-01-01T00:00:10,1970-01-01T00:00:20,10"]);
         assert_eq!(ops.late, 0, "the row was in a window that had not fired");
 
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, SUM(price) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '4' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, window_end, SUM(price) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '4' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));
         let job = plan_script(&sql).unwrap();
         let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
         let out = ops.process(rows(&job, &[("a", 1, 500), ("a", 2, 2_500)], &[i64::MIN, i64::MIN]), i64::MAX).unwrap();
@@ -1056,7 +1056,7 @@ mod tests {
 
     #[test]
     fn an_aggregate_over_an_upsert_table_takes_changes_back_and_deletes_emptied_groups() {
-        let sql = format!("{ACCOUNTS}CREATE TABLE out (region STRING, n BIGINT, total BIGINT, average DOUBLE, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO out SELECT region, COUNT(*), SUM(amount), AVG(amount) FROM accounts WHERE amount > 0 GROUP BY region;");
+        let sql = format!("{ACCOUNTS}CREATE TABLE results (region STRING, n BIGINT, total BIGINT, average DOUBLE, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO results SELECT region, COUNT(*), SUM(amount), AVG(amount) FROM accounts WHERE amount > 0 GROUP BY region;");
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(p.updating && matches!(p.steps[0], Step::Changelog(_)), "{}", crate::plan::explain(&job));
@@ -1090,7 +1090,7 @@ mod tests {
 
     #[test]
     fn an_updating_aggregate_emits_a_changelog() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*), COUNT(DISTINCT price), MAX(price) FROM bids GROUP BY item HAVING SUM(price) < 100;", sink("item STRING, n BIGINT, prices BIGINT, top BIGINT", true));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, COUNT(*), COUNT(DISTINCT price), MAX(price) FROM bids GROUP BY item HAVING SUM(price) < 100;", sink("item STRING, n BIGINT, prices BIGINT, top BIGINT", true));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(p.updating);
@@ -1100,14 +1100,14 @@ mod tests {
         // b passes 100: its -U goes through HAVING, its +U does not (the sink deletes b).
         let out = ops.process(rows(&job, &[("a", 6, 0), ("b", 200, 0)], &[0, 0]), 0).unwrap();
         assert_eq!(text(&out), ["-U a,2,1,5", "+U a,3,2,6", "-U b,1,1,7"]);
-        let err = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*) FROM bids GROUP BY item;", sink("item STRING, n BIGINT", false))).err().unwrap();
+        let err = plan_script(&format!("{TABLES}{}INSERT INTO results SELECT item, COUNT(*) FROM bids GROUP BY item;", sink("item STRING, n BIGINT", false))).err().unwrap();
         assert!(err.message.contains("takes appended rows only"), "{err}");
     }
 
     #[test]
     fn state_restored_from_a_snapshot_goes_on_as_if_nothing_happened() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(DISTINCT price), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
-        let updating = format!("{TABLES}{}INSERT INTO out SELECT item, COUNT(*), AVG(price), MAX(price) FROM bids GROUP BY item;", sink("item STRING, n BIGINT, mean DOUBLE, top BIGINT", true));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, COUNT(DISTINCT price), SUM(price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let updating = format!("{TABLES}{}INSERT INTO results SELECT item, COUNT(*), AVG(price), MAX(price) FROM bids GROUP BY item;", sink("item STRING, n BIGINT, mean DOUBLE, top BIGINT", true));
         for sql in [sql, updating] {
             let job = plan_script(&sql).unwrap();
             let steps = &job.pipelines[0].steps;
@@ -1139,7 +1139,7 @@ mod tests {
 
     #[test]
     fn top_n_keeps_the_first_rows_per_partition_and_emits_rank_changes() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, price, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price DESC) AS rn FROM bids) WHERE rn <= 2;", sink("item STRING, price BIGINT, rn BIGINT", true));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, price, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price DESC) AS rn FROM bids) WHERE rn <= 2;", sink("item STRING, price BIGINT, rn BIGINT", true));
         let job = plan_script(&sql).unwrap();
         let p = &job.pipelines[0];
         assert!(p.updating);
@@ -1160,14 +1160,14 @@ mod tests {
             ("SELECT item, price FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY item ORDER BY price) AS rn FROM bids)", "filter its rank"),
             ("SELECT item, price FROM (SELECT *, RANK() OVER (PARTITION BY item ORDER BY price) AS rn FROM bids) WHERE rn = 1", "function 'rank'"),
         ] {
-            let e = plan_script(&format!("{TABLES}{}INSERT INTO out {query};", sink("item STRING, price BIGINT", true))).err().unwrap();
+            let e = plan_script(&format!("{TABLES}{}INSERT INTO results {query};", sink("item STRING, price BIGINT", true))).err().unwrap();
             assert!(e.message.contains(want), "{query}: {e}");
         }
     }
 
     #[test]
     fn session_windows_merge_per_key_and_drop_rows_for_fired_sessions() {
-        let sql = format!("{TABLES}{}INSERT INTO out SELECT item, window_start, window_end, COUNT(*), SUM(price) FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, total BIGINT", false));
+        let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, window_end, COUNT(*), SUM(price) FROM TABLE(SESSION(TABLE bids PARTITION BY item, DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT, total BIGINT", false));
         let job = plan_script(&sql).unwrap();
         let steps = &job.pipelines[0].steps;
         let mut ops = Operators::new(steps).unwrap();
@@ -1188,19 +1188,19 @@ mod tests {
         let mut again = text(&restored.process(rows(&job, &[("a", 5, 20_000), ("c", 6, 1_000)], &[9_000, 9_000]), 12_000).unwrap());
         again.extend(text(&restored.process(rows(&job, &[], &[]), i64::MAX).unwrap()));
         assert_eq!(again, ["+I a,1970-01-01T00:00:00,1970-01-01T00:00:11,3,8", "+I a,1970-01-01T00:00:20,1970-01-01T00:00:25,1,5"]);
-        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND));", sink("item STRING", false))).err().unwrap();
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO results SELECT item FROM TABLE(SESSION(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND));", sink("item STRING", false))).err().unwrap();
         assert!(e.message.contains("SESSION windows are supported in a window aggregate"), "{e}");
     }
 
     #[test]
     fn window_functions_are_checked_where_they_are_written() {
-        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(item), INTERVAL '1' MINUTE)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT", false))).err().unwrap();
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO results SELECT item, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(item), INTERVAL '1' MINUTE)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), n BIGINT", false))).err().unwrap();
         assert!(e.message.contains("DESCRIPTOR(item): the time attribute of bids is ts"), "{e}");
         assert_eq!(e.pos.line, 3, "{e}");
-        let e = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '10' SECOND));", sink("item STRING", false))).err().unwrap();
+        let e = plan_script(&format!("{TABLES}{}INSERT INTO results SELECT item FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '7' SECOND, INTERVAL '10' SECOND));", sink("item STRING", false))).err().unwrap();
         assert!(e.message.contains("whole multiple of the slide"), "{e}");
         // Named arguments, and a window table function without an aggregate.
-        let job = plan_script(&format!("{TABLES}{}INSERT INTO out SELECT item, window_end FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SIZE => INTERVAL '1' MINUTES));", sink("item STRING, we TIMESTAMP(3)", false))).unwrap();
+        let job = plan_script(&format!("{TABLES}{}INSERT INTO results SELECT item, window_end FROM TABLE(TUMBLE(DATA => TABLE bids, TIMECOL => DESCRIPTOR(ts), SIZE => INTERVAL '1' MINUTES));", sink("item STRING, we TIMESTAMP(3)", false))).unwrap();
         let mut ops = Operators::new(&job.pipelines[0].steps).unwrap();
         let out = ops.process(rows(&job, &[("a", 1, 61_000)], &[i64::MIN]), 0).unwrap();
         assert_eq!(text(&out), ["+I a,1970-01-01T00:02:00"]);

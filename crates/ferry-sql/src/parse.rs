@@ -235,8 +235,43 @@ fn expect_token(p: &mut Parser<'_>, t: &Token) -> Parsed<()> {
 }
 
 /// A possibly qualified name as written (`cat.db.t`), quotes removed.
+/// A name: an unquoted Flink reserved word is refused ([`crate::reserved`]).
+fn ident(p: &mut Parser<'_>) -> Parsed<String> {
+    let i = p.parse_identifier()?;
+    crate::reserved::check(&i)?;
+    Ok(i.value)
+}
+
+/// A query, with the names it uses checked against Flink's reserved words.
+fn query(p: &mut Parser<'_>) -> Parsed<Box<Query>> {
+    let q = p.parse_query()?;
+    crate::reserved::check_query(&q)?;
+    Ok(q)
+}
+
+/// An expression (a computed column, a watermark), its names checked as a query's are.
+fn expr(p: &mut Parser<'_>) -> Parsed<Expr> {
+    let e = p.parse_expr()?;
+    crate::reserved::check_expr(&e)?;
+    Ok(e)
+}
+
+/// A parenthesized list of names.
+fn names(p: &mut Parser<'_>) -> Parsed<Vec<String>> {
+    let list = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?;
+    for i in &list {
+        crate::reserved::check(i)?;
+    }
+    Ok(list.into_iter().map(|i| i.value).collect())
+}
+
 fn name(p: &mut Parser<'_>) -> Parsed<String> {
     let n = p.parse_object_name(false)?;
+    for part in &n.0 {
+        if let Some(i) = part.as_ident() {
+            crate::reserved::check(i)?;
+        }
+    }
     Ok(n.0.iter().map(|part| part.as_ident().map_or_else(|| part.to_string(), |i| i.value.clone())).collect::<Vec<_>>().join("."))
 }
 
@@ -255,13 +290,13 @@ fn statement(p: &mut Parser<'_>) -> Parsed<Statement> {
             eat_words(p, &["IF", "NOT", "EXISTS"]);
             let name = name(p)?;
             expect_word(p, "AS")?;
-            return Ok(Statement::CreateView { name, query: p.parse_query()? });
+            return Ok(Statement::CreateView { name, query: query(p)? });
         }
         if !temporary && eat_words(p, &["MATERIALIZED", "VIEW"]) {
             let name = name(p)?;
             let options = if eat_word(p, "WITH") { options(p)? } else { Vec::new() };
             expect_word(p, "AS")?;
-            return Ok(Statement::CreateMaterializedView { name, options, query: p.parse_query()? });
+            return Ok(Statement::CreateMaterializedView { name, options, query: query(p)? });
         }
         if peek_word(p, "FUNCTION") || peek_word(p, "SYSTEM") {
             return unsupported(here(p), "CREATE FUNCTION: user-defined functions are not supported");
@@ -307,7 +342,7 @@ fn statement(p: &mut Parser<'_>) -> Parsed<Statement> {
         return Ok(Statement::Set { key, value });
     }
     if peek_word(p, "SELECT") || peek_word(p, "WITH") || peek_word(p, "VALUES") || p.peek_token().token == Token::LParen {
-        return Ok(Statement::Select(p.parse_query()?));
+        return Ok(Statement::Select(query(p)?));
     }
     for (word, what) in [
         ("DROP", "DROP: a job file declares what it uses; drop a table by removing its CREATE"),
@@ -338,9 +373,9 @@ fn insert(p: &mut Parser<'_>) -> Parsed<Insert> {
     }
     let mut columns = Vec::new();
     if p.peek_token().token == Token::LParen && !peek_query_in_parens(p) {
-        columns = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?.into_iter().map(|i| i.value).collect();
+        columns = names(p)?;
     }
-    Ok(Insert { table, table_pos, columns, query: p.parse_query()? })
+    Ok(Insert { table, table_pos, columns, query: query(p)? })
 }
 
 /// `(SELECT …` after an INSERT's table name is the query, not a column list.
@@ -384,31 +419,31 @@ fn create_table(p: &mut Parser<'_>) -> Parsed<TableDdl> {
         let pos = here(p);
         if eat_word(p, "WATERMARK") {
             expect_word(p, "FOR")?;
-            let column = p.parse_identifier()?.value;
+            let column = ident(p)?;
             expect_word(p, "AS")?;
             if watermark.is_some() {
                 return unsupported(pos, "a table has at most one WATERMARK");
             }
-            watermark = Some(WatermarkDdl { column, expr: p.parse_expr()?, pos });
+            watermark = Some(WatermarkDdl { column, expr: expr(p)?, pos });
         } else if peek_word(p, "PRIMARY") || peek_word(p, "CONSTRAINT") {
             if eat_word(p, "CONSTRAINT") {
-                p.parse_identifier()?;
+                ident(p)?;
             }
             expect_word(p, "PRIMARY")?;
             expect_word(p, "KEY")?;
-            let key: Vec<String> = p.parse_parenthesized_column_list(sqlparser::parser::IsOptional::Mandatory, false)?.into_iter().map(|i| i.value).collect();
+            let key = names(p)?;
             not_enforced(p, pos)?;
             if !primary_key.is_empty() {
                 return unsupported(pos, "a table has at most one PRIMARY KEY");
             }
             primary_key = key;
         } else {
-            let column = p.parse_identifier()?.value;
+            let column = ident(p)?;
             if columns.iter().any(|c| c.name == column) {
                 return unsupported(pos, format!("column {column} is declared twice"));
             }
             let kind = if eat_word(p, "AS") {
-                ColumnKind::Computed(Box::new(p.parse_expr()?))
+                ColumnKind::Computed(Box::new(expr(p)?))
             } else {
                 let ty = flink_type(p)?;
                 let mut not_null = false;
@@ -640,7 +675,7 @@ fn data_type(p: &mut Parser<'_>, pending: &mut u32) -> Parsed<FlinkType> {
             };
             let mut fields = Vec::new();
             loop {
-                let field = p.parse_identifier()?.value;
+                let field = ident(p)?;
                 let ty = data_type(p, pending)?;
                 let not_null = eat_words(p, &["NOT", "NULL"]);
                 if eat_word(p, "COMMENT") {

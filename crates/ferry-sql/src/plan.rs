@@ -840,11 +840,11 @@ pub fn explain(job: &Job) -> String {
 mod tests {
     use super::*;
 
-    const ORDERS: &str = "CREATE TABLE orders (\n  id BIGINT,\n  customer STRING,\n  amount DECIMAL(10, 2),\n  ts TIMESTAMP(3),\n  part INT METADATA FROM 'partition' VIRTUAL,\n  big AS amount > 100,\n  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND\n) WITH ('connector' = 'kafka', 'topic' = 'orders', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nCREATE TABLE out (id BIGINT, who STRING, doubled DECIMAL(12, 2)) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n";
+    const ORDERS: &str = "CREATE TABLE orders (\n  id BIGINT,\n  customer STRING,\n  amount DECIMAL(10, 2),\n  ts TIMESTAMP(3),\n  part INT METADATA FROM 'partition' VIRTUAL,\n  big AS amount > 100,\n  WATERMARK FOR ts AS ts - INTERVAL '5' SECOND\n) WITH ('connector' = 'kafka', 'topic' = 'orders', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nCREATE TABLE results (id BIGINT, who STRING, doubled DECIMAL(12, 2)) WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n";
 
     #[test]
     fn a_filter_and_projection_through_a_view() {
-        let job = plan_script(&format!("{ORDERS}CREATE TEMPORARY VIEW big_orders AS SELECT * FROM orders WHERE big;\nINSERT INTO out SELECT id, UPPER(customer), amount * 2 FROM big_orders WHERE part >= 0;")).unwrap();
+        let job = plan_script(&format!("{ORDERS}CREATE TEMPORARY VIEW big_orders AS SELECT * FROM orders WHERE big;\nINSERT INTO results SELECT id, UPPER(customer), amount * 2 FROM big_orders WHERE part >= 0;")).unwrap();
         assert_eq!(job.pipelines.len(), 1);
         let p = &job.pipelines[0];
         assert_eq!(p.source.table.name, "orders");
@@ -857,18 +857,18 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_column() {
-        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, nope, amount FROM orders;")).err().unwrap();
+        let e = plan_script(&format!("{ORDERS}INSERT INTO results SELECT id, nope, amount FROM orders;")).err().unwrap();
         assert_eq!(e.pos.line, 11, "{e}");
         assert!(e.message.contains("nope"), "{e}");
-        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, customer FROM orders;")).err().unwrap();
-        assert!(e.message.contains("the query has 2 columns, table out takes 3"), "{e}");
-        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT customer, id, amount FROM orders;")).err().unwrap();
-        assert!(e.message.contains("column id of table out is BIGINT, the query gives STRING"), "{e}");
-        let e = plan_script(&format!("{ORDERS}INSERT INTO out SELECT id, customer, amount FROM orders UNION ALL SELECT id, customer, amount FROM orders;")).err().unwrap();
+        let e = plan_script(&format!("{ORDERS}INSERT INTO results SELECT id, customer FROM orders;")).err().unwrap();
+        assert!(e.message.contains("the query has 2 columns, table results takes 3"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO results SELECT customer, id, amount FROM orders;")).err().unwrap();
+        assert!(e.message.contains("column id of table results is BIGINT, the query gives STRING"), "{e}");
+        let e = plan_script(&format!("{ORDERS}INSERT INTO results SELECT id, customer, amount FROM orders UNION ALL SELECT id, customer, amount FROM orders;")).err().unwrap();
         assert!(e.message.contains("UNION: not supported yet"), "{e}");
         let e = plan_script(&format!("{ORDERS}INSERT INTO nowhere SELECT * FROM orders;")).err().unwrap();
         assert_eq!((e.pos, e.message.as_str()), (Pos::new(11, 13), "nowhere is not declared in the job file"));
-        let e = plan_script(&format!("{ORDERS}SET 'foo' = 'bar';\nINSERT INTO out SELECT id, customer, amount FROM orders;")).err().unwrap();
+        let e = plan_script(&format!("{ORDERS}SET 'foo' = 'bar';\nINSERT INTO results SELECT id, customer, amount FROM orders;")).err().unwrap();
         assert!(e.message.contains("setting 'foo'"), "{e}");
     }
 }

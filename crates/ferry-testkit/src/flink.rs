@@ -65,6 +65,34 @@ fn flink_sql(mode: &str, job: &Path, parallelism: usize) -> Result<(String, Dura
     Ok((stdout, took))
 }
 
+/// The words Flink's SQL parser reserves (`scripts/flink/FlinkReserved.java`, run against the
+/// parser inside flink-table-planner-loader's nested jar), sorted.
+pub fn flink_reserved_words() -> Result<Vec<String>> {
+    let home = flink_home()?;
+    let lib = home.join("lib");
+    let loader = std::fs::read_dir(&lib)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("flink-table-planner-loader-")))
+        .with_context(|| format!("no flink-table-planner-loader jar in {}", lib.display()))?;
+    let dir = std::env::temp_dir().join(crate::unique("flink-reserved"));
+    std::fs::create_dir_all(&dir)?;
+    let jdk = |tool: &str| std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from(tool), |h| PathBuf::from(h).join("bin").join(tool));
+    let run = |cmd: &mut Command| -> Result<String> {
+        let out = cmd.output().with_context(|| format!("start {:?}", cmd.get_program()))?;
+        if !out.status.success() {
+            bail!("{:?} failed: {}", cmd.get_program(), String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    run(Command::new(jdk("jar")).current_dir(&dir).arg("xf").arg(&loader).arg("flink-table-planner.jar"))?;
+    let classpath = format!("{}:{}/*:{}", dir.join("flink-table-planner.jar").display(), lib.display(), dir.display());
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/flink/FlinkReserved.java");
+    run(Command::new(jdk("javac")).arg("-cp").arg(&classpath).arg("-d").arg(&dir).arg(&source))?;
+    let words = run(Command::new(crate::kafka::java()).args(["-XX:TieredStopAtLevel=1", "-cp", &classpath, "FlinkReserved"]))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(words.lines().map(str::to_string).collect())
+}
+
 /// Plans every INSERT of `job` with Flink's planner (its parser, catalog, type checks and
 /// optimizer): an error says what Flink refused. One JVM plans every file of a test binary
 /// (`FlinkSql explain-each`, a new table environment per file), started at the first call.
