@@ -1018,6 +1018,27 @@ mod tests {
         assert_eq!(text(&out), ["+I a,1970-01-01T00:00:10,1,3"]);
     }
 
+    /// An aggregate grouped by an earlier window aggregate's window (renamed) is a window
+    /// aggregate too: its rows are final and appended (Nexmark q5's MaxBids).
+    #[test]
+    fn a_window_aggregate_of_a_window_aggregate_fires_with_its_windows() {
+        let sql = format!(
+            "{TABLES}{}INSERT INTO results SELECT ws, MAX(n) FROM (SELECT item, COUNT(*) AS n, window_start AS ws, window_end AS we FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end) GROUP BY ws, we;",
+            sink("ws TIMESTAMP(3), top BIGINT", false)
+        );
+        let job = plan_script(&sql).unwrap();
+        let p = &job.pipelines[0];
+        assert!(!p.updating, "{}", crate::plan::explain(&job));
+        let mut ops = Operators::new(&p.steps).unwrap();
+        let out = ops.process(rows(&job, &[("a", 1, 1_000), ("b", 2, 9_000), ("a", 4, 5_000), ("c", 3, 12_000), ("c", 3, 13_000), ("a", 3, 14_000)], &[i64::MIN; 6]), 11_000).unwrap();
+        assert_eq!(text(&out), ["+I 1970-01-01T00:00:00,2"]);
+        let out = ops.process(rows(&job, &[], &[]), i64::MAX).unwrap();
+        assert_eq!(text(&out), ["+I 1970-01-01T00:00:10,2"]);
+        // Grouped by something else, it stays an updating aggregate.
+        let sql = sql.replace("GROUP BY ws, we;", "GROUP BY ws;");
+        assert!(plan_script(&sql).err().expect("an updating result into an append-only sink").to_string().contains("takes appended rows only"));
+    }
+
     #[test]
     fn hopping_and_cumulating_windows_hold_a_row_in_several_windows() {
         let sql = format!("{TABLES}{}INSERT INTO results SELECT item, window_start, window_end, SUM(price) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND)) GROUP BY item, window_start, window_end;", sink("item STRING, ws TIMESTAMP(3), we TIMESTAMP(3), total BIGINT", false));

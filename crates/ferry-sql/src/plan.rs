@@ -137,6 +137,8 @@ impl Provider {
                 aggregates.insert(name.to_ascii_lowercase(), f.clone());
             }
         }
+        // AVG typed as Flink types it (an integer column's average is of its type).
+        aggregates.insert("avg".to_string(), Arc::new(AggregateUDF::from(crate::functions::FlinkAvg::new())));
         let planners: Vec<Arc<dyn ExprPlanner>> = vec![
             Arc::new(datafusion_functions::core::planner::CoreFunctionPlanner::default()),
             Arc::new(datafusion_functions::unicode::planner::UnicodeFunctionPlanner),
@@ -630,9 +632,9 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
         }
         LogicalPlan::Aggregate(a) => {
             let source = translate(provider, &a.input, pos, props, steps)?;
-            if steps.iter().any(|s| matches!(s, Step::Aggregate(_))) {
-                return fail(pos, "aggregating the result of an aggregate: not supported yet");
-            }
+            // An aggregate of an aggregate (or of a join or a Top-N) reads that step's output:
+            // a window table function before it belongs to the earlier step.
+            let since = steps.iter().rposition(|s| matches!(s, Step::Aggregate(_) | Step::Rank(_) | Step::Join(_) | Step::Changelog(_))).map_or(0, |i| i + 1);
             if a.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
                 return fail(pos, "GROUPING SETS, ROLLUP and CUBE: not supported yet");
             }
@@ -644,7 +646,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             // Grouped by window_start and window_end of a window table function: a window
             // aggregate, whose rows are final when the watermark passes the window's end.
             let mut session_gap = None;
-            let window = match steps.iter_mut().rev().find_map(|s| match s {
+            let window = match steps[since..].iter_mut().rev().find_map(|s| match s {
                 Step::Window { drop_late, kind, .. } => Some((drop_late, *kind)),
                 _ => None,
             }) {
@@ -657,7 +659,9 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
                     }
                     w
                 }
-                None => None,
+                // Grouped by the window_start and window_end of a window aggregate before it
+                // (renamed or not): a cascading window aggregate, final when its windows are.
+                None => cascaded_window(&steps[since.saturating_sub(1)..], &keys),
             };
             let arrow_input = input.as_arrow();
             let context = PhysicalPlanningContext::default();
@@ -676,6 +680,13 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             Ok(source)
         }
         LogicalPlan::Filter(f) => {
+            // `FROM a, b WHERE a.k = b.k`: the WHERE is the join's condition (as Flink's planner
+            // pushes it into the join).
+            if let LogicalPlan::Join(j) = f.input.as_ref() {
+                if j.join_type == datafusion_expr::JoinType::Inner && j.on.is_empty() && j.filter.is_none() {
+                    return crate::plan_join::join_where(provider, j, &f.predicate, pos, props, steps);
+                }
+            }
             let source = translate(provider, &f.input, pos, props, steps)?;
             // The filter on a ROW_NUMBER's rank makes it a Top-N.
             let pending = steps.iter_mut().rev().find_map(|s| match s {
@@ -743,6 +754,28 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             fail(pos, format!("{what}: not supported yet"))
         }
     }
+}
+
+/// For an aggregate over `steps` (the window aggregate before it, then projections and filters),
+/// the indices in `keys` of that aggregate's window_start and window_end, when the keys are
+/// those two columns (followed through the projections by position).
+fn cascaded_window(steps: &[Step], keys: &[Arc<dyn PhysicalExpr>]) -> Option<(usize, usize)> {
+    let (first, rest) = steps.split_first()?;
+    let Step::Aggregate(a) = first else { return None };
+    // A window aggregate's output starts with its keys.
+    let (mut ws, mut we) = a.window.filter(|_| a.session_gap.is_none())?;
+    let column = |e: &Arc<dyn PhysicalExpr>| (e.as_ref() as &dyn std::any::Any).downcast_ref::<datafusion_physical_expr::expressions::Column>().map(|c| c.index());
+    for step in rest {
+        match step {
+            Step::Filter(_) => {}
+            Step::Project(exprs, _) => {
+                ws = exprs.iter().position(|e| column(e) == Some(ws))?;
+                we = exprs.iter().position(|e| column(e) == Some(we))?;
+            }
+            _ => return None,
+        }
+    }
+    Some((keys.iter().position(|k| column(k) == Some(ws))?, keys.iter().position(|k| column(k) == Some(we))?))
 }
 
 /// The columns a scan keeps, if it keeps fewer than its table has.

@@ -15,6 +15,16 @@ use crate::ops::Step;
 use crate::plan::{physical, translate, Provider, ScanTable};
 
 pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+    plan(provider, j, None, pos, props, steps)
+}
+
+/// An inner join without a condition (`FROM a, b`) under `WHERE predicate`: the predicate is
+/// the join's condition.
+pub(crate) fn join_where(provider: &Provider, j: &datafusion_expr::logical_plan::Join, predicate: &Expr, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+    plan(provider, j, Some(predicate), pos, props, steps)
+}
+
+fn plan(provider: &Provider, j: &datafusion_expr::logical_plan::Join, condition: Option<&Expr>, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
     let kind = match j.join_type {
         JoinType::Inner => JoinKind::Inner,
         JoinType::Left => JoinKind::Left,
@@ -31,13 +41,16 @@ pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join,
     if sides.iter().flatten().any(|s| matches!(s, Step::Join(_))) {
         return fail(pos, "joins of more than two tables: not supported yet (join two, or write one join's result to a topic and read it)");
     }
-    if sides.iter().flatten().any(|s| matches!(s, Step::Window { .. })) {
-        return fail(pos, "a join of window table functions (a window join): not supported yet");
+    // A window table function's rows joined as they are would be a window join; a window
+    // aggregate's rows (final, appended) join as any appended rows do.
+    let window_aggregate = |side: &[Step]| side.iter().any(|s| matches!(s, Step::Aggregate(a) if a.window.is_some() || a.session_gap.is_some()));
+    if sides.iter().any(|side| side.iter().any(|s| matches!(s, Step::Window { .. })) && !window_aggregate(side)) {
+        return fail(pos, "a join of window table functions (a window join): not supported yet; a join of window aggregates is");
     }
     let schemas = [j.left.schema().clone(), j.right.schema().clone()];
     // The ON condition: equal keys (one side each), and the rest.
     let mut conjuncts: Vec<Expr> = j.on.iter().map(|(l, r)| l.clone().eq(r.clone())).collect();
-    if let Some(f) = &j.filter {
+    for f in j.filter.iter().chain(condition) {
         conjuncts.extend(datafusion_expr::utils::split_conjunction(f).into_iter().cloned());
     }
     let side_of = |e: &Expr| -> Option<usize> {
@@ -70,7 +83,10 @@ pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join,
     if keys[0].is_empty() {
         return fail(pos, "a join needs an equality between the two tables in its ON condition (a.k = b.k): a join without one would keep and compare every row of both");
     }
-    let time = [rowtime(&left, &schemas[0]), rowtime(&right, &schemas[1])];
+    // A side that aggregates has no time attribute any more (Flink's rule: a window's
+    // window_end is a plain TIMESTAMP after the aggregate), so its joins are regular joins.
+    let aggregated = |s: usize| sides[s].iter().any(|step| matches!(step, Step::Aggregate(_)));
+    let time = [rowtime(&left, &schemas[0]).filter(|_| !aggregated(0)), rowtime(&right, &schemas[1]).filter(|_| !aggregated(1))];
     let temporal = match versioned_side(provider, &j.left).is_some() {
         true => return fail(pos, "FOR SYSTEM_TIME AS OF goes on the right of a join: the versioned table is looked up, the left table probes it"),
         false => match versioned_side(provider, &j.right) {
