@@ -29,6 +29,18 @@ pub(crate) fn modulo() -> ScalarUDF {
     )
 }
 
+/// `PROCTIME()`: the processing time, a TIMESTAMP_LTZ(3) (a table's computed column `p AS
+/// PROCTIME()` is its processing-time attribute; see `plan::scan_table`).
+pub(crate) fn proctime() -> ScalarUDF {
+    datafusion_expr::create_udf(
+        "proctime",
+        vec![],
+        DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, Some(Arc::from("UTC"))),
+        Volatility::Volatile,
+        Arc::new(|_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::TimestampMillisecond(Some(crate::watermark::wall_clock_ms()), Some(Arc::from("UTC")))))),
+    )
+}
+
 /// `AVG` as Flink types it: over TINYINT, SMALLINT, INT and BIGINT the result has the column's
 /// type, the quotient truncated toward zero (Java's integer division of a long sum by the
 /// count); over other types DataFusion's AVG (DOUBLE; DECIMAL with 4 more digits of scale,

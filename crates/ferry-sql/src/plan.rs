@@ -42,7 +42,11 @@ pub struct ScanTable {
     /// For each column of `schema`: its index in `base`, or the expression computing it from `base`.
     pub columns: Vec<ColumnPlan>,
     /// The watermark: rowtime column index in `schema` and the expression over `schema`.
+    /// For a processing-time attribute, the column itself.
     pub watermark: Option<(usize, Arc<dyn PhysicalExpr>)>,
+    /// The time attribute is processing time (`p AS PROCTIME()`, no WATERMARK): the
+    /// watermark follows the wall clock.
+    pub processing_time: bool,
 }
 
 pub enum ColumnPlan {
@@ -131,6 +135,7 @@ impl Provider {
         }
         // Flink's names DataFusion lacks.
         functions.insert("mod".to_string(), Arc::new(crate::functions::modulo()));
+        functions.insert("proctime".to_string(), Arc::new(crate::functions::proctime()));
         let mut aggregates = HashMap::new();
         for f in datafusion_functions_aggregate::all_default_aggregate_functions() {
             for name in std::iter::once(f.name()).chain(f.aliases().iter().map(String::as_str)) {
@@ -445,7 +450,22 @@ fn scan_table(table: Table, provider: &Provider) -> Result<ScanTable> {
             Some((*i, physical(&expr, &df, *pos, &props)?))
         }
     };
-    Ok(ScanTable { table, schema, base, columns, watermark })
+    // Without a WATERMARK, a `PROCTIME()` column is the time attribute, and time is the clock's.
+    let proctime = table.columns.iter().position(|c| matches!(&c.source, ColumnSource::Computed(sql) if is_proctime(sql)));
+    let (watermark, processing_time) = match (watermark, proctime) {
+        (None, Some(i)) => (Some((i, Arc::new(datafusion_physical_expr::expressions::Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)), true),
+        (w, _) => (w, false),
+    };
+    Ok(ScanTable { table, schema, base, columns, watermark, processing_time })
+}
+
+/// `PROCTIME()`.
+fn is_proctime(e: &sqlparser::ast::Expr) -> bool {
+    matches!(e, sqlparser::ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime") && match &f.args {
+        sqlparser::ast::FunctionArguments::None => true,
+        sqlparser::ast::FunctionArguments::List(l) => l.args.is_empty(),
+        sqlparser::ast::FunctionArguments::Subquery(_) => false,
+    })
 }
 
 /// DataFusion's analyzer: type coercion (and its checks) on a planned query.
@@ -841,8 +861,10 @@ pub fn explain(job: &Job) -> String {
             };
             out.push_str(&format!("  {} {} ({how})\n", f.name(), c.ty));
         }
-        if let Some((i, e)) = &t.watermark {
-            out.push_str(&format!("  watermark for {} as {e}\n", t.schema.field(*i).name()));
+        match &t.watermark {
+            Some((i, _)) if t.processing_time => out.push_str(&format!("  processing time: {} (PROCTIME(); windows follow the clock)\n", t.schema.field(*i).name())),
+            Some((i, e)) => out.push_str(&format!("  watermark for {} as {e}\n", t.schema.field(*i).name())),
+            None => {}
         }
     }
     for (i, p) in job.pipelines.iter().enumerate() {
@@ -903,5 +925,20 @@ mod tests {
         assert_eq!((e.pos, e.message.as_str()), (Pos::new(11, 13), "nowhere is not declared in the job file"));
         let e = plan_script(&format!("{ORDERS}SET 'foo' = 'bar';\nINSERT INTO results SELECT id, customer, amount FROM orders;")).err().unwrap();
         assert!(e.message.contains("setting 'foo'"), "{e}");
+    }
+
+    /// A `PROCTIME()` column without a WATERMARK is the table's processing-time attribute:
+    /// windows over it follow the clock; with a WATERMARK, the rowtime stays the attribute.
+    #[test]
+    fn a_proctime_column_is_the_processing_time_attribute() {
+        let table = |watermark: &str| format!("CREATE TABLE clicks (user_id BIGINT, ts TIMESTAMP(3), p AS PROCTIME(){watermark}) WITH ('connector' = 'kafka', 'topic' = 'c', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nCREATE TABLE counts (user_id BIGINT, ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'kafka', 'topic' = 'o', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\n");
+        let query = "INSERT INTO counts SELECT user_id, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE clicks, DESCRIPTOR(p), INTERVAL '10' SECOND)) GROUP BY user_id, window_start, window_end;";
+        let job = plan_script(&format!("{}{query}", table(""))).unwrap();
+        let source = &job.pipelines[0].source;
+        assert!(source.processing_time);
+        assert_eq!(source.watermark.as_ref().map(|(i, _)| source.schema.field(*i).name().as_str()), Some("p"));
+        assert!(!job.pipelines[0].updating, "a processing-time window aggregate appends");
+        let e = plan_script(&format!("{}{query}", table(", WATERMARK FOR ts AS ts"))).err().expect("the rowtime is the attribute").to_string();
+        assert!(e.contains("DESCRIPTOR(p): the time attribute of clicks is ts"), "{e}");
     }
 }

@@ -402,7 +402,10 @@ impl<'a> Reader<'a> {
         if partitions.is_empty() {
             return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
         }
-        let marks = Watermarks::new(&partitions, idle, Instant::now());
+        let mut marks = Watermarks::new(&partitions, idle, Instant::now());
+        if scan.processing_time {
+            marks = marks.processing_time();
+        }
         Ok(Reader { scan, group, consumer, partitions, ends: None, done: HashMap::new(), marks, next: HashMap::new(), finished: Vec::new() })
     }
 
@@ -453,12 +456,17 @@ impl<'a> Reader<'a> {
         self.ends.is_some() && self.done.values().all(|d| *d)
     }
 
-    /// Records until `BATCH_RECORDS` or `wait` has passed.
+    /// Records until `BATCH_RECORDS`, until `wait` has passed, or, once there are some, until
+    /// the consumer has no more at hand: under load a batch fills from what librdkafka has
+    /// fetched ahead, and a lightly loaded job does not hold a record back for the rest of
+    /// `wait` (end-to-end latency, `benches/sql_latency.rs`).
     fn poll(&mut self, wait: Duration) -> Vec<Raw> {
         let mut batch = Vec::new();
         let started = Instant::now();
         while batch.len() < BATCH_RECORDS && started.elapsed() < wait && !self.complete() {
-            match self.consumer.poll(Duration::from_millis(10)) {
+            let timeout = if batch.is_empty() { Duration::from_millis(10) } else { Duration::ZERO };
+            match self.consumer.poll(timeout) {
+                None if !batch.is_empty() => break,
                 None => self.reached_ends(),
                 Some(Ok(m)) => {
                     if let Some(end) = self.ends.as_ref().and_then(|e| e.get(&m.partition())) {
@@ -747,7 +755,7 @@ fn acknowledge(producer: &ThreadedProducer<DeliveryCounter>, sink: &crate::catal
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    crate::watermark::wall_clock_ms()
 }
 
 /// `SET 'table.exec.source.idle-timeout'` (checked when the job was planned).

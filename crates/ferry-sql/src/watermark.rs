@@ -20,12 +20,25 @@ pub struct Watermarks {
     parts: BTreeMap<i32, Part>,
     idle_timeout: Option<Duration>,
     current: i64,
+    /// Processing time: the watermark is the wall clock (windows fire on time without rows).
+    processing: bool,
+}
+
+/// Milliseconds since the epoch by the wall clock.
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Watermarks {
     pub fn new(partitions: &[i32], idle_timeout: Option<Duration>, now: Instant) -> Watermarks {
         let parts = partitions.iter().map(|p| (*p, Part { watermark: i64::MIN, last_row: now, finished: false })).collect();
-        Watermarks { parts, idle_timeout, current: i64::MIN }
+        Watermarks { parts, idle_timeout, current: i64::MIN, processing: false }
+    }
+
+    /// Watermarks of processing time: the wall clock's, whatever the rows hold.
+    pub fn processing_time(mut self) -> Watermarks {
+        self.processing = true;
+        self
     }
 
     /// Each partition's watermark, and the pipeline's, for a checkpoint.
@@ -94,8 +107,11 @@ impl Watermarks {
             least = Some(least.map_or(part.watermark, |l| l.min(part.watermark)));
         }
         let next = match least {
-            Some(l) => l,
             None if all_finished => i64::MAX,
+            // Processing time passes with or without rows (a row's time is when it was read,
+            // so none is late).
+            _ if self.processing => wall_clock_ms(),
+            Some(l) => l,
             // Every partition idle: the watermark stays.
             None => self.current,
         };
@@ -134,5 +150,19 @@ mod tests {
         // Partition 1 comes back behind: the watermark does not go back.
         assert_eq!(idle.observe(&[1], &[Some(50)], later), [100]);
         assert_eq!(idle.current(), 100);
+    }
+
+    #[test]
+    fn processing_time_follows_the_clock_with_or_without_rows() {
+        let t0 = Instant::now();
+        let mut w = Watermarks::new(&[0, 1], None, t0).processing_time();
+        let before = wall_clock_ms();
+        let now = w.tick(t0);
+        assert!(now >= before && now <= wall_clock_ms(), "{before} {now}");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(w.tick(t0) >= now + 20, "time passes without rows");
+        w.finish(0, t0);
+        w.finish(1, t0);
+        assert_eq!(w.current(), i64::MAX, "a bounded input read to its end fires everything");
     }
 }
