@@ -43,6 +43,10 @@ pub(crate) enum Command {
         /// execution.checkpointing.interval, 10 s by default); a restart resumes from the last.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// The job's name in its reports to `ferry serve` (default: the file's name without
+        /// .sql). Reports go to ferry-sql-jobs.internal on the first source table's cluster.
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -119,7 +123,7 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { file, metrics_addr, listen, api_token_file, state_dir } => {
+        Command::Run { file, metrics_addr, listen, api_token_file, state_dir, name } => {
             let job = match load(&file) {
                 Ok(job) => job,
                 Err(code) => return code,
@@ -172,8 +176,19 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             crate::cancel_on_signal(cancel.clone());
             let serving = listen.is_some() && !views.is_empty();
             let stopped = cancel.clone();
-            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None };
+            let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&job)));
+            let name = name.unwrap_or_else(|| file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned()));
+            let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), progress.clone());
+            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None, progress };
             let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
+            if let Some(reporter) = reporter {
+                let (state, error) = match &outcome {
+                    Ok(Ok(_)) => (ferry_kafka::job_report::JobState::Finished, None),
+                    Ok(Err(e)) => (ferry_kafka::job_report::JobState::Failed, Some(e.to_string())),
+                    Err(e) => (ferry_kafka::job_report::JobState::Failed, Some(e.to_string())),
+                };
+                tokio::task::spawn_blocking(move || reporter.finish(state, error)).await.ok();
+            }
             if serving && matches!(outcome, Ok(Ok(_))) && !stopped.is_cancelled() {
                 tracing::info!("the job's bounded input is read; its views are served until SIGTERM or Ctrl-C");
                 stopped.cancelled().await;

@@ -316,6 +316,61 @@ fn a_job_file_with_a_mistake_is_refused_with_its_line_and_column() {
     assert!(err.contains("cannot read /nonexistent/job.sql"), "{err}");
 }
 
+/// The jobs `ferry serve` lists (GET /api/v1/sql/jobs).
+fn served_jobs(addr: &str) -> Vec<Value> {
+    match ferry_testkit::http_request(addr, "GET", "/api/v1/sql/jobs", &[], "") {
+        Ok((200, body)) => serde_json::from_str(&body).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// A job reports to `ferry serve` as the mirrors do: a bounded job is listed finished with its
+/// counts, a running one running, and one killed with -9 lost once its reports stop.
+#[test]
+fn jobs_report_their_progress_to_ferry_serve() {
+    let broker = Broker::start("sql-report").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (source, sink, live_sink) = (unique("orders"), unique("big"), unique("live"));
+    create_topic(&bootstrap, &source, 2).unwrap();
+    create_topic(&bootstrap, &sink, 2).unwrap();
+    create_topic(&bootstrap, &live_sink, 2).unwrap();
+    let records = orders(0, 400, 2);
+    RecordProducer::new(&bootstrap).unwrap().send_all(&source, &records).unwrap();
+    let config = std::env::temp_dir().join(format!("{}.properties", unique("sql-serve")));
+    std::fs::write(&config, format!("clusters = a\na.bootstrap.servers = {bootstrap}\n")).unwrap();
+    let addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut serve = ferry_testkit::Process::spawn(common::ferry(), &["serve", "--config", config.to_str().unwrap(), "--listen", &addr], &unique("sql-serve")).unwrap();
+
+    // A bounded job: finished, with what it read and wrote.
+    let file = job_file("sql-report", &format!("{}{QUERY}", tables(&bootstrap, &source, &sink, "")));
+    let (code, _, err) = sql(&["run", file.to_str().unwrap(), "--name", "bounded-orders"]);
+    assert_eq!(code, 0, "{err}");
+    let written = reference(&records).len() as u64;
+    let job = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "bounded-orders" && j["state"] == "finished"))
+        .unwrap_or_else(|| panic!("ferry serve never listed the finished job: {:?}\n{}", served_jobs(&addr), serve.output()));
+    assert_eq!((job["records_in"].as_u64(), job["records_out"].as_u64()), (Some(400), Some(written)), "{job}");
+    assert_eq!((job["pipelines"][0]["source"].as_str(), job["pipelines"][0]["sink"].as_str()), (Some("orders"), Some("big")), "{job}");
+    assert!(job["file"].as_str().is_some_and(|f| f.ends_with(".sql")), "{job}");
+
+    // A job that runs on: running with its counts; killed, lost once its reports stop.
+    let live = job_file(
+        "sql-report-live",
+        &format!(
+            "CREATE TABLE orders (id BIGINT, customer STRING) WITH ('connector' = 'kafka', 'topic' = '{source}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset');
+CREATE TABLE copies (id BIGINT, customer STRING) WITH ('connector' = 'kafka', 'topic' = '{live_sink}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
+INSERT INTO copies SELECT id, customer FROM orders;
+"
+        ),
+    );
+    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders"], &unique("sql-live")).unwrap();
+    let seen = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "running" && j["records_in"] == 400));
+    assert!(seen.is_some(), "the running job was not listed running with 400 records: {:?}\n{}", served_jobs(&addr), running.output());
+    running.kill_9();
+    let lost = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "lost"));
+    assert!(lost.is_some(), "the killed job was not called lost: {:?}", served_jobs(&addr));
+    assert!(serve.is_running(), "{}", serve.output());
+}
+
 /// Ferry refuses exactly the names Flink refuses: its list of reserved words is the one Flink's
 /// parser reports.
 #[test]

@@ -26,6 +26,7 @@ mod backoff;
 mod client;
 mod error;
 pub mod groups;
+pub mod job_report;
 pub mod log_throttle;
 pub mod properties;
 mod offsets;

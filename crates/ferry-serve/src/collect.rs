@@ -42,6 +42,8 @@ pub struct Shared {
     /// Target clusters whose metrics topic has been read to its end at least once.
     pub caught_up: Mutex<BTreeSet<String>>,
     pub targets: BTreeSet<String>,
+    /// `ferry sql` jobs, as their reports on every cluster tell.
+    pub sql_jobs: Arc<Mutex<crate::sql_jobs::SqlJobs>>,
 }
 
 impl Shared {
@@ -60,6 +62,7 @@ impl Shared {
             clusters: Mutex::new(clusters),
             caught_up: Mutex::default(),
             targets: config.flows.iter().map(|f| f.target.clone()).collect(),
+            sql_jobs: Arc::default(),
         }
     }
 
@@ -79,6 +82,13 @@ pub fn start(config: &MirrorConfig, shared: Arc<Shared>, cancel: CancellationTok
             .spawn(move || follow_metrics(cluster, shared, cancel))
             .expect("cannot start a metrics reader thread");
     }
+    for cluster in &config.clusters {
+        let (cluster, jobs, cancel) = (cluster.clone(), shared.sql_jobs.clone(), cancel.clone());
+        std::thread::Builder::new()
+            .name(format!("sql-jobs-{}", cluster.alias))
+            .spawn(move || crate::sql_jobs::follow(cluster, jobs, cancel))
+            .expect("cannot start a sql job reader thread");
+    }
     let clusters = config.clusters.clone();
     std::thread::Builder::new()
         .name("cluster-probe".into())
@@ -86,7 +96,7 @@ pub fn start(config: &MirrorConfig, shared: Arc<Shared>, cancel: CancellationTok
         .expect("cannot start the cluster probe thread");
 }
 
-fn sleep(cancel: &CancellationToken, d: Duration) -> bool {
+pub(crate) fn sleep(cancel: &CancellationToken, d: Duration) -> bool {
     let until = Instant::now() + d;
     while Instant::now() < until {
         if cancel.is_cancelled() {

@@ -21,6 +21,7 @@ mod monitoring;
 pub mod collect;
 mod prometheus;
 mod registry;
+pub mod sql_jobs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

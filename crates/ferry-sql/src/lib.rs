@@ -20,6 +20,7 @@ pub mod ops;
 pub mod parse;
 pub mod plan;
 mod plan_join;
+pub mod report;
 pub mod reserved;
 pub mod run;
 pub mod session;

@@ -73,7 +73,13 @@ pub struct Options {
     pub state_dir: Option<std::path::PathBuf>,
     /// `ferry sql sample`: stop after this many rows.
     pub sample_limit: Option<u64>,
+    /// Each pipeline's counters as it runs, for the job's reports ([`crate::report`]); filled
+    /// from [`crate::report::initial`] or left empty (not kept).
+    pub progress: Progress,
 }
+
+/// Each pipeline's progress, shared with the reporter.
+pub type Progress = std::sync::Arc<std::sync::Mutex<Vec<ferry_kafka::job_report::PipelineReport>>>;
 
 /// Runs a job with `options`.
 pub fn run_with_options(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
@@ -91,9 +97,10 @@ fn run_with(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<
         let handles: Vec<_> = job
             .pipelines
             .iter()
-            .map(|p| {
+            .enumerate()
+            .map(|(index, p)| {
                 scope.spawn(move || {
-                    let result = run_pipeline(p, options, cancel);
+                    let result = run_pipeline(index, p, options, cancel);
                     if result.is_err() {
                         cancel.cancel();
                     }
@@ -549,7 +556,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
+fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
     let name = p.source.table.name.as_str();
     // The pipeline's source, and the table a join reads.
     let mut readers = vec![Reader::connect(&p.source, idle_timeout(p))?];
@@ -671,6 +678,7 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             records_out.increment(written);
             output.acknowledge()?;
             changed = true;
+            publish(options, index, &stats, ops.state_rows(), watermark);
             if !stateful {
                 readers[k].commit(CommitMode::Async, "cannot commit the source offsets (retried with the next batch)");
             }
@@ -699,8 +707,19 @@ fn run_pipeline(p: &Pipeline, options: &Options, cancel: &CancellationToken) -> 
             r.commit(CommitMode::Sync, "cannot commit the source offsets at the end");
         }
     }
+    publish(options, index, &stats, ops.state_rows(), readers.iter().map(|r| r.marks.current()).min().unwrap_or(i64::MIN));
     info!(source = %name, sink = %sink_name, records_in = stats.records_in, records_out = stats.records_out, skipped = stats.skipped, late = stats.late, expired = stats.expired, "pipeline finished");
     Ok(stats)
+}
+
+/// The pipeline's counters into the job's progress (when its reports are kept).
+fn publish(options: &Options, index: usize, stats: &PipelineStats, state_rows: usize, watermark: i64) {
+    let mut progress = options.progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(p) = progress.get_mut(index) {
+        (p.records_in, p.records_out, p.skipped, p.late, p.expired) = (stats.records_in, stats.records_out, stats.skipped, stats.late, stats.expired);
+        p.state_rows = state_rows as u64;
+        p.watermark_ms = (watermark > i64::MIN && watermark < i64::MAX).then_some(watermark);
+    }
 }
 
 /// Writes checkpoint `number`: the offsets after everything written (and acknowledged), the

@@ -1,0 +1,113 @@
+//! What a running `ferry sql` job tells `ferry serve`, as the mirrors' metrics reports do: one
+//! JSON record per job and process every [`JOB_REPORT_INTERVAL`] to [`JOBS_TOPIC`] on the
+//! cluster of the job's first source table, keyed by `{"job":…,"process":…}`, and a last one
+//! when the job ends. Counters are cumulative per process run; a reader keeps each run's latest
+//! report and calls a run whose reports stopped coming lost.
+//!
+//! The format lives here, with the clients, because two roles share it: `ferry-sql` writes it
+//! and `ferry-serve` reads it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The topic, on each cluster jobs read from, that carries job reports.
+pub const JOBS_TOPIC: &str = "ferry-sql-jobs.internal";
+
+/// How often a running job reports.
+pub const JOB_REPORT_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long reports are kept (`retention.ms` of [`JOBS_TOPIC`]).
+pub const JOBS_RETENTION_MS: i64 = 2 * 3600 * 1000;
+
+/// Format version of [`JobReport`].
+pub const JOB_REPORT_VERSION: u32 = 1;
+
+/// One process's view of one job at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    pub version: u32,
+    /// The job's name (`ferry sql run --name`, by default the file's name without `.sql`).
+    pub job: String,
+    /// The job file as given.
+    pub file: String,
+    /// `host:pid:start-ms`: unique per process run.
+    pub process: String,
+    pub started_ms: i64,
+    pub at_ms: i64,
+    pub state: JobState,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub pipelines: Vec<PipelineReport>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Running,
+    /// Its bounded sources were read and every result written (or it was stopped).
+    Finished,
+    Failed,
+}
+
+/// One `INSERT` (or materialized view) of the job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PipelineReport {
+    /// The statement's line in the job file.
+    pub line: u64,
+    pub source: String,
+    pub sink: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Records that did not decode, skipped by `'json.ignore-parse-errors'` and the like.
+    pub skipped: u64,
+    /// Rows dropped as late (every window they belonged to had fired).
+    pub late: u64,
+    /// Rows the state TTL dropped.
+    pub expired: u64,
+    /// Rows held in state (open windows, groups, join sides).
+    pub state_rows: u64,
+    /// The pipeline's watermark (ms), once it has one.
+    pub watermark_ms: Option<i64>,
+}
+
+impl JobReport {
+    /// The record key: the job and the process run.
+    pub fn key(&self) -> String {
+        serde_json::json!({ "job": self.job, "process": self.process }).to_string()
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a report serializes")
+    }
+
+    /// A report of this or a later version (unknown fields ignored); None for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<JobReport> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_back_and_garbage_is_refused() {
+        let report = JobReport {
+            version: JOB_REPORT_VERSION,
+            job: "orders".into(),
+            file: "jobs/orders.sql".into(),
+            process: "h:1:2".into(),
+            started_ms: 1,
+            at_ms: 2,
+            state: JobState::Running,
+            error: None,
+            pipelines: vec![PipelineReport { line: 3, source: "orders".into(), sink: "big".into(), records_in: 10, records_out: 4, watermark_ms: Some(5), ..PipelineReport::default() }],
+        };
+        assert_eq!(JobReport::decode(report.encode().as_bytes()), Some(report.clone()));
+        assert!(report.encode().contains("\"state\":\"running\""));
+        assert_eq!(report.key(), r#"{"job":"orders","process":"h:1:2"}"#);
+        assert_eq!(JobReport::decode(b"{\"version\": 1}"), None);
+        assert_eq!(JobReport::decode(b"\xff"), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! `ferry sql` jobs as their reports tell (`ferry_kafka::job_report`): a reader per cluster of
+//! the configuration follows `ferry-sql-jobs.internal`, each job run's latest report is kept, and
+//! `GET /api/v1/sql/jobs` lists them with a state: running, finished, failed, or lost (a running
+//! job whose reports stopped: its process died or cannot reach the cluster).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use ferry_kafka::job_report::{JobReport, JobState, JOBS_TOPIC, JOB_REPORT_INTERVAL};
+use ferry_kafka::ClusterClient;
+use ferry_mirror::offset_store::TopicTail;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::api::ErrorBody;
+use crate::AppState;
+
+/// A run that has not reported for this many intervals is lost.
+const LOST_AFTER_INTERVALS: u32 = 3;
+
+/// How long a job run that ended (or was lost) stays listed.
+const FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// Every job run's latest report, by (cluster, job, process).
+#[derive(Default)]
+pub struct SqlJobs {
+    runs: BTreeMap<(String, String, String), JobReport>,
+    /// Records of the topic that are not reports.
+    pub ignored: u64,
+}
+
+impl SqlJobs {
+    pub fn apply(&mut self, cluster: &str, value: Option<&[u8]>) {
+        match value.and_then(JobReport::decode) {
+            Some(r) => {
+                let key = (cluster.to_string(), r.job.clone(), r.process.clone());
+                // Reports of one run arrive in order on one partition; keep the latest.
+                if self.runs.get(&key).is_none_or(|old| old.at_ms <= r.at_ms) {
+                    self.runs.insert(key, r);
+                }
+            }
+            None => self.ignored += 1,
+        }
+    }
+
+    /// The runs as the API shows them, newest first, at `now_ms`; runs quiet for an hour go.
+    pub fn views(&mut self, now_ms: i64) -> Vec<SqlJobView> {
+        self.runs.retain(|_, r| now_ms - r.at_ms < FORGET_AFTER.as_millis() as i64);
+        let lost_after = (JOB_REPORT_INTERVAL * LOST_AFTER_INTERVALS).as_millis() as i64;
+        let mut out: Vec<SqlJobView> = self
+            .runs
+            .iter()
+            .map(|((cluster, _, _), r)| {
+                let state = match r.state {
+                    JobState::Running if now_ms - r.at_ms > lost_after => "lost",
+                    JobState::Running => "running",
+                    JobState::Finished => "finished",
+                    JobState::Failed => "failed",
+                };
+                SqlJobView {
+                    job: r.job.clone(),
+                    file: r.file.clone(),
+                    process: r.process.clone(),
+                    cluster: cluster.clone(),
+                    state: state.to_string(),
+                    error: r.error.clone(),
+                    started_ms: r.started_ms,
+                    report_age_ms: now_ms - r.at_ms,
+                    records_in: r.pipelines.iter().map(|p| p.records_in).sum(),
+                    records_out: r.pipelines.iter().map(|p| p.records_out).sum(),
+                    late: r.pipelines.iter().map(|p| p.late).sum(),
+                    pipelines: r
+                        .pipelines
+                        .iter()
+                        .map(|p| SqlPipelineView {
+                            line: p.line,
+                            source: p.source.clone(),
+                            sink: p.sink.clone(),
+                            records_in: p.records_in,
+                            records_out: p.records_out,
+                            skipped: p.skipped,
+                            late: p.late,
+                            expired: p.expired,
+                            state_rows: p.state_rows,
+                            watermark_ms: p.watermark_ms,
+                            watermark_lag_ms: p.watermark_ms.map(|w| r.at_ms - w),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then_with(|| a.job.cmp(&b.job)));
+        out
+    }
+}
+
+/// A `ferry sql` job run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlJobView {
+    pub job: String,
+    pub file: String,
+    /// `host:pid:start-ms` of the process running it.
+    pub process: String,
+    /// The cluster its reports come from (its first source table's).
+    pub cluster: String,
+    /// running, finished, failed, or lost (no report for three intervals of 2 s).
+    pub state: String,
+    pub error: Option<String>,
+    pub started_ms: i64,
+    /// How old its latest report is.
+    pub report_age_ms: i64,
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Rows dropped as late, over its pipelines.
+    pub late: u64,
+    pub pipelines: Vec<SqlPipelineView>,
+}
+
+/// One INSERT (or materialized view) of a job.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlPipelineView {
+    /// Its line in the job file.
+    pub line: u64,
+    pub source: String,
+    pub sink: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub skipped: u64,
+    pub late: u64,
+    /// Rows the state TTL dropped.
+    pub expired: u64,
+    pub state_rows: u64,
+    pub watermark_ms: Option<i64>,
+    /// The report's time minus the watermark (event time behind the clock).
+    pub watermark_lag_ms: Option<i64>,
+}
+
+/// Every `ferry sql` job that reported to a cluster of the configuration in the last hour, newest
+/// first, with its pipelines' throughput counters, watermark and late rows.
+#[utoipa::path(get, path = "/api/v1/sql/jobs", tag = "sql", responses((status = 200, body = [SqlJobView]), (status = 401, body = ErrorBody)))]
+pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<SqlJobView>> {
+    Json(state.shared.sql_jobs.lock().unwrap().views(ferry_mirror::report::now_ms()))
+}
+
+/// Follows the jobs topic of `cluster` until `cancel`; an unreachable cluster is retried with
+/// backoff and said once.
+pub fn follow(cluster: ClusterClient, jobs: Arc<Mutex<SqlJobs>>, cancel: CancellationToken) {
+    let mut backoff = Duration::from_secs(1);
+    let mut said = false;
+    let mut tail = loop {
+        let alias = cluster.alias.clone();
+        let opened = TopicTail::open(&cluster, JOBS_TOPIC).and_then(|mut tail| {
+            tail.catch_up(Duration::from_secs(60), |_, v, _| jobs.lock().unwrap().apply(&alias, v))?;
+            Ok(tail)
+        });
+        match opened {
+            Ok(tail) => break tail,
+            Err(e) => {
+                if !said {
+                    warn!(cluster = %cluster.alias, address = %cluster.bootstrap_servers, error = %e, "cannot read sql job reports; retrying");
+                    said = true;
+                }
+                if crate::collect::sleep(&cancel, backoff) {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    info!(cluster = %cluster.alias, "sql job reports read; following");
+    while !crate::collect::sleep(&cancel, Duration::from_millis(250)) {
+        tail.drain(|_, v, _| jobs.lock().unwrap().apply(&cluster.alias, v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_kafka::job_report::{PipelineReport, JOB_REPORT_VERSION};
+
+    fn report(job: &str, process: &str, at_ms: i64, state: JobState, records_in: u64) -> Vec<u8> {
+        JobReport {
+            version: JOB_REPORT_VERSION,
+            job: job.into(),
+            file: format!("{job}.sql"),
+            process: process.into(),
+            started_ms: 1_000,
+            at_ms,
+            state,
+            error: None,
+            pipelines: vec![PipelineReport { line: 4, source: "orders".into(), sink: "big".into(), records_in, watermark_ms: Some(at_ms - 500), ..PipelineReport::default() }],
+        }
+        .encode()
+        .into_bytes()
+    }
+
+    #[test]
+    fn runs_are_running_finished_or_lost_by_their_latest_report() {
+        let mut jobs = SqlJobs::default();
+        jobs.apply("a", Some(&report("orders", "h:1:1", 10_000, JobState::Running, 5)));
+        jobs.apply("a", Some(&report("orders", "h:1:1", 12_000, JobState::Running, 9)));
+        // An older report arriving late does not win.
+        jobs.apply("a", Some(&report("orders", "h:1:1", 11_000, JobState::Running, 7)));
+        jobs.apply("a", Some(&report("totals", "h:2:1", 12_000, JobState::Finished, 3)));
+        jobs.apply("a", Some(b"not a report"));
+        jobs.apply("a", None);
+        assert_eq!(jobs.ignored, 2);
+        let views = jobs.views(13_000);
+        let orders = views.iter().find(|v| v.job == "orders").unwrap();
+        assert_eq!((orders.state.as_str(), orders.records_in, orders.report_age_ms), ("running", 9, 1_000));
+        assert_eq!(orders.pipelines[0].watermark_lag_ms, Some(500));
+        assert_eq!(views.iter().find(|v| v.job == "totals").unwrap().state, "finished");
+        // No report for more than three intervals: lost; after an hour, forgotten.
+        assert_eq!(jobs.views(12_000 + 6_001).iter().find(|v| v.job == "orders").unwrap().state, "lost");
+        assert!(jobs.views(12_000 + 3_600_000).is_empty());
+    }
+}

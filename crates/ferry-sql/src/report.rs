@@ -1,0 +1,124 @@
+//! A running job's reports to `ferry serve` ([`ferry_kafka::job_report`]): a thread writes the
+//! job's progress every [`JOB_REPORT_INTERVAL`] to [`JOBS_TOPIC`] on the cluster of its first
+//! source table (created there with a 2-hour retention if missing), and a last report when the
+//! job ends. The job never waits on it: an unreachable cluster is said once and retried at the
+//! next report.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferry_kafka::job_report::{JobReport, JobState, PipelineReport, JOBS_RETENTION_MS, JOBS_TOPIC, JOB_REPORT_INTERVAL, JOB_REPORT_VERSION};
+use ferry_kafka::{Admin, ClusterClient, NewTopicSpec};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use tracing::{info, warn};
+
+use crate::plan::Job;
+use crate::run::Progress;
+
+/// The thread writing a job's reports.
+pub struct Reporter {
+    ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Reporter {
+    /// Starts reporting `job` (named `name`, read from `file`) from `progress`; None when the job
+    /// reads no Kafka table (it always does).
+    pub fn start(job: &Job, name: &str, file: &str, progress: Progress) -> Option<Reporter> {
+        let kafka = &job.pipelines.first()?.source.table.kafka;
+        let bootstrap = kafka.properties.iter().find(|(k, _)| k == "bootstrap.servers").map(|(_, v)| v.clone())?;
+        let mut cluster = ClusterClient::new(format!("job {name}"), bootstrap);
+        cluster.common = kafka.properties.iter().filter(|(k, _)| k != "bootstrap.servers" && k != "group.id").cloned().collect();
+        let started_ms = crate::watermark::wall_clock_ms();
+        let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
+        let base = JobReport {
+            version: JOB_REPORT_VERSION,
+            job: name.to_string(),
+            file: file.to_string(),
+            process: format!("{host}:{}:{started_ms}", std::process::id()),
+            started_ms,
+            at_ms: started_ms,
+            state: JobState::Running,
+            error: None,
+            pipelines: Vec::new(),
+        };
+        let ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)> = Arc::default();
+        let signal = ending.clone();
+        let thread = std::thread::Builder::new().name("job-reports".into()).spawn(move || report(cluster, base, progress, signal)).ok()?;
+        Some(Reporter { ending, thread })
+    }
+
+    /// Writes the last report (`state`, and why it failed) and waits for it to be sent (up to
+    /// 10 s).
+    pub fn finish(self, state: JobState, error: Option<String>) {
+        let (lock, wake) = &*self.ending;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((state, error));
+        wake.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+fn report(cluster: ClusterClient, base: JobReport, progress: Progress, ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>) {
+    let mut producer: Option<ThreadedProducer<DefaultProducerContext>> = None;
+    let mut failing = false;
+    loop {
+        let last = {
+            let (lock, wake) = &*ending;
+            let guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (guard, _) = wake.wait_timeout_while(guard, JOB_REPORT_INTERVAL, |e| e.is_none()).unwrap_or_else(std::sync::PoisonError::into_inner);
+            guard.clone()
+        };
+        let mut report = base.clone();
+        report.at_ms = crate::watermark::wall_clock_ms();
+        report.pipelines = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if let Some((state, error)) = &last {
+            report.state = *state;
+            report.error = error.clone();
+        }
+        let sent = send(&cluster, &mut producer, &report, last.is_some());
+        match sent {
+            Ok(()) if failing => {
+                info!(cluster = %cluster.bootstrap_servers, topic = JOBS_TOPIC, "job reports are written again");
+                failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !failing => {
+                warn!(cluster = %cluster.bootstrap_servers, topic = JOBS_TOPIC, error = %e, "cannot write the job's report for ferry serve; retrying with each report");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        if last.is_some() {
+            return;
+        }
+    }
+}
+
+fn send(cluster: &ClusterClient, producer: &mut Option<ThreadedProducer<DefaultProducerContext>>, report: &JobReport, last: bool) -> Result<(), String> {
+    if producer.is_none() {
+        // The topic first (an existing one is left as it is), on a runtime of this thread's own.
+        let admin = Admin::connect(cluster).map_err(|e| e.to_string())?;
+        let spec = NewTopicSpec {
+            name: JOBS_TOPIC.into(),
+            partitions: 1,
+            replication_factor: -1,
+            configs: [("retention.ms".to_string(), JOBS_RETENTION_MS.to_string()), ("cleanup.policy".to_string(), "delete".to_string())].into(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        runtime.block_on(admin.create_topics(&[spec])).map_err(|e| e.to_string())?;
+        *producer = Some(cluster.client_config(ferry_kafka::ClientRole::Producer).set("linger.ms", "0").set("message.timeout.ms", "10000").create().map_err(|e| e.to_string())?);
+    }
+    let p = producer.as_ref().expect("created above");
+    let (key, value) = (report.key(), report.encode());
+    p.send(BaseRecord::<String, String>::to(JOBS_TOPIC).key(&key).payload(&value).timestamp(report.at_ms)).map_err(|(e, _)| e.to_string())?;
+    if last {
+        p.flush(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The pipelines' rows of a report before anything ran: each INSERT's line, source and sink.
+pub fn initial(job: &Job) -> Vec<PipelineReport> {
+    job.pipelines.iter().map(|p| PipelineReport { line: p.pos.line, source: p.source.table.name.clone(), sink: p.sink.name().to_string(), ..PipelineReport::default() }).collect()
+}
