@@ -146,7 +146,8 @@ fn per_bidder(rows: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut totals = std::collections::BTreeMap::<i64, i64>::new();
     for (_, row) in rows {
         let v: serde_json::Value = serde_json::from_str(&row).unwrap();
-        *totals.entry(v["bidder"].as_i64().unwrap()).or_default() += v["bid_count"].as_f64().unwrap() as i64;
+        // Numbers come back by value (as f64): see `support::result`.
+        *totals.entry(v["bidder"].as_f64().unwrap() as i64).or_default() += v["bid_count"].as_f64().unwrap() as i64;
     }
     totals.into_iter().map(|(b, n)| (b.to_string(), n.to_string())).collect()
 }
