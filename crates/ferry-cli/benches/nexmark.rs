@@ -25,13 +25,15 @@
 //! maximum joined back to the bids), q8 (new users: persons and auctions of the same TUMBLE
 //! window, a join of window aggregates) and q11 (bids per bidder per SESSION window). Not yet:
 //! q6 (not in Flink's set either). q12 (bids per bidder per processing-time TUMBLE window) is
-//! compared as each bidder's total over its windows: which window a bid lands in depends on when
-//! each engine read it.
+//! checked as each bidder's total over its windows against the bids written: which window a bid
+//! lands in depends on when each engine read it, and Flink leaves the windows open at the end of
+//! a bounded input unfired (its shortfall is printed).
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use ferry_testkit::{create_topic, sql_timestamp, unique, Broker, BrokerOptions, RecordProducer, TestRecord};
@@ -132,9 +134,7 @@ fn main() {
             file
         };
         if name == "q12" {
-            // Processing-time windows: which window a bid falls in depends on when each engine
-            // read it; each bidder's total over its windows does not.
-            support::ferry_and_flink_folded(ferry, &bootstrap, PARTITIONS, name, events, upsert, flink, None, job, per_bidder);
+            processing_time(ferry, &bootstrap, events, flink, &bids, job);
         } else {
             support::ferry_and_flink(ferry, &bootstrap, PARTITIONS, name, events, upsert, flink, None, job);
         }
@@ -142,12 +142,55 @@ fn main() {
 }
 
 /// q12's rows folded to each bidder's bid count over all its windows.
-fn per_bidder(rows: Vec<(String, String)>) -> Vec<(String, String)> {
-    let mut totals = std::collections::BTreeMap::<i64, i64>::new();
+fn per_bidder(rows: Vec<(String, String)>) -> BTreeMap<i64, i64> {
+    let mut totals = BTreeMap::new();
     for (_, row) in rows {
         let v: serde_json::Value = serde_json::from_str(&row).unwrap();
         // Numbers come back by value (as f64): see `support::result`.
         *totals.entry(v["bidder"].as_f64().unwrap() as i64).or_default() += v["bid_count"].as_f64().unwrap() as i64;
     }
-    totals.into_iter().map(|(b, n)| (b.to_string(), n.to_string())).collect()
+    totals
+}
+
+/// q12, processing-time windows: which window a bid lands in depends on when an engine read it,
+/// so the results are checked as each bidder's total over its windows, against the bids
+/// written. Flink does not fire the processing-time windows still open when a bounded input
+/// ends (their bids are not in its result); Ferry does, and must count every bid once. Flink's
+/// shortfall is printed, not asserted.
+fn processing_time(ferry: &Path, bootstrap: &str, events: usize, flink: bool, bids: &[TestRecord], job: impl Fn(&str) -> PathBuf) {
+    let mut truth = BTreeMap::<i64, i64>::new();
+    for b in bids {
+        let v: serde_json::Value = serde_json::from_slice(b.value.as_deref().unwrap()).unwrap();
+        *truth.entry(v["bidder"].as_i64().unwrap()).or_default() += 1;
+    }
+    let sink = unique("q12");
+    create_topic(bootstrap, &sink, PARTITIONS).unwrap();
+    let started = Instant::now();
+    let out = std::process::Command::new(ferry).args(["sql", "run", job(&sink).to_str().unwrap()]).env("RUST_LOG", "warn").output().unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "q12: {}", String::from_utf8_lossy(&out.stderr));
+    let ours = per_bidder(support::result(bootstrap, &sink, PARTITIONS, false));
+    assert_eq!(ours, truth, "q12: Ferry's windows hold every bid once");
+    let rate = events as f64 / took.as_secs_f64();
+    println!("{:<8} {:>8.2} s {:>10.0} events/s  (every one of {} bids counted once, {} bidders)", "q12", took.as_secs_f64(), rate, bids.len(), ours.len());
+    if !flink {
+        return;
+    }
+    for parallelism in [1, 2] {
+        let flink_sink = unique("flink-q12");
+        create_topic(bootstrap, &flink_sink, PARTITIONS).unwrap();
+        let (took_flink, job_only) = ferry_testkit::flink_run(&job(&flink_sink), parallelism).unwrap_or_else(|e| panic!("q12 on Flink: {e:#}"));
+        let theirs = per_bidder(support::result(bootstrap, &flink_sink, PARTITIONS, false));
+        assert!(theirs.iter().all(|(b, n)| truth.get(b).is_some_and(|t| n <= t)), "q12: Flink counted a bid no bidder made");
+        let counted: i64 = theirs.values().sum();
+        println!(
+            "  flink p={parallelism} {:>6.2} s {:>10.0} events/s  Ferry {:>5.2}x Flink  (job alone: {:.2} s, Ferry {:.2}x; counted {counted} of {} bids: the windows open when the input ended were not fired)",
+            took_flink.as_secs_f64(),
+            events as f64 / took_flink.as_secs_f64(),
+            rate * took_flink.as_secs_f64() / events as f64,
+            job_only.as_secs_f64(),
+            rate * job_only.as_secs_f64() / events as f64,
+            bids.len()
+        );
+    }
 }

@@ -52,24 +52,6 @@ pub(crate) fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool
 /// (and Ferry's against `baseline` events/s when given). Ferry's rate.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ferry_and_flink(ferry: &Path, bootstrap: &str, partitions: i32, name: &str, events: usize, upsert: bool, flink: bool, baseline: Option<f64>, job: impl Fn(&str) -> PathBuf) -> f64 {
-    ferry_and_flink_folded(ferry, bootstrap, partitions, name, events, upsert, flink, baseline, job, |rows| rows)
-}
-
-/// [`ferry_and_flink`], comparing `fold` of each engine's result: for a result that depends on
-/// when rows were processed (processing-time windows), what does not.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn ferry_and_flink_folded(
-    ferry: &Path,
-    bootstrap: &str,
-    partitions: i32,
-    name: &str,
-    events: usize,
-    upsert: bool,
-    flink: bool,
-    baseline: Option<f64>,
-    job: impl Fn(&str) -> PathBuf,
-    fold: impl Fn(Vec<(String, String)>) -> Vec<(String, String)>,
-) -> f64 {
     let sink = unique(name);
     create_topic(bootstrap, &sink, partitions).unwrap();
     let file = job(&sink);
@@ -84,12 +66,12 @@ pub(crate) fn ferry_and_flink_folded(
     if !flink {
         return rate;
     }
-    let ours = fold(result(bootstrap, &sink, partitions, upsert));
+    let ours = result(bootstrap, &sink, partitions, upsert);
     for parallelism in [1, 2] {
         let flink_sink = unique(&format!("flink-{name}"));
         create_topic(bootstrap, &flink_sink, partitions).unwrap();
         let (took_flink, job_only) = flink_run(&job(&flink_sink), parallelism).unwrap_or_else(|e| panic!("{name} on Flink: {e:#}"));
-        let theirs = fold(result(bootstrap, &flink_sink, partitions, upsert));
+        let theirs = result(bootstrap, &flink_sink, partitions, upsert);
         if ours != theirs {
             let differ: Vec<String> = ours.iter().zip(&theirs).filter(|(a, b)| a != b).take(3).map(|(a, b)| format!("Ferry {a:?} Flink {b:?}")).collect();
             panic!("{name}: Ferry's and Flink's results differ ({} and {} rows): {differ:?}", ours.len(), theirs.len());
