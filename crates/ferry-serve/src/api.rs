@@ -53,7 +53,7 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
     paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::overview, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic, crate::monitoring::canary,
-        crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier, crate::sql_jobs::list),
+        crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier, crate::sql_jobs::sql_jobs),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::ClusterOverview, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
@@ -97,7 +97,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/clusters/{cluster}/canary", get(crate::monitoring::canary))
         .route("/api/v1/clusters/{cluster}/groups/{group}/history", get(crate::history::group))
         .route("/api/v1/clusters/{cluster}/topics/{topic}/history", get(crate::history::topic))
-        .route("/api/v1/sql/jobs", get(crate::sql_jobs::list))
+        .route("/api/v1/sql/jobs", get(crate::sql_jobs::sql_jobs))
         .route("/api/v1/alerts", get(crate::alerts::list))
         .route("/api/v1/alerts/policies", get(crate::alerts::policies))
         .route("/api/v1/alerts/notifiers", get(crate::alerts::notifiers))

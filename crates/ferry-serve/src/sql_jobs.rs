@@ -143,7 +143,7 @@ pub struct SqlPipelineView {
 /// Every `ferry sql` job that reported to a cluster of the configuration in the last hour, newest
 /// first, with its pipelines' throughput counters, watermark and late rows.
 #[utoipa::path(get, path = "/api/v1/sql/jobs", tag = "sql", responses((status = 200, body = [SqlJobView]), (status = 401, body = ErrorBody)))]
-pub(crate) async fn list(State(state): State<AppState>) -> Json<Vec<SqlJobView>> {
+pub(crate) async fn sql_jobs(State(state): State<AppState>) -> Json<Vec<SqlJobView>> {
     Json(state.shared.sql_jobs.lock().unwrap().views(ferry_mirror::report::now_ms()))
 }
 
