@@ -96,7 +96,7 @@ pub fn start(config: &MirrorConfig, shared: Arc<Shared>, cancel: CancellationTok
         .expect("cannot start the cluster probe thread");
 }
 
-pub(crate) fn sleep(cancel: &CancellationToken, d: Duration) -> bool {
+fn sleep(cancel: &CancellationToken, d: Duration) -> bool {
     let until = Instant::now() + d;
     while Instant::now() < until {
         if cancel.is_cancelled() {
@@ -116,28 +116,57 @@ fn apply(shared: &Shared, value: Option<&[u8]>) {
 }
 
 fn follow_metrics(cluster: ClusterClient, shared: Arc<Shared>, cancel: CancellationToken) {
+    follow_topic(
+        &cluster,
+        METRICS_TOPIC,
+        "mirror metrics",
+        &cancel,
+        |v| apply(&shared, v),
+        || {
+            shared.caught_up.lock().unwrap().insert(cluster.alias.clone());
+        },
+        || shared.aggregator.lock().unwrap().prune(ferry_mirror::report::now_ms()),
+    );
+}
+
+/// Reads `topic` of `cluster` from its beginning into `each` (`caught_up` once it has been read
+/// to its end), then follows it every 250 ms (`after_drain` after each turn) until `cancel`. A
+/// cluster it cannot read is retried with backoff and said once.
+pub(crate) fn follow_topic(
+    cluster: &ClusterClient,
+    topic: &str,
+    what: &str,
+    cancel: &CancellationToken,
+    mut each: impl FnMut(Option<&[u8]>),
+    caught_up: impl FnOnce(),
+    mut after_drain: impl FnMut(),
+) {
     let mut backoff = Duration::from_secs(1);
+    let mut said = false;
     let mut tail = loop {
-        let opened = TopicTail::open(&cluster, METRICS_TOPIC).and_then(|mut tail| {
-            tail.catch_up(Duration::from_secs(120), |_, v, _| apply(&shared, v))?;
+        let opened = TopicTail::open(cluster, topic).and_then(|mut tail| {
+            tail.catch_up(Duration::from_secs(120), |_, v, _| each(v))?;
             Ok(tail)
         });
         match opened {
             Ok(tail) => break tail,
             Err(e) => {
-                warn!(cluster = %cluster.alias, address = %cluster.bootstrap_servers, error = %e, retry_in = ?backoff, "cannot read mirror metrics; retrying");
-                if sleep(&cancel, backoff) {
+                if !said {
+                    warn!(cluster = %cluster.alias, address = %cluster.bootstrap_servers, error = %e, "cannot read {what}; retrying with backoff up to 30 s");
+                    said = true;
+                }
+                if sleep(cancel, backoff) {
                     return;
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
     };
-    shared.caught_up.lock().unwrap().insert(cluster.alias.clone());
-    info!(cluster = %cluster.alias, "mirror metrics read; following");
-    while !sleep(&cancel, Duration::from_millis(250)) {
-        tail.drain(|_, v, _| apply(&shared, v));
-        shared.aggregator.lock().unwrap().prune(ferry_mirror::report::now_ms());
+    caught_up();
+    info!(cluster = %cluster.alias, "{what} read; following");
+    while !sleep(cancel, Duration::from_millis(250)) {
+        tail.drain(|_, v, _| each(v));
+        after_drain();
     }
 }
 

@@ -11,10 +11,8 @@ use axum::extract::State;
 use axum::Json;
 use ferry_kafka::job_report::{JobReport, JobState, JOBS_TOPIC, JOB_REPORT_INTERVAL};
 use ferry_kafka::ClusterClient;
-use ferry_mirror::offset_store::TopicTail;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 use utoipa::ToSchema;
 
 use crate::api::ErrorBody;
@@ -150,32 +148,7 @@ pub(crate) async fn sql_jobs(State(state): State<AppState>) -> Json<Vec<SqlJobVi
 /// Follows the jobs topic of `cluster` until `cancel`; an unreachable cluster is retried with
 /// backoff and said once.
 pub fn follow(cluster: ClusterClient, jobs: Arc<Mutex<SqlJobs>>, cancel: CancellationToken) {
-    let mut backoff = Duration::from_secs(1);
-    let mut said = false;
-    let mut tail = loop {
-        let alias = cluster.alias.clone();
-        let opened = TopicTail::open(&cluster, JOBS_TOPIC).and_then(|mut tail| {
-            tail.catch_up(Duration::from_secs(60), |_, v, _| jobs.lock().unwrap().apply(&alias, v))?;
-            Ok(tail)
-        });
-        match opened {
-            Ok(tail) => break tail,
-            Err(e) => {
-                if !said {
-                    warn!(cluster = %cluster.alias, address = %cluster.bootstrap_servers, error = %e, "cannot read sql job reports; retrying");
-                    said = true;
-                }
-                if crate::collect::sleep(&cancel, backoff) {
-                    return;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-    };
-    info!(cluster = %cluster.alias, "sql job reports read; following");
-    while !crate::collect::sleep(&cancel, Duration::from_millis(250)) {
-        tail.drain(|_, v, _| jobs.lock().unwrap().apply(&cluster.alias, v));
-    }
+    crate::collect::follow_topic(&cluster, JOBS_TOPIC, "sql job reports", &cancel, |v| jobs.lock().unwrap().apply(&cluster.alias, v), || {}, || {});
 }
 
 #[cfg(test)]

@@ -57,6 +57,13 @@ fn integer(t: &DataType) -> bool {
     INTEGERS.contains(t)
 }
 
+/// Ferry's accumulator when the argument is an integer column (not DISTINCT, which is
+/// DataFusion's).
+fn integer_avg(args: &AccumulatorArgs) -> Option<Box<dyn Accumulator>> {
+    let t = args.expr_fields.first()?.data_type();
+    (integer(t) && !args.is_distinct).then(|| Box::new(IntegerAvg { ty: t.clone(), sum: 0, count: 0 }) as Box<dyn Accumulator>)
+}
+
 impl FlinkAvg {
     pub(crate) fn new() -> Self {
         let inner = Avg::new();
@@ -88,17 +95,11 @@ impl AggregateUDFImpl for FlinkAvg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        match args.expr_fields.first().map(|f| f.data_type()) {
-            Some(t) if integer(t) && !args.is_distinct => Ok(Box::new(IntegerAvg { ty: t.clone(), sum: 0, count: 0 })),
-            _ => self.inner.accumulator(args),
-        }
+        integer_avg(&args).map_or_else(|| self.inner.accumulator(args), Ok)
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        match args.expr_fields.first().map(|f| f.data_type()) {
-            Some(t) if integer(t) && !args.is_distinct => Ok(Box::new(IntegerAvg { ty: t.clone(), sum: 0, count: 0 })),
-            _ => self.inner.create_sliding_accumulator(args),
-        }
+        integer_avg(&args).map_or_else(|| self.inner.create_sliding_accumulator(args), Ok)
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> DfResult<Vec<FieldRef>> {

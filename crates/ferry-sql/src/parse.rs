@@ -234,7 +234,6 @@ fn expect_token(p: &mut Parser<'_>, t: &Token) -> Parsed<()> {
     Ok(())
 }
 
-/// A possibly qualified name as written (`cat.db.t`), quotes removed.
 /// A name: an unquoted Flink reserved word is refused ([`crate::reserved`]).
 fn ident(p: &mut Parser<'_>) -> Parsed<String> {
     let i = p.parse_identifier()?;
@@ -265,6 +264,8 @@ fn names(p: &mut Parser<'_>) -> Parsed<Vec<String>> {
     Ok(list.into_iter().map(|i| i.value).collect())
 }
 
+/// A possibly qualified name as written (`cat.db.t`), quotes removed; each part checked as
+/// [`ident`] checks one.
 fn name(p: &mut Parser<'_>) -> Parsed<String> {
     let n = p.parse_object_name(false)?;
     for part in &n.0 {

@@ -704,7 +704,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             // pushes it into the join).
             if let LogicalPlan::Join(j) = f.input.as_ref() {
                 if j.join_type == datafusion_expr::JoinType::Inner && j.on.is_empty() && j.filter.is_none() {
-                    return crate::plan_join::join_where(provider, j, &f.predicate, pos, props, steps);
+                    return crate::plan_join::join(provider, j, Some(&f.predicate), pos, props, steps);
                 }
             }
             let source = translate(provider, &f.input, pos, props, steps)?;
@@ -760,7 +760,7 @@ pub(crate) fn translate(provider: &Provider, plan: &LogicalPlan, pos: Pos, props
             Ok(source)
         }
         LogicalPlan::SubqueryAlias(a) => translate(provider, &a.input, pos, props, steps),
-        LogicalPlan::Join(j) => crate::plan_join::join(provider, j, pos, props, steps),
+        LogicalPlan::Join(j) => crate::plan_join::join(provider, j, None, pos, props, steps),
         other => {
             let what = match other {
                 LogicalPlan::Sort(_) => "ORDER BY on a stream",

@@ -14,17 +14,9 @@ use crate::join::{Interval, JoinKind, JoinPlan, Temporal};
 use crate::ops::Step;
 use crate::plan::{physical, translate, Provider, ScanTable};
 
-pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
-    plan(provider, j, None, pos, props, steps)
-}
-
-/// An inner join without a condition (`FROM a, b`) under `WHERE predicate`: the predicate is
-/// the join's condition.
-pub(crate) fn join_where(provider: &Provider, j: &datafusion_expr::logical_plan::Join, predicate: &Expr, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
-    plan(provider, j, Some(predicate), pos, props, steps)
-}
-
-fn plan(provider: &Provider, j: &datafusion_expr::logical_plan::Join, condition: Option<&Expr>, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
+/// Plans `j`; `condition` is a WHERE over a join without one (`FROM a, b WHERE a.k = b.k`),
+/// taken as its ON condition.
+pub(crate) fn join(provider: &Provider, j: &datafusion_expr::logical_plan::Join, condition: Option<&Expr>, pos: Pos, props: &ExecutionProps, steps: &mut Vec<Step>) -> Result<Arc<ScanTable>> {
     let kind = match j.join_type {
         JoinType::Inner => JoinKind::Inner,
         JoinType::Left => JoinKind::Left,

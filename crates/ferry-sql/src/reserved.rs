@@ -27,14 +27,15 @@ pub fn is_reserved(word: &str) -> bool {
     words().contains(word.to_ascii_uppercase().as_str())
 }
 
-pub(crate) fn message(word: &str) -> String {
-    format!("{word} is a reserved word in Flink SQL: quote it with backticks (`{word}`) to use it as a name")
-}
-
 /// An unquoted reserved word used as a name: refused where it is.
 pub(crate) fn check(ident: &Ident) -> Result<(), SqlError> {
-    if ident.quote_style.is_none() && is_reserved(&ident.value) {
-        return Err(SqlError::new(Pos::from(ident.span.start), message(&ident.value)));
+    check_word(&ident.value, ident.quote_style.is_some(), Pos::from(ident.span.start))
+}
+
+/// [`check`] for a name read from tokens (the window table functions' DESCRIPTOR).
+pub(crate) fn check_word(word: &str, quoted: bool, pos: Pos) -> Result<(), SqlError> {
+    if !quoted && is_reserved(word) {
+        return Err(SqlError::new(pos, format!("{word} is a reserved word in Flink SQL: quote it with backticks (`{word}`) to use it as a name")));
     }
     Ok(())
 }

@@ -290,9 +290,7 @@ fn identifier(c: &mut Cursor<'_>) -> Result<String> {
         let at = c.pos();
         match c.next().map(|t| t.token.clone()) {
             Some(Token::Word(w)) => {
-                if w.quote_style.is_none() && crate::reserved::is_reserved(&w.value) {
-                    return fail(at, crate::reserved::message(&w.value));
-                }
+                crate::reserved::check_word(&w.value, w.quote_style.is_some(), at)?;
                 parts.push(w.value);
             }
             other => return fail(pos, format!("expected a name, found {}", other.map_or_else(|| "the end of the file".to_string(), |t| t.to_string()))),

@@ -27,7 +27,7 @@ fn runner() -> Result<&'static Path> {
             let compile = || -> Result<PathBuf> {
                 let out = std::env::temp_dir().join(crate::unique("ferry-flink"));
                 std::fs::create_dir_all(&out)?;
-                let javac = std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from("javac"), |h| PathBuf::from(h).join("bin/javac"));
+                let javac = crate::kafka::jdk_tool("javac");
                 let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/flink/FlinkSql.java");
                 let status = Command::new(&javac).arg("-cp").arg(format!("{}/*", flink_home()?.join("lib").display())).arg("-d").arg(&out).arg(&source).status().with_context(|| format!("start {}", javac.display()))?;
                 if !status.success() {
@@ -42,14 +42,15 @@ fn runner() -> Result<&'static Path> {
         .map_err(|e| anyhow::anyhow!("compile FlinkSql.java: {e}"))
 }
 
-fn flink_sql(mode: &str, job: &Path, parallelism: usize) -> Result<(String, Duration)> {
+/// `FlinkSql run FILE PARALLELISM`: its stdout and how long the JVM ran.
+fn flink_sql_run(job: &Path, parallelism: usize) -> Result<(String, Duration)> {
     let home = flink_home()?;
     let classpath = format!("{}/*:{}", home.join("lib").display(), runner()?.display());
     let started = Instant::now();
     let out = Command::new(crate::kafka::java())
         .args(["-Xmx1g", "-XX:+UseSerialGC", "-cp", &classpath])
         .arg(format!("-Dlog4j.configurationFile={}", home.join("log4j2.properties").display()))
-        .args(["FlinkSql", mode])
+        .args(["FlinkSql", "run"])
         .arg(job)
         .arg(parallelism.to_string())
         .output()
@@ -76,7 +77,6 @@ pub fn flink_reserved_words() -> Result<Vec<String>> {
         .with_context(|| format!("no flink-table-planner-loader jar in {}", lib.display()))?;
     let dir = std::env::temp_dir().join(crate::unique("flink-reserved"));
     std::fs::create_dir_all(&dir)?;
-    let jdk = |tool: &str| std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from(tool), |h| PathBuf::from(h).join("bin").join(tool));
     let run = |cmd: &mut Command| -> Result<String> {
         let out = cmd.output().with_context(|| format!("start {:?}", cmd.get_program()))?;
         if !out.status.success() {
@@ -84,10 +84,10 @@ pub fn flink_reserved_words() -> Result<Vec<String>> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    run(Command::new(jdk("jar")).current_dir(&dir).arg("xf").arg(&loader).arg("flink-table-planner.jar"))?;
+    run(Command::new(crate::kafka::jdk_tool("jar")).current_dir(&dir).arg("xf").arg(&loader).arg("flink-table-planner.jar"))?;
     let classpath = format!("{}:{}/*:{}", dir.join("flink-table-planner.jar").display(), lib.display(), dir.display());
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/flink/FlinkReserved.java");
-    run(Command::new(jdk("javac")).arg("-cp").arg(&classpath).arg("-d").arg(&dir).arg(&source))?;
+    run(Command::new(crate::kafka::jdk_tool("javac")).arg("-cp").arg(&classpath).arg("-d").arg(&dir).arg(&source))?;
     let words = run(Command::new(crate::kafka::java()).args(["-XX:TieredStopAtLevel=1", "-cp", &classpath, "FlinkReserved"]))?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(words.lines().map(str::to_string).collect())
@@ -160,7 +160,7 @@ impl Planner {
 /// Runs `job` on Flink (a local MiniCluster) until its bounded sources end: the time from the
 /// JVM's start, and the time from the job's submission (as the runner measured it).
 pub fn flink_run(job: &Path, parallelism: usize) -> Result<(Duration, Duration)> {
-    let (stdout, took) = flink_sql("run", job, parallelism)?;
+    let (stdout, took) = flink_sql_run(job, parallelism)?;
     let ms = stdout.lines().find_map(|l| l.strip_prefix("flink finished in ")?.strip_suffix(" ms")?.parse::<u64>().ok()).context("the runner did not say how long the job took")?;
     Ok((took, Duration::from_millis(ms)))
 }

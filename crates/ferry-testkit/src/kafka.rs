@@ -31,7 +31,12 @@ pub fn kafka_home() -> Result<PathBuf> {
 
 /// The `java` binary: `$JAVA_HOME/bin/java`, else `java` on PATH.
 pub(crate) fn java() -> PathBuf {
-    std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from("java"), |h| PathBuf::from(h).join("bin/java"))
+    jdk_tool("java")
+}
+
+/// A JDK tool (`java`, `javac`, `jar`): `$JAVA_HOME/bin/TOOL`, else TOOL on PATH.
+pub(crate) fn jdk_tool(tool: &str) -> PathBuf {
+    std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from(tool), |h| PathBuf::from(h).join("bin").join(tool))
 }
 
 /// A JVM command with Kafka's classpath and logging configuration (warnings and readiness lines
@@ -337,7 +342,7 @@ fn kafka_java_cp(heap: &str, jvm_flags: &[&str], classpath: &[&Path], main_class
 pub fn compile_java(source: &Path) -> Result<PathBuf> {
     let out = std::env::temp_dir().join(unique("ferry-java"));
     std::fs::create_dir_all(&out)?;
-    let javac = std::env::var_os("JAVA_HOME").map_or_else(|| PathBuf::from("javac"), |h| PathBuf::from(h).join("bin/javac"));
+    let javac = jdk_tool("javac");
     let status = Command::new(&javac)
         .arg("-cp")
         .arg(format!("{}/*", kafka_home()?.join("lib").display()))
