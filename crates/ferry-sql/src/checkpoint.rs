@@ -31,6 +31,13 @@ pub struct Meta {
     pub joined: Option<SourceMeta>,
     /// When it was written (ms since the epoch).
     pub written_ms: i64,
+    /// The keyed subtasks whose states it holds (`crate::subtasks`).
+    #[serde(default = "one")]
+    pub parallelism: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Where a source table was: its topic and, per partition, the next offset to read and its
@@ -44,8 +51,8 @@ pub struct SourceMeta {
 }
 
 impl Meta {
-    pub fn new(first: SourceMeta, joined: Option<SourceMeta>, written_ms: i64) -> Meta {
-        Meta { topic: first.topic, offsets: first.offsets, watermarks: first.watermarks, watermark: first.watermark, joined, written_ms }
+    pub fn new(first: SourceMeta, joined: Option<SourceMeta>, written_ms: i64, parallelism: usize) -> Meta {
+        Meta { topic: first.topic, offsets: first.offsets, watermarks: first.watermarks, watermark: first.watermark, joined, written_ms, parallelism }
     }
 
     /// Each source's position: the pipeline's source, then the joined table's.
@@ -129,8 +136,9 @@ pub fn write(dir: &Path, number: u64, meta: &Meta, steps: &[Option<RecordBatch>]
     Ok(())
 }
 
-/// The newest whole checkpoint in `dir`, if any (`steps` is how many steps the pipeline has).
-pub fn read_latest(dir: &Path, steps: usize) -> Result<Option<Checkpoint>, String> {
+/// The newest whole checkpoint in `dir`, if any (`steps` gives how many state slots the
+/// pipeline has at the checkpoint's parallelism).
+pub fn read_latest(dir: &Path, steps: impl Fn(usize) -> Result<usize, String>) -> Result<Option<Checkpoint>, String> {
     match numbered(dir, "checkpoint-").pop() {
         Some((number, _)) => read(dir, number, steps),
         None => Ok(None),
@@ -138,7 +146,7 @@ pub fn read_latest(dir: &Path, steps: usize) -> Result<Option<Checkpoint>, Strin
 }
 
 /// Checkpoint `number` in `dir`, if it is there.
-pub fn read(dir: &Path, number: u64, steps: usize) -> Result<Option<Checkpoint>, String> {
+pub fn read(dir: &Path, number: u64, steps: impl Fn(usize) -> Result<usize, String>) -> Result<Option<Checkpoint>, String> {
     let path = dir.join(format!("checkpoint-{number}"));
     if !path.exists() {
         return Ok(None);
@@ -146,7 +154,7 @@ pub fn read(dir: &Path, number: u64, steps: usize) -> Result<Option<Checkpoint>,
     let meta_path = path.join("meta.json");
     let meta: Meta = serde_json::from_slice(&fs::read(&meta_path).map_err(|e| format!("cannot read {}: {e}", meta_path.display()))?).map_err(|e| format!("{}: {e}", meta_path.display()))?;
     let mut states = Vec::new();
-    for k in 0..steps {
+    for k in 0..steps(meta.parallelism)? {
         let file = path.join(format!("step-{k}.arrow"));
         states.push(if file.exists() { Some(read_batch(&file)?) } else { None });
     }
@@ -162,7 +170,7 @@ mod tests {
     #[test]
     fn meta_reads_back_what_it_wrote() {
         let source = |topic: &str| SourceMeta { topic: topic.into(), offsets: [(0, 5), (3, 7)].into(), watermarks: [(0, 100)].into(), watermark: 100 };
-        let meta = Meta::new(source("a"), Some(source("b")), 1);
+        let meta = Meta::new(source("a"), Some(source("b")), 1, 2);
         let back: Meta = serde_json::from_slice(&serde_json::to_vec(&meta).unwrap()).unwrap();
         assert_eq!(back, meta);
         assert_eq!(back.sources(), vec![source("a"), source("b")]);

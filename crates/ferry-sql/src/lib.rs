@@ -24,6 +24,8 @@ pub mod report;
 pub mod reserved;
 pub mod run;
 pub mod session;
+mod source;
+pub mod subtasks;
 pub mod temporal;
 pub mod tvf;
 pub mod topn;

@@ -111,7 +111,7 @@ pub(crate) fn pipeline(provider: &mut Provider, pos: Pos, name: &str, options: &
     }
     let updating = crate::ops::updating(&steps);
     let view = ViewPlan { name: name.to_string(), pos, schema: schema.clone(), key, retention, min_rows, ignore_nulls, endpoints };
-    Ok(Pipeline { pos, source, steps, sink: Sink::View(Arc::new(view)), output: schema, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
+    Ok(Pipeline { pos, source, steps, sink: Sink::View(Arc::new(view)), output: schema, updating, idle_timeout: None, checkpoint_interval: None, parallelism: None, logical: format!("{}", logical.display_indent()) })
 }
 
 /// An endpoint's query: `{param}` becomes the placeholder `$param`; it must read the view only.

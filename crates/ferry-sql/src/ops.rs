@@ -92,7 +92,7 @@ impl Rows {
         Ok(Rows { batch, kinds, watermarks })
     }
 
-    fn take(&self, indices: &UInt32Array) -> Result<Rows, String> {
+    pub(crate) fn take(&self, indices: &UInt32Array) -> Result<Rows, String> {
         let batch = arrow::compute::take_record_batch(&self.batch, indices).map_err(|e| e.to_string())?;
         let kinds = self.kinds.as_ref().map(|k| arrow::compute::take(k, indices, None).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;
         let watermarks = self.watermarks.as_ref().map(|w| arrow::compute::take(w, indices, None).map(|a| a.as_primitive().clone())).transpose().map_err(|e| e.to_string())?;

@@ -69,6 +69,9 @@ pub struct Pipeline {
     pub idle_timeout: Option<std::time::Duration>,
     /// `SET 'execution.checkpointing.interval'` (with `--state-dir`; 10 s when not set).
     pub checkpoint_interval: Option<std::time::Duration>,
+    /// `SET 'parallelism.default'`: the pipeline's subtasks (`crate::subtasks`); when not set,
+    /// the run's default (the machine's cores).
+    pub parallelism: Option<usize>,
     /// The logical plan, for `explain`.
     pub logical: String,
 }
@@ -336,6 +339,7 @@ fn plan_as(script: &Script, sample: bool) -> Result<Job> {
     }
     let mut idle_timeout = None;
     let mut checkpoint_interval = None;
+    let mut parallelism = None;
     for s in statements {
         if let Statement::Set { key, value } = &s.statement {
             let duration = || parse_duration(value).map_err(|e| SqlError::new(s.pos, format!("'{key}' = '{value}': {e}")));
@@ -343,6 +347,10 @@ fn plan_as(script: &Script, sample: bool) -> Result<Job> {
                 "table.exec.source.idle-timeout" => idle_timeout = Some(duration()?),
                 "execution.checkpointing.interval" => checkpoint_interval = Some(duration()?).filter(|d| !d.is_zero()),
                 "table.exec.state.ttl" => provider.state_ttl = Some(duration()?).filter(|d| !d.is_zero()),
+                "parallelism.default" => match value.trim().parse::<usize>() {
+                    Ok(n) if (1..=256).contains(&n) => parallelism = Some(n),
+                    _ => return fail(s.pos, format!("'parallelism.default' = '{value}': a number of subtasks from 1 to 256 is expected")),
+                },
                 _ => {}
             }
         }
@@ -360,6 +368,7 @@ fn plan_as(script: &Script, sample: bool) -> Result<Job> {
     for p in &mut pipelines {
         p.idle_timeout = idle_timeout;
         p.checkpoint_interval = checkpoint_interval;
+        p.parallelism = parallelism;
     }
     if pipelines.is_empty() {
         return fail(Pos::new(1, 1), "the job has no INSERT INTO or CREATE MATERIALIZED VIEW: nothing would run");
@@ -554,7 +563,7 @@ fn pipeline(provider: &Provider, pos: Pos, insert: &Insert) -> Result<Pipeline> 
     if updating && !sink.table.kafka.upsert {
         return fail(pos, format!("table {} (connector 'kafka') takes appended rows only, and this query updates rows it has emitted (GROUP BY without a window): write it to an 'upsert-kafka' table with a PRIMARY KEY, or aggregate over a window", sink.table.name));
     }
-    Ok(Pipeline { pos, source, steps, sink: Sink::Table(sink), output, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
+    Ok(Pipeline { pos, source, steps, sink: Sink::Table(sink), output, updating, idle_timeout: None, checkpoint_interval: None, parallelism: None, logical: format!("{}", logical.display_indent()) })
 }
 
 fn sample_pipeline(provider: &Provider, pos: Pos, query: &sqlparser::ast::Query) -> Result<Pipeline> {
@@ -566,7 +575,7 @@ fn sample_pipeline(provider: &Provider, pos: Pos, query: &sqlparser::ast::Query)
     let source = translate_query(provider, &logical, pos, &props, &mut steps)?;
     let output = Arc::new(logical.schema().as_arrow().clone());
     let updating = crate::ops::updating(&steps);
-    Ok(Pipeline { pos, source, steps, sink: Sink::Print(output.clone()), output, updating, idle_timeout: None, checkpoint_interval: None, logical: format!("{}", logical.display_indent()) })
+    Ok(Pipeline { pos, source, steps, sink: Sink::Print(output.clone()), output, updating, idle_timeout: None, checkpoint_interval: None, parallelism: None, logical: format!("{}", logical.display_indent()) })
 }
 
 /// Whether a query column of type `from` may be written to a column of type `to` without a CAST

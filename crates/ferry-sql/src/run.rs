@@ -11,27 +11,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, BinaryArray, Int32Array, Int64Array, Int8Array, MapArray, RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array};
-use arrow::datatypes::{DataType, Field, TimeUnit};
+use arrow::array::{Array, BinaryArray, MapArray, RecordBatch, StringArray, TimestampMillisecondArray};
+use arrow::datatypes::{DataType, TimeUnit};
 use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::catalog::{BoundedMode, ColumnSource, KafkaTable, MetadataKey, SinkPartitioner, StartupMode};
+use crate::catalog::{ColumnSource, KafkaTable, MetadataKey, SinkPartitioner};
 use crate::checkpoint;
-use crate::format::{self, Format};
-use crate::ops::{Operators, RowKind, Rows, Step};
-use crate::plan::{ColumnPlan, Job, Pipeline, ScanTable, Sink};
+use crate::format;
+use crate::ops::{Rows, Step};
+use crate::source::Reader;
+use crate::subtasks::Subtasks;
+use crate::plan::{Job, Pipeline, Sink};
 use crate::view::{ViewTable, Views};
-use crate::watermark::Watermarks;
 
 /// Records per batch at most, and how long a batch waits to fill.
-const BATCH_RECORDS: usize = 4096;
+pub(crate) const BATCH_RECORDS: usize = 4096;
 const BATCH_WAIT: Duration = Duration::from_millis(50);
 
 /// Why a job stopped.
@@ -76,6 +76,9 @@ pub struct Options {
     /// Each pipeline's counters as it runs, for the job's reports ([`crate::report`]); filled
     /// from [`crate::report::initial`] or left empty (not kept).
     pub progress: Progress,
+    /// Subtasks per pipeline when the job does not `SET 'parallelism.default'`; 0: the
+    /// machine's cores.
+    pub parallelism: usize,
 }
 
 /// Each pipeline's progress, shared with the reporter.
@@ -125,11 +128,11 @@ fn run_with(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<
     })
 }
 
-fn table_error(table: &str, message: impl Into<String>) -> RunError {
+pub(crate) fn table_error(table: &str, message: impl Into<String>) -> RunError {
     RunError::Table { table: table.to_string(), message: message.into() }
 }
 
-fn client_config(kafka: &KafkaTable) -> ClientConfig {
+pub(crate) fn client_config(kafka: &KafkaTable) -> ClientConfig {
     let mut c = ClientConfig::new();
     for (k, v) in &kafka.properties {
         c.set(k, v);
@@ -137,7 +140,7 @@ fn client_config(kafka: &KafkaTable) -> ClientConfig {
     c
 }
 
-fn bootstrap(kafka: &KafkaTable) -> &str {
+pub(crate) fn bootstrap(kafka: &KafkaTable) -> &str {
     kafka.properties.iter().find(|(k, _)| k == "bootstrap.servers").map_or("", |(_, v)| v.as_str())
 }
 
@@ -162,36 +165,6 @@ impl ProducerContext for DeliveryCounter {
             self.first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
         }
         self.answered.fetch_add(1, Ordering::Release);
-    }
-}
-
-/// One source record, copied out of librdkafka's buffer.
-struct Raw {
-    partition: i32,
-    offset: i64,
-    timestamp: Option<i64>,
-    timestamp_type: &'static str,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-}
-
-impl Raw {
-    fn from(m: &BorrowedMessage<'_>) -> Raw {
-        let (timestamp, timestamp_type) = match m.timestamp() {
-            rdkafka::Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
-            rdkafka::Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
-            rdkafka::Timestamp::NotAvailable => (None, "NoTimestampType"),
-        };
-        Raw {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp,
-            timestamp_type,
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            headers: m.headers().map_or_else(Vec::new, |h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect()),
-        }
     }
 }
 
@@ -324,8 +297,8 @@ impl<'a> Output<'a> {
                 t.expire(now);
                 t.watermark = (watermark > i64::MIN).then_some(watermark);
                 for r in readers {
-                    for (partition, offset) in &r.next {
-                        t.offsets.insert((r.kafka().topic.clone(), *partition), *offset);
+                    for (partition, offset) in r.next() {
+                        t.offsets.insert((r.kafka().topic.clone(), partition), offset);
                     }
                 }
                 Ok(rows.num_rows() as u64)
@@ -365,221 +338,44 @@ impl<'a> Output<'a> {
     }
 }
 
-/// One source table of a pipeline being read: its consumer and, per partition, where it is.
-struct Reader<'a> {
-    scan: &'a ScanTable,
-    group: String,
-    consumer: BaseConsumer,
-    partitions: Vec<i32>,
-    /// For a bounded table, each partition's end (exclusive).
-    ends: Option<HashMap<i32, i64>>,
-    done: HashMap<i32, bool>,
-    marks: Watermarks,
-    /// The next offset to read, per partition read from.
-    next: HashMap<i32, i64>,
-    /// Partitions read to their end in the batch being read.
-    finished: Vec<i32>,
-}
-
-impl<'a> Reader<'a> {
-    fn name(&self) -> &str {
-        &self.scan.table.name
-    }
-
-    fn kafka(&self) -> &KafkaTable {
-        &self.scan.table.kafka
-    }
-
-    /// The table's consumer and its topic's partitions.
-    fn connect(scan: &'a ScanTable, idle: Option<Duration>) -> Result<Reader<'a>, RunError> {
-        let (name, kafka) = (scan.table.name.as_str(), &scan.table.kafka);
-        let group = kafka.group_id.clone().unwrap_or_else(|| format!("ferry-sql-{}", std::process::id()));
-        let consumer: BaseConsumer = client_config(kafka)
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "error")
-            .create()
-            .map_err(|e| table_error(name, format!("cannot create a consumer for {}: {e}", bootstrap(kafka))))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&kafka.topic), Duration::from_secs(30))
-            .map_err(|e| table_error(name, format!("cannot read topic {} on {}: {e}", kafka.topic, bootstrap(kafka))))?;
-        let partitions: Vec<i32> = metadata.topics().first().filter(|t| t.error().is_none()).map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
-        if partitions.is_empty() {
-            return Err(table_error(name, format!("topic {} does not exist on {}", kafka.topic, bootstrap(kafka))));
-        }
-        let mut marks = Watermarks::new(&partitions, idle, Instant::now());
-        if scan.processing_time {
-            marks = marks.processing_time();
-        }
-        Ok(Reader { scan, group, consumer, partitions, ends: None, done: HashMap::new(), marks, next: HashMap::new(), finished: Vec::new() })
-    }
-
-    /// Assigns the partitions: from a checkpoint's offsets where it has them (and its
-    /// watermarks), as the table says elsewhere.
-    fn start(&mut self, restored: Option<&checkpoint::SourceMeta>) -> Result<(), RunError> {
-        let (name, kafka) = (self.scan.table.name.clone(), &self.scan.table.kafka);
-        let fresh: Vec<i32> = self.partitions.iter().copied().filter(|q| !restored.is_some_and(|c| c.offsets.contains_key(q))).collect();
-        let mut starts = if fresh.is_empty() { HashMap::new() } else { start_offsets(&self.consumer, kafka, &name, &self.group, &fresh)? };
-        if let Some(c) = restored {
-            for (partition, offset) in &c.offsets {
-                if self.partitions.contains(partition) {
-                    starts.insert(*partition, Offset::Offset(*offset));
-                    self.next.insert(*partition, *offset);
-                }
-            }
-            self.marks.restore(&c.watermarks.iter().map(|(q, w)| (*q, *w)).collect::<Vec<_>>(), c.watermark);
-        }
-        self.ends = end_offsets(&self.consumer, kafka, &name, &self.partitions)?;
-        if self.ends.is_some() {
-            // A bounded table starts at offsets, not "the beginning" or "the end": a partition
-            // with nothing to read (empty, or its start at its end) is read to its end from
-            // the start, since no record will ever say so.
-            for (partition, offset) in starts.iter_mut() {
-                if !matches!(offset, Offset::Offset(_)) {
-                    let (low, high) = self.consumer.fetch_watermarks(&kafka.topic, *partition, Duration::from_secs(30)).map_err(|e| table_error(&name, format!("cannot read the offsets of topic {} partition {partition}: {e}", kafka.topic)))?;
-                    *offset = Offset::Offset(if matches!(offset, Offset::End) { high } else { low });
-                }
-            }
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (partition, offset) in &starts {
-            tpl.add_partition_offset(&kafka.topic, *partition, *offset).map_err(|e| table_error(&name, e.to_string()))?;
-        }
-        self.consumer.assign(&tpl).map_err(|e| table_error(&name, format!("cannot assign topic {}: {e}", kafka.topic)))?;
-        let ends = &self.ends;
-        self.done = self.partitions.iter().map(|p| (*p, ends.as_ref().is_some_and(|e| starts.get(p).is_some_and(|s| matches!(s, Offset::Offset(o) if *o >= e[p]))))).collect();
-        for (partition, d) in &self.done {
-            if *d {
-                self.marks.finish(*partition, Instant::now());
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether a bounded table has been read to its end.
-    fn complete(&self) -> bool {
-        self.ends.is_some() && self.done.values().all(|d| *d)
-    }
-
-    /// Records until `BATCH_RECORDS`, until `wait` has passed, or, once there are some, until
-    /// the consumer has no more at hand: under load a batch fills from what librdkafka has
-    /// fetched ahead, and a lightly loaded job does not hold a record back for the rest of
-    /// `wait` (end-to-end latency, `benches/sql_latency.rs`).
-    fn poll(&mut self, wait: Duration) -> Vec<Raw> {
-        let mut batch = Vec::new();
-        let started = Instant::now();
-        while batch.len() < BATCH_RECORDS && started.elapsed() < wait && !self.complete() {
-            let timeout = if batch.is_empty() { Duration::from_millis(10) } else { Duration::ZERO };
-            match self.consumer.poll(timeout) {
-                None if !batch.is_empty() => break,
-                None => self.reached_ends(),
-                Some(Ok(m)) => {
-                    if let Some(end) = self.ends.as_ref().and_then(|e| e.get(&m.partition())) {
-                        if m.offset() >= *end {
-                            if self.done.insert(m.partition(), true) == Some(false) {
-                                self.finished.push(m.partition());
-                            }
-                            continue;
-                        }
-                        if m.offset() + 1 >= *end && self.done.insert(m.partition(), true) == Some(false) {
-                            self.finished.push(m.partition());
-                        }
-                    }
-                    batch.push(Raw::from(&m));
-                }
-                Some(Err(e)) => warn!(table = %self.scan.table.name, topic = %self.scan.table.kafka.topic, error = %e, "source consumer error (librdkafka retries)"),
-            }
-        }
-        for r in &batch {
-            self.next.insert(r.partition, r.offset + 1);
-        }
-        batch
-    }
-
-    /// Partitions whose consumer position has reached their end although no record said so:
-    /// the last offsets were transaction markers or aborted records, which a consumer never sees.
-    fn reached_ends(&mut self) {
-        let Some(ends) = &self.ends else { return };
-        if self.done.values().all(|d| *d) {
-            return;
-        }
-        let Ok(positions) = self.consumer.position() else { return };
-        for e in positions.elements() {
-            if let (Offset::Offset(at), Some(end)) = (e.offset(), ends.get(&e.partition())) {
-                if at >= *end && self.done.insert(e.partition(), true) == Some(false) {
-                    self.finished.push(e.partition());
-                    self.next.insert(e.partition(), at);
-                }
-            }
-        }
-    }
-
-    /// Partitions read to their end count as +∞ for the watermark.
-    fn finish_partitions(&mut self) {
-        for f in self.finished.drain(..) {
-            self.marks.finish(f, Instant::now());
-        }
-    }
-
-    /// The rows of a batch, each with the watermark it arrived under.
-    fn rows(&mut self, batch: &[Raw]) -> Result<(Rows, u64), RunError> {
-        let Decoded { rows, partitions, skipped, kinds } = decode_batch(self.scan, batch)?;
-        let watermarks = match &self.scan.watermark {
-            Some((_, expr)) => {
-                let name = &self.scan.table.name;
-                let values = expr.evaluate(&rows).and_then(|v| v.into_array(rows.num_rows())).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
-                let values = arrow::compute::cast(&values, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| table_error(name, format!("the WATERMARK expression: {e}")))?;
-                let values = values.as_any().downcast_ref::<TimestampMillisecondArray>().map(|a| a.iter().collect::<Vec<_>>()).unwrap_or_default();
-                Some(Int64Array::from(self.marks.observe(&partitions, &values, Instant::now())))
-            }
-            None => None,
-        };
-        self.finish_partitions();
-        Ok((Rows { batch: rows, kinds, watermarks }, skipped))
-    }
-
-    fn no_rows(&self) -> Rows {
-        Rows::new(RecordBatch::new_empty(format::nullable_like(&self.scan.schema)))
-    }
-
-    fn meta(&self) -> checkpoint::SourceMeta {
-        let (parts, watermark) = self.marks.snapshot();
-        checkpoint::SourceMeta { topic: self.scan.table.kafka.topic.clone(), offsets: self.next.iter().map(|(q, o)| (*q, *o)).collect(), watermarks: parts.into_iter().collect(), watermark }
-    }
-
-    fn commit(&self, mode: CommitMode, failure: &str) {
-        if self.kafka().group_id.is_some() && !self.next.is_empty() {
-            commit_offsets(&self.consumer, &self.kafka().topic, &self.next, mode, self.name(), &self.group, failure);
-        }
-    }
-}
-
 fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &CancellationToken) -> Result<PipelineStats, RunError> {
     let name = p.source.table.name.as_str();
     // The pipeline's source, and the table a join reads.
-    let mut readers = vec![Reader::connect(&p.source, idle_timeout(p))?];
-    if let Some(Step::Join(j)) = p.steps.first() {
-        readers.push(Reader::connect(&j.right, idle_timeout(p))?);
-    }
     let line = p.pos.line;
     let operator_error = |message: String| RunError::Operator { line, message };
-    let mut ops = Operators::new(&p.steps).map_err(operator_error)?;
     // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
     let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
     let mut output = Output::open(p, &options.views, options.sample_limit, checkpoints.as_deref(), cancel)?;
+    let joined = match p.steps.first() {
+        Some(Step::Join(j)) => Some(&j.right),
+        _ => None,
+    };
+    let topics: Vec<&str> = std::iter::once(&p.source).chain(joined).map(|s| s.table.kafka.topic.as_str()).collect();
+    let slots = |parallelism: usize| Subtasks::slots_for(&p.steps, parallelism);
     let restored = match (&checkpoints, output.committed_checkpoint()) {
         // An exactly-once sink: the checkpoint its committed results match (a later one was
         // written but its transaction never committed).
         (Some(dir), Some(committed)) => match committed {
-            Some(n) => Some(checkpoint::read(dir, n, ops.slots()).map_err(|m| table_error(name, m))?.ok_or_else(|| table_error(name, format!("the sink committed checkpoint {n}, which {} does not hold", dir.display())))?),
+            Some(n) => Some(checkpoint::read(dir, n, slots).map_err(|m| table_error(name, m))?.ok_or_else(|| table_error(name, format!("the sink committed checkpoint {n}, which {} does not hold", dir.display())))?),
             None => None,
         },
-        (Some(dir), None) => checkpoint::read_latest(dir, ops.slots()).map_err(|m| table_error(name, m))?,
+        (Some(dir), None) => checkpoint::read_latest(dir, slots).map_err(|m| table_error(name, m))?,
         (None, _) => None,
     }
-    .filter(|c| c.meta.sources().iter().map(|s| s.topic.as_str()).eq(readers.iter().map(|r| r.kafka().topic.as_str())));
+    .filter(|c| c.meta.sources().iter().map(|s| s.topic.as_str()).eq(topics.iter().copied()));
+    // A checkpoint's keyed state is partitioned for its parallelism: a restart keeps it.
+    let parallelism = match (&restored, p.parallelism) {
+        (Some(c), Some(set)) if c.meta.parallelism != set => {
+            return Err(table_error(name, format!("checkpoint {} was taken with parallelism {}, and the job sets 'parallelism.default' = '{set}': keyed state cannot be re-partitioned; set {} or start with an empty --state-dir", c.number, c.meta.parallelism, c.meta.parallelism)));
+        }
+        (Some(c), _) => c.meta.parallelism,
+        (None, set) => set.unwrap_or(if options.parallelism > 0 { options.parallelism } else { std::thread::available_parallelism().map_or(1, usize::from) }),
+    };
+    let mut ops = Subtasks::new(&p.steps, parallelism).map_err(operator_error)?;
+    let mut readers = vec![Reader::connect(&p.source, idle_timeout(p), parallelism)?];
+    if let Some(right) = joined {
+        readers.push(Reader::connect(right, idle_timeout(p), parallelism)?);
+    }
     for (k, reader) in readers.iter_mut().enumerate() {
         let meta = restored.as_ref().map(|c| c.meta.sources());
         reader.start(meta.as_ref().and_then(|m| m.get(k)))?;
@@ -587,7 +383,7 @@ fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &Cancella
 
     let sink_name = p.sink.name().to_string();
     let sources: Vec<&str> = readers.iter().map(|r| r.kafka().topic.as_str()).collect();
-    info!(source = %name, topics = ?sources, sink = %sink_name, partitions = readers.iter().map(|r| r.partitions.len()).sum::<usize>(), bounded = readers.iter().all(|r| r.ends.is_some()), "pipeline running");
+    info!(source = %name, topics = ?sources, sink = %sink_name, partitions = readers.iter().map(|r| r.partitions.len()).sum::<usize>(), bounded = readers.iter().all(Reader::bounded), parallelism, "pipeline running");
 
     let labels = [("source", name.to_string()), ("sink", sink_name.clone())];
     let records_in = counter!("ferry_sql_records_in_total", &labels);
@@ -642,31 +438,29 @@ fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &Cancella
             break;
         }
         for k in 0..readers.len() {
-            let batch = readers[k].poll(wait);
-            let rows = if batch.is_empty() {
-                readers[k].finish_partitions();
+            let (mut chunks, records, skipped_now) = readers[k].read(wait)?;
+            if records == 0 {
                 let marks = watermarks(&mut readers);
                 // Nothing read: only a watermark that moved (an idle or finished partition) has
                 // work for a window aggregate or an interval join.
                 if !stateful || marks[0].min(marks[1]) <= fired_under {
                     continue;
                 }
-                readers[k].no_rows()
-            } else {
-                stats.records_in += batch.len() as u64;
-                records_in.increment(batch.len() as u64);
-                let (rows, skipped_now) = readers[k].rows(&batch)?;
-                stats.skipped += skipped_now;
-                skipped.increment(skipped_now);
-                rows
-            };
+            }
+            if chunks.is_empty() {
+                chunks.push(readers[k].no_rows());
+            }
+            stats.records_in += records;
+            records_in.increment(records);
+            stats.skipped += skipped_now;
+            skipped.increment(skipped_now);
             let marks = watermarks(&mut readers);
             let watermark = marks[0].min(marks[1]);
-            let (late_before, expired_before) = (ops.late, ops.expired());
-            let out = ops.process_side(k, rows, marks).map_err(operator_error)?;
+            let (late_before, expired_before) = (ops.late(), ops.expired());
+            let out = ops.process_side(k, chunks, marks).map_err(operator_error)?;
             fired_under = watermark;
-            stats.late += ops.late - late_before;
-            late.increment(ops.late - late_before);
+            stats.late += ops.late() - late_before;
+            late.increment(ops.late() - late_before);
             stats.expired += ops.expired() - expired_before;
             expired.increment(ops.expired() - expired_before);
             state_rows.set(ops.state_rows() as f64);
@@ -690,7 +484,7 @@ fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &Cancella
     if completed && stateful {
         // The end of a bounded input: every window fires, every interval join row leaves.
         for k in 0..readers.len() {
-            let out = ops.process_side(k, readers[k].no_rows(), [i64::MAX, i64::MAX]).map_err(operator_error)?;
+            let out = ops.process_side(k, vec![readers[k].no_rows()], [i64::MAX, i64::MAX]).map_err(operator_error)?;
             let written = output.write(p, &out, i64::MAX, &readers)?;
             stats.records_out += written;
             records_out.increment(written);
@@ -724,13 +518,13 @@ fn publish(options: &Options, index: usize, stats: &PipelineStats, state_rows: u
 
 /// Writes checkpoint `number`: the offsets after everything written (and acknowledged), the
 /// watermarks, the operators' state and the view's rows.
-fn take_checkpoint(dir: &std::path::Path, number: u64, ops: &mut Operators<'_>, output: &Output<'_>, readers: &[Reader<'_>]) -> Result<(), String> {
+fn take_checkpoint(dir: &std::path::Path, number: u64, ops: &mut Subtasks<'_>, output: &Output<'_>, readers: &[Reader<'_>]) -> Result<(), String> {
     let steps = ops.snapshot()?;
     let view = match output {
         Output::View(t) => Some(t.read().unwrap_or_else(std::sync::PoisonError::into_inner).snapshot()?),
         _ => None,
     };
-    let meta = checkpoint::Meta::new(readers[0].meta(), readers.get(1).map(Reader::meta), now_ms());
+    let meta = checkpoint::Meta::new(readers[0].meta(), readers.get(1).map(Reader::meta), now_ms(), ops.parallelism());
     checkpoint::write(dir, number, &meta, &steps, view.as_ref())?;
     tracing::debug!(dir = %dir.display(), number, state_rows = ops.state_rows(), "checkpoint written");
     Ok(())
@@ -738,7 +532,7 @@ fn take_checkpoint(dir: &std::path::Path, number: u64, ops: &mut Operators<'_>, 
 
 /// Commits the next offsets to the table's group; a failure is `failure`, logged (the next
 /// commit carries the offsets again).
-fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>, mode: CommitMode, name: &str, group: &str, failure: &str) {
+pub(crate) fn commit_offsets(consumer: &BaseConsumer, topic: &str, next: &HashMap<i32, i64>, mode: CommitMode, name: &str, group: &str, failure: &str) {
     let mut commit = TopicPartitionList::new();
     for (partition, offset) in next {
         let _ = commit.add_partition_offset(topic, *partition, Offset::Offset(*offset));
@@ -780,240 +574,6 @@ fn now_ms() -> i64 {
 /// `SET 'table.exec.source.idle-timeout'` (checked when the job was planned).
 fn idle_timeout(p: &Pipeline) -> Option<Duration> {
     p.idle_timeout.filter(|d| !d.is_zero())
-}
-
-fn start_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, group: &str, partitions: &[i32]) -> Result<HashMap<i32, Offset>, RunError> {
-    let mut out = HashMap::new();
-    match &kafka.startup {
-        StartupMode::EarliestOffset => out.extend(partitions.iter().map(|p| (*p, Offset::Beginning))),
-        StartupMode::LatestOffset => out.extend(partitions.iter().map(|p| (*p, Offset::End))),
-        StartupMode::Timestamp(ts) => {
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions {
-                let _ = tpl.add_partition_offset(&kafka.topic, *p, Offset::Offset(*ts));
-            }
-            let found = consumer.offsets_for_times(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot look up offsets for timestamp {ts}: {e}")))?;
-            for e in found.elements() {
-                out.insert(e.partition(), match e.offset() {
-                    Offset::Offset(o) => Offset::Offset(o),
-                    _ => Offset::End,
-                });
-            }
-        }
-        StartupMode::GroupOffsets => {
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions {
-                let _ = tpl.add_partition(&kafka.topic, *p);
-            }
-            // A group coordinator that is moving or loading (a new cluster creates its offsets
-            // topic on first use) answers with a retriable error: ask again for a while.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let committed = loop {
-                match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
-                    Ok(c) => break c,
-                    Err(e) if Instant::now() < deadline && e.rdkafka_error_code().is_some_and(|c| matches!(c, RDKafkaErrorCode::NotCoordinator | RDKafkaErrorCode::CoordinatorLoadInProgress | RDKafkaErrorCode::CoordinatorNotAvailable)) => {
-                        std::thread::sleep(Duration::from_millis(250));
-                    }
-                    Err(e) => return Err(table_error(name, format!("cannot read group {group}'s offsets: {e}"))),
-                }
-            };
-            for e in committed.elements() {
-                let offset = match (e.offset(), kafka.offset_reset.as_deref()) {
-                    (Offset::Offset(o), _) => Offset::Offset(o),
-                    (_, Some("earliest")) => Offset::Beginning,
-                    (_, Some("latest")) => Offset::End,
-                    _ => {
-                        return Err(table_error(name, format!("group {group} has no offset for topic {} partition {} (scan.startup.mode 'group-offsets'); set 'properties.auto.offset.reset' to earliest or latest, or another scan.startup.mode", kafka.topic, e.partition())));
-                    }
-                };
-                out.insert(e.partition(), offset);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// For a bounded source, each partition's end offset (exclusive).
-fn end_offsets(consumer: &BaseConsumer, kafka: &KafkaTable, name: &str, partitions: &[i32]) -> Result<Option<HashMap<i32, i64>>, RunError> {
-    match &kafka.bounded {
-        BoundedMode::Unbounded => Ok(None),
-        BoundedMode::LatestOffset => {
-            let mut out = HashMap::new();
-            for p in partitions {
-                let (_, high) = consumer.fetch_watermarks(&kafka.topic, *p, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot read the end of topic {} partition {p}: {e}", kafka.topic)))?;
-                out.insert(*p, high);
-            }
-            Ok(Some(out))
-        }
-        BoundedMode::Timestamp(ts) => {
-            let mut tpl = TopicPartitionList::new();
-            for p in partitions {
-                let _ = tpl.add_partition_offset(&kafka.topic, *p, Offset::Offset(*ts + 1));
-            }
-            let found = consumer.offsets_for_times(tpl, Duration::from_secs(30)).map_err(|e| table_error(name, format!("cannot look up offsets for timestamp {ts}: {e}")))?;
-            let mut out = HashMap::new();
-            for e in found.elements() {
-                let end = match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => consumer.fetch_watermarks(&kafka.topic, e.partition(), Duration::from_secs(30)).map_err(|x| table_error(name, x.to_string()))?.1,
-                };
-                out.insert(e.partition(), end);
-            }
-            Ok(Some(out))
-        }
-    }
-}
-
-/// The source rows of a batch, every column of the table (physical, metadata, computed); records
-/// that do not decode are skipped and counted, or stop the job.
-/// Also returns the partition of each row.
-fn decode_batch(scan: &ScanTable, batch: &[Raw]) -> Result<Decoded, RunError> {
-    let table = &scan.table;
-    let kafka = &table.kafka;
-    let mut keep: Vec<bool> = vec![true; batch.len()];
-    // A null value is no row for the json format (a tombstone), and a null for raw. In an
-    // upsert-kafka table it deletes its key: the row keeps its key columns, its value columns
-    // are not decoded.
-    let tombstones: Vec<bool> = batch.iter().map(|r| kafka.upsert && r.value.is_none()).collect();
-    if matches!(kafka.value_format, Format::Json(_) | Format::Csv(_) | Format::AvroConfluent(_)) {
-        for (i, r) in batch.iter().enumerate() {
-            if r.value.is_none() {
-                keep[i] = false;
-            }
-        }
-    }
-    let value_fields: Vec<Field> = table.columns.iter().zip(scan.base.fields().iter()).filter(|(c, _)| matches!(c.source, ColumnSource::Physical { in_value: true, .. })).map(|(_, f)| f.as_ref().clone()).collect();
-    let base_of = |name: &str| scan.base.fields().iter().find(|f| f.name() == name).cloned();
-    let mut decoded: HashMap<String, ArrayRef> = HashMap::new();
-    let mut decode_part = |format: &Format, fields: Vec<Field>, names: Vec<String>, payloads: Vec<Option<&[u8]>>, option: Option<String>, keep: &mut Vec<bool>| -> Result<(), RunError> {
-        if fields.is_empty() {
-            return Ok(());
-        }
-        let schema = format::nullable(fields);
-        let kept: Vec<usize> = (0..payloads.len()).filter(|i| keep[*i]).collect();
-        let input: Vec<Option<&[u8]>> = kept.iter().map(|i| payloads[*i]).collect();
-        let (rows, good, bad) = format::decode(format, &schema, &input);
-        if let Some(b) = bad.first() {
-            if !format.ignores_parse_errors() {
-                let r = &batch[kept[b.index]];
-                let skip = option.as_ref().map_or_else(String::new, |o| format!("; set '{o}' = 'true' to skip such records"));
-                return Err(RunError::BadRecord { table: table.name.clone(), topic: kafka.topic.clone(), partition: r.partition, offset: r.offset, reason: b.reason.clone(), skip });
-            }
-            for b in &bad {
-                let r = &batch[kept[b.index]];
-                warn!(table = %table.name, topic = %kafka.topic, partition = r.partition, offset = r.offset, reason = %b.reason, "record skipped: it does not decode");
-                keep[kept[b.index]] = false;
-            }
-        }
-        // Spread the decoded rows back over the batch (null where a record has no row).
-        let mut index: Vec<Option<u32>> = vec![None; payloads.len()];
-        for (row, at) in good.iter().enumerate() {
-            index[kept[*at]] = Some(row as u32);
-        }
-        let take = UInt32Array::from(index);
-        for (name, column) in names.iter().zip(rows.columns()) {
-            decoded.insert(name.clone(), arrow::compute::take(column.as_ref(), &take, None).expect("indices within the batch"));
-        }
-        Ok(())
-    };
-    let value_names: Vec<String> = value_fields.iter().map(|f| f.name().clone()).collect();
-    let value_option = kafka.value_format.ignore_option().map(|o| format!("{}{o}", if kafka.key_format.is_some() { "value." } else { "" }));
-    decode_part(&kafka.value_format, value_fields, value_names, batch.iter().map(|r| r.value.as_deref()).collect(), value_option, &mut keep)?;
-    // Tombstones are rows (deletions), not skipped records; their keys are decoded.
-    for (k, t) in keep.iter_mut().zip(&tombstones) {
-        *k |= *t;
-    }
-    if let Some(key_format) = &kafka.key_format {
-        let key_columns: Vec<&crate::catalog::Column> = table.columns.iter().filter(|c| matches!(c.source, ColumnSource::Physical { in_key: true, .. })).collect();
-        let fields: Vec<Field> = key_columns.iter().map(|c| base_of(&c.name).expect("a base column").as_ref().clone().with_name(c.name.strip_prefix(kafka.key_fields_prefix.as_str()).unwrap_or(&c.name))).collect();
-        let names: Vec<String> = key_columns.iter().map(|c| format!("\u{0}key:{}", c.name)).collect();
-        decode_part(key_format, fields, names, batch.iter().map(|r| r.key.as_deref()).collect(), key_format.ignore_option().map(|o| format!("key.{o}")), &mut keep)?;
-    }
-    let n = batch.len();
-    let mut base_columns: Vec<ArrayRef> = Vec::new();
-    for (c, f) in table.columns.iter().filter(|c| !matches!(c.source, ColumnSource::Computed(_))).zip(scan.base.fields()) {
-        let array: ArrayRef = match &c.source {
-            // A tombstone has no value: a key column that the value also holds comes from its key.
-            ColumnSource::Physical { in_value: true, in_key: true } if tombstones.iter().any(|t| *t) => {
-                let value = decoded.remove(&c.name).unwrap_or_else(|| format::nulls(f.data_type(), n));
-                let key = decoded.remove(&format!("\u{0}key:{}", c.name)).unwrap_or_else(|| format::nulls(f.data_type(), n));
-                arrow::compute::kernels::zip::zip(&arrow::array::BooleanArray::from(tombstones.clone()), &key, &value).map_err(|e| table_error(&table.name, format!("column {}: {e}", c.name)))?
-            }
-            ColumnSource::Physical { in_value: true, .. } => decoded.remove(&c.name).unwrap_or_else(|| format::nulls(f.data_type(), n)),
-            ColumnSource::Physical { .. } => decoded.remove(&format!("\u{0}key:{}", c.name)).unwrap_or_else(|| format::nulls(f.data_type(), n)),
-            ColumnSource::Metadata { key, .. } => metadata(*key, batch, &kafka.topic, f.data_type()),
-            ColumnSource::Computed(_) => unreachable!("filtered out"),
-        };
-        base_columns.push(array);
-    }
-    let base = RecordBatch::try_new(format::nullable_like(&scan.base), base_columns).map_err(|e| table_error(&table.name, format!("decoded rows do not fit the table: {e}")))?;
-    let skipped = keep.iter().filter(|k| !**k).count() as u64;
-    let base = if skipped > 0 { arrow::compute::filter_record_batch(&base, &arrow::array::BooleanArray::from(keep.clone())).expect("a mask of the batch's length") } else { base };
-    // Computed columns, from the physical and metadata ones.
-    let mut columns = Vec::with_capacity(scan.columns.len());
-    for (plan, f) in scan.columns.iter().zip(scan.schema.fields()) {
-        columns.push(match plan {
-            ColumnPlan::Base(i) => base.column(*i).clone(),
-            ColumnPlan::Computed(e) => {
-                let v = e.evaluate(&base).and_then(|v| v.into_array(base.num_rows())).map_err(|e| table_error(&table.name, format!("computed column {}: {e}", f.name())))?;
-                v
-            }
-        });
-    }
-    let schema = format::nullable_like(&scan.schema);
-    let rows = RecordBatch::try_new(schema, columns).map_err(|e| table_error(&table.name, format!("computed columns do not fit the table: {e}")))?;
-    let partitions = batch.iter().zip(&keep).filter(|(_, k)| **k).map(|(r, _)| r.partition).collect();
-    let kinds = kafka.upsert.then(|| Int8Array::from(tombstones.iter().zip(&keep).filter(|(_, k)| **k).map(|(t, _)| if *t { RowKind::Delete as i8 } else { RowKind::Insert as i8 }).collect::<Vec<_>>()));
-    Ok(Decoded { rows, partitions, skipped, kinds })
-}
-
-/// A batch of records decoded: the rows, each row's partition, how many records were skipped,
-/// and for an upsert-kafka table each row's change (an upsert, or a tombstone's deletion).
-struct Decoded {
-    rows: RecordBatch,
-    partitions: Vec<i32>,
-    skipped: u64,
-    kinds: Option<Int8Array>,
-}
-
-fn metadata(key: MetadataKey, batch: &[Raw], topic: &str, t: &DataType) -> ArrayRef {
-    let array: ArrayRef = match key {
-        MetadataKey::Topic => Arc::new(StringArray::from(vec![topic; batch.len()])),
-        MetadataKey::Partition => Arc::new(Int32Array::from(batch.iter().map(|r| r.partition).collect::<Vec<_>>())),
-        MetadataKey::LeaderEpoch => Arc::new(Int32Array::from(vec![None::<i32>; batch.len()])),
-        MetadataKey::Offset => Arc::new(Int64Array::from(batch.iter().map(|r| r.offset).collect::<Vec<_>>())),
-        MetadataKey::TimestampType => Arc::new(StringArray::from(batch.iter().map(|r| r.timestamp_type).collect::<Vec<_>>())),
-        MetadataKey::Timestamp => {
-            let a = TimestampMillisecondArray::from(batch.iter().map(|r| r.timestamp).collect::<Vec<_>>());
-            match t {
-                DataType::Timestamp(_, Some(tz)) => Arc::new(a.with_timezone(tz.clone())),
-                _ => Arc::new(a),
-            }
-        }
-        MetadataKey::Headers => {
-            let keys: Vec<&str> = batch.iter().flat_map(|r| r.headers.iter().map(|(k, _)| k.as_str())).collect();
-            let values: Vec<Option<&[u8]>> = batch.iter().flat_map(|r| r.headers.iter().map(|(_, v)| v.as_deref())).collect();
-            let mut offsets = vec![0i32];
-            for r in batch {
-                offsets.push(offsets.last().copied().unwrap_or(0) + r.headers.len() as i32);
-            }
-            let keys: ArrayRef = Arc::new(StringArray::from(keys));
-            let values: ArrayRef = Arc::new(BinaryArray::from(values));
-            let DataType::Map(entries, _) = t else { unreachable!("headers are a MAP") };
-            let DataType::Struct(kv) = entries.data_type() else { unreachable!("map entries are a struct") };
-            let entries = arrow::array::StructArray::new(kv.clone(), vec![keys, values], None);
-            Arc::new(MapArray::new(entries_field(entries.data_type()), arrow::buffer::OffsetBuffer::new(offsets.into()), entries, None, false))
-        }
-    };
-    if array.data_type() == t {
-        array
-    } else {
-        arrow::compute::cast(&array, t).unwrap_or(array)
-    }
-}
-
-fn entries_field(t: &DataType) -> arrow::datatypes::FieldRef {
-    Arc::new(Field::new("entries", t.clone(), false))
 }
 
 /// Produces the rows of `out` (the sink's persisted columns) to the sink topic.
