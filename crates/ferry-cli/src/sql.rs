@@ -47,6 +47,11 @@ pub(crate) enum Command {
         /// .sql). Reports go to ferry-sql-jobs.internal on the first source table's cluster.
         #[arg(long)]
         name: Option<String>,
+        /// Subtasks per pipeline (consumers reading the source partitions, and threads holding
+        /// the keyed state) when the job does not SET 'parallelism.default' (default: the
+        /// machine's cores).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+        parallelism: Option<u16>,
     },
 }
 
@@ -123,7 +128,7 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { file, metrics_addr, listen, api_token_file, state_dir, name } => {
+        Command::Run { file, metrics_addr, listen, api_token_file, state_dir, name, parallelism } => {
             let job = match load(&file) {
                 Ok(job) => job,
                 Err(code) => return code,
@@ -179,7 +184,7 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&job)));
             let name = name.unwrap_or_else(|| file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned()));
             let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), progress.clone());
-            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None, progress };
+            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None, progress, parallelism: parallelism.map_or(0, usize::from) };
             let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
             if let Some(reporter) = reporter {
                 let (state, error) = match &outcome {

@@ -1290,3 +1290,73 @@ INSERT INTO big SELECT id, UPPER(customer), amount * 2, ts FROM orders WHERE amo
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("does not decode (not Confluent's wire format") && err.contains(&format!("topic {orders} partition 0")), "{err}");
 }
+
+/// A pipeline spreads over subtasks: consumers share the source partitions and each key's state
+/// lives in one subtask; the results equal a reference; a checkpoint keeps the parallelism it
+/// was taken with (a restart adopts it, a job setting another is refused with both numbers).
+#[test]
+fn a_pipeline_over_subtasks_writes_what_one_thread_would_and_keeps_its_parallelism() {
+    let broker = Broker::start("sql-subtasks").unwrap();
+    let bootstrap = broker.bootstrap();
+    let (source, sink) = (unique("orders"), unique("per-key"));
+    create_topic(&bootstrap, &source, 4).unwrap();
+    create_topic(&bootstrap, &sink, 2).unwrap();
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+    producer.send_all(&source, &orders(0, 3_000, 4)).unwrap();
+    let state = std::env::temp_dir().join(unique("sql-subtasks-state"));
+    let job = |parallelism: Option<u32>| {
+        let set = parallelism.map_or_else(String::new, |n| format!("SET 'parallelism.default' = '{n}';\n"));
+        let table = tables(&bootstrap, &source, "unused", "").split("CREATE TABLE big").next().unwrap().to_string();
+        format!(
+            "{set}{table}CREATE TABLE per_key (k BIGINT, n BIGINT, ids BIGINT, PRIMARY KEY (k) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{sink}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO per_key SELECT MOD(id, 37) AS k, COUNT(*) AS n, SUM(id) AS ids FROM orders WHERE customer <> 'dee' GROUP BY MOD(id, 37);
+"
+        )
+    };
+    let run = |text: &str, extra: &[&str]| {
+        let file = job_file("sql-subtasks", text);
+        let mut args = vec!["run", file.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        sql(&args)
+    };
+    let check = |upto: usize| {
+        let mut want: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for id in (0..upto).filter(|i| order(*i).1 != "dee") {
+            let e = want.entry(id as i64 % 37).or_default();
+            *e = (e.0 + 1, e.1 + id as i64);
+        }
+        let mut got: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, &sink, 2) {
+            let key: Value = serde_json::from_slice(r.key.as_ref().unwrap()).unwrap();
+            let k = key["k"].as_i64().unwrap();
+            match r.value {
+                Some(v) => {
+                    let v: Value = serde_json::from_slice(&v).unwrap();
+                    got.insert(k, (v["n"].as_i64().unwrap(), v["ids"].as_i64().unwrap()));
+                }
+                None => {
+                    got.remove(&k);
+                }
+            }
+        }
+        assert_eq!(got, want, "the upsert table folded by key, after {upto} orders");
+    };
+
+    let (code, _, err) = run(&job(Some(3)), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("parallelism=3"), "{err}");
+    check(3_000);
+
+    // Another parallelism over the same checkpoint: refused, naming both, nothing read.
+    let (code, _, err) = run(&job(Some(2)), &[]);
+    assert_ne!(code, 0, "{err}");
+    assert!(err.contains("was taken with parallelism 3") && err.contains("'parallelism.default' = '2'"), "{err}");
+
+    // Not set in the job: the checkpoint's parallelism wins over the command line's default.
+    producer.send_all(&source, &orders(3_000, 4_000, 4)).unwrap();
+    let (code, _, err) = run(&job(None), &["--parallelism", "1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("parallelism=3") && err.contains("records_in=1000"), "{err}");
+    check(4_000);
+}
