@@ -967,9 +967,10 @@ fn account_change(i: usize) -> (i64, Option<(&'static str, i64)>) {
 fn an_upsert_kafka_table_is_read_as_a_changelog_into_aggregates_and_views() {
     let broker = Broker::start("sql-upsert").unwrap();
     let bootstrap = broker.bootstrap();
-    let (accounts, totals) = (unique("accounts"), unique("region-totals"));
+    let (accounts, totals, spread) = (unique("accounts"), unique("region-totals"), unique("region-spread"));
     create_topic(&bootstrap, &accounts, 3).unwrap();
     create_topic(&bootstrap, &totals, 2).unwrap();
+    create_topic(&bootstrap, &spread, 1).unwrap();
     // 2,000 changes of 150 accounts: upserts and tombstones, each key on one partition.
     let changes: Vec<(i64, Option<(&str, i64)>)> = (0..2_000).map(account_change).collect();
     let records: Vec<TestRecord> = changes
@@ -1009,6 +1010,15 @@ fn an_upsert_kafka_table_is_read_as_a_changelog_into_aggregates_and_views() {
         e.0 += 1;
         e.1 += amount;
     }
+    // MIN, MAX and COUNT(DISTINCT) over the changelog: every value kept with its count.
+    let mut amounts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for (region, amount) in state.values() {
+        amounts.entry(region.to_string()).or_default().push(*amount);
+    }
+    let want_spread: BTreeMap<String, Value> = amounts
+        .iter()
+        .map(|(r, a)| (r.clone(), json!({"region": r, "low": a.iter().min(), "high": a.iter().max(), "amounts": a.iter().collect::<std::collections::BTreeSet<_>>().len()})))
+        .collect();
     let want_rich: BTreeMap<i64, (String, i64)> = state.iter().filter(|(_, (_, a))| *a > 800).map(|(id, (r, a))| (*id, (r.to_string(), *a))).collect();
     assert!(state.len() < 150 && want_rich.len() > 5 && want_totals.len() == 4, "the input deletes and moves accounts: {} live, {} rich", state.len(), want_rich.len());
 
@@ -1020,6 +1030,9 @@ WITH ('connector' = 'upsert-kafka', 'topic' = '{accounts}', 'properties.bootstra
 CREATE TABLE region_totals (region STRING, accounts BIGINT, total BIGINT, PRIMARY KEY (region) NOT ENFORCED)
 WITH ('connector' = 'upsert-kafka', 'topic' = '{totals}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
 INSERT INTO region_totals SELECT region, COUNT(*), SUM(amount) FROM accounts WHERE amount >= 0 GROUP BY region;
+CREATE TABLE region_spread (region STRING, low BIGINT, high BIGINT, amounts BIGINT, PRIMARY KEY (region) NOT ENFORCED)
+WITH ('connector' = 'upsert-kafka', 'topic' = '{spread}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json');
+INSERT INTO region_spread SELECT region, MIN(amount), MAX(amount), COUNT(DISTINCT amount) FROM accounts GROUP BY region;
 CREATE MATERIALIZED VIEW rich WITH ('primary-key' = 'id') AS SELECT id, region, amount FROM accounts WHERE amount > 800;
 CREATE TABLE accounts_all (id BIGINT, region STRING, amount BIGINT, PRIMARY KEY (id) NOT ENFORCED)
 WITH ('connector' = 'upsert-kafka', 'topic' = '{accounts_all}', 'properties.bootstrap.servers' = '{bootstrap}', 'key.format' = 'json', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset');
@@ -1061,6 +1074,19 @@ INSERT INTO rich_ids SELECT id, amount FROM accounts_all WHERE amount > 800;
         (folded == want_totals).then_some(folded)
     });
     assert_eq!(written, Some(want_totals.clone()), "the upsert topic folded by key\n{}", process.output());
+    let spread_written = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
+        let mut folded: BTreeMap<String, Value> = BTreeMap::new();
+        for r in read_to_end(&bootstrap, &spread, 1) {
+            let key: Value = serde_json::from_slice(r.key.as_ref().expect("upsert records have keys")).unwrap();
+            let region = key["region"].as_str().unwrap().to_string();
+            match &r.value {
+                None => folded.remove(&region),
+                Some(v) => folded.insert(region, serde_json::from_slice(v).unwrap()),
+            };
+        }
+        (folded == want_spread).then_some(folded)
+    });
+    assert_eq!(spread_written, Some(want_spread), "MIN, MAX and COUNT(DISTINCT) over the changelog, folded by key\n{}", process.output());
     let want_ids: BTreeMap<i64, i64> = want_rich.iter().map(|(id, (_, a))| (*id, *a)).collect();
     let ids = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
         let mut folded: BTreeMap<i64, i64> = BTreeMap::new();
@@ -1079,10 +1105,10 @@ INSERT INTO rich_ids SELECT id, amount FROM accounts_all WHERE amount > 800;
     assert!(status.success(), "{status:?}\n{}", process.output());
 
     // What cannot run over a changelog is refused with its place.
-    let bad = job.replace("SELECT region, COUNT(*), SUM(amount) FROM", "SELECT region, COUNT(*), MAX(amount) FROM");
+    let bad = job.replace("SELECT region, COUNT(*), SUM(amount) FROM", "SELECT region, COUNT(*), STDDEV_POP(amount) FROM");
     let (code, _, err) = sql(&["check", unchecked_job_file("sql-upsert-bad", &bad).to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains(":6:1:") && err.contains("MAX cannot take rows back"), "{err}");
+    assert!(err.contains(":6:1:") && err.contains("STDDEV_POP cannot take rows back"), "{err}");
 }
 
 const TIERS: [&str; 3] = ["gold", "silver", "bronze"];

@@ -23,6 +23,7 @@ mod plan_join;
 pub mod report;
 pub mod reserved;
 pub mod run;
+pub mod retract;
 pub mod session;
 mod source;
 pub mod subtasks;

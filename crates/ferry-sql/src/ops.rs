@@ -145,18 +145,30 @@ pub struct AggregatePlan {
     pub retracting: bool,
 }
 
-/// Whether an aggregate can take rows back exactly, checkpoint included (its state is a sum
-/// and a count): COUNT, SUM and AVG. MIN, MAX and DISTINCT would need every value kept.
-pub(crate) fn check_retractable(f: &AggregateFunctionExpr) -> Result<(), String> {
+/// Whether an aggregate can take rows back exactly, checkpoint included: COUNT, SUM and AVG
+/// (their state is a sum and a count), MIN, MAX and the DISTINCT aggregates (every value kept
+/// with its count, [`crate::retract`]).
+pub(crate) fn check_retractable(f: &Arc<AggregateFunctionExpr>) -> Result<(), String> {
     let name = f.fun().name().to_ascii_lowercase();
-    if f.is_distinct() || !matches!(name.as_str(), "count" | "sum" | "avg") {
-        return Err(format!("{}{} cannot take rows back yet (COUNT, SUM and AVG can)", name.to_uppercase(), if f.is_distinct() { " DISTINCT" } else { "" }));
+    if crate::retract::needs_multiset(f) {
+        return crate::retract::Multiset::new(f.clone()).map(|_| ());
+    }
+    if !matches!(name.as_str(), "count" | "sum" | "avg") {
+        return Err(format!("{} cannot take rows back yet (COUNT, SUM, AVG, MIN, MAX and DISTINCT aggregates can)", name.to_uppercase()));
     }
     let acc = f.create_sliding_accumulator().map_err(err)?;
     if !acc.supports_retract_batch() {
         return Err(format!("{} cannot take rows back", name.to_uppercase()));
     }
     Ok(())
+}
+
+/// An accumulator that takes rows back.
+fn retracting_accumulator(f: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Accumulator>, String> {
+    if crate::retract::needs_multiset(f) {
+        return Ok(Box::new(crate::retract::Multiset::new(f.clone())?));
+    }
+    f.create_sliding_accumulator().map_err(err)
 }
 
 impl AggregatePlan {
@@ -171,7 +183,7 @@ impl AggregatePlan {
     /// A fresh row accumulator per aggregate.
     pub(crate) fn accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>, String> {
         if self.retracting {
-            return self.aggregates.iter().map(|a| a.function.create_sliding_accumulator().map_err(err)).collect();
+            return self.aggregates.iter().map(|a| retracting_accumulator(&a.function)).collect();
         }
         self.aggregates.iter().map(|a| a.function.create_accumulator().map_err(err)).collect()
     }
@@ -1095,15 +1107,28 @@ mod tests {
         assert_eq!(text(&out), ["+I eu,1,1,1.0", "-U us,1,7,7.0", "+U us,1,3,3.0"]);
         assert_eq!(again.state_rows(), 3 + 2, "accounts 2, 4, 5 and groups eu, us");
 
+        // MIN, MAX and DISTINCT keep every value with its count.
+        let sql = format!("{ACCOUNTS}CREATE TABLE spread (region STRING, low BIGINT, high BIGINT, amounts BIGINT, distinct_total BIGINT, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'spread', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO spread SELECT region, MIN(amount), MAX(amount), COUNT(DISTINCT amount), SUM(DISTINCT amount) FROM accounts GROUP BY region;");
+        let job = plan_script(&sql).unwrap();
+        let steps = &job.pipelines[0].steps;
+        let mut ops = Operators::new(steps).unwrap();
+        let out = ops.process(upserts(&job, &[(1, Some(("eu", 10))), (2, Some(("eu", 20))), (3, Some(("eu", 10)))]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["+I eu,10,20,2,30"]);
+        let out = ops.process(upserts(&job, &[(2, None)]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["-U eu,10,20,2,30", "+U eu,10,10,1,10"], "20 taken back; 10 is still there once more");
+        let state = ops.snapshot().unwrap();
+        let mut ops = Operators::new(steps).unwrap();
+        ops.restore(state).unwrap();
+        let out = ops.process(upserts(&job, &[(1, Some(("eu", 5)))]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["-U eu,10,10,1,10", "+U eu,5,10,2,15"]);
+        let out = ops.process(upserts(&job, &[(1, None), (3, None)]), i64::MIN).unwrap();
+        assert_eq!(text(&out), ["-D eu,5,10,2,15"]);
+
         // What cannot take rows back is refused with its place.
-        for (query, refused) in [
-            ("SELECT region, MAX(amount) FROM accounts GROUP BY region", "MAX cannot take rows back"),
-            ("SELECT region, COUNT(DISTINCT id) FROM accounts GROUP BY region", "COUNT DISTINCT cannot take rows back"),
-        ] {
-            let sql = format!("{ACCOUNTS}CREATE TABLE o2 (region STRING, v BIGINT, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'o2', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO o2 {query};");
-            let e = plan_script(&sql).err().expect("refused").to_string();
-            assert!(e.contains(refused) && e.starts_with("3:1:"), "{e}");
-        }
+        let (query, refused) = ("SELECT region, STDDEV_POP(amount) FROM accounts GROUP BY region", "STDDEV_POP cannot take rows back");
+        let sql = format!("{ACCOUNTS}CREATE TABLE o2 (region STRING, v DOUBLE, PRIMARY KEY (region) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', 'topic' = 'o2', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'key.format' = 'json', 'value.format' = 'json');\nINSERT INTO o2 {query};");
+        let e = plan_script(&sql).err().expect("refused").to_string();
+        assert!(e.contains(refused) && e.starts_with("3:1:"), "{e}");
         // An append-only sink cannot take a changelog.
         let sql = format!("{ACCOUNTS}CREATE TABLE plain (id BIGINT, amount BIGINT) WITH ('connector' = 'kafka', 'topic' = 'p', 'properties.bootstrap.servers' = '127.0.0.1:9092', 'format' = 'json');\nINSERT INTO plain SELECT id, amount FROM accounts;");
         assert!(plan_script(&sql).err().expect("refused").to_string().contains("takes appended rows only"));

@@ -52,17 +52,37 @@ pub(crate) fn result(bootstrap: &str, topic: &str, partitions: i32, upsert: bool
 /// (and Ferry's against `baseline` events/s when given). Ferry's rate.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn ferry_and_flink(ferry: &Path, bootstrap: &str, partitions: i32, name: &str, events: usize, upsert: bool, flink: bool, baseline: Option<f64>, job: impl Fn(&str) -> PathBuf) -> f64 {
-    let sink = unique(name);
-    create_topic(bootstrap, &sink, partitions).unwrap();
-    let file = job(&sink);
-    let started = Instant::now();
-    let out = Command::new(ferry).args(["sql", "run", file.to_str().unwrap()]).env("RUST_LOG", "warn").output().unwrap();
-    let took = started.elapsed();
-    assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
-    let written: i64 = (0..partitions).map(|p| watermarks(bootstrap, &sink, p).unwrap().1).sum();
-    let rate = events as f64 / took.as_secs_f64();
-    let versus = baseline.map_or(String::new(), |b| format!("  {:>5.2}x naive", rate / b));
-    println!("{name:<8} {:>8.2} s {:>10.0} events/s{versus}  ({written} records written)", took.as_secs_f64(), rate);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    // One subtask first (the baseline of the parallel run), then as many as the machine's cores
+    // (the default); both must write the same results.
+    let mut single = None;
+    let mut sink = String::new();
+    let mut rate = 0.0;
+    for parallelism in [1, cores] {
+        sink = unique(name);
+        create_topic(bootstrap, &sink, partitions).unwrap();
+        let file = job(&sink);
+        let started = Instant::now();
+        let out = Command::new(ferry).args(["sql", "run", file.to_str().unwrap(), "--parallelism", &parallelism.to_string()]).env("RUST_LOG", "warn").output().unwrap();
+        let took = started.elapsed();
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let written: i64 = (0..partitions).map(|p| watermarks(bootstrap, &sink, p).unwrap().1).sum();
+        rate = events as f64 / took.as_secs_f64();
+        let versus = baseline.map_or(String::new(), |b| format!("  {:>5.2}x naive", rate / b));
+        match &single {
+            None => {
+                println!("{name:<8} p=1 {:>6.2} s {:>10.0} events/s{versus}  ({written} records written)", took.as_secs_f64(), rate);
+                single = Some((rate, result(bootstrap, &sink, partitions, upsert)));
+            }
+            Some((one, rows)) => {
+                assert!(*rows == result(bootstrap, &sink, partitions, upsert), "{name}: the results at parallelism {parallelism} differ from those at 1");
+                println!("{name:<8} p={parallelism} {:>6.2} s {:>10.0} events/s{versus}  {:>5.2}x p=1  ({written} records written, results equal)", took.as_secs_f64(), rate, rate / one);
+            }
+        }
+        if cores == 1 {
+            break;
+        }
+    }
     if !flink {
         return rate;
     }
