@@ -1,4 +1,5 @@
-//! `ferry sql check|explain|run FILE`: streaming SQL jobs in Flink's dialect.
+//! `ferry sql check|explain|sample|run|stop|jobs`: streaming SQL jobs in Flink's dialect, on the
+//! embedded engine or on Apache Flink (`sql_flink`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,7 +53,47 @@ pub(crate) enum Command {
         /// machine's cores).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
         parallelism: Option<u16>,
+        /// Where the job runs: `ferry` (this process) or `flink` (an Apache Flink cluster,
+        /// through its SQL Gateway at --gateway).
+        #[arg(long, value_enum, default_value_t = Engine::Ferry)]
+        engine: Engine,
+        /// The Flink SQL Gateway's REST address (http://HOST:8083), for --engine flink.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// --engine flink: start the job's state and source offsets from this savepoint (the
+        /// path `ferry sql stop` printed).
+        #[arg(long)]
+        from_savepoint: Option<String>,
+        /// --engine flink: return once Flink has the jobs, rather than follow them.
+        #[arg(long)]
+        detach: bool,
     },
+    /// Stop a job running on Flink with a savepoint and print the savepoint's path (resume with
+    /// `run --engine flink --from-savepoint PATH`).
+    Stop {
+        /// The Flink job id (`run` and `jobs` print it).
+        job_id: String,
+        #[arg(long)]
+        gateway: String,
+        /// Let event time reach its end first (windows fire), as Flink's WITH DRAIN.
+        #[arg(long)]
+        drain: bool,
+    },
+    /// List the jobs of Flink clusters (--gateway, repeatable) and the embedded runs ferry serve
+    /// knows (--serve http://HOST:PORT; its token from FERRY_API_TOKEN).
+    Jobs {
+        #[arg(long)]
+        gateway: Vec<String>,
+        #[arg(long)]
+        serve: Option<String>,
+    },
+}
+
+/// The engine a job runs on.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Engine {
+    Ferry,
+    Flink,
 }
 
 fn load(file: &PathBuf) -> Result<ferry_sql::plan::Job, ExitCode> {
@@ -128,11 +169,46 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             }
             Err(code) => code,
         },
-        Command::Run { file, metrics_addr, listen, api_token_file, state_dir, name, parallelism } => {
+        Command::Stop { job_id, gateway, drain } => crate::sql_flink::stop(gateway, job_id, drain).await,
+        Command::Jobs { gateway, serve } => {
+            if gateway.is_empty() && serve.is_none() {
+                eprintln!("ferry: sql jobs: give --gateway URL (a Flink SQL Gateway) or --serve URL (ferry serve), or both");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            crate::sql_flink::jobs(gateway, serve).await
+        }
+        Command::Run { file, metrics_addr, listen, api_token_file, state_dir, name, parallelism, engine, gateway, from_savepoint, detach } => {
             let job = match load(&file) {
                 Ok(job) => job,
                 Err(code) => return code,
             };
+            if engine == Engine::Flink {
+                let unused = [("--state-dir", state_dir.is_some()), ("--metrics-addr", metrics_addr.is_some())];
+                if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+                    eprintln!("ferry: {flag} is for the embedded engine; on Flink the job's state is in Flink (ferry sql stop writes a savepoint, --from-savepoint resumes it)");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+                let Some(gateway) = gateway else {
+                    eprintln!("ferry: --engine flink needs --gateway http://HOST:PORT (a Flink SQL Gateway)");
+                    return ExitCode::from(EXIT_CONFIG);
+                };
+                let name = name.unwrap_or_else(|| crate::sql_flink::default_name(&file));
+                let tokens = match &api_token_file {
+                    Some(path) => match crate::serve::read_token(path) {
+                        Ok(t) => vec![t],
+                        Err(e) => {
+                            eprintln!("ferry: {e}");
+                            return ExitCode::from(EXIT_CONFIG);
+                        }
+                    },
+                    None => Vec::new(),
+                };
+                return crate::sql_flink::run(crate::sql_flink::RunOnFlink { file, gateway, from_savepoint, parallelism, detach, name, listen, tokens }, &job).await;
+            }
+            if let Some(flag) = [("--gateway", gateway.is_some()), ("--from-savepoint", from_savepoint.is_some()), ("--detach", detach)].iter().find(|(_, given)| *given).map(|(f, _)| f) {
+                eprintln!("ferry: {flag} is for --engine flink");
+                return ExitCode::from(EXIT_CONFIG);
+            }
             let tokens = match &api_token_file {
                 Some(path) => match crate::serve::read_token(path) {
                     Ok(t) => vec![t],

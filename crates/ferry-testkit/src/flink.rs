@@ -165,6 +165,62 @@ pub fn flink_run(job: &Path, parallelism: usize) -> Result<(Duration, Duration)>
     Ok((took, Duration::from_millis(ms)))
 }
 
+/// An Apache Flink session cluster on loopback (a JobManager, a TaskManager and a SQL Gateway,
+/// started by `scripts/flink-cluster` from the jars in `.flink/lib`), stopped on drop.
+pub struct FlinkCluster {
+    process: Option<crate::Process>,
+    pub dir: PathBuf,
+    pub rest_port: u16,
+    pub gateway_port: u16,
+}
+
+impl FlinkCluster {
+    /// Starts a cluster with `slots` task slots and waits until its gateway answers and its
+    /// TaskManager has registered.
+    pub fn start(name: &str, slots: usize) -> Result<FlinkCluster> {
+        flink_home()?;
+        let dir = std::env::temp_dir().join(crate::unique(name));
+        let (rest_port, gateway_port) = (crate::free_port(), crate::free_port());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/flink-cluster");
+        let mut cmd = Command::new(&script);
+        cmd.arg("run").arg(&dir).arg(rest_port.to_string()).arg(gateway_port.to_string()).arg(slots.to_string());
+        let mut process = crate::Process::spawn_command(cmd, &dir.with_extension("log"))?;
+        let started = Instant::now();
+        loop {
+            let out = process.output();
+            if out.contains("flink-cluster: ready") {
+                break;
+            }
+            if !process.is_running() || started.elapsed() > Duration::from_secs(180) {
+                let logs: String = ["jobmanager", "taskmanager", "sql-gateway"].iter().map(|n| format!("--- {n}.log\n{}", std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default().lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"))).collect::<Vec<_>>().join("\n");
+                let _ = process.terminate(Duration::from_secs(30));
+                bail!("the Flink cluster did not start within {:?}:\n{out}\n{logs}", started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(FlinkCluster { process: Some(process), dir, rest_port, gateway_port })
+    }
+
+    /// The SQL Gateway's REST address.
+    pub fn gateway(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_port)
+    }
+
+    /// The JobManager's REST address (Flink's web API).
+    pub fn rest(&self) -> String {
+        format!("http://127.0.0.1:{}", self.rest_port)
+    }
+}
+
+impl Drop for FlinkCluster {
+    fn drop(&mut self) {
+        // SIGTERM: the script stops its three JVMs (SIGKILL would leave them running).
+        if let Some(mut p) = self.process.take() {
+            let _ = p.terminate(Duration::from_secs(60));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

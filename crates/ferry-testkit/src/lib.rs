@@ -21,7 +21,7 @@ use rdkafka::{ClientConfig, Message, Offset, Timestamp, TopicPartitionList};
 mod flink;
 mod kafka;
 
-pub use flink::{flink_explain, flink_home, flink_reserved_words, flink_run};
+pub use flink::{flink_explain, flink_home, flink_reserved_words, flink_run, FlinkCluster};
 pub use kafka::{compile_java, java_program, kafka_home, kafka_java, kafka_java_with, kafka_tool, mm2_single_node_settings, Broker, BrokerOptions};
 
 /// A free TCP port on 127.0.0.1.

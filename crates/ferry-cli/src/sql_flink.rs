@@ -1,0 +1,285 @@
+//! `ferry sql run --engine flink`, `ferry sql stop` and `ferry sql jobs`: a job file submitted to
+//! an Apache Flink cluster through its SQL Gateway, followed, stopped with a savepoint and
+//! resumed from it. The gateway client is `ferry_sql::gateway`; the gateway's calls block, so
+//! they run on blocking threads.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ferry_sql::gateway::{Gateway, GatewayError, StatementResult};
+
+use crate::mirror::EXIT_CONFIG;
+
+/// How long a statement may take to be accepted (an INSERT: until Flink has its job).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A Flink job as `SHOW JOBS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FlinkJob {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+}
+
+/// The jobs of a `SHOW JOBS` result.
+fn jobs_of(result: &StatementResult) -> Vec<FlinkJob> {
+    (0..result.rows.len())
+        .map(|r| FlinkJob { id: result.field(r, "job id").unwrap_or_default(), name: result.field(r, "job name").unwrap_or_default(), status: result.field(r, "status").unwrap_or_default() })
+        .collect()
+}
+
+/// Whether a Flink job status is final.
+fn terminal(status: &str) -> bool {
+    matches!(status, "FINISHED" | "FAILED" | "CANCELED" | "SUSPENDED")
+}
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("ferry: {message}");
+    ExitCode::FAILURE
+}
+
+/// What `run --engine flink` was given.
+pub(crate) struct RunOnFlink {
+    pub file: std::path::PathBuf,
+    pub gateway: String,
+    pub from_savepoint: Option<String>,
+    pub parallelism: Option<u16>,
+    pub detach: bool,
+    pub name: String,
+    /// Where the job's materialized views are served (their changelogs come from Flink).
+    pub listen: Option<std::net::SocketAddr>,
+    pub tokens: Vec<String>,
+}
+
+/// Submits the job file's statements in one session; prints each Flink job id; then, unless
+/// detached, follows the jobs until they end (exit 0 when all finished) or Ctrl-C. A job with
+/// materialized views has their queries run on Flink into changelog topics, which this process
+/// reads into the views and serves (with --listen) until Ctrl-C.
+pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCode {
+    let file = args.file.display().to_string();
+    let text = match std::fs::read_to_string(&args.file) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("cannot read {file}: {e}")),
+    };
+    let plan = match ferry_sql::on_flink::plan(&text, job, &args.name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{file}:{}:{}: {}", e.pos.line, e.pos.column, e.message);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // The views' side first: a view that cannot be served is refused before Flink runs anything.
+    let mut serving = None;
+    if let Some(served) = &plan.views_job {
+        let Some(addr) = args.listen else {
+            eprintln!("ferry: {file}: the job has materialized views: give --listen HOST:PORT (Ferry serves them from the changelog topics Flink writes)");
+            return ExitCode::from(EXIT_CONFIG);
+        };
+        let views_job = match ferry_sql::parse::parse_script(served).and_then(|s| ferry_sql::plan::plan(&s)) {
+            Ok(j) => j,
+            Err(e) => return fail(format!("{file}: the views' changelog job: {e}")),
+        };
+        for (topic, properties) in &plan.topics {
+            if let Err(e) = ferry_sql::on_flink::ensure_topic(topic, properties).await {
+                return fail(format!("{file}: {e}"));
+            }
+        }
+        let views = match ferry_sql::run::views(&views_job) {
+            Ok(v) => v,
+            Err(e) => return fail(format!("{file}: {e}")),
+        };
+        let listener = match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("ferry: cannot listen on {addr}: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+        tracing::info!(addr = %local, views = views.len(), "materialized views (run on Flink) served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
+        let (served_views, tokens) = (views.clone(), args.tokens.clone());
+        tokio::spawn(async move {
+            if let Err(e) = ferry_sql::api::serve(listener, served_views, tokens).await {
+                tracing::error!(error = %e, "the view API stopped");
+            }
+        });
+        serving = Some((views_job, views));
+    }
+    let detach = args.detach;
+    let statements = plan.statements;
+    let submitted = tokio::task::spawn_blocking(move || submit(&args, &statements)).await;
+    let (gateway, ids) = match submitted {
+        Ok(Ok(s)) => s,
+        Ok(Err(message)) => {
+            eprintln!("ferry: {file}:{message}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => return fail(e),
+    };
+    let cancel = tokio_util::sync::CancellationToken::new();
+    crate::cancel_on_signal(cancel.clone());
+    if let Some((views_job, views)) = serving {
+        // The views follow their changelogs until Ctrl-C, whatever the Flink jobs do.
+        let options = ferry_sql::run::Options { views, ..ferry_sql::run::Options::default() };
+        let stop = cancel.clone();
+        let served = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&views_job, &options, &stop));
+        if !detach {
+            let (url, watched, stop) = (gateway.clone(), ids.clone(), cancel.clone());
+            tokio::task::spawn_blocking(move || follow(&url, &watched, &stop));
+        }
+        return match served.await {
+            Ok(Ok(_)) => ExitCode::SUCCESS,
+            Ok(Err(e)) => fail(format!("{file}: serving the views: {e}")),
+            Err(e) => fail(e),
+        };
+    }
+    if detach || ids.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    let stop = cancel.clone();
+    match tokio::task::spawn_blocking(move || follow(&gateway, &ids, &stop)).await {
+        Ok(Ok(true)) => ExitCode::SUCCESS,
+        Ok(Ok(false)) => ExitCode::FAILURE,
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e),
+    }
+}
+
+/// The statements into the gateway: (the gateway's URL, the Flink job ids), or
+/// `LINE: message` for the statement Flink refused.
+fn submit(args: &RunOnFlink, statements: &[ferry_sql::statements::Text]) -> Result<(String, Vec<String>), String> {
+    let gateway = Gateway::connect(&args.gateway).map_err(|e| format!(" {e}"))?;
+    let mut properties = vec![("pipeline.name".to_string(), args.name.clone())];
+    if let Some(p) = args.parallelism {
+        properties.push(("parallelism.default".into(), p.to_string()));
+    }
+    if let Some(path) = &args.from_savepoint {
+        properties.push(("execution.savepoint.path".into(), path.clone()));
+    }
+    let session = gateway.open_session(&format!("ferry-{}", args.name), &properties).map_err(|e| format!(" {e}"))?;
+    tracing::info!(gateway = %gateway.url(), api = gateway.version(), savepoint = ?args.from_savepoint, "submitting to Flink");
+    let mut ids = Vec::new();
+    for statement in statements {
+        match session.execute(&statement.text, STATEMENT_TIMEOUT) {
+            Ok(result) => {
+                if let Some(id) = result.job_id {
+                    println!("flink job {id} submitted (line {})", statement.line);
+                    ids.push(id);
+                }
+            }
+            Err(e) => {
+                session.close();
+                let what = if matches!(e, GatewayError::Statement(_)) { "Flink refused the statement: " } else { "" };
+                return Err(format!("{}: {what}{e}", statement.line));
+            }
+        }
+    }
+    session.close();
+    Ok((gateway.url().to_string(), ids))
+}
+
+/// Follows `ids` until each has ended or `cancel`: whether all finished.
+fn follow(url: &str, ids: &[String], cancel: &tokio_util::sync::CancellationToken) -> Result<bool, GatewayError> {
+    let gateway = Gateway::connect(url)?;
+    let session = gateway.open_session("ferry-follow", &[])?;
+    let mut last: Vec<Option<String>> = vec![None; ids.len()];
+    let outcome = loop {
+        if cancel.is_cancelled() {
+            println!("stopped following; the jobs run on in Flink (ferry sql stop JOB_ID --gateway {url})");
+            break Ok(true);
+        }
+        let jobs = match session.execute("SHOW JOBS", STATEMENT_TIMEOUT) {
+            Ok(r) => jobs_of(&r),
+            Err(e) => break Err(e),
+        };
+        for (k, id) in ids.iter().enumerate() {
+            let status = jobs.iter().find(|j| &j.id == id).map_or_else(|| "UNKNOWN".to_string(), |j| j.status.clone());
+            if last[k].as_deref() != Some(status.as_str()) {
+                println!("flink job {id}: {status}");
+                last[k] = Some(status);
+            }
+        }
+        if last.iter().all(|s| s.as_deref().is_some_and(terminal)) {
+            break Ok(last.iter().all(|s| s.as_deref() == Some("FINISHED")));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    session.close();
+    outcome
+}
+
+/// `ferry sql stop JOB --gateway URL`: stops the job with a savepoint and prints its path.
+pub(crate) async fn stop(gateway: String, job_id: String, drain: bool) -> ExitCode {
+    let outcome = tokio::task::spawn_blocking(move || -> Result<String, GatewayError> {
+        let g = Gateway::connect(&gateway)?;
+        let session = g.open_session("ferry-stop", &[])?;
+        let statement = format!("STOP JOB '{}' WITH SAVEPOINT{}", job_id.replace('\'', "''"), if drain { " WITH DRAIN" } else { "" });
+        let result = session.execute(&statement, Duration::from_secs(300));
+        session.close();
+        let result = result?;
+        Ok(result.field(0, "savepoint path").unwrap_or_default())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(path)) => {
+            println!("{path}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e),
+    }
+}
+
+/// `ferry sql jobs`: the jobs of each Flink gateway and of `ferry serve` (embedded runs).
+pub(crate) async fn jobs(gateways: Vec<String>, serve: Option<String>) -> ExitCode {
+    let listed = tokio::task::spawn_blocking(move || -> Result<Vec<[String; 4]>, String> {
+        let mut rows = Vec::new();
+        for url in &gateways {
+            let g = Gateway::connect(url).map_err(|e| e.to_string())?;
+            let session = g.open_session("ferry-jobs", &[]).map_err(|e| e.to_string())?;
+            let result = session.execute("SHOW JOBS", STATEMENT_TIMEOUT);
+            session.close();
+            for j in jobs_of(&result.map_err(|e| e.to_string())?) {
+                rows.push(["flink".to_string(), j.id, j.name, j.status]);
+            }
+        }
+        if let Some(serve) = &serve {
+            rows.extend(embedded_jobs(serve)?);
+        }
+        Ok(rows)
+    })
+    .await;
+    match listed {
+        Ok(Ok(rows)) => {
+            println!("{:<8} {:<34} {:<32} STATE", "ENGINE", "ID", "NAME");
+            for [engine, id, name, state] in rows {
+                println!("{engine:<8} {id:<34} {name:<32} {state}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => fail(e),
+        Err(e) => fail(e),
+    }
+}
+
+/// The embedded runs `ferry serve` at `url` lists (`GET /api/v1/sql/jobs`).
+fn embedded_jobs(url: &str) -> Result<Vec<[String; 4]>, String> {
+    let url = format!("{}/api/v1/sql/jobs", url.trim_end_matches('/'));
+    let mut request = reqwest::blocking::Client::new().get(&url);
+    if let Ok(token) = std::env::var("FERRY_API_TOKEN") {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().map_err(|e| format!("cannot reach ferry serve at {url}: {}", e.without_url()))?;
+    if !response.status().is_success() {
+        return Err(format!("ferry serve at {url} answered {}", response.status()));
+    }
+    let runs: Vec<serde_json::Value> = response.text().map_err(|e| e.to_string()).and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())).map_err(|e| format!("ferry serve at {url}: {e}"))?;
+    let text = |v: &serde_json::Value| v.as_str().map_or_else(|| v.to_string(), str::to_string);
+    Ok(runs.iter().map(|r| ["ferry".to_string(), text(&r["process"]), text(&r["job"]), text(&r["state"]).to_uppercase()]).collect())
+}
+
+/// A job name for Flink from the file's name.
+pub(crate) fn default_name(file: &Path) -> String {
+    file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned())
+}

@@ -1,0 +1,208 @@
+//! `ferry sql run --engine flink` on a real Apache Flink 2.2 session cluster (JobManager,
+//! TaskManager and SQL Gateway from Maven Central's jars, `scripts/flink-cluster`) over Apache
+//! Kafka: the same job file the embedded engine runs is submitted through the gateway, followed,
+//! stopped with a savepoint and resumed from it; the sinks are compared with a reference the test
+//! computes from the input.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use ferry_testkit::{create_topic, unique, Broker, FlinkCluster, RecordProducer, TestRecord};
+use serde_json::{json, Value};
+
+const CUSTOMERS: [&str; 5] = ["ann", "bob", "cy", "dee", "eve"];
+
+fn orders(from: u64, to: u64) -> Vec<TestRecord> {
+    (from..to)
+        .map(|i| TestRecord { partition: (i % 2) as i32, offset: 0, key: None, value: Some(json!({"id": i, "customer": CUSTOMERS[(i % 5) as usize], "amount": i * 7 % 100}).to_string().into_bytes()), headers: vec![], timestamp: None })
+        .collect()
+}
+
+/// Per customer: orders and the sum of their amounts.
+fn totals(upto: u64) -> BTreeMap<String, (i64, i64)> {
+    let mut out: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for i in 0..upto {
+        let e = out.entry(CUSTOMERS[(i % 5) as usize].to_string()).or_default();
+        *e = (e.0 + 1, e.1 + (i * 7 % 100) as i64);
+    }
+    out
+}
+
+/// `ferry sql ARGS`: (exit code, stdout, stderr).
+fn sql(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(common::ferry()).arg("sql").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn job_file(text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}.sql", unique("flink-job")));
+    std::fs::write(&path, text).unwrap();
+    // The embedded engine accepts it as it is: one dialect.
+    let (code, out, err) = sql(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    path
+}
+
+/// The ids of the Flink jobs a `run` printed.
+fn job_ids(stdout: &str) -> Vec<String> {
+    stdout.lines().filter_map(|l| l.strip_prefix("flink job ")).filter(|l| l.contains(" submitted")).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+}
+
+/// The upsert topic folded by key.
+fn folded(bootstrap: &str, topic: &str) -> BTreeMap<String, (i64, i64)> {
+    let total: i64 = ferry_testkit::watermarks(bootstrap, topic, 0).unwrap().1;
+    let mut out = BTreeMap::new();
+    for r in ferry_testkit::consume_all(bootstrap, topic, 1, total as usize, std::time::Duration::from_secs(20)).unwrap() {
+        let key: Value = serde_json::from_slice(r.key.as_ref().unwrap()).unwrap();
+        let customer = key["customer"].as_str().unwrap().to_string();
+        match r.value {
+            Some(v) => {
+                let v: Value = serde_json::from_slice(&v).unwrap();
+                out.insert(customer, (v["n"].as_i64().unwrap(), v["total"].as_i64().unwrap()));
+            }
+            None => {
+                out.remove(&customer);
+            }
+        }
+    }
+    out
+}
+
+/// The ids in the copy topic, with how often each was written.
+fn copied(bootstrap: &str, topic: &str) -> BTreeMap<i64, usize> {
+    let total: i64 = (0..2).map(|p| ferry_testkit::watermarks(bootstrap, topic, p).unwrap().1).sum();
+    let mut out = BTreeMap::new();
+    for r in ferry_testkit::consume_all(bootstrap, topic, 2, total as usize, std::time::Duration::from_secs(20)).unwrap() {
+        let v: Value = serde_json::from_slice(r.value.as_ref().unwrap()).unwrap();
+        *out.entry(v["id"].as_i64().unwrap()).or_default() += 1;
+    }
+    out
+}
+
+fn tables(bootstrap: &str, source: &str, copy: &str, sums: &str, bounded: bool) -> String {
+    let bound = if bounded { ",\n  'scan.bounded.mode' = 'latest-offset'" } else { "" };
+    format!(
+        "CREATE TABLE orders (id BIGINT, customer STRING, amount BIGINT) WITH (
+  'connector' = 'kafka', 'topic' = '{source}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'format' = 'json', 'scan.startup.mode' = 'earliest-offset'{bound}
+);
+CREATE TABLE copy (id BIGINT, customer STRING, amount BIGINT) WITH (
+  'connector' = 'kafka', 'topic' = '{copy}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json'
+);
+CREATE TABLE totals (customer STRING, n BIGINT, total BIGINT, PRIMARY KEY (customer) NOT ENFORCED) WITH (
+  'connector' = 'upsert-kafka', 'topic' = '{sums}', 'properties.bootstrap.servers' = '{bootstrap}',
+  'key.format' = 'json', 'value.format' = 'json'
+);
+EXECUTE STATEMENT SET
+BEGIN
+  INSERT INTO copy SELECT id, customer, amount FROM orders;
+  INSERT INTO totals SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customer;
+END;
+"
+    )
+}
+
+#[test]
+fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
+    let broker = Broker::start("flink-engine").unwrap();
+    let bootstrap = broker.bootstrap();
+    let flink = FlinkCluster::start("flink-engine", 2).unwrap();
+    let gateway = flink.gateway();
+    let producer = RecordProducer::new(&bootstrap).unwrap();
+
+    // A bounded job, followed to its end: the command exits 0 once Flink says FINISHED.
+    let (source, copy, sums) = (unique("orders"), unique("copy"), unique("totals"));
+    create_topic(&bootstrap, &source, 2).unwrap();
+    create_topic(&bootstrap, &copy, 2).unwrap();
+    create_topic(&bootstrap, &sums, 1).unwrap();
+    producer.send_all(&source, &orders(0, 300)).unwrap();
+    let file = job_file(&tables(&bootstrap, &source, &copy, &sums, true));
+    let (code, out, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(job_ids(&out).len(), 1, "one job for the statement set: {out}");
+    assert!(out.contains(": FINISHED"), "{out}");
+    assert_eq!(folded(&bootstrap, &sums), totals(300));
+    assert_eq!(copied(&bootstrap, &copy), (0..300).map(|i| (i, 1)).collect());
+
+    // An unbounded job: detached, listed running, stopped with a savepoint, resumed from it.
+    let (source, copy, sums) = (unique("orders"), unique("copy"), unique("totals"));
+    create_topic(&bootstrap, &source, 2).unwrap();
+    create_topic(&bootstrap, &copy, 2).unwrap();
+    create_topic(&bootstrap, &sums, 1).unwrap();
+    producer.send_all(&source, &orders(0, 400)).unwrap();
+    let file = job_file(&tables(&bootstrap, &source, &copy, &sums, false));
+    let (code, out, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway, "--detach", "--name", "resumable"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let first = job_ids(&out).pop().unwrap_or_else(|| panic!("no job id: {out}{err}"));
+    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(&bootstrap, &sums) == totals(400)).then_some(()));
+    assert!(reached.is_some(), "Flink's totals never reached the reference's: {:?}", folded(&bootstrap, &sums));
+    let (code, out, err) = sql(&["jobs", "--gateway", &gateway]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().any(|l| l.contains(&first) && l.contains("resumable") && l.ends_with("RUNNING")), "{out}");
+
+    let (code, out, err) = sql(&["stop", &first, "--gateway", &gateway]);
+    assert_eq!(code, 0, "{out}{err}");
+    let savepoint = out.trim().to_string();
+    assert!(savepoint.contains("savepoint-"), "a savepoint path: {out}");
+    let (_, out, _) = sql(&["jobs", "--gateway", &gateway]);
+    assert!(out.lines().any(|l| l.contains(&first) && l.ends_with("FINISHED")), "{out}");
+
+    // While it is stopped, more orders; the resumed job reads only those (its offsets and its
+    // state come from the savepoint): each order copied once, totals over all.
+    producer.send_all(&source, &orders(400, 700)).unwrap();
+    let (code, out, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway, "--detach", "--from-savepoint", &savepoint]);
+    assert_eq!(code, 0, "{out}{err}");
+    let second = job_ids(&out).pop().unwrap();
+    assert_ne!(second, first);
+    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(&bootstrap, &sums) == totals(700)).then_some(()));
+    assert!(reached.is_some(), "the resumed job's totals: {:?}", folded(&bootstrap, &sums));
+    let want: BTreeMap<i64, usize> = (0..700).map(|i| (i, 1)).collect();
+    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(&bootstrap, &copy)).filter(|c| *c == want));
+    assert_eq!(got, Some(want), "each order copied exactly once across the stop and the resume");
+    let (code, _, err) = sql(&["stop", &second, "--gateway", &gateway]);
+    assert_eq!(code, 0, "{err}");
+
+    // A materialized view whose query runs on Flink: Ferry serves it from the changelog topic
+    // at the same URL, with the same answers as the embedded engine's.
+    let view_job = format!(
+        "{}CREATE MATERIALIZED VIEW spend WITH ('endpoint.big' = 'SELECT customer, total FROM spend WHERE total >= {{min}}') AS
+SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customer;
+",
+        tables(&bootstrap, &source, &copy, &sums, false).split("CREATE TABLE copy").next().unwrap()
+    );
+    let file = job_file(&view_job);
+    let addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut served = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway, "--listen", &addr, "--name", "views"], &unique("flink-views")).unwrap();
+    let want: Vec<Value> = totals(700).iter().map(|(c, (n, t))| json!({"customer": c, "n": n, "total": t})).collect();
+    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(120), || match ferry_testkit::http_request(&addr, "GET", "/api/v1/query/spend/all", &[], "") {
+        Ok((200, body)) => Some(serde_json::from_str::<Vec<Value>>(&body).unwrap()).filter(|rows| *rows == want),
+        _ => None,
+    });
+    assert_eq!(got, Some(want.clone()), "the view served from Flink's changelog\n{}", served.output());
+    let (status, body) = ferry_testkit::http_request(&addr, "GET", "/api/v1/query/spend/big?min=2000", &[], "").unwrap();
+    let big: Vec<Value> = want.iter().filter(|r| r["total"].as_i64().unwrap() >= 2000).map(|r| json!({"customer": r["customer"], "total": r["total"]})).collect();
+    assert_eq!((status, serde_json::from_str::<Vec<Value>>(&body).unwrap()), (200, big));
+    let status = served.terminate(std::time::Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}\n{}", served.output());
+}
+
+#[test]
+fn an_unreachable_gateway_and_misused_flags_are_refused_clearly() {
+    let file = job_file(&tables("127.0.0.1:9", "a", "b", "c", true));
+    let port = ferry_testkit::free_port();
+    let (code, _, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &format!("http://127.0.0.1:{port}")]);
+    assert_ne!(code, 0);
+    assert!(err.contains(&format!("cannot reach the SQL Gateway at http://127.0.0.1:{port}")), "{err}");
+    let (code, _, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--engine flink needs --gateway"), "{err}");
+    let (code, _, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", "http://127.0.0.1:1", "--state-dir", "/tmp/x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--state-dir is for the embedded engine"), "{err}");
+    let (code, _, err) = sql(&["run", file.to_str().unwrap(), "--from-savepoint", "/tmp/x"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--from-savepoint is for --engine flink"), "{err}");
+}
