@@ -97,7 +97,7 @@ async fn demo(args: Args) -> anyhow::Result<()> {
                 (Ok(a), Ok(h)) => (std::sync::Arc::new(a), std::sync::Arc::new(h)),
                 (Err(e), _) | (_, Err(e)) => return println!("(console not served: {e})"),
             };
-            if let Err(e) = ferry_serve::serve(&config, addr, ferry_serve::Services { registry: None, alerts, history, canary: Vec::new() }, ferry_serve::Token::default(), cancel).await {
+            if let Err(e) = ferry_serve::serve(&config, addr, ferry_serve::Services { registry: None, alerts, history, canary: Vec::new(), flink_gateways: Vec::new() }, ferry_serve::Token::default(), cancel).await {
                 println!("(console not served on {addr}: {e})");
             }
         })

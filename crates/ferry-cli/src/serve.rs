@@ -37,6 +37,10 @@ pub(crate) struct Args {
     /// second, p50/p99 per broker.
     #[arg(long = "canary", value_name = "CLUSTER")]
     canary: Vec<String>,
+    /// The SQL Gateway of an Apache Flink cluster (http://HOST:8083; repeat for more): its jobs
+    /// are listed and stopped with a savepoint at /api/v1/sql/flink/jobs.
+    #[arg(long = "flink-gateway", value_name = "URL")]
+    flink_gateways: Vec<String>,
 }
 
 /// The token in `path`: its first line, trimmed; an empty or unreadable file is an error.
@@ -116,7 +120,7 @@ pub(crate) async fn run(args: Args) -> ExitCode {
     let cancel = CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
     info!(config = %args.config.display(), flows = config.flows.len(), registry = ?registry, data_dir = %args.data_dir.display(), "ferry serve starting");
-    match ferry_serve::serve(&config, args.listen, ferry_serve::Services { registry, alerts, history, canary: args.canary.clone() }, ferry_serve::Token::new(token), cancel).await {
+    match ferry_serve::serve(&config, args.listen, ferry_serve::Services { registry, alerts, history, canary: args.canary.clone(), flink_gateways: args.flink_gateways.clone() }, ferry_serve::Token::new(token), cancel).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(listen = %args.listen, error = %e, "ferry serve failed");

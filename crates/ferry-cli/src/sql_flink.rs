@@ -1,38 +1,18 @@
 //! `ferry sql run --engine flink`, `ferry sql stop` and `ferry sql jobs`: a job file submitted to
 //! an Apache Flink cluster through its SQL Gateway, followed, stopped with a savepoint and
-//! resumed from it. The gateway client is `ferry_sql::gateway`; the gateway's calls block, so
+//! resumed from it. The gateway client is `ferry_flink`; the gateway's calls block, so
 //! they run on blocking threads.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferry_sql::gateway::{Gateway, GatewayError, StatementResult};
+use ferry_flink::{Gateway, GatewayError};
 
 use crate::mirror::EXIT_CONFIG;
 
 /// How long a statement may take to be accepted (an INSERT: until Flink has its job).
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A Flink job as `SHOW JOBS` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct FlinkJob {
-    pub id: String,
-    pub name: String,
-    pub status: String,
-}
-
-/// The jobs of a `SHOW JOBS` result.
-fn jobs_of(result: &StatementResult) -> Vec<FlinkJob> {
-    (0..result.rows.len())
-        .map(|r| FlinkJob { id: result.field(r, "job id").unwrap_or_default(), name: result.field(r, "job name").unwrap_or_default(), status: result.field(r, "status").unwrap_or_default() })
-        .collect()
-}
-
-/// Whether a Flink job status is final.
-fn terminal(status: &str) -> bool {
-    matches!(status, "FINISHED" | "FAILED" | "CANCELED" | "SUSPENDED")
-}
 
 fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("ferry: {message}");
@@ -190,7 +170,7 @@ fn follow(url: &str, ids: &[String], cancel: &tokio_util::sync::CancellationToke
             break Ok(true);
         }
         let jobs = match session.execute("SHOW JOBS", STATEMENT_TIMEOUT) {
-            Ok(r) => jobs_of(&r),
+            Ok(r) => ferry_flink::gateway::jobs_of(&r),
             Err(e) => break Err(e),
         };
         for (k, id) in ids.iter().enumerate() {
@@ -200,7 +180,7 @@ fn follow(url: &str, ids: &[String], cancel: &tokio_util::sync::CancellationToke
                 last[k] = Some(status);
             }
         }
-        if last.iter().all(|s| s.as_deref().is_some_and(terminal)) {
+        if last.iter().all(|s| s.as_deref().is_some_and(ferry_flink::gateway::terminal)) {
             break Ok(last.iter().all(|s| s.as_deref() == Some("FINISHED")));
         }
         std::thread::sleep(Duration::from_secs(2));
@@ -211,16 +191,7 @@ fn follow(url: &str, ids: &[String], cancel: &tokio_util::sync::CancellationToke
 
 /// `ferry sql stop JOB --gateway URL`: stops the job with a savepoint and prints its path.
 pub(crate) async fn stop(gateway: String, job_id: String, drain: bool) -> ExitCode {
-    let outcome = tokio::task::spawn_blocking(move || -> Result<String, GatewayError> {
-        let g = Gateway::connect(&gateway)?;
-        let session = g.open_session("ferry-stop", &[])?;
-        let statement = format!("STOP JOB '{}' WITH SAVEPOINT{}", job_id.replace('\'', "''"), if drain { " WITH DRAIN" } else { "" });
-        let result = session.execute(&statement, Duration::from_secs(300));
-        session.close();
-        let result = result?;
-        Ok(result.field(0, "savepoint path").unwrap_or_default())
-    })
-    .await;
+    let outcome = tokio::task::spawn_blocking(move || Gateway::connect(&gateway)?.stop_with_savepoint(&job_id, drain)).await;
     match outcome {
         Ok(Ok(path)) => {
             println!("{path}");
@@ -236,13 +207,8 @@ pub(crate) async fn jobs(gateways: Vec<String>, serve: Option<String>) -> ExitCo
     let listed = tokio::task::spawn_blocking(move || -> Result<Vec<[String; 4]>, String> {
         let mut rows = Vec::new();
         for url in &gateways {
-            let g = Gateway::connect(url).map_err(|e| e.to_string())?;
-            let session = g.open_session("ferry-jobs", &[]).map_err(|e| e.to_string())?;
-            let result = session.execute("SHOW JOBS", STATEMENT_TIMEOUT);
-            session.close();
-            for j in jobs_of(&result.map_err(|e| e.to_string())?) {
-                rows.push(["flink".to_string(), j.id, j.name, j.status]);
-            }
+            let jobs = Gateway::connect(url).and_then(|g| g.jobs()).map_err(|e| e.to_string())?;
+            rows.extend(jobs.into_iter().map(|j| ["flink".to_string(), j.id, j.name, j.status]));
         }
         if let Some(serve) = &serve {
             rows.extend(embedded_jobs(serve)?);

@@ -240,8 +240,26 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     let want: BTreeMap<i64, usize> = (0..700).map(|i| (i, 1)).collect();
     let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(&bootstrap, &copy)).filter(|c| *c == want));
     assert_eq!(got, Some(want), "each order copied exactly once across the stop and the resume");
-    let (code, _, err) = sql(&["stop", &second, "--gateway", &gateway]);
-    assert_eq!(code, 0, "{err}");
+    // ferry serve lists the cluster's jobs and stops one with a savepoint over REST.
+    let config = std::env::temp_dir().join(format!("{}.properties", unique("flink-serve")));
+    std::fs::write(&config, format!("clusters = a\na.bootstrap.servers = {bootstrap}\n")).unwrap();
+    let serve_addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let data = std::env::temp_dir().join(unique("flink-serve-data"));
+    let mut serve = ferry_testkit::Process::spawn(common::ferry(), &["serve", "--config", config.to_str().unwrap(), "--listen", &serve_addr, "--data-dir", data.to_str().unwrap(), "--flink-gateway", &gateway], &unique("flink-serve")).unwrap();
+    let listed = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || match ferry_testkit::http_request(&serve_addr, "GET", "/api/v1/sql/flink/jobs", &[], "") {
+        Ok((200, body)) => serde_json::from_str::<Vec<Value>>(&body).ok().filter(|jobs| jobs.iter().any(|j| j["id"] == second.as_str() && j["state"] == "running" && j["gateway"] == gateway.as_str())),
+        _ => None,
+    });
+    assert!(listed.is_some(), "the resumed job listed running by ferry serve\n{}", serve.output());
+    let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{second}/stop"), &[], "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let stopped: Value = serde_json::from_str(&body).unwrap();
+    assert!(stopped["savepoint"].as_str().is_some_and(|p| p.contains("savepoint-")), "{body}");
+    let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{second}/stop"), &[], "").unwrap();
+    assert_eq!(status, 404, "a stopped job cannot be stopped again: {body}");
+    let (_, body) = ferry_testkit::http_request(&serve_addr, "GET", "/api/v1/sql/flink/jobs", &[], "").unwrap();
+    assert!(serde_json::from_str::<Vec<Value>>(&body).unwrap().iter().any(|j| j["id"] == second.as_str() && j["state"] == "finished"), "{body}");
+    let _ = serve.terminate(std::time::Duration::from_secs(20));
 
     // A materialized view whose query runs on Flink: Ferry serves it from the changelog topic
     // at the same URL, with the same answers as the embedded engine's.

@@ -22,6 +22,7 @@ pub mod collect;
 mod prometheus;
 mod registry;
 pub mod sql_jobs;
+pub mod flink_jobs;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,11 +62,13 @@ pub(crate) struct AppState {
     pub(crate) alerts: Option<Arc<alerts::Alerts>>,
     /// The monitoring history (none in API tests that do not need it).
     pub(crate) history: Option<Arc<history::Recorder>>,
+    /// The SQL Gateways of the Flink clusters whose jobs the API lists and stops.
+    pub(crate) flink: Arc<Vec<String>>,
 }
 
 /// The whole HTTP surface over `shared` (and `registry`, for the Schemas page).
 pub fn router(shared: Arc<Shared>, registry: Option<Arc<Registry>>, monitor: Option<Arc<ferry_monitor::collect::Monitor>>, alerts: Option<Arc<alerts::Alerts>>, token: Token) -> Router {
-    let state = AppState { shared, registry, monitor, alerts, history: None };
+    let state = AppState { shared, registry, monitor, alerts, history: None, flink: Arc::default() };
     api::routes(state, token.0.is_some()).layer(axum::middleware::from_fn_with_state(token, auth::require_token))
 }
 
@@ -82,17 +85,19 @@ pub struct Services {
     pub history: Arc<history::Recorder>,
     /// Cluster aliases to run the latency canary on.
     pub canary: Vec<String>,
+    /// SQL Gateways of Flink clusters (`--flink-gateway`).
+    pub flink_gateways: Vec<String>,
 }
 
 pub async fn serve(config: &MirrorConfig, listen: SocketAddr, services: Services, token: Token, cancel: CancellationToken) -> std::io::Result<()> {
-    let Services { registry, alerts, history, canary } = services;
+    let Services { registry, alerts, history, canary, flink_gateways } = services;
     let shared = Arc::new(Shared::new(config));
     collect::start(config, shared.clone(), cancel.clone());
     let monitor = ferry_monitor::collect::Monitor::start(&config.clusters, MONITOR_INTERVAL, cancel.clone());
     for c in config.clusters.iter().filter(|c| canary.contains(&c.alias)) {
         monitor.start_canary(c, cancel.clone());
     }
-    let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()), history: Some(history.clone()) };
+    let state = AppState { shared: shared.clone(), registry: registry.map(Arc::new), monitor: Some(monitor.clone()), alerts: Some(alerts.clone()), history: Some(history.clone()), flink: Arc::new(flink_gateways) };
     let evaluating = state.clone();
     let stop = cancel.clone();
     let evaluation = tokio::spawn(async move {

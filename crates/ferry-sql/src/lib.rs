@@ -13,7 +13,6 @@ pub mod changelog;
 pub mod checkpoint;
 pub mod error;
 pub mod format;
-pub mod gateway;
 mod functions;
 pub mod join;
 pub mod materialize;

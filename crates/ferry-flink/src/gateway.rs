@@ -127,6 +127,47 @@ fn errors(body: &Value) -> Option<String> {
     causes.pop()
 }
 
+/// A Flink job as `SHOW JOBS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlinkJob {
+    pub id: String,
+    pub name: String,
+    /// Flink's state: RUNNING, FINISHED, FAILED, CANCELED, …
+    pub status: String,
+}
+
+/// The jobs of a `SHOW JOBS` result.
+pub fn jobs_of(result: &StatementResult) -> Vec<FlinkJob> {
+    (0..result.rows.len())
+        .map(|r| FlinkJob { id: result.field(r, "job id").unwrap_or_default(), name: result.field(r, "job name").unwrap_or_default(), status: result.field(r, "status").unwrap_or_default() })
+        .collect()
+}
+
+/// Whether a Flink job status is final.
+pub fn terminal(status: &str) -> bool {
+    matches!(status, "FINISHED" | "FAILED" | "CANCELED" | "SUSPENDED")
+}
+
+impl Gateway {
+    /// The jobs the cluster behind the gateway knows.
+    pub fn jobs(&self) -> Result<Vec<FlinkJob>, GatewayError> {
+        let session = self.open_session("ferry-jobs", &[])?;
+        let result = session.execute("SHOW JOBS", std::time::Duration::from_secs(60));
+        session.close();
+        Ok(jobs_of(&result?))
+    }
+
+    /// Stops job `id` with a savepoint (`drain`: event time runs to its end first); the
+    /// savepoint's path.
+    pub fn stop_with_savepoint(&self, id: &str, drain: bool) -> Result<String, GatewayError> {
+        let session = self.open_session("ferry-stop", &[])?;
+        let statement = format!("STOP JOB '{}' WITH SAVEPOINT{}", id.replace('\'', "''"), if drain { " WITH DRAIN" } else { "" });
+        let result = session.execute(&statement, std::time::Duration::from_secs(300));
+        session.close();
+        Ok(result?.field(0, "savepoint path").unwrap_or_default())
+    }
+}
+
 /// A session of the gateway: its statements share their tables and settings.
 pub struct Session<'a> {
     gateway: &'a Gateway,

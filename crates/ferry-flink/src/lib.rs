@@ -1,0 +1,7 @@
+//! Apache Flink, reached through its SQL Gateway's REST API: the engine `ferry sql run --engine
+//! flink` submits to, and whose jobs `ferry serve` lists and stops. Ferry never runs a Flink
+//! cluster of its own (`scripts/flink-cluster` starts one for tests and trials).
+
+pub mod gateway;
+
+pub use gateway::{FlinkJob, Gateway, GatewayError, Session, StatementResult};
