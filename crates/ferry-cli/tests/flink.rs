@@ -231,7 +231,7 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     // While it is stopped, more orders; the resumed job reads only those (its offsets and its
     // state come from the savepoint): each order copied once, totals over all.
     producer.send_all(&source, &orders(400, 700)).unwrap();
-    let (code, out, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway, "--detach", "--from-savepoint", &savepoint]);
+    let (code, out, err) = sql(&["run", file.to_str().unwrap(), "--engine", "flink", "--gateway", &gateway, "--detach", "--from-savepoint", &savepoint, "--name", "resumable"]);
     assert_eq!(code, 0, "{out}{err}");
     let second = job_ids(&out).pop().unwrap();
     assert_ne!(second, first);
@@ -251,10 +251,22 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
         _ => None,
     });
     assert!(listed.is_some(), "the resumed job listed running by ferry serve\n{}", serve.output());
-    let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{second}/stop"), &[], "").unwrap();
-    assert_eq!(status, 200, "{body}");
-    let stopped: Value = serde_json::from_str(&body).unwrap();
-    assert!(stopped["savepoint"].as_str().is_some_and(|p| p.contains("savepoint-")), "{body}");
+    // The console's SQL page in headless Chromium: the job's row, stopped from its button.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql.png");
+    let out = Command::new("node")
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["sql.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &second])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("browser: {seen}\nscreenshot: {}", screenshot.display());
+    assert!(out.status.success(), "{seen}\n{}", serve.output());
+    assert_eq!(seen["row"][0], "flink");
+    assert_eq!(seen["row"][1], "resumable");
+    assert!(seen["savepoint"].as_str().is_some_and(|p| p.contains("savepoint-")), "{seen}");
+    assert_eq!(seen["state"], "finished");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
     let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{second}/stop"), &[], "").unwrap();
     assert_eq!(status, 404, "a stopped job cannot be stopped again: {body}");
     let (_, body) = ferry_testkit::http_request(&serve_addr, "GET", "/api/v1/sql/flink/jobs", &[], "").unwrap();

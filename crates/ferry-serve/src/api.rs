@@ -109,6 +109,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/", get(console))
         .route("/index.html", get(console))
         .route("/schemas", get(schemas_page))
+        .route("/sql", get(sql_page))
         .route("/monitor", get(monitor_page))
         .route("/console.css", get(console_css))
         .route("/api/v1/registry/{*path}", get(crate::registry::proxy))
@@ -242,6 +243,10 @@ async fn monitor_page() -> Html<&'static str> {
 
 async fn schemas_page() -> Html<&'static str> {
     Html(include_str!("schemas.html"))
+}
+
+async fn sql_page() -> Html<&'static str> {
+    Html(include_str!("sql.html"))
 }
 
 async fn console_css() -> impl IntoResponse {

@@ -39,7 +39,7 @@ pub(crate) async fn require_token(State(token): State<Token>, req: Request, next
         return next.run(req).await;
     }
     let path = req.uri().path();
-    if path == "/" || path == "/index.html" || path == "/schemas" || path == "/monitor" {
+    if path == "/" || path == "/index.html" || path == "/schemas" || path == "/monitor" || path == "/sql" {
         return (StatusCode::UNAUTHORIZED, Html(include_str!("signin.html"))).into_response();
     }
     let mut response = error_body(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)");
