@@ -122,21 +122,10 @@ pub(crate) async fn run(command: Command) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            // The query after the job file, so one parse sees both; places in the query are
-            // told as the query's own.
-            let query = query.trim().trim_end_matches(';');
-            let head = format!("{text}\n;\n");
-            let job_lines = head.matches('\n').count() as u64;
-            let combined = format!("{head}{query}");
-            let planned = ferry_sql::parse::parse_script(&combined).and_then(|s| ferry_sql::plan::plan_sample(&s));
-            let job = match planned {
+            let job = match ferry_sql::plan::plan_sample_over(&text, &query) {
                 Ok(job) => job,
-                Err(e) if e.pos.line > job_lines => {
-                    eprintln!("query:{}:{}: {}", e.pos.line - job_lines, e.pos.column, e.message);
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-                Err(e) => {
-                    eprintln!("{name}:{}:{}: {}", e.pos.line, e.pos.column, e.message);
+                Err((in_query, e)) => {
+                    eprintln!("{}:{}:{}: {}", if in_query { "query" } else { name.as_str() }, e.pos.line, e.pos.column, e.message);
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -260,7 +249,7 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&job)));
             let name = name.unwrap_or_else(|| file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned()));
             let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), progress.clone());
-            let options = ferry_sql::run::Options { views, state_dir, sample_limit: None, progress, parallelism: parallelism.map_or(0, usize::from) };
+            let options = ferry_sql::run::Options { views, state_dir, progress, parallelism: parallelism.map_or(0, usize::from), ..ferry_sql::run::Options::default() };
             let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
             if let Some(reporter) = reporter {
                 let (state, error) = match &outcome {

@@ -352,6 +352,43 @@ fn jobs_report_their_progress_to_ferry_serve() {
     assert_eq!((job["pipelines"][0]["source"].as_str(), job["pipelines"][0]["sink"].as_str()), (Some("orders"), Some("big")), "{job}");
     assert!(job["file"].as_str().is_some_and(|f| f.ends_with(".sql")), "{job}");
 
+    // The SQL console's engine side: a job file's tables, and a query sampled over them, its
+    // rows streamed as they arrive.
+    let ddl = tables(&bootstrap, &source, &sink, "");
+    let post = |path: &str, body: Value| ferry_testkit::http_request(&addr, "POST", path, &[("Content-Type", "application/json")], &body.to_string()).unwrap();
+    let (status, body) = post("/api/v1/sql/tables", json!({"tables": ddl}));
+    assert_eq!(status, 200, "{body}");
+    let listed: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(listed.iter().map(|t| t["name"].as_str().unwrap()).collect::<Vec<_>>(), ["orders", "big"], "{body}");
+    assert!(listed[0]["columns"].as_array().unwrap().iter().any(|c| c["name"] == "amount" && c["type"].as_str().is_some_and(|t| t.starts_with("DECIMAL"))), "{body}");
+    let (status, body) = post("/api/v1/sql/sample", json!({"tables": ddl, "query": "SELECT id, UPPER(customer) AS who FROM orders WHERE id < 30", "limit": 1000}));
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut ids: Vec<i64> = rows.iter().map(|r| r["row"]["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..30).collect::<Vec<_>>(), "every row of the bounded input that passes, once: {body}");
+    assert!(rows.iter().all(|r| r["kind"] == "+I" && r["row"]["who"].as_str().is_some_and(|w| CUSTOMERS.iter().any(|c| c.to_uppercase() == w))), "{body}");
+    let (_, body) = post("/api/v1/sql/sample", json!({"tables": ddl, "query": "SELECT id FROM orders", "limit": 5}));
+    assert_eq!(body.lines().count(), 5, "the limit: {body}");
+    let (status, body) = post("/api/v1/sql/sample", json!({"tables": ddl, "query": "SELECT nope FROM orders"}));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("query:1:8:"), "the place in the query: {body}");
+    // The same in the console's SQL page, in headless Chromium.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-sample.png");
+    let out = Command::new("node")
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["sql-sample.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), &ddl, "SELECT id, customer, amount FROM orders WHERE id < 12"])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("browser: {seen}\nscreenshot: {}", screenshot.display());
+    assert!(out.status.success(), "{seen}");
+    assert_eq!(seen["tables"], json!(["orders", "big"]));
+    assert_eq!(seen["header"], json!(["", "id", "customer", "amount"]));
+    assert_eq!(seen["rows"].as_array().map(Vec::len), Some(12), "{seen}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
+
     // A job that runs on: running with its counts; killed, lost once its reports stop.
     let live = job_file(
         "sql-report-live",

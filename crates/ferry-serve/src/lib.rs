@@ -23,6 +23,7 @@ mod prometheus;
 mod registry;
 pub mod sql_jobs;
 pub mod flink_jobs;
+pub mod sql_console;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -279,6 +279,23 @@ pub fn plan(script: &Script) -> Result<Job> {
 
 /// Plans the last statement of `script`, a query, for `ferry sql sample`: the tables, views and
 /// settings before it are used, their INSERTs and materialized views are not run.
+/// `query` sampled over the tables and views of `tables` (a job file's text, its INSERTs not
+/// run): one parse sees both, and a mistake's place is told in the text it is in (the error's
+/// flag: true in the query, false in the tables).
+pub fn plan_sample_over(tables: &str, query: &str) -> std::result::Result<Job, (bool, SqlError)> {
+    let query = query.trim().trim_end_matches(';');
+    let head = format!("{tables}\n;\n");
+    let table_lines = head.matches('\n').count() as u64;
+    let combined = format!("{head}{query}");
+    crate::parse::parse_script(&combined).and_then(|s| plan_sample(&s)).map_err(|mut e| {
+        let in_query = e.pos.line > table_lines;
+        if in_query {
+            e.pos = Pos::new(e.pos.line - table_lines, e.pos.column);
+        }
+        (in_query, e)
+    })
+}
+
 pub fn plan_sample(script: &Script) -> Result<Job> {
     let Some(last) = script.statements.last() else { return fail(Pos::new(1, 1), "no query to sample") };
     if !matches!(last.statement, Statement::Select(_)) {

@@ -73,6 +73,9 @@ pub struct Options {
     pub state_dir: Option<std::path::PathBuf>,
     /// `ferry sql sample`: stop after this many rows.
     pub sample_limit: Option<u64>,
+    /// `sample`: where each row goes (`{"kind":"+I","row":{…}}`) instead of stdout; it answers
+    /// false once nobody reads (the job is then cancelled).
+    pub sample_to: Option<SampleSink>,
     /// Each pipeline's counters as it runs, for the job's reports ([`crate::report`]); filled
     /// from [`crate::report::initial`] or left empty (not kept).
     pub progress: Progress,
@@ -81,12 +84,20 @@ pub struct Options {
     pub parallelism: usize,
 }
 
+/// Takes a sampled row; false when its reader has gone.
+pub type SampleSink = Arc<dyn Fn(String) -> bool + Send + Sync>;
+
 /// Each pipeline's progress, shared with the reporter.
 pub type Progress = std::sync::Arc<std::sync::Mutex<Vec<ferry_kafka::job_report::PipelineReport>>>;
 
 /// Runs a job with `options`.
 pub fn run_with_options(job: &Job, options: &Options, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
     run_with(job, options, cancel)
+}
+
+/// As [`sample`], each row to `to` rather than stdout (ended early when `to` answers false).
+pub fn sample_into(job: &Job, limit: Option<u64>, to: SampleSink, cancel: &CancellationToken) -> Result<Vec<PipelineStats>, RunError> {
+    run_with(job, &Options { sample_limit: limit, sample_to: Some(to), ..Options::default() }, cancel)
 }
 
 /// Runs a job planned by [`crate::plan::plan_sample`]: its rows are printed, and the job ends
@@ -196,13 +207,13 @@ enum Output<'a> {
     View(Arc<std::sync::RwLock<ViewTable>>),
     /// `ferry sql sample`: each row on stdout (`+I {"col": …}`) until `limit` rows, then the
     /// job is cancelled.
-    Print { limit: Option<u64>, printed: u64, cancel: CancellationToken },
+    Print { limit: Option<u64>, printed: u64, cancel: CancellationToken, to: Option<SampleSink> },
 }
 
 impl<'a> Output<'a> {
-    fn open(p: &'a Pipeline, views: &Views, limit: Option<u64>, checkpoints: Option<&std::path::Path>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
+    fn open(p: &'a Pipeline, views: &Views, (limit, to): (Option<u64>, &Option<SampleSink>), checkpoints: Option<&std::path::Path>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
         let scan = match &p.sink {
-            Sink::Print(_) => return Ok(Output::Print { limit, printed: 0, cancel: cancel.clone() }),
+            Sink::Print(_) => return Ok(Output::Print { limit, printed: 0, cancel: cancel.clone(), to: to.clone() }),
             Sink::View(v) => {
                 let table = views.get(&v.name).cloned().ok_or_else(|| RunError::Operator { line: p.pos.line, message: format!("view {} has no table", v.name) })?;
                 return Ok(Output::View(table));
@@ -271,7 +282,7 @@ impl<'a> Output<'a> {
     fn write(&mut self, p: &Pipeline, rows: &Rows, watermark: i64, readers: &[Reader<'_>]) -> Result<u64, RunError> {
         match self {
             Output::Kafka { producer, partitions, round_robin, .. } => write(p, producer, rows, round_robin, *partitions),
-            Output::Print { limit, printed, cancel } => {
+            Output::Print { limit, printed, cancel, to } => {
                 use std::io::Write;
                 let lines = crate::materialize::json_rows(&rows.batch).map_err(|message| RunError::Operator { line: p.pos.line, message })?;
                 let mut out = std::io::stdout().lock();
@@ -280,7 +291,18 @@ impl<'a> Output<'a> {
                     if limit.is_some_and(|l| *printed >= l) {
                         break;
                     }
-                    let _ = writeln!(out, "{} {line}", rows.kind(i).short());
+                    match to {
+                        Some(to) => {
+                            if !to(format!("{{\"kind\":\"{}\",\"row\":{line}}}", rows.kind(i).short())) {
+                                // Its reader has gone: nothing more to sample for.
+                                cancel.cancel();
+                                break;
+                            }
+                        }
+                        None => {
+                            let _ = writeln!(out, "{} {line}", rows.kind(i).short());
+                        }
+                    }
                     *printed += 1;
                     n += 1;
                 }
@@ -345,7 +367,7 @@ fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &Cancella
     let operator_error = |message: String| RunError::Operator { line, message };
     // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
     let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
-    let mut output = Output::open(p, &options.views, options.sample_limit, checkpoints.as_deref(), cancel)?;
+    let mut output = Output::open(p, &options.views, (options.sample_limit, &options.sample_to), checkpoints.as_deref(), cancel)?;
     let joined = match p.steps.first() {
         Some(Step::Join(j)) => Some(&j.right),
         _ => None,
