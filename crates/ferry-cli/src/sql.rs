@@ -96,6 +96,25 @@ pub(crate) enum Engine {
     Flink,
 }
 
+/// Serves `views` over REST on `addr` (SQL Stream Builder's URLs) from a task of its own.
+pub(crate) async fn serve_views(addr: std::net::SocketAddr, views: ferry_sql::view::Views, tokens: Vec<String>) -> Result<(), ExitCode> {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ferry: cannot listen on {addr}: {e}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+    tracing::info!(addr = %local, views = views.len(), auth = !tokens.is_empty(), "materialized views served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
+    tokio::spawn(async move {
+        if let Err(e) = ferry_sql::api::serve(listener, views, tokens).await {
+            tracing::error!(error = %e, "the view API stopped");
+        }
+    });
+    Ok(())
+}
+
 fn load(file: &PathBuf) -> Result<ferry_sql::plan::Job, ExitCode> {
     let name = file.display().to_string();
     let text = match std::fs::read_to_string(file) {
@@ -171,6 +190,16 @@ pub(crate) async fn run(command: Command) -> ExitCode {
                 Ok(job) => job,
                 Err(code) => return code,
             };
+            let tokens = match &api_token_file {
+                Some(path) => match crate::serve::read_token(path) {
+                    Ok(t) => vec![t],
+                    Err(e) => {
+                        eprintln!("ferry: {e}");
+                        return ExitCode::from(EXIT_CONFIG);
+                    }
+                },
+                None => Vec::new(),
+            };
             if engine == Engine::Flink {
                 let unused = [("--state-dir", state_dir.is_some()), ("--metrics-addr", metrics_addr.is_some())];
                 if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
@@ -182,32 +211,12 @@ pub(crate) async fn run(command: Command) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 };
                 let name = name.unwrap_or_else(|| crate::sql_flink::default_name(&file));
-                let tokens = match &api_token_file {
-                    Some(path) => match crate::serve::read_token(path) {
-                        Ok(t) => vec![t],
-                        Err(e) => {
-                            eprintln!("ferry: {e}");
-                            return ExitCode::from(EXIT_CONFIG);
-                        }
-                    },
-                    None => Vec::new(),
-                };
                 return crate::sql_flink::run(crate::sql_flink::RunOnFlink { file, gateway, from_savepoint, parallelism, detach, name, listen, tokens }, &job).await;
             }
             if let Some(flag) = [("--gateway", gateway.is_some()), ("--from-savepoint", from_savepoint.is_some()), ("--detach", detach)].iter().find(|(_, given)| *given).map(|(f, _)| f) {
                 eprintln!("ferry: {flag} is for --engine flink");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            let tokens = match &api_token_file {
-                Some(path) => match crate::serve::read_token(path) {
-                    Ok(t) => vec![t],
-                    Err(e) => {
-                        eprintln!("ferry: {e}");
-                        return ExitCode::from(EXIT_CONFIG);
-                    }
-                },
-                None => Vec::new(),
-            };
             let views = match ferry_sql::run::views(&job) {
                 Ok(v) => v,
                 Err(e) => {
@@ -217,21 +226,9 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             };
             match listen {
                 Some(addr) => {
-                    let listener = match tokio::net::TcpListener::bind(addr).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            eprintln!("ferry: cannot listen on {addr}: {e}");
-                            return ExitCode::from(EXIT_CONFIG);
-                        }
-                    };
-                    let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-                    tracing::info!(addr = %local, views = views.len(), auth = !tokens.is_empty(), "materialized views served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
-                    let served = views.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = ferry_sql::api::serve(listener, served, tokens).await {
-                            tracing::error!(error = %e, "the view API stopped");
-                        }
-                    });
+                    if let Err(code) = serve_views(addr, views.clone(), tokens).await {
+                        return code;
+                    }
                 }
                 None if !views.is_empty() => tracing::warn!("the job has materialized views; serve them with --listen HOST:PORT"),
                 None => {}

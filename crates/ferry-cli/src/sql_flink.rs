@@ -69,21 +69,9 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
             Ok(v) => v,
             Err(e) => return fail(format!("{file}: {e}")),
         };
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("ferry: cannot listen on {addr}: {e}");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-        };
-        let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
-        tracing::info!(addr = %local, views = views.len(), "materialized views (run on Flink) served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
-        let (served_views, tokens) = (views.clone(), args.tokens.clone());
-        tokio::spawn(async move {
-            if let Err(e) = ferry_sql::api::serve(listener, served_views, tokens).await {
-                tracing::error!(error = %e, "the view API stopped");
-            }
-        });
+        if let Err(code) = crate::sql::serve_views(addr, views.clone(), args.tokens.clone()).await {
+            return code;
+        }
         serving = Some((views_job, views));
     }
     let detach = args.detach;
