@@ -149,6 +149,15 @@ pub struct KafkaTable {
     pub delivery: DeliveryGuarantee,
 }
 
+/// A client of the cluster whose `properties.*` these are (the group id left out), named
+/// `name` in its errors; `None` without `bootstrap.servers`.
+pub fn cluster_client(name: impl Into<String>, properties: &[(String, String)]) -> Option<ferry_kafka::ClusterClient> {
+    let bootstrap = properties.iter().find(|(k, _)| k == "bootstrap.servers").map(|(_, v)| v.clone())?;
+    let mut cluster = ferry_kafka::ClusterClient::new(name.into(), bootstrap);
+    cluster.common = properties.iter().filter(|(k, _)| k != "bootstrap.servers" && k != "group.id").cloned().collect();
+    Some(cluster)
+}
+
 impl Table {
     pub fn from_ddl(ddl: &TableDdl, pos: Pos) -> Result<Table> {
         let mut opts = Options::new(&ddl.options, pos, &ddl.name);

@@ -116,23 +116,12 @@ pub fn plan(text: &str, job: &Job, job_name: &str) -> Result<FlinkPlan, SqlError
     Ok(out)
 }
 
-/// Creates `topic` (one partition: a view's changes stay in order) unless it exists.
+/// Creates `topic` (one partition: a view's changes stay in order) unless it exists, on the
+/// cluster of `properties`.
 pub async fn ensure_topic(topic: &str, properties: &[(String, String)]) -> Result<(), String> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    let mut config = rdkafka::ClientConfig::new();
-    for (k, v) in properties {
-        config.set(k, v);
-    }
-    let admin: AdminClient<rdkafka::client::DefaultClientContext> = config.create().map_err(|e| format!("cannot create an admin client: {e}"))?;
-    let options = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30))).request_timeout(Some(std::time::Duration::from_secs(30)));
-    let results = admin.create_topics(&[NewTopic::new(topic, 1, TopicReplication::Fixed(-1))], &options).await.map_err(|e| format!("cannot create topic {topic}: {e}"))?;
-    for r in results {
-        match r {
-            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((t, e)) => return Err(format!("cannot create topic {t}: {e}")),
-        }
-    }
-    Ok(())
+    let cluster = crate::catalog::cluster_client(format!("changelog {topic}"), properties).ok_or_else(|| format!("topic {topic}: no bootstrap.servers"))?;
+    let spec = ferry_kafka::NewTopicSpec { name: topic.to_string(), partitions: 1, replication_factor: -1, configs: Default::default() };
+    ferry_kafka::Admin::connect(&cluster).map_err(|e| e.to_string())?.create_topics(&[spec]).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

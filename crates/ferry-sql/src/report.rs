@@ -27,9 +27,7 @@ impl Reporter {
     /// reads no Kafka table (it always does).
     pub fn start(job: &Job, name: &str, file: &str, progress: Progress) -> Option<Reporter> {
         let kafka = &job.pipelines.first()?.source.table.kafka;
-        let bootstrap = kafka.properties.iter().find(|(k, _)| k == "bootstrap.servers").map(|(_, v)| v.clone())?;
-        let mut cluster = ClusterClient::new(format!("job {name}"), bootstrap);
-        cluster.common = kafka.properties.iter().filter(|(k, _)| k != "bootstrap.servers" && k != "group.id").cloned().collect();
+        let cluster = crate::catalog::cluster_client(format!("job {name}"), &kafka.properties)?;
         let started_ms = crate::watermark::wall_clock_ms();
         let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into());
         let base = JobReport {

@@ -205,17 +205,17 @@ struct Transactions {
 enum Output<'a> {
     Kafka { table: &'a crate::catalog::Table, producer: ThreadedProducer<DeliveryCounter>, partitions: i32, round_robin: i32, transactions: Option<Transactions> },
     View(Arc<std::sync::RwLock<ViewTable>>),
-    /// `ferry sql sample`: each row on stdout (`+I {"col": …}`) until `limit` rows, then the
-    /// job is cancelled.
+    /// `ferry sql sample`: each row on stdout (`+I {"col": …}`), or to `to`, until `limit` rows,
+    /// then the job is cancelled.
     Print { limit: Option<u64>, printed: u64, cancel: CancellationToken, to: Option<SampleSink> },
 }
 
 impl<'a> Output<'a> {
-    fn open(p: &'a Pipeline, views: &Views, (limit, to): (Option<u64>, &Option<SampleSink>), checkpoints: Option<&std::path::Path>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
+    fn open(p: &'a Pipeline, options: &Options, checkpoints: Option<&std::path::Path>, cancel: &CancellationToken) -> Result<Output<'a>, RunError> {
         let scan = match &p.sink {
-            Sink::Print(_) => return Ok(Output::Print { limit, printed: 0, cancel: cancel.clone(), to: to.clone() }),
+            Sink::Print(_) => return Ok(Output::Print { limit: options.sample_limit, printed: 0, cancel: cancel.clone(), to: options.sample_to.clone() }),
             Sink::View(v) => {
-                let table = views.get(&v.name).cloned().ok_or_else(|| RunError::Operator { line: p.pos.line, message: format!("view {} has no table", v.name) })?;
+                let table = options.views.get(&v.name).cloned().ok_or_else(|| RunError::Operator { line: p.pos.line, message: format!("view {} has no table", v.name) })?;
                 return Ok(Output::View(table));
             }
             Sink::Table(t) => t,
@@ -367,7 +367,7 @@ fn run_pipeline(index: usize, p: &Pipeline, options: &Options, cancel: &Cancella
     let operator_error = |message: String| RunError::Operator { line, message };
     // A checkpoint gives the offsets of the partitions it names; the others start as the table says.
     let checkpoints = options.state_dir.as_deref().map(|d| checkpoint::directory(d, p));
-    let mut output = Output::open(p, &options.views, (options.sample_limit, &options.sample_to), checkpoints.as_deref(), cancel)?;
+    let mut output = Output::open(p, options, checkpoints.as_deref(), cancel)?;
     let joined = match p.steps.first() {
         Some(Step::Join(j)) => Some(&j.right),
         _ => None,

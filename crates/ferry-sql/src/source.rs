@@ -190,14 +190,7 @@ impl<'a> Reader<'a> {
             };
             Ok(Some(Chunk { records: batch.len(), decoded, times }))
         };
-        let chunks: Vec<Result<Option<Chunk>, RunError>> = if self.lanes.len() == 1 {
-            vec![read(&mut self.lanes[0])]
-        } else {
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = self.lanes.iter_mut().map(|lane| scope.spawn(|| read(lane))).collect();
-                handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-            })
-        };
+        let chunks = crate::subtasks::parallel(self.lanes.iter_mut().collect(), read);
         let (mut out, mut records, mut skipped) = (Vec::new(), 0, 0);
         for chunk in chunks {
             let Some(Chunk { records: n, decoded, times }) = chunk? else { continue };

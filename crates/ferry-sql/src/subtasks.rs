@@ -112,7 +112,7 @@ pub fn concat(mut parts: Vec<Rows>) -> Result<Rows, String> {
 }
 
 /// Runs `f` on every item, each on its own thread when there are several.
-fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+pub(crate) fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
     if items.len() <= 1 {
         return items.into_iter().map(f).collect();
     }
@@ -127,6 +127,8 @@ fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R
 pub struct Subtasks<'a> {
     steps: &'a [Step],
     stages: Stages,
+    /// What partitions the keyed stage's rows (its first step's key).
+    key: Option<Key<'a>>,
     /// The prefix's operators, one per chunk of a round (stateless: they only count late rows).
     lanes: Vec<Operators<'a>>,
     keyed: Vec<Operators<'a>>,
@@ -139,7 +141,8 @@ impl<'a> Subtasks<'a> {
         let stages = Stages::of(steps);
         let n = if stages.keyed > stages.prefix { parallelism.max(1) } else { 0 };
         let keyed = (0..n).map(|_| Operators::new(&steps[stages.prefix..stages.keyed])).collect::<Result<_, _>>()?;
-        Ok(Subtasks { steps, stages, lanes: Vec::new(), keyed, tail: Operators::new(&steps[stages.keyed..])? })
+        let key = steps.get(stages.prefix).filter(|_| n > 0).and_then(key);
+        Ok(Subtasks { steps, stages, key, lanes: Vec::new(), keyed, tail: Operators::new(&steps[stages.keyed..])? })
     }
 
     /// How many keyed subtasks run (1 when the pipeline has no keyed stage).
@@ -212,8 +215,7 @@ impl<'a> Subtasks<'a> {
             self.lanes.push(Operators::new(prefix)?);
         }
         let n = self.keyed.len();
-        let key = self.steps.get(self.stages.prefix).and_then(key);
-        let key = key.as_ref();
+        let key = self.key.as_ref();
         let work: Vec<_> = self.lanes.iter_mut().zip(chunks).collect();
         let split = parallel(work, |(lane, rows)| -> Result<Vec<Rows>, String> {
             let rows = lane.process(rows, watermark)?;
