@@ -251,6 +251,15 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
         _ => None,
     });
     assert!(listed.is_some(), "the resumed job listed running by ferry serve\n{}", serve.output());
+    // Its progress from the JobManager's metrics: the 300 orders read since the resume, each
+    // into the copy and the totals (the orders table has no watermark: none is told).
+    let measured = ferry_testkit::wait_for(std::time::Duration::from_secs(60), || {
+        let (_, body) = ferry_testkit::http_request(&serve_addr, "GET", "/api/v1/sql/flink/jobs", &[], "").ok()?;
+        let jobs: Vec<Value> = serde_json::from_str(&body).ok()?;
+        jobs.into_iter().find(|j| j["id"] == second.as_str() && j["records_in"].as_u64() >= Some(300) && j["records_out"].as_u64() >= Some(301))
+    });
+    let job = measured.unwrap_or_else(|| panic!("the resumed job's metrics never showed its 300 orders\n{}", serve.output()));
+    assert_eq!((job["late"].as_u64(), job["watermark_ms"].as_i64(), job["metrics_error"].as_str()), (Some(0), None, None), "{job}");
     // The console's SQL page in headless Chromium: the job's row, stopped from its button.
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql.png");
     let out = Command::new("node")
@@ -264,6 +273,7 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     assert!(out.status.success(), "{seen}\n{}", serve.output());
     assert_eq!(seen["row"][0], "flink");
     assert_eq!(seen["row"][1], "resumable");
+    assert!(seen["row"][4].as_str().is_some_and(|n| n.replace(',', "").parse::<u64>().is_ok_and(|n| n >= 300)), "records in shown: {seen}");
     assert!(seen["savepoint"].as_str().is_some_and(|p| p.contains("savepoint-")), "{seen}");
     assert_eq!(seen["state"], "finished");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");

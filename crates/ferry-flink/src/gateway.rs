@@ -21,6 +21,9 @@ pub enum GatewayError {
     /// Flink refused a statement: its own words (the root cause first).
     #[error("{0}")]
     Statement(String),
+    /// The JobManager's REST API (the jobs' metrics) could not be read.
+    #[error("cannot read Flink's JobManager at {url}: {message}")]
+    JobManager { url: String, message: String },
     #[error("{what} did not finish within {timeout:?}")]
     Timeout { what: String, timeout: Duration },
 }
@@ -155,6 +158,20 @@ impl Gateway {
         let result = session.execute("SHOW JOBS", std::time::Duration::from_secs(60));
         session.close();
         Ok(jobs_of(&result?))
+    }
+
+    /// The REST address of the JobManager behind the gateway (`rest.address` and `rest.port` of
+    /// the configuration a session gets), for the jobs' metrics.
+    pub fn jobmanager_url(&self) -> Result<String, GatewayError> {
+        let session = self.open_session("ferry-config", &[])?;
+        let answer = self.request(reqwest::Method::GET, &format!("{}/sessions/{}", self.version, session.handle), None);
+        session.close();
+        let answer = answer?;
+        let property = |k: &str| answer["properties"][k].as_str().map(str::to_string);
+        match (property("rest.address"), property("rest.port")) {
+            (Some(host), Some(port)) => Ok(format!("http://{host}:{port}")),
+            _ => Err(GatewayError::Refused { url: self.url.clone(), what: "GET /sessions/{handle}".into(), message: "its configuration has no rest.address and rest.port: the JobManager's REST API is unknown".into() }),
+        }
     }
 
     /// Stops job `id` with a savepoint (`drain`: event time runs to its end first); the

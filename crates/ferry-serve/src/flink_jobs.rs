@@ -1,15 +1,16 @@
 //! Jobs on Apache Flink clusters (`ferry serve --flink-gateway URL`, repeatable), through their
 //! SQL Gateways (`ferry_flink`): `GET /api/v1/sql/flink/jobs` lists them, `POST
 //! /api/v1/sql/flink/jobs/{id}/stop` stops one with a savepoint (resumed with `ferry sql run
-//! --engine flink --from-savepoint PATH`). The gateway's calls block: they run on blocking
-//! threads, each gateway asked in turn.
+//! --engine flink --from-savepoint PATH`). A running job's metrics come from the JobManager whose
+//! REST address the gateway's configuration gives. The gateway's calls block: they run on
+//! blocking threads, each gateway asked in turn.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_flink::{Gateway, GatewayError};
+use ferry_flink::{Gateway, GatewayError, JobManager, JobMetrics};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -25,6 +26,18 @@ pub struct FlinkJobView {
     pub name: String,
     /// Flink's state, in lower case: running, finished, failed, canceled, …
     pub state: String,
+    /// A running job's progress from its JobManager's metrics (null until Flink has them, which
+    /// its metric fetcher refreshes every 10 s by default): records its sources emitted, …
+    pub records_in: Option<u64>,
+    /// … records its sinks took, …
+    pub records_out: Option<u64>,
+    /// … rows its window operators dropped as late, …
+    pub late: Option<u64>,
+    /// … and the least watermark at its sinks (ms) and how far it is behind the clock.
+    pub watermark_ms: Option<i64>,
+    pub watermark_lag_ms: Option<i64>,
+    /// Why the metrics are missing, when the JobManager could not be read.
+    pub metrics_error: Option<String>,
 }
 
 /// A job stopped with a savepoint.
@@ -47,7 +60,8 @@ fn unreachable(e: &GatewayError) -> Response {
     error_body(StatusCode::BAD_GATEWAY, "flink_unreachable", &e.to_string())
 }
 
-/// The jobs of every configured Flink cluster (none configured: an empty list).
+/// The jobs of every configured Flink cluster (none configured: an empty list), a running job's
+/// with its throughput counters, late rows and watermark from its JobManager.
 #[utoipa::path(get, path = "/api/v1/sql/flink/jobs", tag = "sql",
     responses((status = 200, body = [FlinkJobView]), (status = 401, body = ErrorBody), (status = 502, description = "a gateway cannot be reached or refused", body = ErrorBody)))]
 pub(crate) async fn flink_jobs(State(state): State<AppState>) -> Response {
@@ -56,7 +70,33 @@ pub(crate) async fn flink_jobs(State(state): State<AppState>) -> Response {
         let mut out = Vec::new();
         for url in gateways.iter() {
             let gateway = Gateway::connect(url)?;
-            out.extend(gateway.jobs()?.into_iter().map(|j| FlinkJobView { gateway: url.clone(), id: j.id, name: j.name, state: j.status.to_ascii_lowercase() }));
+            let jobs = gateway.jobs()?;
+            // The metrics come from the JobManager the gateway submits to; without them the jobs
+            // are still listed, with the reason.
+            let jobmanager = if jobs.iter().any(|j| j.status == "RUNNING") { Some(gateway.jobmanager_url().and_then(|u| JobManager::new(&u))) } else { None };
+            for j in jobs {
+                let (metrics, metrics_error) = match (&jobmanager, j.status == "RUNNING") {
+                    (Some(Ok(jm)), true) => match jm.metrics(&j.id) {
+                        Ok(m) => (m, None),
+                        Err(e) => (JobMetrics::default(), Some(e.to_string())),
+                    },
+                    (Some(Err(e)), true) => (JobMetrics::default(), Some(e.to_string())),
+                    _ => (JobMetrics::default(), None),
+                };
+                let now = ferry_mirror::report::now_ms();
+                out.push(FlinkJobView {
+                    gateway: url.clone(),
+                    id: j.id,
+                    name: j.name,
+                    state: j.status.to_ascii_lowercase(),
+                    records_in: metrics.records_in,
+                    records_out: metrics.records_out,
+                    late: metrics.late,
+                    watermark_ms: metrics.watermark_ms,
+                    watermark_lag_ms: metrics.watermark_ms.map(|w| now - w),
+                    metrics_error,
+                });
+            }
         }
         Ok(out)
     })
