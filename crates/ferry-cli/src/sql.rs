@@ -96,8 +96,9 @@ pub(crate) enum Engine {
     Flink,
 }
 
-/// Serves `views` over REST on `addr` (SQL Stream Builder's URLs) from a task of its own.
-pub(crate) async fn serve_views(addr: std::net::SocketAddr, views: ferry_sql::view::Views, tokens: Vec<String>) -> Result<(), ExitCode> {
+/// Serves `views` over REST on `addr` (SQL Stream Builder's URLs) from a task of its own; the
+/// URL it is reached at (`http://HOST:PORT`; the host's name when `addr` is a wildcard).
+pub(crate) async fn serve_views(addr: std::net::SocketAddr, views: ferry_sql::view::Views, tokens: Vec<String>) -> Result<String, ExitCode> {
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -105,14 +106,18 @@ pub(crate) async fn serve_views(addr: std::net::SocketAddr, views: ferry_sql::vi
             return Err(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let local = listener.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+    let listener_addr = listener.local_addr().ok();
+    let local = listener_addr.map_or_else(|| addr.to_string(), |a| a.to_string());
     tracing::info!(addr = %local, views = views.len(), auth = !tokens.is_empty(), "materialized views served at http://{local}/api/v1/query/{{view}}/{{endpoint}}");
     tokio::spawn(async move {
         if let Err(e) = ferry_sql::api::serve(listener, views, tokens).await {
             tracing::error!(error = %e, "the view API stopped");
         }
     });
-    Ok(())
+    let bound = listener_addr.unwrap_or(addr);
+    let host = if bound.ip().is_unspecified() { std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "localhost".into()) } else { bound.ip().to_string() };
+    let host = if bound.is_ipv6() && !bound.ip().is_unspecified() { format!("[{host}]") } else { host };
+    Ok(format!("http://{host}:{}", bound.port()))
 }
 
 fn load(file: &PathBuf) -> Result<ferry_sql::plan::Job, ExitCode> {
@@ -224,15 +229,17 @@ pub(crate) async fn run(command: Command) -> ExitCode {
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            match listen {
-                Some(addr) => {
-                    if let Err(code) = serve_views(addr, views.clone(), tokens).await {
-                        return code;
-                    }
+            let views_url = match listen {
+                Some(addr) => match serve_views(addr, views.clone(), tokens).await {
+                    Ok(url) => Some(url),
+                    Err(code) => return code,
+                },
+                None if !views.is_empty() => {
+                    tracing::warn!("the job has materialized views; serve them with --listen HOST:PORT");
+                    None
                 }
-                None if !views.is_empty() => tracing::warn!("the job has materialized views; serve them with --listen HOST:PORT"),
-                None => {}
-            }
+                None => None,
+            };
             if let Some(addr) = metrics_addr {
                 if let Err(e) = crate::install_metrics(addr) {
                     eprintln!("ferry: {e}");
@@ -245,7 +252,8 @@ pub(crate) async fn run(command: Command) -> ExitCode {
             let stopped = cancel.clone();
             let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&job)));
             let name = name.unwrap_or_else(|| file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned()));
-            let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), progress.clone());
+            let served = views_url.map(|url| (views.clone(), url));
+            let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), "ferry", progress.clone(), served);
             let options = ferry_sql::run::Options { views, state_dir, progress, parallelism: parallelism.map_or(0, usize::from), ..ferry_sql::run::Options::default() };
             let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
             if let Some(reporter) = reporter {

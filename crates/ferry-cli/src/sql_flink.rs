@@ -69,12 +69,14 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
             Ok(v) => v,
             Err(e) => return fail(format!("{file}: {e}")),
         };
-        if let Err(code) = crate::sql::serve_views(addr, views.clone(), args.tokens.clone()).await {
-            return code;
-        }
-        serving = Some((views_job, views));
+        let url = match crate::sql::serve_views(addr, views.clone(), args.tokens.clone()).await {
+            Ok(url) => url,
+            Err(code) => return code,
+        };
+        serving = Some((views_job, views, url));
     }
     let detach = args.detach;
+    let name = args.name.clone();
     let statements = plan.statements;
     let submitted = tokio::task::spawn_blocking(move || submit(&args, &statements)).await;
     let (gateway, ids) = match submitted {
@@ -87,11 +89,21 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     crate::cancel_on_signal(cancel.clone());
-    if let Some((views_job, views)) = serving {
-        // The views follow their changelogs until Ctrl-C, whatever the Flink jobs do.
-        let options = ferry_sql::run::Options { views, ..ferry_sql::run::Options::default() };
+    if let Some((views_job, views, url)) = serving {
+        // The views follow their changelogs until Ctrl-C, whatever the Flink jobs do; this
+        // process reports them to ferry serve as the embedded engine's runs do.
+        let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&views_job)));
+        let reporter = ferry_sql::report::Reporter::start(&views_job, &name, &file, "flink", progress.clone(), Some((views.clone(), url)));
+        let options = ferry_sql::run::Options { views, progress, ..ferry_sql::run::Options::default() };
         let stop = cancel.clone();
-        let served = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&views_job, &options, &stop));
+        let served = tokio::task::spawn_blocking(move || {
+            let outcome = ferry_sql::run::run_with_options(&views_job, &options, &stop);
+            if let Some(reporter) = reporter {
+                let error = outcome.as_ref().err().map(ToString::to_string);
+                reporter.finish(if error.is_some() { ferry_kafka::job_report::JobState::Failed } else { ferry_kafka::job_report::JobState::Finished }, error);
+            }
+            outcome
+        });
         if !detach {
             let (url, watched, stop) = (gateway.clone(), ids.clone(), cancel.clone());
             tokio::task::spawn_blocking(move || follow(&url, &watched, &stop));

@@ -389,19 +389,53 @@ fn jobs_report_their_progress_to_ferry_serve() {
     assert_eq!(seen["rows"].as_array().map(Vec::len), Some(12), "{seen}");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
 
-    // A job that runs on: running with its counts; killed, lost once its reports stop.
+    // A job that runs on: running with its counts and the view it serves, each endpoint's URL
+    // listed and copied from the console; killed, lost once its reports stop.
     let live = job_file(
         "sql-report-live",
         &format!(
             "CREATE TABLE orders (id BIGINT, customer STRING) WITH ('connector' = 'kafka', 'topic' = '{source}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json', 'scan.startup.mode' = 'earliest-offset');
 CREATE TABLE copies (id BIGINT, customer STRING) WITH ('connector' = 'kafka', 'topic' = '{live_sink}', 'properties.bootstrap.servers' = '{bootstrap}', 'format' = 'json');
 INSERT INTO copies SELECT id, customer FROM orders;
+CREATE MATERIALIZED VIEW per_customer WITH ('endpoint.busy' = 'SELECT customer, n FROM per_customer WHERE n >= {{min}}')
+AS SELECT customer, COUNT(*) AS n FROM orders GROUP BY customer;
 "
         ),
     );
-    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders"], &unique("sql-live")).unwrap();
-    let seen = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "running" && j["records_in"] == 400));
-    assert!(seen.is_some(), "the running job was not listed running with 400 records: {:?}\n{}", served_jobs(&addr), running.output());
+    let view_addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders", "--listen", &view_addr], &unique("sql-live")).unwrap();
+    let seen = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
+        served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "running" && j["pipelines"].as_array().is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["records_in"] == 400)) && j["views"][0]["rows"] == 4)
+    });
+    let job = seen.unwrap_or_else(|| panic!("the running job was not listed running with 400 records and its view's 4 rows: {:?}\n{}", served_jobs(&addr), running.output()));
+    assert_eq!(job["engine"], "ferry");
+    let endpoints = job["views"][0]["endpoints"].as_array().unwrap();
+    let url = |name: &str| endpoints.iter().find(|e| e["name"] == name).and_then(|e| e["url"].as_str()).unwrap_or_else(|| panic!("no URL for {name}: {job}")).to_string();
+    assert_eq!(url("all"), format!("http://{view_addr}/api/v1/query/per_customer/all"));
+    assert_eq!(url("busy"), format!("http://{view_addr}/api/v1/query/per_customer/busy?min="));
+    assert_eq!(url("lookup"), format!("http://{view_addr}/api/v1/query/per_customer/lookup?customer="));
+    // The URLs answer: every customer's 100 orders.
+    let (status, body) = ferry_testkit::http_request(&view_addr, "GET", &format!("{}100", url("busy").trim_start_matches(&format!("http://{view_addr}"))), &[], "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut busy: Vec<(String, i64)> = serde_json::from_str::<Vec<Value>>(&body).unwrap().iter().map(|r| (r["customer"].as_str().unwrap().to_string(), r["n"].as_i64().unwrap())).collect();
+    busy.sort();
+    assert_eq!(busy, CUSTOMERS.iter().map(|c| (c.to_string(), 100)).collect::<Vec<_>>(), "{body}");
+    // In the console: the view's endpoints with their URLs; the copy button puts one on the
+    // clipboard.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-views.png");
+    let out = Command::new("node")
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["sql-views.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), "per_customer", "busy"])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let shown: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("browser: {shown}\nscreenshot: {}", screenshot.display());
+    assert!(out.status.success(), "{shown}");
+    assert_eq!(shown["endpoints"], json!(["all", "lookup", "busy"]), "{shown}");
+    assert_eq!(shown["copied"], url("busy"), "the clipboard holds the endpoint's URL: {shown}");
+    assert_eq!(shown["button"], "copied");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
     running.kill_9();
     let lost = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "lost"));
     assert!(lost.is_some(), "the killed job was not called lost: {:?}", served_jobs(&addr));

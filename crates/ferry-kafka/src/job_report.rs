@@ -39,6 +39,49 @@ pub struct JobReport {
     /// Why it failed.
     pub error: Option<String>,
     pub pipelines: Vec<PipelineReport>,
+    /// `ferry` (the queries run in this process) or `flink` (they run on a Flink cluster; this
+    /// process serves their views from the changelogs Flink writes).
+    #[serde(default = "ferry_engine")]
+    pub engine: String,
+    /// Where this process serves its views (`http://HOST:PORT`, from `--listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views_url: Option<String>,
+    /// Its materialized views, as `GET /api/v1/views` of the process lists them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<ViewReport>,
+}
+
+fn ferry_engine() -> String {
+    "ferry".into()
+}
+
+/// A materialized view a job serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ViewReport {
+    pub name: String,
+    pub columns: Vec<ColumnReport>,
+    pub primary_key: Vec<String>,
+    pub rows: u64,
+    pub watermark: Option<i64>,
+    pub endpoints: Vec<EndpointReport>,
+}
+
+/// A column of a view: its name and Flink SQL type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ColumnReport {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// A REST endpoint of a view: `GET /api/v1/query/{view}/{name}?{parameters}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EndpointReport {
+    pub name: String,
+    pub parameters: Vec<String>,
+    /// The endpoint's query (none for the built-in `all` and `lookup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,11 +146,18 @@ mod tests {
             state: JobState::Running,
             error: None,
             pipelines: vec![PipelineReport { line: 3, source: "orders".into(), sink: "big".into(), records_in: 10, records_out: 4, watermark_ms: Some(5), ..PipelineReport::default() }],
+            engine: "ferry".into(),
+            views_url: Some("http://h:8090".into()),
+            views: vec![ViewReport { name: "per_user".into(), rows: 3, endpoints: vec![EndpointReport { name: "busy".into(), parameters: vec!["min".into()], query: Some("SELECT …".into()) }], ..ViewReport::default() }],
         };
         assert_eq!(JobReport::decode(report.encode().as_bytes()), Some(report.clone()));
         assert!(report.encode().contains("\"state\":\"running\""));
         assert_eq!(report.key(), r#"{"job":"orders","process":"h:1:2"}"#);
         assert_eq!(JobReport::decode(b"{\"version\": 1}"), None);
+        // A report from before engines and views: the embedded engine, no views.
+        let older = r#"{"version":1,"job":"j","file":"j.sql","process":"p","started_ms":1,"at_ms":2,"state":"finished","error":null,"pipelines":[]}"#;
+        let read = JobReport::decode(older.as_bytes()).unwrap();
+        assert_eq!((read.engine.as_str(), read.views_url, read.views.len()), ("ferry", None, 0));
         assert_eq!(JobReport::decode(b"\xff"), None);
     }
 }

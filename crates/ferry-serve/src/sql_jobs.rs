@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use ferry_kafka::job_report::{JobReport, JobState, JOBS_TOPIC, JOB_REPORT_INTERVAL};
+use ferry_kafka::job_report::{JobReport, JobState, ViewReport, JOBS_TOPIC, JOB_REPORT_INTERVAL};
 use ferry_kafka::ClusterClient;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +61,8 @@ impl SqlJobs {
                     JobState::Failed => "failed",
                 };
                 SqlJobView {
+                    engine: r.engine.clone(),
+                    views: r.views.iter().map(|v| view_info(r.views_url.as_deref(), v)).collect(),
                     job: r.job.clone(),
                     file: r.file.clone(),
                     process: r.process.clone(),
@@ -101,6 +103,11 @@ impl SqlJobs {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct SqlJobView {
     pub job: String,
+    /// `ferry` (its queries run in the process), or `flink` (they run on a Flink cluster and the
+    /// process serves their views from the changelogs Flink writes).
+    pub engine: String,
+    /// The materialized views it serves.
+    pub views: Vec<SqlViewInfo>,
     pub file: String,
     /// `host:pid:start-ms` of the process running it.
     pub process: String,
@@ -117,6 +124,56 @@ pub struct SqlJobView {
     /// Rows dropped as late, over its pipelines.
     pub late: u64,
     pub pipelines: Vec<SqlPipelineView>,
+}
+
+/// A materialized view a job serves.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlViewInfo {
+    pub name: String,
+    /// `name TYPE` of each column.
+    pub columns: Vec<String>,
+    pub primary_key: Vec<String>,
+    pub rows: u64,
+    pub watermark_ms: Option<i64>,
+    pub endpoints: Vec<SqlEndpointInfo>,
+}
+
+/// A REST endpoint of a view.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SqlEndpointInfo {
+    pub name: String,
+    pub parameters: Vec<String>,
+    /// Its query (none for the built-in `all` and `lookup`).
+    pub query: Option<String>,
+    /// Where to call it, each parameter left to fill (`…?min=`); none when the job serves its
+    /// views nowhere (no `--listen`).
+    pub url: Option<String>,
+}
+
+/// Percent-encodes a path segment or query name.
+fn encode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+fn view_info(base: Option<&str>, v: &ViewReport) -> SqlViewInfo {
+    SqlViewInfo {
+        name: v.name.clone(),
+        columns: v.columns.iter().map(|c| format!("{} {}", c.name, c.ty)).collect(),
+        primary_key: v.primary_key.clone(),
+        rows: v.rows,
+        watermark_ms: v.watermark,
+        endpoints: v
+            .endpoints
+            .iter()
+            .map(|e| {
+                let url = base.map(|b| {
+                    let query = e.parameters.iter().map(|p| format!("{}=", encode(p))).collect::<Vec<_>>().join("&");
+                    format!("{}/api/v1/query/{}/{}{}{query}", b.trim_end_matches('/'), encode(&v.name), encode(&e.name), if query.is_empty() { "" } else { "?" })
+                });
+                SqlEndpointInfo { name: e.name.clone(), parameters: e.parameters.clone(), query: e.query.clone(), url }
+            })
+            .collect(),
+    }
 }
 
 /// One INSERT (or materialized view) of a job.
@@ -167,6 +224,9 @@ mod tests {
             state,
             error: None,
             pipelines: vec![PipelineReport { line: 4, source: "orders".into(), sink: "big".into(), records_in, watermark_ms: Some(at_ms - 500), ..PipelineReport::default() }],
+            engine: "ferry".into(),
+            views_url: None,
+            views: Vec::new(),
         }
         .encode()
         .into_bytes()
@@ -191,5 +251,23 @@ mod tests {
         // No report for more than three intervals: lost; after an hour, forgotten.
         assert_eq!(jobs.views(12_000 + 6_001).iter().find(|v| v.job == "orders").unwrap().state, "lost");
         assert!(jobs.views(12_000 + 3_600_000).is_empty());
+    }
+
+    #[test]
+    fn a_views_endpoints_get_urls_with_their_parameters_to_fill() {
+        use ferry_kafka::job_report::{ColumnReport, EndpointReport};
+        let view = ViewReport {
+            name: "per user".into(),
+            columns: vec![ColumnReport { name: "user".into(), ty: "STRING".into() }],
+            primary_key: vec!["user".into()],
+            rows: 7,
+            watermark: None,
+            endpoints: vec![EndpointReport { name: "all".into(), ..EndpointReport::default() }, EndpointReport { name: "busy".into(), parameters: vec!["min".into(), "max n".into()], query: Some("SELECT".into()) }],
+        };
+        let info = view_info(Some("http://h:8090/"), &view);
+        assert_eq!(info.columns, ["user STRING"]);
+        assert_eq!(info.endpoints[0].url.as_deref(), Some("http://h:8090/api/v1/query/per%20user/all"));
+        assert_eq!(info.endpoints[1].url.as_deref(), Some("http://h:8090/api/v1/query/per%20user/busy?min=&max%20n="));
+        assert_eq!(view_info(None, &view).endpoints[0].url, None);
     }
 }

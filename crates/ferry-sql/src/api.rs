@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use datafusion_common::ScalarValue;
+use ferry_kafka::job_report::{ColumnReport, EndpointReport, ViewReport};
 use serde_json::json;
 
 use crate::materialize::{self, ALL, LOOKUP};
@@ -150,19 +151,25 @@ async fn list(State(api): State<Api>, Query(params): Query<HashMap<String, Strin
     if !authorized(&api, &params, &headers) {
         return error(StatusCode::UNAUTHORIZED, "an API key is required: key=… or Authorization: Bearer …");
     }
-    let mut views = Vec::new();
-    let mut names: Vec<&String> = api.views.keys().collect();
+    let views = describe(&api.views);
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], serde_json::to_string(&views).unwrap_or_default()).into_response()
+}
+
+/// The views as `GET /api/v1/views` lists them and the job's reports tell `ferry serve`: columns,
+/// key, rows, watermark and endpoints (the built-in `all` and `lookup` first), by name.
+pub fn describe(views: &Views) -> Vec<ViewReport> {
+    let mut names: Vec<&String> = views.keys().collect();
     names.sort();
-    for name in names {
-        let t = api.views[name].read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let plan = &t.plan;
-        let columns: Vec<_> = plan.schema.fields().iter().map(|f| json!({"name": f.name(), "type": crate::types::FlinkType::from_arrow(f.data_type()).map_or_else(|| f.data_type().to_string(), |t| t.to_string())})).collect();
-        let key: Vec<&str> = plan.key.iter().map(|k| plan.schema.field(*k).name().as_str()).collect();
-        let mut endpoints = vec![json!({"name": ALL, "parameters": []}), json!({"name": LOOKUP, "parameters": key})];
-        for (n, e) in &plan.endpoints {
-            endpoints.push(json!({"name": n, "query": e.sql, "parameters": e.params.iter().map(|(p, _)| p).collect::<Vec<_>>()}));
-        }
-        views.push(json!({"name": name, "columns": columns, "primary_key": key, "rows": t.len(), "watermark": t.watermark, "endpoints": endpoints}));
-    }
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], serde_json::Value::Array(views).to_string()).into_response()
+    names
+        .into_iter()
+        .map(|name| {
+            let t = views[name].read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let plan = &t.plan;
+            let columns = plan.schema.fields().iter().map(|f| ColumnReport { name: f.name().clone(), ty: crate::types::FlinkType::from_arrow(f.data_type()).map_or_else(|| f.data_type().to_string(), |t| t.to_string()) }).collect();
+            let key: Vec<String> = plan.key.iter().map(|k| plan.schema.field(*k).name().clone()).collect();
+            let mut endpoints = vec![EndpointReport { name: ALL.into(), parameters: Vec::new(), query: None }, EndpointReport { name: LOOKUP.into(), parameters: key.clone(), query: None }];
+            endpoints.extend(plan.endpoints.iter().map(|(n, e)| EndpointReport { name: n.clone(), parameters: e.params.iter().map(|(p, _)| p.clone()).collect(), query: Some(e.sql.clone()) }));
+            ViewReport { name: name.clone(), columns, primary_key: key, rows: t.len() as u64, watermark: t.watermark, endpoints }
+        })
+        .collect()
 }

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::plan::Job;
 use crate::run::Progress;
+use crate::view::Views;
 
 /// The thread writing a job's reports.
 pub struct Reporter {
@@ -23,9 +24,10 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    /// Starts reporting `job` (named `name`, read from `file`) from `progress`; None when the job
+    /// Starts reporting `job` (named `name`, read from `file`, its queries run by `engine`) from
+    /// `progress`, with the views it serves and where (`http://HOST:PORT`); None when the job
     /// reads no Kafka table (it always does).
-    pub fn start(job: &Job, name: &str, file: &str, progress: Progress) -> Option<Reporter> {
+    pub fn start(job: &Job, name: &str, file: &str, engine: &str, progress: Progress, served: Option<(Views, String)>) -> Option<Reporter> {
         let kafka = &job.pipelines.first()?.source.table.kafka;
         let cluster = crate::catalog::cluster_client(format!("job {name}"), &kafka.properties)?;
         let started_ms = crate::watermark::wall_clock_ms();
@@ -40,10 +42,14 @@ impl Reporter {
             state: JobState::Running,
             error: None,
             pipelines: Vec::new(),
+            engine: engine.to_string(),
+            views_url: served.as_ref().map(|(_, url)| url.clone()),
+            views: Vec::new(),
         };
+        let views = served.map(|(v, _)| v).unwrap_or_default();
         let ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)> = Arc::default();
         let signal = ending.clone();
-        let thread = std::thread::Builder::new().name("job-reports".into()).spawn(move || report(cluster, base, progress, signal)).ok()?;
+        let thread = std::thread::Builder::new().name("job-reports".into()).spawn(move || report(cluster, base, progress, views, signal)).ok()?;
         Some(Reporter { ending, thread })
     }
 
@@ -57,7 +63,7 @@ impl Reporter {
     }
 }
 
-fn report(cluster: ClusterClient, base: JobReport, progress: Progress, ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>) {
+fn report(cluster: ClusterClient, base: JobReport, progress: Progress, views: Views, ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>) {
     let mut producer: Option<ThreadedProducer<DefaultProducerContext>> = None;
     let mut failing = false;
     loop {
@@ -70,6 +76,7 @@ fn report(cluster: ClusterClient, base: JobReport, progress: Progress, ending: A
         let mut report = base.clone();
         report.at_ms = crate::watermark::wall_clock_ms();
         report.pipelines = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        report.views = crate::api::describe(&views);
         if let Some((state, error)) = &last {
             report.state = *state;
             report.error = error.clone();
