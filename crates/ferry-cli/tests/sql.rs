@@ -1381,6 +1381,32 @@ INSERT INTO big SELECT id, UPPER(customer), amount * 2, ts FROM orders WHERE amo
     let schema: Value = serde_json::from_str(serde_json::from_str::<Value>(&body).unwrap()["schema"].as_str().unwrap()).unwrap();
     assert_eq!((schema["namespace"].as_str(), schema["name"].as_str()), (Some("org.apache.flink.avro.generated"), Some("record")), "the schema Flink derives: {schema}");
 
+    // The SQL console's tables from the registry: the orders topic's table as Flink derives it
+    // from the writer's schema, and a query sampled over that table as offered.
+    let serve_config = std::env::temp_dir().join(format!("{}.properties", unique("avro-serve")));
+    std::fs::write(&serve_config, format!("clusters = a\na.bootstrap.servers = {bootstrap}\n")).unwrap();
+    let serve_addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
+    let mut serve = ferry_testkit::Process::spawn(common::ferry(), &["serve", "--config", serve_config.to_str().unwrap(), "--listen", &serve_addr, "--registry", &format!("http://{addr}")], &unique("avro-serve")).unwrap();
+    let tables = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || match ferry_testkit::http_request(&serve_addr, "GET", "/api/v1/sql/registry-tables", &[], "") {
+        Ok((200, body)) => serde_json::from_str::<Vec<Value>>(&body).ok(),
+        _ => None,
+    })
+    .unwrap_or_else(|| panic!("no registry tables\n{}", serve.output()));
+    let table = tables.iter().find(|t| t["topic"] == orders.as_str()).unwrap_or_else(|| panic!("{orders} not offered: {tables:?}"));
+    assert_eq!((table["subject"].as_str(), table["cluster"].as_str(), table["error"].as_str()), (Some(format!("{orders}-value").as_str()), Some("a"), None), "{table}");
+    let columns: Vec<String> = table["columns"].as_array().unwrap().iter().map(|c| format!("{} {}", c["name"].as_str().unwrap(), c["type"].as_str().unwrap())).collect();
+    assert_eq!(columns, ["note STRING NOT NULL", "id BIGINT NOT NULL", "customer STRING NOT NULL", "amount BIGINT", "ts TIMESTAMP(3) NOT NULL"], "{table}");
+    assert!(tables.iter().any(|t| t["topic"] == big.as_str() && t["ddl"].is_string()), "the table Ferry registered for its sink too: {tables:?}");
+    let ddl = table["ddl"].as_str().unwrap();
+    let request = json!({"tables": ddl, "query": format!("SELECT id, customer, amount FROM `{orders}` WHERE id < 20"), "limit": 20}).to_string();
+    let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", "/api/v1/sql/sample", &[("Content-Type", "application/json")], &request).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let mut sampled: Vec<Value> = body.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["row"].clone()).collect();
+    sampled.sort_by_key(|r| r["id"].as_i64());
+    let want: Vec<Value> = (0..20i64).map(|i| json!({"id": i, "customer": format!("c{}", i % 5), "amount": if i % 10 == 7 { Value::Null } else { json!(i * 3) }})).collect();
+    assert_eq!(sampled, want, "{body}");
+    let _ = serve.terminate(std::time::Duration::from_secs(10));
+
     // A record that is not in the wire format stops the job, named.
     RecordProducer::new(&bootstrap).unwrap().send_all(&orders, &[TestRecord { partition: 0, offset: 0, key: None, value: Some(b"{\"id\": 1}".to_vec()), headers: vec![], timestamp: None }]).unwrap();
     let (code, _, err) = sql(&["run", file.to_str().unwrap()]);

@@ -53,17 +53,17 @@ impl Modify for BearerAuth {
 #[openapi(
     info(title = "Ferry API", description = "Replication health of `ferry mirror` deployments, aggregated across processes, and the consumer groups of every cluster. Every endpoint but health and readiness needs `Authorization: Bearer <token>` when `ferry serve` runs with `--api-token-file`."),
     paths(health, ready, clusters, flows, flow, flow_series, crate::monitoring::overview, crate::monitoring::brokers, crate::monitoring::topics, crate::monitoring::topic, crate::monitoring::groups, crate::monitoring::group, crate::history::group, crate::history::topic, crate::monitoring::canary,
-        crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier, crate::sql_jobs::sql_jobs, crate::flink_jobs::flink_jobs, crate::flink_jobs::stop, crate::sql_console::tables, crate::sql_console::sample),
+        crate::alerts::list, crate::alerts::policies, crate::alerts::notifiers, crate::alerts::put_policy, crate::alerts::put_notifier, crate::alerts::delete_policy, crate::alerts::delete_notifier, crate::sql_jobs::sql_jobs, crate::flink_jobs::flink_jobs, crate::flink_jobs::stop, crate::sql_console::tables, crate::sql_console::sample, crate::sql_registry::registry_tables),
     components(schemas(ErrorBody, ErrorDetail, HealthBody, ClusterView, UpstreamHeartbeat, FlowSummary, FlowDetail, FlowState, Latency, TopicView, PartitionView, CheckpointView, ProcessView, Point,
         crate::monitoring::GroupSummary, crate::monitoring::GroupPage, crate::monitoring::ClusterOverview, crate::monitoring::TopicSummary, crate::monitoring::TopicPage, crate::monitoring::TopicDetail,
         ferry_monitor::cluster::BrokerView, ferry_monitor::cluster::TopicView, ferry_monitor::cluster::TopicPartitionView, ferry_monitor::collect::GroupView, ferry_monitor::collect::PartitionView, ferry_monitor::groups::PartitionLag, ferry_monitor::collect::MemberView,
         ferry_monitor::collect::Assigned, ferry_monitor::lag::LagSeconds, ferry_monitor::lag::Method, ferry_monitor::status::Status, ferry_monitor::status::Verdict, ferry_monitor::status::Trend,
         ferry_monitor::canary::CanaryState, ferry_monitor::canary::CanaryView, crate::history::GroupHistory, crate::history::TopicHistory, crate::history::PartitionSeries, crate::history::Resolution, ferry_monitor::history::Point,
         crate::alerts::AlertsView, crate::alerts::HistoryEntry, crate::alerts::PolicyMap, crate::alerts::NotifierMap, crate::alerts::Delivery, ferry_monitor::alerts::Policy, ferry_monitor::alerts::Entity, ferry_monitor::alerts::Firing,
-        ferry_monitor::notify::Notifier, ferry_monitor::notify::SmtpSecurity, crate::sql_jobs::SqlJobView, crate::sql_jobs::SqlPipelineView, crate::sql_jobs::SqlViewInfo, crate::sql_jobs::SqlEndpointInfo, crate::flink_jobs::FlinkJobView, crate::flink_jobs::StoppedJob, crate::sql_console::TablesRequest, crate::sql_console::SampleRequest, crate::sql_console::TableView, crate::sql_console::ColumnView)),
+        ferry_monitor::notify::Notifier, ferry_monitor::notify::SmtpSecurity, crate::sql_jobs::SqlJobView, crate::sql_jobs::SqlPipelineView, crate::sql_jobs::SqlViewInfo, crate::sql_jobs::SqlEndpointInfo, crate::flink_jobs::FlinkJobView, crate::flink_jobs::StoppedJob, crate::sql_console::TablesRequest, crate::sql_console::SampleRequest, crate::sql_console::TableView, crate::sql_console::ColumnView, crate::sql_registry::RegistryTableView)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
-    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "alerts", description = "Alert policies on groups, topics, brokers and flows; notifiers (webhook, Slack-compatible, e-mail); what fires"), (name = "sql", description = "`ferry sql` jobs, as their reports tell: state, throughput, watermark, late rows; jobs on Apache Flink clusters (--flink-gateway): list, stop with a savepoint; the console's tables and sampled queries"), (name = "service", description = "Health and readiness"))
+    tags((name = "replication", description = "Flows, topics, partitions, checkpoints"), (name = "monitoring", description = "Brokers, topics and consumer groups of every cluster: lag in records and seconds, status"), (name = "alerts", description = "Alert policies on groups, topics, brokers and flows; notifiers (webhook, Slack-compatible, e-mail); what fires"), (name = "sql", description = "`ferry sql` jobs, as their reports tell: state, throughput, watermark, late rows; jobs on Apache Flink clusters (--flink-gateway): list, stop with a savepoint; the console's tables (from a job file or the schema registry) and sampled queries"), (name = "service", description = "Health and readiness"))
 )]
 pub struct ApiDoc;
 
@@ -100,6 +100,7 @@ pub(crate) fn routes(state: AppState, token_required: bool) -> Router {
         .route("/api/v1/sql/jobs", get(crate::sql_jobs::sql_jobs))
         .route("/api/v1/sql/tables", axum::routing::post(crate::sql_console::tables))
         .route("/api/v1/sql/sample", axum::routing::post(crate::sql_console::sample))
+        .route("/api/v1/sql/registry-tables", get(crate::sql_registry::registry_tables))
         .route("/api/v1/sql/flink/jobs", get(crate::flink_jobs::flink_jobs))
         .route("/api/v1/sql/flink/jobs/{id}/stop", axum::routing::post(crate::flink_jobs::stop))
         .route("/api/v1/alerts", get(crate::alerts::list))

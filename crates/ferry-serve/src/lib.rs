@@ -24,6 +24,7 @@ mod registry;
 pub mod sql_jobs;
 pub mod flink_jobs;
 pub mod sql_console;
+pub mod sql_registry;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

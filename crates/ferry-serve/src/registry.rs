@@ -57,6 +57,35 @@ impl Registry {
     }
 }
 
+impl Registry {
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The JSON the registry answers at `path` (`/subjects`), or why not (unreachable, or its
+    /// status and message).
+    pub(crate) async fn get_json(&self, path: &str) -> Result<serde_json::Value, String> {
+        let uri = format!("{}{path}", self.url).parse::<axum::http::Uri>().map_err(|e| format!("not a registry path {path}: {e}"))?;
+        let mut request = axum::http::Request::get(uri).header(header::ACCEPT, "application/vnd.schemaregistry.v1+json");
+        if let Some(a) = &self.authorization {
+            request = request.header(header::AUTHORIZATION, a.clone());
+        }
+        let request = request.body(Body::empty()).map_err(|e| e.to_string())?;
+        let answer = match tokio::time::timeout(TIMEOUT, self.client.request(request)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => return Err(format!("schema registry {}: {e}", self.url)),
+            Err(_) => return Err(format!("schema registry {} did not answer within {TIMEOUT:?}", self.url)),
+        };
+        let status = answer.status();
+        let bytes = axum::body::to_bytes(Body::new(answer.into_body()), 16 << 20).await.map_err(|e| format!("schema registry {}: {e}", self.url))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("schema registry {} answered GET {path} with {status} and no JSON: {e}", self.url))?;
+        if !status.is_success() {
+            return Err(format!("schema registry {} answered GET {path} with {status}: {}", self.url, body["message"].as_str().unwrap_or("")));
+        }
+        Ok(body)
+    }
+}
+
 /// `GET /api/v1/registry/{*path}`.
 pub(crate) async fn proxy(State(state): State<AppState>, request: Request) -> Response {
     let Some(registry) = &state.registry else {

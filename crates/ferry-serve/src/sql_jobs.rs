@@ -151,7 +151,7 @@ pub struct SqlEndpointInfo {
 }
 
 /// Percent-encodes a path segment or query name.
-fn encode(s: &str) -> String {
+pub(crate) fn encode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 

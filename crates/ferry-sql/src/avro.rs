@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use apache_avro::types::Value as Avro;
 use apache_avro::Schema;
+
+use crate::types::FlinkType;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Date32Type, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef, TimeUnit};
 
@@ -227,11 +229,114 @@ fn avro_type(name: &str, t: &DataType) -> Result<serde_json::Value, String> {
     })
 }
 
+/// A table's columns from the Avro record schema of its values, as Flink's
+/// `AvroSchemaConverter` derives them: each field's name, Flink type, and whether it is nullable
+/// (a union with null). For the console's tables from a schema registry.
+pub fn columns_of(schema_text: &str) -> Result<Vec<(String, FlinkType, bool)>, String> {
+    let schema = Schema::parse_str(schema_text).map_err(|e| format!("not an Avro schema: {e}"))?;
+    let Schema::Record(record) = &schema else { return Err("not an Avro record: a table needs named fields".into()) };
+    let mut named = std::collections::HashMap::new();
+    named.insert(record.name.clone(), &schema);
+    record.fields.iter().map(|f| flink_of(&f.schema, &mut named).map_err(|e| format!("field {}: {e}", f.name)).map(|(t, nullable)| (f.name.clone(), t, nullable))).collect()
+}
+
+/// An Avro schema's Flink type and whether it may be null.
+fn flink_of<'a>(schema: &'a Schema, named: &mut std::collections::HashMap<apache_avro::schema::Name, &'a Schema>) -> Result<(FlinkType, bool), String> {
+    let not_null = |t| Ok((t, false));
+    match schema {
+        Schema::Null => Err("a field that is always null has no Flink type".into()),
+        Schema::Boolean => not_null(FlinkType::Boolean),
+        Schema::Int => not_null(FlinkType::Int),
+        Schema::Long => not_null(FlinkType::BigInt),
+        Schema::Float => not_null(FlinkType::Float),
+        Schema::Double => not_null(FlinkType::Double),
+        Schema::Bytes | Schema::Fixed(_) => not_null(FlinkType::Bytes),
+        Schema::String | Schema::Uuid(_) | Schema::Enum(_) => {
+            if let Schema::Enum(e) = schema {
+                named.insert(e.name.clone(), schema);
+            }
+            not_null(FlinkType::String)
+        }
+        Schema::Decimal(d) => match (u8::try_from(d.precision), i8::try_from(d.scale)) {
+            (Ok(p), Ok(s)) if (1..=38).contains(&p) => not_null(FlinkType::Decimal(p, s)),
+            _ => Err(format!("decimal({}, {}) is beyond Flink's DECIMAL(38)", d.precision, d.scale)),
+        },
+        Schema::Date => not_null(FlinkType::Date),
+        Schema::TimeMillis | Schema::TimeMicros => not_null(FlinkType::Time),
+        Schema::TimestampMillis => not_null(FlinkType::Timestamp(3)),
+        Schema::TimestampMicros => not_null(FlinkType::Timestamp(6)),
+        Schema::TimestampNanos => not_null(FlinkType::Timestamp(9)),
+        Schema::LocalTimestampMillis => not_null(FlinkType::TimestampLtz(3)),
+        Schema::LocalTimestampMicros => not_null(FlinkType::TimestampLtz(6)),
+        Schema::LocalTimestampNanos => not_null(FlinkType::TimestampLtz(9)),
+        Schema::Array(a) => {
+            let (item, nullable) = flink_of(&a.items, named)?;
+            not_null(FlinkType::Array(Box::new(item), !nullable))
+        }
+        Schema::Map(m) => not_null(FlinkType::Map(Box::new(FlinkType::String), Box::new(flink_of(&m.types, named)?.0))),
+        Schema::Record(r) => {
+            named.insert(r.name.clone(), schema);
+            let fields = r.fields.iter().map(|f| flink_of(&f.schema, named).map(|(t, nullable)| (f.name.clone(), t, !nullable)).map_err(|e| format!("{}: {e}", f.name))).collect::<Result<_, String>>()?;
+            not_null(FlinkType::Row(fields))
+        }
+        Schema::Union(u) => {
+            let others: Vec<&Schema> = u.variants().iter().filter(|v| !matches!(v, Schema::Null)).collect();
+            match others.as_slice() {
+                [one] => Ok((flink_of(one, named)?.0, others.len() < u.variants().len())),
+                _ => Err("a union of several types has no Flink type (only a type or null)".into()),
+            }
+        }
+        Schema::Ref { name } => match named.get(name).copied() {
+            Some(Schema::Record(_)) => Err(format!("the recursive type {name} has no Flink type")),
+            Some(s) => flink_of(s, named),
+            None => Err(format!("unknown type {name}")),
+        },
+        Schema::BigDecimal | Schema::Duration(_) => Err(format!("{schema:?} has no Flink type Ferry reads")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray, TimestampMillisecondArray};
     use arrow::datatypes::{Field, Schema as ArrowSchema};
+
+    #[test]
+    fn a_records_fields_become_columns_as_flink_derives_them() {
+        let text = r#"{"type":"record","name":"order","namespace":"shop","fields":[
+            {"name":"id","type":"long"},
+            {"name":"customer","type":["null","string"],"default":null},
+            {"name":"amount","type":{"type":"bytes","logicalType":"decimal","precision":10,"scale":2}},
+            {"name":"at","type":{"type":"long","logicalType":"timestamp-millis"}},
+            {"name":"day","type":["null",{"type":"int","logicalType":"date"}]},
+            {"name":"kind","type":{"type":"enum","name":"kind","symbols":["A","B"]}},
+            {"name":"again","type":"kind"},
+            {"name":"tags","type":{"type":"array","items":"string"}},
+            {"name":"attrs","type":{"type":"map","values":["null","long"]}},
+            {"name":"ship","type":["null",{"type":"record","name":"address","fields":[{"name":"city","type":"string"},{"name":"zip","type":["null","int"]}]}]}
+        ]}"#;
+        let columns: Vec<String> = columns_of(text).unwrap().iter().map(|(n, t, nullable)| format!("{n} {t}{}", if *nullable { "" } else { " NOT NULL" })).collect();
+        assert_eq!(
+            columns,
+            [
+                "id BIGINT NOT NULL",
+                "customer STRING",
+                "amount DECIMAL(10, 2) NOT NULL",
+                "at TIMESTAMP(3) NOT NULL",
+                "day DATE",
+                "kind STRING NOT NULL",
+                "again STRING NOT NULL",
+                "tags ARRAY<STRING NOT NULL> NOT NULL",
+                "attrs MAP<STRING, BIGINT> NOT NULL",
+                "ship ROW<`city` STRING NOT NULL, `zip` INT>",
+            ]
+        );
+        assert!(columns_of(r#""string""#).unwrap_err().contains("not an Avro record"));
+        let union = r#"{"type":"record","name":"r","fields":[{"name":"x","type":["int","string"]}]}"#;
+        assert!(columns_of(union).unwrap_err().starts_with("field x: a union of several types"), "{:?}", columns_of(union));
+        let recursive = r#"{"type":"record","name":"node","fields":[{"name":"next","type":["null","node"]}]}"#;
+        assert!(columns_of(recursive).unwrap_err().contains("recursive"));
+    }
 
     #[test]
     fn rows_round_trip_through_the_schema_flink_derives() {
