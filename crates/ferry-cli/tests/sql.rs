@@ -1405,6 +1405,22 @@ INSERT INTO big SELECT id, UPPER(customer), amount * 2, ts FROM orders WHERE amo
     sampled.sort_by_key(|r| r["id"].as_i64());
     let want: Vec<Value> = (0..20i64).map(|i| json!({"id": i, "customer": format!("c{}", i % 5), "amount": if i % 10 == 7 { Value::Null } else { json!(i * 3) }})).collect();
     assert_eq!(sampled, want, "{body}");
+    // The same in the console's SQL page: the table added from the registry, a name completed.
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-registry.png");
+    let out = Command::new("node")
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["sql-registry.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &orders])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    println!("browser: {seen}\nscreenshot: {}", screenshot.display());
+    assert!(out.status.success(), "{seen}\n{}", serve.output());
+    assert_eq!(seen["tables"], json!([orders]), "{seen}");
+    assert_eq!(seen["ddl"].as_str().map(str::trim), Some(ddl), "{seen}");
+    assert_eq!(seen["choices"], json!(["customer"]), "{seen}");
+    assert_eq!(seen["query"], "SELECT customer", "{seen}");
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
     let _ = serve.terminate(std::time::Duration::from_secs(10));
 
     // A record that is not in the wire format stops the job, named.
