@@ -7,7 +7,8 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use ferry_flink::{Gateway, GatewayError};
+use ferry_flink::{Gateway, GatewayError, Submitted};
+use ferry_kafka::job_report::{FlinkSubmission, FLINK_SUBMISSION_VERSION};
 
 use crate::mirror::EXIT_CONFIG;
 
@@ -77,10 +78,14 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
     }
     let detach = args.detach;
     let name = args.name.clone();
+    let from_savepoint = args.from_savepoint.clone();
     let statements = plan.statements;
     let submitted = tokio::task::spawn_blocking(move || submit(&args, &statements)).await;
     let (gateway, ids) = match submitted {
-        Ok(Ok(s)) => s,
+        Ok(Ok((gateway, properties, submitted))) => {
+            record(job, (&name, &file, &gateway, from_savepoint.as_deref()), &properties, &submitted).await;
+            (gateway, submitted.into_iter().map(|s| s.job_id).collect::<Vec<_>>())
+        }
         Ok(Err(message)) => {
             eprintln!("ferry: {file}:{message}");
             return ExitCode::FAILURE;
@@ -126,37 +131,52 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
     }
 }
 
-/// The statements into the gateway: (the gateway's URL, the Flink job ids), or
-/// `LINE: message` for the statement Flink refused.
-fn submit(args: &RunOnFlink, statements: &[ferry_sql::statements::Text]) -> Result<(String, Vec<String>), String> {
+/// The statements into the gateway: (the gateway's URL, the session's configuration without
+/// the savepoint, each job started), or `LINE: message` for the statement Flink refused.
+fn submit(args: &RunOnFlink, statements: &[ferry_sql::statements::Text]) -> Result<(String, Vec<(String, String)>, Vec<Submitted>), String> {
     let gateway = Gateway::connect(&args.gateway).map_err(|e| format!(" {e}"))?;
     let mut properties = vec![("pipeline.name".to_string(), args.name.clone())];
     if let Some(p) = args.parallelism {
         properties.push(("parallelism.default".into(), p.to_string()));
     }
+    let mut session = properties.clone();
     if let Some(path) = &args.from_savepoint {
-        properties.push(("execution.savepoint.path".into(), path.clone()));
+        session.push(("execution.savepoint.path".into(), path.clone()));
     }
-    let session = gateway.open_session(&format!("ferry-{}", args.name), &properties).map_err(|e| format!(" {e}"))?;
     tracing::info!(gateway = %gateway.url(), api = gateway.version(), savepoint = ?args.from_savepoint, "submitting to Flink");
-    let mut ids = Vec::new();
-    for statement in statements {
-        match session.execute(&statement.text, STATEMENT_TIMEOUT) {
-            Ok(result) => {
-                if let Some(id) = result.job_id {
-                    println!("flink job {id} submitted (line {})", statement.line);
-                    ids.push(id);
-                }
-            }
-            Err(e) => {
-                session.close();
-                let what = if matches!(e, GatewayError::Statement(_)) { "Flink refused the statement: " } else { "" };
-                return Err(format!("{}: {what}{e}", statement.line));
-            }
+    let texts: Vec<(u64, String)> = statements.iter().map(|s| (s.line, s.text.clone())).collect();
+    let submitted = gateway.submit(&format!("ferry-{}", args.name), &session, &texts, STATEMENT_TIMEOUT).map_err(|e| {
+        let what = if matches!(e.error, GatewayError::Statement(_)) { "Flink refused the statement: " } else { "" };
+        format!("{}: {what}{}", e.line, e.error)
+    })?;
+    for s in &submitted {
+        println!("flink job {} submitted (line {})", s.job_id, s.line);
+    }
+    Ok((gateway.url().to_string(), properties, submitted))
+}
+
+/// Records each job's statements on the cluster of the job file's first table, where ferry
+/// serve finds them to restart the job from its savepoint; a failure is said, not fatal.
+async fn record(job: &ferry_sql::plan::Job, args: (&str, &str, &str, Option<&str>), properties: &[(String, String)], submitted: &[Submitted]) {
+    let (name, file, gateway, from_savepoint) = args;
+    let Some(cluster) = job.pipelines.first().and_then(|p| ferry_sql::catalog::cluster_client(format!("job {name}"), &p.source.table.kafka.properties)) else { return };
+    for s in submitted {
+        let submission = FlinkSubmission {
+            version: FLINK_SUBMISSION_VERSION,
+            flink_job: s.job_id.clone(),
+            job: name.to_string(),
+            file: file.to_string(),
+            gateway: gateway.to_string(),
+            properties: properties.to_vec(),
+            statements: s.statements.clone(),
+            from_savepoint: from_savepoint.map(str::to_string),
+            restarted_from: None,
+            submitted_ms: ferry_sql::watermark::wall_clock_ms(),
+        };
+        if let Err(e) = submission.record(&cluster).await {
+            tracing::warn!(job = %s.job_id, error = %e, "cannot record the job's statements: ferry serve cannot restart it");
         }
     }
-    session.close();
-    Ok((gateway.url().to_string(), ids))
 }
 
 /// Follows `ids` until each has ended or `cancel`: whether all finished.

@@ -185,6 +185,48 @@ impl Gateway {
     }
 }
 
+/// A statement that started a Flink job, with what starts it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub job_id: String,
+    /// Its line in the job file.
+    pub line: u64,
+    /// The statements before it that start no job (CREATE, SET, …), then it.
+    pub statements: Vec<String>,
+}
+
+/// Why a submission stopped: the line of the statement, and what went wrong.
+#[derive(Debug)]
+pub struct SubmitError {
+    pub line: u64,
+    pub error: GatewayError,
+}
+
+impl Gateway {
+    /// Runs `statements` (each with its line) in one session configured with `properties`, in
+    /// order; each that starts a Flink job is told with what starts it again. Stops at the first
+    /// statement the gateway or Flink refuses (the jobs before it run on).
+    pub fn submit(&self, session: &str, properties: &[(String, String)], statements: &[(u64, String)], timeout: Duration) -> Result<Vec<Submitted>, SubmitError> {
+        let open = self.open_session(session, properties).map_err(|error| SubmitError { line: statements.first().map_or(0, |s| s.0), error })?;
+        let mut context: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for (line, text) in statements {
+            match open.execute(text, timeout) {
+                Ok(result) => match result.job_id {
+                    Some(job_id) => out.push(Submitted { job_id, line: *line, statements: context.iter().cloned().chain([text.clone()]).collect() }),
+                    None => context.push(text.clone()),
+                },
+                Err(error) => {
+                    open.close();
+                    return Err(SubmitError { line: *line, error });
+                }
+            }
+        }
+        open.close();
+        Ok(out)
+    }
+}
+
 /// A session of the gateway: its statements share their tables and settings.
 pub struct Session<'a> {
     gateway: &'a Gateway,

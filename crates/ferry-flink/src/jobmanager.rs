@@ -93,6 +93,14 @@ impl JobManager {
         Ok(answer.as_array().into_iter().flatten().filter_map(|m| m[agg].as_f64()).collect())
     }
 
+    /// Where job `id` can resume from: its latest savepoint, else its latest retained
+    /// checkpoint; None when Flink kept neither.
+    pub fn latest_savepoint(&self, id: &str) -> Result<Option<String>, GatewayError> {
+        let history = self.get(&format!("/jobs/{id}/checkpoints"))?;
+        let path = |kind: &str| history["latest"][kind]["external_path"].as_str().filter(|p| !p.is_empty() && *p != "<checkpoint-not-externally-addressable>").map(str::to_string);
+        Ok(path("savepoint").or_else(|| path("completed")))
+    }
+
     /// Job `id`'s progress.
     pub fn metrics(&self, id: &str) -> Result<JobMetrics, GatewayError> {
         let job = self.get(&format!("/jobs/{id}"))?;

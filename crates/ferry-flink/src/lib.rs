@@ -6,5 +6,5 @@
 pub mod gateway;
 pub mod jobmanager;
 
-pub use gateway::{FlinkJob, Gateway, GatewayError, Session, StatementResult};
+pub use gateway::{FlinkJob, Gateway, GatewayError, Session, StatementResult, SubmitError, Submitted};
 pub use jobmanager::{JobManager, JobMetrics};

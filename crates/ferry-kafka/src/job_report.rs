@@ -130,6 +130,59 @@ impl JobReport {
     }
 }
 
+/// The topic, on the cluster of a job's first table, that keeps what `ferry sql run --engine
+/// flink` submitted to Flink, keyed by the Flink job id and compacted: what `ferry serve` needs
+/// to restart a job from its savepoint.
+pub const FLINK_JOBS_TOPIC: &str = "ferry-sql-flink-jobs.internal";
+
+/// Format version of [`FlinkSubmission`].
+pub const FLINK_SUBMISSION_VERSION: u32 = 1;
+
+/// A Flink job as Ferry submitted it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlinkSubmission {
+    pub version: u32,
+    pub flink_job: String,
+    /// The Ferry job's name (`--name`).
+    pub job: String,
+    pub file: String,
+    /// The SQL Gateway it went through.
+    pub gateway: String,
+    /// The session's configuration (`pipeline.name`, `parallelism.default`), without the
+    /// savepoint.
+    pub properties: Vec<(String, String)>,
+    /// The statements that make the job, in order: the job file's statements before it that
+    /// start no job (CREATE, SET, …), then its INSERT or statement set.
+    pub statements: Vec<String>,
+    pub from_savepoint: Option<String>,
+    /// The job this one restarted (from its savepoint).
+    pub restarted_from: Option<String>,
+    pub submitted_ms: i64,
+}
+
+impl FlinkSubmission {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a submission serializes")
+    }
+
+    /// A submission of this or a later version; None for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<FlinkSubmission> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Writes it to [`FLINK_JOBS_TOPIC`] on `cluster` (the topic created compacted if missing).
+    pub async fn record(&self, cluster: &crate::ClusterClient) -> Result<(), String> {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let admin = crate::Admin::connect(cluster).map_err(|e| e.to_string())?;
+        let spec = crate::NewTopicSpec { name: FLINK_JOBS_TOPIC.into(), partitions: 1, replication_factor: -1, configs: [("cleanup.policy".to_string(), "compact".to_string())].into() };
+        admin.create_topics(&[spec]).await.map_err(|e| e.to_string())?;
+        let producer: FutureProducer = cluster.client_config(crate::ClientRole::Producer).set("message.timeout.ms", "10000").create().map_err(|e| format!("cluster {}: {e}", cluster.alias))?;
+        let value = self.encode();
+        producer.send(FutureRecord::to(FLINK_JOBS_TOPIC).key(&self.flink_job).payload(&value), Duration::from_secs(10)).await.map_err(|(e, _)| format!("cluster {} topic {FLINK_JOBS_TOPIC}: {e}", cluster.alias))?;
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +211,20 @@ mod tests {
         let older = r#"{"version":1,"job":"j","file":"j.sql","process":"p","started_ms":1,"at_ms":2,"state":"finished","error":null,"pipelines":[]}"#;
         let read = JobReport::decode(older.as_bytes()).unwrap();
         assert_eq!((read.engine.as_str(), read.views_url, read.views.len()), ("ferry", None, 0));
+        let submission = FlinkSubmission {
+            version: FLINK_SUBMISSION_VERSION,
+            flink_job: "f00".into(),
+            job: "orders".into(),
+            file: "orders.sql".into(),
+            gateway: "http://h:8083".into(),
+            properties: vec![("pipeline.name".into(), "orders".into())],
+            statements: vec!["CREATE TABLE t (a INT) WITH ()".into(), "INSERT INTO t SELECT 1".into()],
+            from_savepoint: None,
+            restarted_from: None,
+            submitted_ms: 5,
+        };
+        assert_eq!(FlinkSubmission::decode(submission.encode().as_bytes()), Some(submission));
+        assert_eq!(FlinkSubmission::decode(report.encode().as_bytes()), None);
         assert_eq!(JobReport::decode(b"\xff"), None);
     }
 }

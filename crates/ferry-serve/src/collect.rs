@@ -44,6 +44,8 @@ pub struct Shared {
     pub targets: BTreeSet<String>,
     /// `ferry sql` jobs, as their reports on every cluster tell.
     pub sql_jobs: Arc<Mutex<crate::sql_jobs::SqlJobs>>,
+    /// What `ferry sql run --engine flink` submitted, as recorded on every cluster.
+    pub flink_submissions: Arc<Mutex<crate::flink_jobs::Submissions>>,
 }
 
 impl Shared {
@@ -63,6 +65,7 @@ impl Shared {
             caught_up: Mutex::default(),
             targets: config.flows.iter().map(|f| f.target.clone()).collect(),
             sql_jobs: Arc::default(),
+            flink_submissions: Arc::default(),
         }
     }
 
@@ -83,11 +86,16 @@ pub fn start(config: &MirrorConfig, shared: Arc<Shared>, cancel: CancellationTok
             .expect("cannot start a metrics reader thread");
     }
     for cluster in &config.clusters {
-        let (cluster, jobs, cancel) = (cluster.clone(), shared.sql_jobs.clone(), cancel.clone());
+        let (c, jobs, stop) = (cluster.clone(), shared.sql_jobs.clone(), cancel.clone());
         std::thread::Builder::new()
             .name(format!("sql-jobs-{}", cluster.alias))
-            .spawn(move || crate::sql_jobs::follow(cluster, jobs, cancel))
+            .spawn(move || crate::sql_jobs::follow(c, jobs, stop))
             .expect("cannot start a sql job reader thread");
+        let (cluster, submissions, cancel) = (cluster.clone(), shared.flink_submissions.clone(), cancel.clone());
+        std::thread::Builder::new()
+            .name(format!("flink-jobs-{}", cluster.alias))
+            .spawn(move || crate::flink_jobs::follow(cluster, submissions, cancel))
+            .expect("cannot start a flink job reader thread");
     }
     let clusters = config.clusters.clone();
     std::thread::Builder::new()
