@@ -10,6 +10,7 @@ mod mirror;
 mod registry;
 mod serve;
 mod sql;
+mod sql_embedded;
 mod sql_flink;
 mod status;
 

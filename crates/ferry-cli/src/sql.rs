@@ -222,68 +222,8 @@ pub(crate) async fn run(command: Command) -> ExitCode {
                 eprintln!("ferry: {flag} is for --engine flink");
                 return ExitCode::from(EXIT_CONFIG);
             }
-            let views = match ferry_sql::run::views(&job) {
-                Ok(v) => v,
-                Err(e) => {
-                    eprintln!("ferry: {}: {e}", file.display());
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let views_url = match listen {
-                Some(addr) => match serve_views(addr, views.clone(), tokens).await {
-                    Ok(url) => Some(url),
-                    Err(code) => return code,
-                },
-                None if !views.is_empty() => {
-                    tracing::warn!("the job has materialized views; serve them with --listen HOST:PORT");
-                    None
-                }
-                None => None,
-            };
-            if let Some(addr) = metrics_addr {
-                if let Err(e) = crate::install_metrics(addr) {
-                    eprintln!("ferry: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
-            let cancel = CancellationToken::new();
-            crate::cancel_on_signal(cancel.clone());
-            let serving = listen.is_some() && !views.is_empty();
-            let stopped = cancel.clone();
-            let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&job)));
-            let name = name.unwrap_or_else(|| file.file_stem().map_or_else(|| file.display().to_string(), |s| s.to_string_lossy().into_owned()));
-            let served = views_url.map(|url| (views.clone(), url));
-            let reporter = ferry_sql::report::Reporter::start(&job, &name, &file.display().to_string(), "ferry", progress.clone(), served);
-            let options = ferry_sql::run::Options { views, state_dir, progress, parallelism: parallelism.map_or(0, usize::from), ..ferry_sql::run::Options::default() };
-            let outcome = tokio::task::spawn_blocking(move || ferry_sql::run::run_with_options(&job, &options, &cancel)).await;
-            if let Some(reporter) = reporter {
-                let (state, error) = match &outcome {
-                    Ok(Ok(_)) => (ferry_kafka::job_report::JobState::Finished, None),
-                    Ok(Err(e)) => (ferry_kafka::job_report::JobState::Failed, Some(e.to_string())),
-                    Err(e) => (ferry_kafka::job_report::JobState::Failed, Some(e.to_string())),
-                };
-                tokio::task::spawn_blocking(move || reporter.finish(state, error)).await.ok();
-            }
-            if serving && matches!(outcome, Ok(Ok(_))) && !stopped.is_cancelled() {
-                tracing::info!("the job's bounded input is read; its views are served until SIGTERM or Ctrl-C");
-                stopped.cancelled().await;
-            }
-            match outcome {
-                Ok(Ok(stats)) => {
-                    let (read, written, skipped) = stats.iter().fold((0, 0, 0), |a, s| (a.0 + s.records_in, a.1 + s.records_out, a.2 + s.skipped));
-                    tracing::info!(read, written, skipped, "job finished");
-                    ExitCode::SUCCESS
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "job failed");
-                    eprintln!("ferry: {}: {e}", file.display());
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("ferry: the job stopped unexpectedly: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            let name = name.unwrap_or_else(|| crate::sql_flink::default_name(&file));
+            crate::sql_embedded::run(crate::sql_embedded::RunEmbedded { file, name, listen, tokens, metrics_addr, state_dir, parallelism }, job).await
         }
     }
 }

@@ -98,7 +98,8 @@ pub(crate) async fn run(args: RunOnFlink, job: &ferry_sql::plan::Job) -> ExitCod
         // The views follow their changelogs until Ctrl-C, whatever the Flink jobs do; this
         // process reports them to ferry serve as the embedded engine's runs do.
         let progress: ferry_sql::run::Progress = std::sync::Arc::new(std::sync::Mutex::new(ferry_sql::report::initial(&views_job)));
-        let reporter = ferry_sql::report::Reporter::start(&views_job, &name, &file, "flink", progress.clone(), Some((views.clone(), url)));
+        let of = ferry_sql::report::ReportOf { name: &name, file: &file, engine: "flink", served: Some((views.clone(), url)), commands: false, restartable: false };
+        let reporter = ferry_sql::report::Reporter::start(&views_job, of, progress.clone());
         let options = ferry_sql::run::Options { views, progress, ..ferry_sql::run::Options::default() };
         let stop = cancel.clone();
         let served = tokio::task::spawn_blocking(move || {

@@ -403,7 +403,8 @@ AS SELECT customer, COUNT(*) AS n FROM orders GROUP BY customer;
         ),
     );
     let view_addr = format!("127.0.0.1:{}", ferry_testkit::free_port());
-    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders", "--listen", &view_addr], &unique("sql-live")).unwrap();
+    let state = std::env::temp_dir().join(unique("sql-live-state"));
+    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders", "--listen", &view_addr, "--state-dir", state.to_str().unwrap()], &unique("sql-live")).unwrap();
     let seen = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || {
         served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "running" && j["pipelines"].as_array().is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["records_in"] == 400)) && j["views"][0]["rows"] == 4)
     });
@@ -436,8 +437,59 @@ AS SELECT customer, COUNT(*) AS n FROM orders GROUP BY customer;
     assert_eq!(shown["copied"], url("busy"), "the clipboard holds the endpoint's URL: {shown}");
     assert_eq!(shown["button"], "copied");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "screenshot saved");
+    // Restarted by ferry serve: the run starts again from its checkpoint (nothing read twice),
+    // then takes new orders.
+    let process = job["process"].as_str().unwrap().to_string();
+    let post = |path: &str| ferry_testkit::http_request(&addr, "POST", path, &[], "").unwrap();
+    let (status, body) = post(&format!("/api/v1/sql/jobs/{process}/restart"));
+    assert_eq!(status, 202, "{body}");
+    let this_run = |j: &Value| j["process"] == process.as_str() && j["state"] == "running";
+    let restarted = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| this_run(j) && j["restarts"] == 1 && j["views"][0]["rows"] == 4));
+    let job = restarted.unwrap_or_else(|| panic!("never restarted: {:?}\n{}", served_jobs(&addr), running.output()));
+    assert!(job["pipelines"].as_array().unwrap().iter().all(|p| p["records_in"] == 0), "resumed from the checkpoint, nothing read again: {job}");
+    let extra: Vec<TestRecord> = (400..440).map(|i| TestRecord { partition: (i % 2) as i32, offset: 0, key: None, value: Some(json!({"id": i, "customer": CUSTOMERS[i % 4]}).to_string().into_bytes()), headers: vec![], timestamp: None }).collect();
+    RecordProducer::new(&bootstrap).unwrap().send_all(&source, &extra).unwrap();
+    let fed = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| this_run(j) && j["pipelines"].as_array().unwrap().iter().all(|p| p["records_in"] == 40)));
+    assert!(fed.is_some(), "the restarted run read the new orders: {:?}", served_jobs(&addr));
+    let (_, body) = ferry_testkit::http_request(&view_addr, "GET", "/api/v1/query/per_customer/busy?min=110", &[], "").unwrap();
+    assert_eq!(serde_json::from_str::<Vec<Value>>(&body).unwrap().len(), 4, "each customer's 110 orders across the restart: {body}");
+    assert_eq!(read_to_end(&bootstrap, &live_sink, 2).len(), 440, "each order copied once across the restart");
+    // A job file that no longer plans: the restart is refused with its place, the job runs on.
+    let text = std::fs::read_to_string(&live).unwrap();
+    std::fs::write(&live, text.replace("SELECT id, customer FROM orders", "SELECT id, nope FROM orders")).unwrap();
+    let (status, _) = post(&format!("/api/v1/sql/jobs/{process}/restart"));
+    assert_eq!(status, 202);
+    let refused = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| this_run(j) && j["error"].as_str().is_some_and(|e| e.contains(":3:"))));
+    let job = refused.unwrap_or_else(|| panic!("the refusal was not told: {:?}", served_jobs(&addr)));
+    assert_eq!(job["restarts"], 1, "{job}");
+    std::fs::write(&live, text).unwrap();
+    // Stopped from the console: finished, and the process ends.
+    let out = Command::new("node")
+        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(["sql-stop.mjs", &format!("http://{addr}/"), "", &process])
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let clicked: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(out.status.success(), "{clicked}");
+    assert_eq!(clicked["asked"], process.as_str(), "{clicked}");
+    assert_eq!(clicked["state"], "finished", "{clicked}");
+    let status = running.wait_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap_or_else(|| panic!("the stopped job's process did not end\n{}", running.output()));
+    assert!(status.success(), "{status:?}\n{}", running.output());
+    let (status, body) = post(&format!("/api/v1/sql/jobs/{process}/stop"));
+    assert_eq!(status, 409, "a finished run takes no command: {body}");
+
+    // A run without a state directory is not restarted (it would read its tables again); killed,
+    // it is lost once its reports stop.
+    let mut running = ferry_testkit::Process::spawn(common::ferry(), &["sql", "run", live.to_str().unwrap(), "--name", "live-orders"], &unique("sql-live")).unwrap();
+    let job = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "running" && j["process"] != process.as_str()))
+        .unwrap_or_else(|| panic!("the second run was not listed: {:?}\n{}", served_jobs(&addr), running.output()));
+    let (status, body) = post(&format!("/api/v1/sql/jobs/{}/restart", job["process"].as_str().unwrap()));
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("--state-dir"), "{body}");
+    assert_eq!(post("/api/v1/sql/jobs/nohost:1:1/stop").0, 404);
     running.kill_9();
-    let lost = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["job"] == "live-orders" && j["state"] == "lost"));
+    let lost = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || served_jobs(&addr).into_iter().find(|j| j["process"] == job["process"] && j["state"] == "lost"));
     assert!(lost.is_some(), "the killed job was not called lost: {:?}", served_jobs(&addr));
     assert!(serve.is_running(), "{}", serve.output());
 }

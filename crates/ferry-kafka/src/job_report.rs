@@ -49,6 +49,15 @@ pub struct JobReport {
     /// Its materialized views, as `GET /api/v1/views` of the process lists them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub views: Vec<ViewReport>,
+    /// It takes [`JobCommand`]s: `ferry serve` may stop it, and restart it when it has a state
+    /// directory to resume from.
+    #[serde(default)]
+    pub commands: bool,
+    #[serde(default)]
+    pub restartable: bool,
+    /// Times it was restarted by a command.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 fn ferry_engine() -> String {
@@ -172,14 +181,60 @@ impl FlinkSubmission {
 
     /// Writes it to [`FLINK_JOBS_TOPIC`] on `cluster` (the topic created compacted if missing).
     pub async fn record(&self, cluster: &crate::ClusterClient) -> Result<(), String> {
-        use rdkafka::producer::{FutureProducer, FutureRecord};
-        let admin = crate::Admin::connect(cluster).map_err(|e| e.to_string())?;
-        let spec = crate::NewTopicSpec { name: FLINK_JOBS_TOPIC.into(), partitions: 1, replication_factor: -1, configs: [("cleanup.policy".to_string(), "compact".to_string())].into() };
-        admin.create_topics(&[spec]).await.map_err(|e| e.to_string())?;
-        let producer: FutureProducer = cluster.client_config(crate::ClientRole::Producer).set("message.timeout.ms", "10000").create().map_err(|e| format!("cluster {}: {e}", cluster.alias))?;
-        let value = self.encode();
-        producer.send(FutureRecord::to(FLINK_JOBS_TOPIC).key(&self.flink_job).payload(&value), Duration::from_secs(10)).await.map_err(|(e, _)| format!("cluster {} topic {FLINK_JOBS_TOPIC}: {e}", cluster.alias))?;
-        Ok(())
+        write_one(cluster, FLINK_JOBS_TOPIC, &[("cleanup.policy", "compact")], &self.flink_job, &self.encode()).await
+    }
+}
+
+/// Writes one record to `topic` on `cluster`, the topic created with `configs` if missing.
+async fn write_one(cluster: &crate::ClusterClient, topic: &str, configs: &[(&str, &str)], key: &str, value: &str) -> Result<(), String> {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let admin = crate::Admin::connect(cluster).map_err(|e| e.to_string())?;
+    let spec = crate::NewTopicSpec { name: topic.into(), partitions: 1, replication_factor: -1, configs: configs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    admin.create_topics(&[spec]).await.map_err(|e| e.to_string())?;
+    let producer: FutureProducer = cluster.client_config(crate::ClientRole::Producer).set("message.timeout.ms", "10000").create().map_err(|e| format!("cluster {}: {e}", cluster.alias))?;
+    producer.send(FutureRecord::to(topic).key(key).payload(value), Duration::from_secs(10)).await.map_err(|(e, _)| format!("cluster {} topic {topic}: {e}", cluster.alias))?;
+    Ok(())
+}
+
+/// The topic, beside [`JOBS_TOPIC`], that carries `ferry serve`'s commands to running jobs,
+/// keyed by the process they are for.
+pub const COMMANDS_TOPIC: &str = "ferry-sql-commands.internal";
+
+/// How long commands are kept (a process reads those newer than its start).
+pub const COMMANDS_RETENTION_MS: i64 = 3600 * 1000;
+
+/// What a running job is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// End as Ctrl-C does: a last checkpoint, offsets committed, the process exits.
+    Stop,
+    /// End the run and start it again from its checkpoint, with the job file as it is now.
+    Restart,
+}
+
+/// A command for one process run (`JobReport::process`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCommand {
+    pub version: u32,
+    pub process: String,
+    pub command: Command,
+    pub at_ms: i64,
+}
+
+impl JobCommand {
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("a command serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<JobCommand> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// Writes it to [`COMMANDS_TOPIC`] on `cluster`.
+    pub async fn send(&self, cluster: &crate::ClusterClient) -> Result<(), String> {
+        let retention = COMMANDS_RETENTION_MS.to_string();
+        write_one(cluster, COMMANDS_TOPIC, &[("cleanup.policy", "delete"), ("retention.ms", &retention)], &self.process, &self.encode()).await
     }
 }
 
@@ -202,6 +257,9 @@ mod tests {
             engine: "ferry".into(),
             views_url: Some("http://h:8090".into()),
             views: vec![ViewReport { name: "per_user".into(), rows: 3, endpoints: vec![EndpointReport { name: "busy".into(), parameters: vec!["min".into()], query: Some("SELECT …".into()) }], ..ViewReport::default() }],
+            commands: true,
+            restartable: true,
+            restarts: 1,
         };
         assert_eq!(JobReport::decode(report.encode().as_bytes()), Some(report.clone()));
         assert!(report.encode().contains("\"state\":\"running\""));
@@ -225,6 +283,9 @@ mod tests {
         };
         assert_eq!(FlinkSubmission::decode(submission.encode().as_bytes()), Some(submission));
         assert_eq!(FlinkSubmission::decode(report.encode().as_bytes()), None);
+        let command = JobCommand { version: 1, process: "h:1:2".into(), command: Command::Restart, at_ms: 9 };
+        assert!(command.encode().contains("\"command\":\"restart\""));
+        assert_eq!(JobCommand::decode(command.encode().as_bytes()), Some(command));
         assert_eq!(JobReport::decode(b"\xff"), None);
     }
 }

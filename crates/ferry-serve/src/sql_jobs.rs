@@ -1,21 +1,25 @@
 //! `ferry sql` jobs as their reports tell (`ferry_kafka::job_report`): a reader per cluster of
 //! the configuration follows `ferry-sql-jobs.internal`, each job run's latest report is kept, and
 //! `GET /api/v1/sql/jobs` lists them with a state: running, finished, failed, or lost (a running
-//! job whose reports stopped: its process died or cannot reach the cluster).
+//! job whose reports stopped: its process died or cannot reach the cluster). `POST
+//! /api/v1/sql/jobs/{process}/stop` and `…/restart` send a running job a command
+//! ([`ferry_kafka::job_report::JobCommand`]) on the cluster its reports come from.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use ferry_kafka::job_report::{JobReport, JobState, ViewReport, JOBS_TOPIC, JOB_REPORT_INTERVAL};
+use ferry_kafka::job_report::{Command, JobCommand, JobReport, JobState, ViewReport, JOBS_TOPIC, JOB_REPORT_INTERVAL};
 use ferry_kafka::ClusterClient;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
-use crate::api::ErrorBody;
+use crate::api::{error_body, ErrorBody};
 use crate::AppState;
 
 /// A run that has not reported for this many intervals is lost.
@@ -28,6 +32,8 @@ const FORGET_AFTER: Duration = Duration::from_secs(3600);
 #[derive(Default)]
 pub struct SqlJobs {
     runs: BTreeMap<(String, String, String), JobReport>,
+    /// Each cluster reports come from, for the commands sent back.
+    clusters: BTreeMap<String, ClusterClient>,
     /// Records of the topic that are not reports.
     pub ignored: u64,
 }
@@ -61,6 +67,9 @@ impl SqlJobs {
                     JobState::Failed => "failed",
                 };
                 SqlJobView {
+                    commands: r.commands,
+                    restartable: r.restartable,
+                    restarts: r.restarts,
                     engine: r.engine.clone(),
                     views: r.views.iter().map(|v| view_info(r.views_url.as_deref(), v)).collect(),
                     job: r.job.clone(),
@@ -108,6 +117,11 @@ pub struct SqlJobView {
     pub engine: String,
     /// The materialized views it serves.
     pub views: Vec<SqlViewInfo>,
+    /// It takes commands: stop, and restart when `restartable` (it has a state directory).
+    pub commands: bool,
+    pub restartable: bool,
+    /// Times it was restarted by a command.
+    pub restarts: u32,
     pub file: String,
     /// `host:pid:start-ms` of the process running it.
     pub process: String,
@@ -202,9 +216,67 @@ pub(crate) async fn sql_jobs(State(state): State<AppState>) -> Json<Vec<SqlJobVi
     Json(state.shared.sql_jobs.lock().unwrap().views(ferry_mirror::report::now_ms()))
 }
 
+/// A command accepted for a job run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CommandSent {
+    pub process: String,
+    /// `stop` or `restart`.
+    pub command: String,
+}
+
+/// Sends `command` to the running job run `process`, on the cluster its reports come from.
+async fn send(state: AppState, process: String, command: Command) -> Response {
+    let found = {
+        let mut jobs = state.shared.sql_jobs.lock().unwrap();
+        let now = ferry_mirror::report::now_ms();
+        let view = jobs.views(now).into_iter().find(|v| v.process == process);
+        view.and_then(|v| jobs.clusters.get(&v.cluster).cloned().map(|c| (c, v)))
+    };
+    let Some((cluster, run)) = found else {
+        return error_body(StatusCode::NOT_FOUND, "not_found", &format!("no ferry sql job run {process} reported in the last hour"));
+    };
+    let verb = if command == Command::Stop { "stop" } else { "restart" };
+    let refused = if run.state != "running" {
+        Some(format!("job {} ({process}) is {}: only a running job can {verb}", run.job, run.state))
+    } else if !run.commands {
+        Some(format!("job {} ({process}) takes no commands (the Flink engine's view server, or a ferry older than commands)", run.job))
+    } else if command == Command::Restart && !run.restartable {
+        Some(format!("job {} ({process}) runs without --state-dir: a restart would read its tables again from their startup mode", run.job))
+    } else {
+        None
+    };
+    if let Some(m) = refused {
+        return error_body(StatusCode::CONFLICT, "conflict", &m);
+    }
+    let sent = JobCommand { version: 1, process: process.clone(), command, at_ms: ferry_mirror::report::now_ms() }.send(&cluster).await;
+    match sent {
+        Ok(()) => (StatusCode::ACCEPTED, Json(CommandSent { process, command: verb.into() })).into_response(),
+        Err(e) => error_body(StatusCode::BAD_GATEWAY, "cluster_unreachable", &format!("cannot send the command: {e}")),
+    }
+}
+
+/// Stops a running job run as Ctrl-C does (a last checkpoint, offsets committed; it reports
+/// finished and its process exits).
+#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/stop", tag = "sql",
+    params(("process" = String, Path, description = "the run's process, `host:pid:start-ms`")),
+    responses((status = 202, body = CommandSent), (status = 401, body = ErrorBody), (status = 404, description = "no such run reported in the last hour", body = ErrorBody), (status = 409, description = "the run is not running, or takes no commands", body = ErrorBody), (status = 502, description = "the cluster it reports to cannot be written", body = ErrorBody)))]
+pub(crate) async fn stop(State(state): State<AppState>, Path(process): Path<String>) -> Response {
+    send(state, process, Command::Stop).await
+}
+
+/// Restarts a running job run from its checkpoint, with its job file as it is now (a file that
+/// no longer plans, or changes the views, is refused by the job: its report tells why).
+#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/restart", tag = "sql",
+    params(("process" = String, Path, description = "the run's process, `host:pid:start-ms`")),
+    responses((status = 202, body = CommandSent), (status = 401, body = ErrorBody), (status = 404, description = "no such run reported in the last hour", body = ErrorBody), (status = 409, description = "the run is not running, takes no commands, or has no state directory", body = ErrorBody), (status = 502, description = "the cluster it reports to cannot be written", body = ErrorBody)))]
+pub(crate) async fn restart(State(state): State<AppState>, Path(process): Path<String>) -> Response {
+    send(state, process, Command::Restart).await
+}
+
 /// Follows the jobs topic of `cluster` until `cancel`; an unreachable cluster is retried with
 /// backoff and said once.
 pub fn follow(cluster: ClusterClient, jobs: Arc<Mutex<SqlJobs>>, cancel: CancellationToken) {
+    jobs.lock().unwrap().clusters.insert(cluster.alias.clone(), cluster.clone());
     crate::collect::follow_topic(&cluster, JOBS_TOPIC, "sql job reports", &cancel, |v| jobs.lock().unwrap().apply(&cluster.alias, v), || {}, || {});
 }
 
@@ -227,6 +299,9 @@ mod tests {
             engine: "ferry".into(),
             views_url: None,
             views: Vec::new(),
+            commands: true,
+            restartable: false,
+            restarts: 0,
         }
         .encode()
         .into_bytes()

@@ -11,6 +11,7 @@ pub mod avro;
 pub mod catalog;
 pub mod changelog;
 pub mod checkpoint;
+pub mod commands;
 pub mod error;
 pub mod format;
 mod functions;

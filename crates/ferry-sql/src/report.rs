@@ -20,14 +20,33 @@ use crate::view::Views;
 /// The thread writing a job's reports.
 pub struct Reporter {
     ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>,
+    /// What changes while it runs: restarts, and why the last restart was refused.
+    live: Arc<Mutex<(u32, Option<String>)>>,
+    process: String,
+    started_ms: i64,
+    cluster: ClusterClient,
     thread: JoinHandle<()>,
 }
 
+/// What a job's reports say about it besides its progress.
+pub struct ReportOf<'a> {
+    pub name: &'a str,
+    /// The job file as given.
+    pub file: &'a str,
+    /// `ferry`, or `flink` (the process serves views of queries Flink runs).
+    pub engine: &'a str,
+    /// The views it serves and where (`http://HOST:PORT`).
+    pub served: Option<(Views, String)>,
+    /// It takes commands (stop; restart if `restartable`).
+    pub commands: bool,
+    pub restartable: bool,
+}
+
 impl Reporter {
-    /// Starts reporting `job` (named `name`, read from `file`, its queries run by `engine`) from
-    /// `progress`, with the views it serves and where (`http://HOST:PORT`); None when the job
-    /// reads no Kafka table (it always does).
-    pub fn start(job: &Job, name: &str, file: &str, engine: &str, progress: Progress, served: Option<(Views, String)>) -> Option<Reporter> {
+    /// Starts reporting `job` from `progress`; None when the job reads no Kafka table (it always
+    /// does).
+    pub fn start(job: &Job, of: ReportOf<'_>, progress: Progress) -> Option<Reporter> {
+        let ReportOf { name, file, engine, served, commands, restartable } = of;
         let kafka = &job.pipelines.first()?.source.table.kafka;
         let cluster = crate::catalog::cluster_client(format!("job {name}"), &kafka.properties)?;
         let started_ms = crate::watermark::wall_clock_ms();
@@ -45,12 +64,40 @@ impl Reporter {
             engine: engine.to_string(),
             views_url: served.as_ref().map(|(_, url)| url.clone()),
             views: Vec::new(),
+            commands,
+            restartable,
+            restarts: 0,
         };
+        let process = base.process.clone();
         let views = served.map(|(v, _)| v).unwrap_or_default();
         let ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)> = Arc::default();
-        let signal = ending.clone();
-        let thread = std::thread::Builder::new().name("job-reports".into()).spawn(move || report(cluster, base, progress, views, signal)).ok()?;
-        Some(Reporter { ending, thread })
+        let live: Arc<Mutex<(u32, Option<String>)>> = Arc::default();
+        let (signal, changes, writes_to) = (ending.clone(), live.clone(), cluster.clone());
+        let thread = std::thread::Builder::new().name("job-reports".into()).spawn(move || report(writes_to, base, progress, views, changes, signal)).ok()?;
+        Some(Reporter { ending, live, process, started_ms, cluster, thread })
+    }
+
+    /// `host:pid:start-ms`, the key of its reports and of commands for it.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
+    pub fn started_ms(&self) -> i64 {
+        self.started_ms
+    }
+
+    /// The cluster its reports (and commands) go through.
+    pub fn cluster(&self) -> &ClusterClient {
+        &self.cluster
+    }
+
+    /// A restart happened (`refused`: None), or was refused and why.
+    pub fn restarted(&self, refused: Option<String>) {
+        let mut live = self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if refused.is_none() {
+            live.0 += 1;
+        }
+        live.1 = refused;
     }
 
     /// Writes the last report (`state`, and why it failed) and waits for it to be sent (up to
@@ -63,7 +110,7 @@ impl Reporter {
     }
 }
 
-fn report(cluster: ClusterClient, base: JobReport, progress: Progress, views: Views, ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>) {
+fn report(cluster: ClusterClient, base: JobReport, progress: Progress, views: Views, live: Arc<Mutex<(u32, Option<String>)>>, ending: Arc<(Mutex<Option<(JobState, Option<String>)>>, Condvar)>) {
     let mut producer: Option<ThreadedProducer<DefaultProducerContext>> = None;
     let mut failing = false;
     loop {
@@ -77,6 +124,7 @@ fn report(cluster: ClusterClient, base: JobReport, progress: Progress, views: Vi
         report.at_ms = crate::watermark::wall_clock_ms();
         report.pipelines = progress.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         report.views = crate::api::describe(&views);
+        (report.restarts, report.error) = live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         if let Some((state, error)) = &last {
             report.state = *state;
             report.error = error.clone();
