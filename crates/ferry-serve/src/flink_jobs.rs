@@ -202,7 +202,7 @@ pub(crate) async fn flink_jobs(State(state): State<AppState>) -> Response {
 }
 
 /// Stops a running Flink job with a savepoint.
-#[utoipa::path(post, path = "/api/v1/sql/flink/jobs/{id}/stop", tag = "sql",
+#[utoipa::path(post, path = "/api/v1/sql/flink/jobs/{id}/stop", tag = "sql", operation_id = "stop_flink_job",
     params(("id" = String, Path, description = "the Flink job id"), StopParams),
     responses((status = 200, body = StoppedJob), (status = 400, description = "`drain` not true or false", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, description = "no configured cluster runs it", body = ErrorBody), (status = 502, description = "a gateway cannot be reached, or Flink refused", body = ErrorBody)))]
 pub(crate) async fn stop(State(state): State<AppState>, Path(id): Path<String>, params: Result<Query<StopParams>, QueryRejection>) -> Response {
@@ -246,7 +246,7 @@ impl From<GatewayError> for RestartError {
 /// Starts a job Ferry submitted again from its savepoint, with the statements recorded for it:
 /// a running job is stopped with a savepoint first; an ended one resumes from its latest
 /// savepoint (or retained checkpoint). The new job is recorded as restarting the old one.
-#[utoipa::path(post, path = "/api/v1/sql/flink/jobs/{id}/restart", tag = "sql",
+#[utoipa::path(post, path = "/api/v1/sql/flink/jobs/{id}/restart", tag = "sql", operation_id = "restart_flink_job",
     params(("id" = String, Path, description = "the Flink job id")),
     responses((status = 200, body = RestartedJob), (status = 401, body = ErrorBody),
         (status = 404, description = "no statements recorded for the job (not submitted by `ferry sql run --engine flink`), or its gateway is not one ferry serve knows", body = ErrorBody),

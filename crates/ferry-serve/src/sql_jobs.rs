@@ -257,7 +257,7 @@ async fn send(state: AppState, process: String, command: Command) -> Response {
 
 /// Stops a running job run as Ctrl-C does (a last checkpoint, offsets committed; it reports
 /// finished and its process exits).
-#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/stop", tag = "sql",
+#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/stop", tag = "sql", operation_id = "stop_sql_job",
     params(("process" = String, Path, description = "the run's process, `host:pid:start-ms`")),
     responses((status = 202, body = CommandSent), (status = 401, body = ErrorBody), (status = 404, description = "no such run reported in the last hour", body = ErrorBody), (status = 409, description = "the run is not running, or takes no commands", body = ErrorBody), (status = 502, description = "the cluster it reports to cannot be written", body = ErrorBody)))]
 pub(crate) async fn stop(State(state): State<AppState>, Path(process): Path<String>) -> Response {
@@ -266,7 +266,7 @@ pub(crate) async fn stop(State(state): State<AppState>, Path(process): Path<Stri
 
 /// Restarts a running job run from its checkpoint, with its job file as it is now (a file that
 /// no longer plans, or changes the views, is refused by the job: its report tells why).
-#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/restart", tag = "sql",
+#[utoipa::path(post, path = "/api/v1/sql/jobs/{process}/restart", tag = "sql", operation_id = "restart_sql_job",
     params(("process" = String, Path, description = "the run's process, `host:pid:start-ms`")),
     responses((status = 202, body = CommandSent), (status = 401, body = ErrorBody), (status = 404, description = "no such run reported in the last hour", body = ErrorBody), (status = 409, description = "the run is not running, takes no commands, or has no state directory", body = ErrorBody), (status = 502, description = "the cluster it reports to cannot be written", body = ErrorBody)))]
 pub(crate) async fn restart(State(state): State<AppState>, Path(process): Path<String>) -> Response {
