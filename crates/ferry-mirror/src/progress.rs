@@ -59,6 +59,10 @@ pub(crate) struct PartitionProgress {
     /// Source high watermark and log start, from librdkafka statistics.
     pub(crate) high_watermark: i64,
     pub(crate) log_start: i64,
+    /// The source's last stable offset (a `read_committed` consumer's end: transaction markers
+    /// and open transactions are not records it can fetch), from librdkafka statistics; -1:
+    /// unknown.
+    pub(crate) stable_end: i64,
     /// Since when librdkafka reports this partition's fetcher as not fetching ("none",
     /// "stopped": after an out-of-range error it stops for good), with that state.
     pub(crate) fetch_stopped: Option<(Instant, String)>,
@@ -88,6 +92,7 @@ impl PartitionProgress {
             rewind_to: None,
             failed: None,
             stored: start,
+            stable_end: -1,
             transactional: false,
             uncommitted: (0, 0),
             offset_map: OffsetMap::default(),
@@ -116,6 +121,14 @@ impl PartitionProgress {
         } else {
             position
         }
+    }
+
+    /// Whether the source holds records this partition's consumer can fetch and has not: its
+    /// position is behind the last stable offset (the high watermark when that is unknown), and
+    /// nothing is being re-sent, stopped or truncated.
+    pub(crate) fn fetchable_waiting(&self) -> bool {
+        let end = if self.stable_end >= 0 { self.stable_end } else { self.high_watermark };
+        self.failed.is_none() && self.rewind_to.is_none() && self.inflight == 0 && end > self.consumed_next && self.log_start <= self.consumed_next
     }
 
     /// Records on the source not yet replicated (0 if the watermark is unknown).
@@ -421,6 +434,26 @@ mod tests {
         p.inflight = 1;
         p.acknowledged(0, 12, 102, 1);
         assert_eq!(p.safe_position(), 11);
+    }
+
+    #[test]
+    fn records_wait_to_be_fetched_only_before_the_stable_end_with_nothing_in_flight() {
+        let mut p = part();
+        assert!(!p.fetchable_waiting(), "unknown end");
+        p.high_watermark = 12;
+        assert!(p.fetchable_waiting(), "the high watermark when the stable end is unknown");
+        // A transaction marker at the end: the high watermark is past it, the stable end is not.
+        p.stable_end = 10;
+        assert!(!p.fetchable_waiting());
+        p.stable_end = 12;
+        p.inflight = 1;
+        assert!(!p.fetchable_waiting(), "records wait on the target, not on the source");
+        p.inflight = 0;
+        p.rewind_to = Some(10);
+        assert!(!p.fetchable_waiting(), "a re-send is pending");
+        p.rewind_to = None;
+        p.log_start = 11;
+        assert!(!p.fetchable_waiting(), "truncated: the position check's case");
     }
 
     #[test]

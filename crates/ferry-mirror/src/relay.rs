@@ -156,8 +156,9 @@ const FETCH_STOPPED_AFTER: Duration = Duration::from_secs(5);
 /// Exactly-once: how long a relay waits on a full producer queue (holding the gate) before it
 /// gives the record up to be re-sent.
 const QUEUE_FULL_WAIT: Duration = Duration::from_secs(5);
-/// A partition assigned this long ago that never delivered a record while the source has some.
-const NEVER_FETCHED_AFTER: Duration = Duration::from_secs(10);
+/// A partition that delivered no record for this long (since its assignment or its last record)
+/// while the source has records it can fetch and nothing waits on the target.
+const NOT_DELIVERING_AFTER: Duration = Duration::from_secs(10);
 
 /// Why [`Relay::check_positions`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +194,9 @@ impl ClientContext for SourceContext {
                     }
                     if stats.lo_offset >= 0 {
                         p.log_start = stats.lo_offset;
+                    }
+                    if stats.ls_offset >= 0 {
+                        p.stable_end = stats.ls_offset;
                     }
                     if matches!(stats.fetch_state.as_str(), "none" | "stopped") {
                         if p.fetch_stopped.is_none() {
@@ -238,9 +242,8 @@ pub(crate) struct Relay {
 struct Route {
     remote: Arc<str>,
     progress: SharedProgress,
-    /// When this relay (re)assigned the partition, until its first record arrives (cleared
-    /// where the record is forwarded, through the shared map).
-    waiting_since: std::cell::Cell<Option<Instant>>,
+    /// When this relay (re)assigned the partition or last forwarded one of its records.
+    idle_since: std::cell::Cell<Instant>,
 }
 
 impl Relay {
@@ -323,24 +326,21 @@ impl Relay {
             // Stopped fetchers: a scan that locks every partition, so once a second, not per record.
             if last_stopped_scan.elapsed() > Duration::from_secs(1) {
                 last_stopped_scan = Instant::now();
-                // Partitions assigned here that never delivered a record while the source has
-                // records for them: seen on Kafka after a transaction abort, a lost session and
-                // a reassignment within seconds, with librdkafka reporting no stopped fetcher.
-                // The consumer is made anew (at most once a minute) and every partition assigned
-                // to it again at its position.
-                let never_fetched = routes.values().flatten().flatten().filter(|r| {
-                    r.waiting_since.get().is_some_and(|t| t.elapsed() > NEVER_FETCHED_AFTER) && {
-                        let p = r.progress.lock().unwrap();
-                        p.failed.is_none() && p.rewind_to.is_none() && p.high_watermark > p.consumed_next && p.log_start <= p.consumed_next
-                    }
-                }).count();
+                // Partitions that delivered no record for a while (since their assignment or
+                // their last record) although the source has records they can fetch and nothing
+                // waits on the target: seen on Kafka after a transaction abort, a lost session
+                // and a reassignment within seconds, with librdkafka reporting no stopped
+                // fetcher, both before a partition's first record and after some. The consumer
+                // is made anew (at most once a minute) and every partition assigned to it again
+                // at its position.
+                let never_fetched = routes.values().flatten().flatten().filter(|r| r.idle_since.get().elapsed() > NOT_DELIVERING_AFTER && r.progress.lock().unwrap().fetchable_waiting()).count();
                 if never_fetched > 0 && last_recreated.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                     last_recreated = Some(Instant::now());
                     match make() {
                         Ok(fresh) => {
                             counter!(telemetry::ERRORS, "flow" => self.flow.clone(), "kind" => telemetry::kind::PARTITION_STOPPED).increment(never_fetched as u64);
-                            warn!(flow = %self.flow, cluster = %self.source.alias, partitions = never_fetched, after = ?NEVER_FETCHED_AFTER,
-                                "PARTITION STOPPED: partitions assigned to this relay never fetched a record although the source has records for them; the source consumer is made anew");
+                            warn!(flow = %self.flow, cluster = %self.source.alias, partitions = never_fetched, after = ?NOT_DELIVERING_AFTER,
+                                "PARTITION STOPPED: partitions of this relay delivered no record for this long although the source has records for them; the source consumer is made anew");
                             consumer = fresh;
                             let all: Vec<SharedProgress> = routes.values().flatten().flatten().map(|r| r.progress.clone()).collect();
                             routes.clear();
@@ -379,7 +379,7 @@ impl Relay {
         let Some(Some(route)) = routes.get(message.topic()).and_then(|r| r.get(message.partition() as usize)) else {
             return; // a message fetched just before its partition was unassigned
         };
-        route.waiting_since.set(None);
+        route.idle_since.set(Instant::now());
         // From the partition's state to the producer's queue in one pass of the gate: a roll-back
         // (under the closed gate) cannot slip between them.
         let pass;
@@ -512,7 +512,7 @@ impl Relay {
             if slots.len() <= partition as usize {
                 slots.resize_with(partition as usize + 1, || None);
             }
-            slots[partition as usize] = Some(Route { remote, progress, waiting_since: std::cell::Cell::new(Some(Instant::now())) });
+            slots[partition as usize] = Some(Route { remote, progress, idle_since: std::cell::Cell::new(Instant::now()) });
         }
         if let Err(e) = consumer.incremental_assign(&tpl) {
             error!(flow = %self.flow, error = %e, "incremental assign failed");
@@ -654,7 +654,7 @@ impl Relay {
 
     /// Restarts fetching of already-routed partitions at their `consumed_next`. Each is watched
     /// as a new assignment is: one that fetches nothing while the source has records for it is
-    /// caught by the never-fetched check.
+    /// caught by the not-delivering check.
     fn reposition(&self, consumer: &BaseConsumer<SourceContext>, routes: &HashMap<Arc<str>, Vec<Option<Route>>>, parts: &[SharedProgress]) {
         if parts.is_empty() {
             return;
@@ -664,7 +664,7 @@ impl Relay {
         for progress in parts {
             let p = progress.lock().unwrap();
             if let Some(Some(route)) = routes.get(&p.source_topic).and_then(|r| r.get(p.partition as usize)) {
-                route.waiting_since.set(Some(Instant::now()));
+                route.idle_since.set(Instant::now());
             }
             stop.add_partition(&p.source_topic, p.partition);
             if let Err(e) = start.add_partition_offset(&p.source_topic, p.partition, Offset::Offset(p.consumed_next)) {
