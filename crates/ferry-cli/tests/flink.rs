@@ -106,6 +106,15 @@ END;
     )
 }
 
+/// Waits until the totals cover orders 0..n and each of them was copied exactly once.
+fn all_copied_once(bootstrap: &str, sums: &str, copy: &str, n: u64, what: &str) {
+    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(bootstrap, sums) == totals(n)).then_some(()));
+    assert!(reached.is_some(), "{what}: totals {:?}", folded(bootstrap, sums));
+    let want: BTreeMap<i64, usize> = (0..n as i64).map(|i| (i, 1)).collect();
+    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(bootstrap, copy)).filter(|c| *c == want));
+    assert_eq!(got, Some(want), "{what}");
+}
+
 /// A topic's records as a sorted list of JSON values (an append table), or folded by key (an
 /// upsert table).
 fn table_of(bootstrap: &str, topic: &str, partitions: i32, upsert: bool) -> Vec<Value> {
@@ -235,11 +244,7 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     assert_eq!(code, 0, "{out}{err}");
     let second = job_ids(&out).pop().unwrap();
     assert_ne!(second, first);
-    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(&bootstrap, &sums) == totals(700)).then_some(()));
-    assert!(reached.is_some(), "the resumed job's totals: {:?}", folded(&bootstrap, &sums));
-    let want: BTreeMap<i64, usize> = (0..700).map(|i| (i, 1)).collect();
-    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(&bootstrap, &copy)).filter(|c| *c == want));
-    assert_eq!(got, Some(want), "each order copied exactly once across the stop and the resume");
+    all_copied_once(&bootstrap, &sums, &copy, 700, "the resumed job's totals; each order copied exactly once across the stop and the resume");
     // ferry serve lists the cluster's jobs and stops one with a savepoint over REST.
     let config = std::env::temp_dir().join(format!("{}.properties", unique("flink-serve")));
     std::fs::write(&config, format!("clusters = a\na.bootstrap.servers = {bootstrap}\n")).unwrap();
@@ -263,15 +268,9 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     assert_eq!((job["late"].as_u64(), job["watermark_ms"].as_i64(), job["metrics_error"].as_str()), (None, None, None), "{job}");
     // The console's SQL page in headless Chromium: the job's row, stopped from its button.
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql.png");
-    let out = Command::new("node")
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["sql.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &second])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, seen) = common::console_script(&["sql.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &second]);
     println!("browser: {seen}\nscreenshot: {}", screenshot.display());
-    assert!(out.status.success(), "{seen}\n{}", serve.output());
+    assert!(ran, "{seen}\n{}", serve.output());
     assert_eq!(seen["row"][0], "flink");
     assert_eq!(seen["row"][1], "resumable");
     assert!(seen["row"][4].as_str().is_some_and(|n| n.replace(',', "").parse::<u64>().is_ok_and(|n| n >= 300)), "records in shown: {seen}");
@@ -288,11 +287,7 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     let third = seen["restarted"].as_str().unwrap_or_else(|| panic!("no restarted job: {seen}")).to_string();
     assert_eq!(seen["restartedRow"][3], "running", "{seen}");
     producer.send_all(&source, &orders(700, 800)).unwrap();
-    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(&bootstrap, &sums) == totals(800)).then_some(()));
-    assert!(reached.is_some(), "the job resumed from the console: {:?}", folded(&bootstrap, &sums));
-    let want: BTreeMap<i64, usize> = (0..800).map(|i| (i, 1)).collect();
-    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(&bootstrap, &copy)).filter(|c| *c == want));
-    assert_eq!(got, Some(want), "each order copied exactly once across the console's stop and resume");
+    all_copied_once(&bootstrap, &sums, &copy, 800, "the job resumed from the console; each order copied exactly once across the console's stop and resume");
     // A running job restarted over REST: stopped with a savepoint and started again from it.
     let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{third}/restart"), &[], "").unwrap();
     assert_eq!(status, 200, "{body}\n{}", serve.output());
@@ -300,11 +295,7 @@ fn a_job_file_runs_on_flink_stops_with_a_savepoint_and_resumes_from_it() {
     let fourth = restarted["restarted"].as_str().unwrap().to_string();
     assert!(restarted["savepoint"].as_str().is_some_and(|p| p.contains("savepoint-")) && fourth != third, "{body}");
     producer.send_all(&source, &orders(800, 900)).unwrap();
-    let reached = ferry_testkit::wait_for(std::time::Duration::from_secs(90), || (folded(&bootstrap, &sums) == totals(900)).then_some(()));
-    assert!(reached.is_some(), "the restarted job: {:?}", folded(&bootstrap, &sums));
-    let want: BTreeMap<i64, usize> = (0..900).map(|i| (i, 1)).collect();
-    let got = ferry_testkit::wait_for(std::time::Duration::from_secs(30), || Some(copied(&bootstrap, &copy)).filter(|c| *c == want));
-    assert_eq!(got, Some(want), "each order copied exactly once across the restart");
+    all_copied_once(&bootstrap, &sums, &copy, 900, "the restarted job; each order copied exactly once across the restart");
     // A savepoint resumed once is not resumed twice; a job Ferry did not submit has no statements.
     let (status, body) = ferry_testkit::http_request(&serve_addr, "POST", &format!("/api/v1/sql/flink/jobs/{second}/restart"), &[], "").unwrap();
     assert_eq!(status, 409, "{body}");

@@ -68,16 +68,10 @@ fn until(addr: &str, token: &str, name: &str, timeout: Duration, check: impl Fn(
 
 /// Runs the console's browser script (tests/browser/console.mjs): (success, what it saw).
 fn browser(addr: &str, token: &str, screenshot: &Path, extra: &[&str]) -> (bool, serde_json::Value) {
-    let out = std::process::Command::new("node")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["console.mjs", &format!("http://{addr}/"), token, screenshot.to_str().unwrap(), "a->b", "a.orders"])
-        .args(extra)
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.success(), seen)
+    let url = format!("http://{addr}/");
+    let mut args = vec!["console.mjs", &url, token, screenshot.to_str().unwrap(), "a->b", "a.orders"];
+    args.extend_from_slice(extra);
+    common::console_script(&args)
 }
 
 fn start_serve(config: &Path, token_file: &Path, port: u16) -> Process {
@@ -349,15 +343,9 @@ fn the_schemas_page_lists_subjects_levels_and_diffs_versions() {
     assert_eq!(get(&listen, "/api/v1/registry/subjects", None).0, 401, "behind ferry serve's token");
 
     let screenshot = std::env::temp_dir().join(format!("{}.png", unique("schemas-page")));
-    let out = std::process::Command::new("node")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["schemas.mjs", &format!("http://{listen}/"), token, screenshot.to_str().unwrap(), "orders-value"])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, seen) = common::console_script(&["schemas.mjs", &format!("http://{listen}/"), token, screenshot.to_str().unwrap(), "orders-value"]);
     println!("the Schemas page: {seen}");
-    assert!(out.status.success(), "{seen}\nserve:\n{}\nregistry:\n{}", serve.output(), registry.output());
+    assert!(ran, "{seen}\nserve:\n{}\nregistry:\n{}", serve.output(), registry.output());
     assert_eq!(seen["subjects"], serde_json::json!(["orders-value", "payments-value"]));
     assert_eq!(seen["row"], serde_json::json!(["orders-value", "AVRO", "2", "2"]));
     assert_eq!((seen["level"].as_str(), seen["levelFrom"].as_str()), (Some("FULL"), Some("(set on the subject)")));
@@ -524,15 +512,9 @@ fn a_lag_alert_fires_and_resolves_once_to_a_webhook_and_by_email() {
 
     // The Monitoring page shows this cluster in every view, from real data, in Chromium.
     let shots = std::env::temp_dir().join(unique("monitor-page"));
-    let out = std::process::Command::new("node")
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["monitor.mjs", &format!("http://{addr}/"), token, shots.to_str().unwrap(), "a", "reporting", "events"])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, seen) = common::console_script(&["monitor.mjs", &format!("http://{addr}/"), token, shots.to_str().unwrap(), "a", "reporting", "events"]);
     println!("the Monitoring page (screenshots {}-*.png): {seen}", shots.display());
-    assert!(out.status.success(), "{seen}\nserve:\n{}", serve.output());
+    assert!(ran, "{seen}\nserve:\n{}", serve.output());
     assert!(seen["cards"].as_array().unwrap().iter().any(|c| c == "1brokers"), "{seen}");
     // The overview counts the whole cluster (not a page of it).
     let overview = json(&addr, "/api/v1/clusters/a/overview", token);

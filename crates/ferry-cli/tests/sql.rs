@@ -375,15 +375,9 @@ fn jobs_report_their_progress_to_ferry_serve() {
     assert!(body.contains("query:1:8:"), "the place in the query: {body}");
     // The same in the console's SQL page, in headless Chromium.
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-sample.png");
-    let out = Command::new("node")
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["sql-sample.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), &ddl, "SELECT id, customer, amount FROM orders WHERE id < 12"])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, seen) = common::console_script(&["sql-sample.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), &ddl, "SELECT id, customer, amount FROM orders WHERE id < 12"]);
     println!("browser: {seen}\nscreenshot: {}", screenshot.display());
-    assert!(out.status.success(), "{seen}");
+    assert!(ran, "{seen}");
     assert_eq!(seen["tables"], json!(["orders", "big"]));
     assert_eq!(seen["header"], json!(["", "id", "customer", "amount"]));
     assert_eq!(seen["rows"].as_array().map(Vec::len), Some(12), "{seen}");
@@ -424,15 +418,9 @@ AS SELECT customer, COUNT(*) AS n FROM orders GROUP BY customer;
     // In the console: the view's endpoints with their URLs; the copy button puts one on the
     // clipboard.
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-views.png");
-    let out = Command::new("node")
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["sql-views.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), "per_customer", "busy"])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let shown: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, shown) = common::console_script(&["sql-views.mjs", &format!("http://{addr}/"), "", screenshot.to_str().unwrap(), "per_customer", "busy"]);
     println!("browser: {shown}\nscreenshot: {}", screenshot.display());
-    assert!(out.status.success(), "{shown}");
+    assert!(ran, "{shown}");
     assert_eq!(shown["endpoints"], json!(["all", "lookup", "busy"]), "{shown}");
     assert_eq!(shown["copied"], url("busy"), "the clipboard holds the endpoint's URL: {shown}");
     assert_eq!(shown["button"], "copied");
@@ -464,14 +452,8 @@ AS SELECT customer, COUNT(*) AS n FROM orders GROUP BY customer;
     assert_eq!(job["restarts"], 1, "{job}");
     std::fs::write(&live, text).unwrap();
     // Stopped from the console: finished, and the process ends.
-    let out = Command::new("node")
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["sql-stop.mjs", &format!("http://{addr}/"), "", &process])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let clicked: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(out.status.success(), "{clicked}");
+    let (ran, clicked) = common::console_script(&["sql-stop.mjs", &format!("http://{addr}/"), "", &process]);
+    assert!(ran, "{clicked}");
     assert_eq!(clicked["asked"], process.as_str(), "{clicked}");
     assert_eq!(clicked["state"], "finished", "{clicked}");
     let status = running.wait_timeout(std::time::Duration::from_secs(30)).unwrap().unwrap_or_else(|| panic!("the stopped job's process did not end\n{}", running.output()));
@@ -1459,15 +1441,9 @@ INSERT INTO big SELECT id, UPPER(customer), amount * 2, ts FROM orders WHERE amo
     assert_eq!(sampled, want, "{body}");
     // The same in the console's SQL page: the table added from the registry, a name completed.
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-sql-registry.png");
-    let out = Command::new("node")
-        .current_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
-        .args(["sql-registry.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &orders])
-        .output()
-        .expect("node is needed (scripts/install-test-tools)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let seen: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    let (ran, seen) = common::console_script(&["sql-registry.mjs", &format!("http://{serve_addr}/"), "", screenshot.to_str().unwrap(), &orders]);
     println!("browser: {seen}\nscreenshot: {}", screenshot.display());
-    assert!(out.status.success(), "{seen}\n{}", serve.output());
+    assert!(ran, "{seen}\n{}", serve.output());
     assert_eq!(seen["tables"], json!([orders]), "{seen}");
     assert_eq!(seen["ddl"].as_str().map(str::trim), Some(ddl), "{seen}");
     assert_eq!(seen["choices"], json!(["customer"]), "{seen}");

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ferry_kafka::job_report::{Command, JobCommand, COMMANDS_RETENTION_MS, COMMANDS_TOPIC};
-use ferry_kafka::{Admin, ClusterClient, NewTopicSpec, QuietContext};
+use ferry_kafka::{ClusterClient, QuietContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -19,15 +19,7 @@ pub fn for_us(command: &JobCommand, process: &str, since_ms: i64) -> bool {
 }
 
 fn open(cluster: &ClusterClient) -> Result<BaseConsumer<QuietContext>, String> {
-    let admin = Admin::connect(cluster).map_err(|e| e.to_string())?;
-    let spec = NewTopicSpec {
-        name: COMMANDS_TOPIC.into(),
-        partitions: 1,
-        replication_factor: -1,
-        configs: [("retention.ms".to_string(), COMMANDS_RETENTION_MS.to_string()), ("cleanup.policy".to_string(), "delete".to_string())].into(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    runtime.block_on(admin.create_topics(&[spec])).map_err(|e| e.to_string())?;
+    crate::report::create_topic(cluster, COMMANDS_TOPIC, COMMANDS_RETENTION_MS)?;
     let consumer: BaseConsumer<QuietContext> = cluster
         .client_config(ferry_kafka::ClientRole::Consumer)
         .set("group.id", format!("ferry-sql-commands-{}", std::process::id()))

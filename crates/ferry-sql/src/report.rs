@@ -150,16 +150,7 @@ fn report(cluster: ClusterClient, base: JobReport, progress: Progress, views: Vi
 
 fn send(cluster: &ClusterClient, producer: &mut Option<ThreadedProducer<DefaultProducerContext>>, report: &JobReport, last: bool) -> Result<(), String> {
     if producer.is_none() {
-        // The topic first (an existing one is left as it is), on a runtime of this thread's own.
-        let admin = Admin::connect(cluster).map_err(|e| e.to_string())?;
-        let spec = NewTopicSpec {
-            name: JOBS_TOPIC.into(),
-            partitions: 1,
-            replication_factor: -1,
-            configs: [("retention.ms".to_string(), JOBS_RETENTION_MS.to_string()), ("cleanup.policy".to_string(), "delete".to_string())].into(),
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        runtime.block_on(admin.create_topics(&[spec])).map_err(|e| e.to_string())?;
+        create_topic(cluster, JOBS_TOPIC, JOBS_RETENTION_MS)?;
         *producer = Some(cluster.client_config(ferry_kafka::ClientRole::Producer).set("linger.ms", "0").set("message.timeout.ms", "10000").create().map_err(|e| e.to_string())?);
     }
     let p = producer.as_ref().expect("created above");
@@ -169,6 +160,20 @@ fn send(cluster: &ClusterClient, producer: &mut Option<ThreadedProducer<DefaultP
         p.flush(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// Creates `topic` on `cluster` (one partition, deleted after `retention_ms`) unless it exists,
+/// on a runtime of the calling thread's own: for threads outside any async runtime.
+pub(crate) fn create_topic(cluster: &ClusterClient, topic: &str, retention_ms: i64) -> Result<(), String> {
+    let admin = Admin::connect(cluster).map_err(|e| e.to_string())?;
+    let spec = NewTopicSpec {
+        name: topic.into(),
+        partitions: 1,
+        replication_factor: -1,
+        configs: [("retention.ms".to_string(), retention_ms.to_string()), ("cleanup.policy".to_string(), "delete".to_string())].into(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(admin.create_topics(&[spec])).map_err(|e| e.to_string())
 }
 
 /// The pipelines' rows of a report before anything ran: each INSERT's line, source and sink.

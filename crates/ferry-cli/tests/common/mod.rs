@@ -129,3 +129,17 @@ pub(crate) fn spawn_registry(name: &str, addr: &str, config: &Path) -> Process {
     wait_for(Duration::from_secs(60), || std::net::TcpStream::connect(addr).ok().map(|_| ())).unwrap_or_else(|| panic!("the registry did not listen:\n{}", process.output()));
     process
 }
+
+/// Runs a console script of `tests/browser` (`args[0]`, then its arguments) in headless
+/// Chromium: whether it succeeded, and the JSON of what it saw.
+#[allow(dead_code)]
+pub(crate) fn console_script(args: &[&str]) -> (bool, serde_json::Value) {
+    let out = std::process::Command::new("node")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser"))
+        .args(args)
+        .output()
+        .expect("node is needed (scripts/install-test-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let seen = serde_json::from_str(stdout.trim()).unwrap_or_else(|_| panic!("browser script output: {stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), seen)
+}
