@@ -91,6 +91,9 @@ pub(crate) struct MemberContext {
     unsettled: std::sync::Mutex<Unsettled>,
     /// A settled member with no partition at all (fine when other processes own them all).
     idle: std::sync::Mutex<Unsettled>,
+    /// Set when the member has had no group coordinator for [`UNSETTLED_AFTER`]: its thread
+    /// makes it anew.
+    coordinator_lost: std::sync::atomic::AtomicBool,
 }
 
 /// How long a rebalance may take before it is reported (Kafka's take well under a session
@@ -136,9 +139,18 @@ impl ClientContext for MemberContext {
         let Some(cgrp) = statistics.cgrp else { return };
         let steady = !self.subscribed.load(std::sync::atomic::Ordering::Relaxed) || (cgrp.state == "up" && cgrp.join_state == "steady");
         match self.unsettled.lock().unwrap().observe(steady, Instant::now()) {
-            Some(Settle::Stuck(d)) => warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers,
-                state = %cgrp.state, join_state = %cgrp.join_state, unsettled = ?d, rebalance_reason = %cgrp.rebalance_reason,
-                "GROUP REBALANCE NOT COMPLETING: the target cluster's group coordinator has not settled the positions group; partitions of this process wait unreplicated"),
+            Some(Settle::Stuck(d)) => {
+                warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers,
+                    state = %cgrp.state, join_state = %cgrp.join_state, unsettled = ?d, rebalance_reason = %cgrp.rebalance_reason,
+                    "GROUP REBALANCE NOT COMPLETING: the target cluster's group coordinator has not settled the positions group; partitions of this process wait unreplicated");
+                // No coordinator for this long ("query-coord", "wait-coord", …): seen on Kafka after
+                // the target stalled past the session, librdkafka's coordinator handle keeping its
+                // request queued while every other client of the cluster worked again. A member
+                // that is up and waiting on a rebalance (handovers take up to 30 s) is left alone.
+                if cgrp.state != "up" {
+                    self.coordinator_lost.store(true, std::sync::atomic::Ordering::Release);
+                }
+            }
             Some(Settle::Settled(d)) => info!(flow = %self.flow, cluster = %self.target.alias, unsettled = ?d, "group rebalance completed"),
             None => {}
         }
@@ -245,20 +257,27 @@ fn commit(consumer: &MemberConsumer, positions: &[(String, i32, i64)]) -> Result
 /// The flow's handle on its member: commits positions with the member's generation.
 pub(crate) struct Member {
     target: ClusterClient,
-    consumer: Arc<MemberConsumer>,
+    consumer: SharedMember,
 }
 
+/// The member's consumer, replaced when it is made anew.
+type SharedMember = Arc<std::sync::RwLock<Arc<MemberConsumer>>>;
+
 impl Member {
+    fn current(&self) -> Arc<MemberConsumer> {
+        self.consumer.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     /// Stores positions (blocking, synchronous commit). Refused by the broker when this process
     /// is no longer a member of the current generation.
     pub(crate) fn commit(&self, positions: &[(String, i32, i64)]) -> ferry_kafka::Result<()> {
-        commit(&self.consumer, positions).map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
+        commit(&self.current(), positions).map_err(|e| ferry_kafka::Error::new(&self.target, "store positions", e))
     }
 
     /// The member's group id, generation and member id, which a transactional commit of the
     /// positions carries (KIP-447 fencing).
     pub(crate) fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.consumer.group_metadata()
+        self.current().group_metadata()
     }
 }
 
@@ -266,6 +285,10 @@ impl Member {
 /// applies subscription changes.
 pub(crate) struct Membership {
     flow: String,
+    source_alias: String,
+    target: ClusterClient,
+    events: UnboundedSender<MemberEvent>,
+    shared: SharedMember,
     consumer: Arc<MemberConsumer>,
     topics: Receiver<Vec<String>>,
     cancel: CancellationToken,
@@ -280,8 +303,28 @@ pub(crate) fn join(
     events: UnboundedSender<MemberEvent>,
     cancel: CancellationToken,
 ) -> ferry_kafka::Result<(Member, Membership, Sender<Vec<String>>)> {
-    let context = MemberContext { flow: flow.to_string(), target: target.clone(), events, errors_logged: crate::telemetry::Throttle::new(Duration::from_secs(10)), subscribed: Default::default(), unsettled: Default::default(), idle: Default::default() };
-    let consumer: MemberConsumer = target
+    let consumer = Arc::new(make_member(flow, source_alias, target, events.clone())?);
+    let shared: SharedMember = Arc::new(std::sync::RwLock::new(consumer.clone()));
+    let (tx, topics) = std::sync::mpsc::channel();
+    Ok((
+        Member { target: target.clone(), consumer: shared.clone() },
+        Membership { flow: flow.to_string(), source_alias: source_alias.to_string(), target: target.clone(), events, shared, consumer, topics, cancel },
+        tx,
+    ))
+}
+
+fn make_member(flow: &str, source_alias: &str, target: &ClusterClient, events: UnboundedSender<MemberEvent>) -> ferry_kafka::Result<MemberConsumer> {
+    let context = MemberContext {
+        flow: flow.to_string(),
+        target: target.clone(),
+        events,
+        errors_logged: crate::telemetry::Throttle::new(Duration::from_secs(10)),
+        subscribed: Default::default(),
+        unsettled: Default::default(),
+        idle: Default::default(),
+        coordinator_lost: Default::default(),
+    };
+    target
         .client_config_with_defaults(
             ClientRole::Consumer,
             &[
@@ -299,34 +342,64 @@ pub(crate) fn join(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .create_with_context(context)
-        .map_err(|e| ferry_kafka::Error::new(target, "create the group member", e))?;
-    let consumer = Arc::new(consumer);
-    let (tx, topics) = std::sync::mpsc::channel();
-    Ok((
-        Member { target: target.clone(), consumer: consumer.clone() },
-        Membership { flow: flow.to_string(), consumer, topics, cancel },
-        tx,
-    ))
+        .map_err(|e| ferry_kafka::Error::new(target, "create the group member", e))
 }
 
 impl Membership {
+    /// Subscribes `consumer` to `topics` (none: unsubscribes).
+    fn subscribe(&self, consumer: &MemberConsumer, topics: &[String]) -> Result<(), KafkaError> {
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        if names.is_empty() {
+            consumer.unsubscribe();
+        } else {
+            consumer.subscribe(&names)?;
+        }
+        consumer.context().subscribed.store(!names.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Replaces a member that has had no coordinator for long by a new one subscribed to the
+    /// same topics. The old one has no assignment (it lost it with its session) and is closed on
+    /// a thread of its own, since closing may wait on the coordinator it lacks.
+    fn make_anew(&mut self, subscribed: &[String]) {
+        // Only when the cluster answers: with the cluster down a new member finds no coordinator
+        // either (and the outage is reported already).
+        if self.consumer.client().fetch_metadata(None, Duration::from_secs(5)).is_err() {
+            return;
+        }
+        let fresh = match make_member(&self.flow, &self.source_alias, &self.target, self.events.clone()) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                warn!(flow = %self.flow, error = %e, "cannot make the group member anew; retrying when it is reported stuck again");
+                return;
+            }
+        };
+        if let Err(e) = self.subscribe(&fresh, subscribed) {
+            warn!(flow = %self.flow, error = %e, "cannot subscribe the new group member; retrying when it is reported stuck again");
+            return;
+        }
+        warn!(flow = %self.flow, cluster = %self.target.alias, address = %self.target.bootstrap_servers,
+            "GROUP MEMBER MADE ANEW: the positions group's member had no coordinator for 30 s although the cluster answers; a new member joins in its place");
+        *self.shared.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh.clone();
+        let old = std::mem::replace(&mut self.consumer, fresh);
+        let _ = std::thread::Builder::new().name("member-close".into()).spawn(move || {
+            old.unsubscribe();
+            drop(old);
+        });
+    }
+
     /// Runs until cancelled; then leaves the group so the others take over at once.
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let mut subscribed: Vec<String> = Vec::new();
         while !self.cancel.is_cancelled() {
+            if self.consumer.context().coordinator_lost.swap(false, std::sync::atomic::Ordering::AcqRel) {
+                self.make_anew(&subscribed);
+            }
             while let Ok(topics) = self.topics.try_recv() {
                 if topics != subscribed {
-                    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                    let result = if names.is_empty() {
-                        self.consumer.unsubscribe();
-                        Ok(())
-                    } else {
-                        self.consumer.subscribe(&names)
-                    };
-                    match result {
+                    match self.subscribe(&self.consumer, &topics) {
                         Ok(()) => {
-                            self.consumer.context().subscribed.store(!names.is_empty(), std::sync::atomic::Ordering::Relaxed);
-                            debug!(flow = %self.flow, topics = names.len(), "group subscription changed");
+                            debug!(flow = %self.flow, topics = topics.len(), "group subscription changed");
                             subscribed = topics;
                         }
                         Err(e) => warn!(flow = %self.flow, error = %e, "cannot subscribe the group member"),
