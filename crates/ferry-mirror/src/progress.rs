@@ -63,6 +63,9 @@ pub(crate) struct PartitionProgress {
     /// and open transactions are not records it can fetch), from librdkafka statistics; -1:
     /// unknown.
     pub(crate) stable_end: i64,
+    /// The next offset the source consumer will fetch, from librdkafka statistics (-1:
+    /// unknown): past a transaction marker even though no record came from it.
+    pub(crate) fetch_next: i64,
     /// Since when librdkafka reports this partition's fetcher as not fetching ("none",
     /// "stopped": after an out-of-range error it stops for good), with that state.
     pub(crate) fetch_stopped: Option<(Instant, String)>,
@@ -93,6 +96,7 @@ impl PartitionProgress {
             failed: None,
             stored: start,
             stable_end: -1,
+            fetch_next: -1,
             transactional: false,
             uncommitted: (0, 0),
             offset_map: OffsetMap::default(),
@@ -124,11 +128,13 @@ impl PartitionProgress {
     }
 
     /// Whether the source holds records this partition's consumer can fetch and has not: its
-    /// position is behind the last stable offset (the high watermark when that is unknown), and
-    /// nothing is being re-sent, stopped or truncated.
+    /// position (and the consumer's own fetch position, which passes transaction markers no
+    /// record comes from) is behind the last stable offset (the high watermark when that is
+    /// unknown), and nothing is being re-sent, stopped or truncated.
     pub(crate) fn fetchable_waiting(&self) -> bool {
         let end = if self.stable_end >= 0 { self.stable_end } else { self.high_watermark };
-        self.failed.is_none() && self.rewind_to.is_none() && self.inflight == 0 && end > self.consumed_next && self.log_start <= self.consumed_next
+        let at = self.consumed_next.max(self.fetch_next);
+        self.failed.is_none() && self.rewind_to.is_none() && self.inflight == 0 && end > at && self.log_start <= self.consumed_next
     }
 
     /// Records on the source not yet replicated (0 if the watermark is unknown).
@@ -446,6 +452,9 @@ mod tests {
         p.stable_end = 10;
         assert!(!p.fetchable_waiting());
         p.stable_end = 12;
+        p.fetch_next = 12;
+        assert!(!p.fetchable_waiting(), "the consumer fetched past a marker at 11");
+        p.fetch_next = 10;
         p.inflight = 1;
         assert!(!p.fetchable_waiting(), "records wait on the target, not on the source");
         p.inflight = 0;

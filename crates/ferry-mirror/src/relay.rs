@@ -198,6 +198,7 @@ impl ClientContext for SourceContext {
                     if stats.ls_offset >= 0 {
                         p.stable_end = stats.ls_offset;
                     }
+                    p.fetch_next = stats.next_offset;
                     if matches!(stats.fetch_state.as_str(), "none" | "stopped") {
                         if p.fetch_stopped.is_none() {
                             p.fetch_stopped = Some((Instant::now(), stats.fetch_state.clone()));
