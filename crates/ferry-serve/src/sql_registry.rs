@@ -38,11 +38,7 @@ pub struct RegistryTableView {
 /// An identifier as Flink SQL reads it: backquoted unless a plain name.
 fn ident(name: &str) -> String {
     let plain = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !ferry_sql::reserved::is_reserved(name);
-    if plain { name.to_string() } else { format!("`{}`", name.replace('`', "``")) }
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+    if plain { name.to_string() } else { ferry_sql::on_flink::name(name) }
 }
 
 /// The `CREATE TABLE` over `topic` with `columns` (`name TYPE`), in the `avro-confluent` format
@@ -53,9 +49,9 @@ pub(crate) fn ddl(topic: &str, columns: &[(String, String)], bootstrap: &str, re
         "CREATE TABLE {} (\n{}\n) WITH (\n  'connector' = 'kafka',\n  'topic' = {},\n  'properties.bootstrap.servers' = {},\n  'format' = 'avro-confluent',\n  'avro-confluent.url' = {},\n  'scan.startup.mode' = 'earliest-offset'\n);",
         ident(topic),
         columns.join(",\n"),
-        literal(topic),
-        literal(bootstrap),
-        literal(registry)
+        ferry_sql::on_flink::quote(topic),
+        ferry_sql::on_flink::quote(bootstrap),
+        ferry_sql::on_flink::quote(registry)
     )
 }
 

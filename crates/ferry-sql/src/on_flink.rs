@@ -48,11 +48,13 @@ pub fn flink_type(t: &DataType) -> Option<String> {
     })
 }
 
-fn quote(s: &str) -> String {
+/// A string literal in Flink SQL.
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-fn name(s: &str) -> String {
+/// A backquoted identifier in Flink SQL.
+pub fn name(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
